@@ -1,0 +1,23 @@
+"""The top-level ``inferline`` command."""
+
+from __future__ import annotations
+
+import typer
+
+from inferline.cli import _bench, _trace
+from inferline.cli._simulate import simulate_command
+
+app = typer.Typer(
+    name="inferline",
+    help="Plan, simulate and serve ML inference pipelines under a P99 latency SLO.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(_trace.app, name="trace")
+app.add_typer(_bench.app, name="bench")
+app.command("simulate")(simulate_command)
+
+
+def main() -> None:
+    app()

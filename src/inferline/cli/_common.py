@@ -1,0 +1,52 @@
+"""Shared command-line plumbing: JSON output, readable errors, exit codes."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from collections.abc import Callable
+from functools import wraps
+from typing import Any, ParamSpec, TypeVar
+
+import typer
+from rich.console import Console
+
+from inferline.errors import InferLineError
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+stdout = Console()
+stderr = Console(stderr=True)
+
+JSON_OPTION = typer.Option(False, "--json", help="Print one JSON object on stdout instead of tables.")
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    return value
+
+
+def print_json(obj: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(_clean(obj), sort_keys=False) + "\n")
+    sys.stdout.flush()
+
+
+def user_errors(func: Callable[P, R]) -> Callable[P, R]:
+    """Turn InferLineErrors into a one-paragraph message and the error's exit code."""
+
+    @wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return func(*args, **kwargs)
+        except InferLineError as exc:
+            stderr.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(code=exc.exit_code) from None
+
+    return wrapper

@@ -1,0 +1,78 @@
+"""``inferline simulate``: estimate a configuration's latency and cost on a trace."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from inferline._bundle import load_bundle
+from inferline.cli._common import JSON_OPTION, print_json, stdout, user_errors
+from inferline.errors import ConfigError
+from inferline.estimator import Estimator
+from inferline.pipeline import load_config
+from inferline.workload import load_trace
+
+
+@user_errors
+def simulate_command(
+    bundle: Annotated[Path, typer.Argument(help="Bundle folder (pipeline.yaml, hardware, profiles).")],
+    config: Annotated[Path, typer.Option("--config", help="Configuration or plan file.")],
+    trace: Annotated[Path, typer.Option("--trace", help="Trace file (inferline trace …).")],
+    slo_s: Annotated[float, typer.Option("--slo-s", help="End-to-end P99 latency objective, s.")],
+    seed: Annotated[int, typer.Option("--seed", help="Seed for sampling conditional paths.")] = 0,
+    queue_policy: Annotated[str, typer.Option("--queue-policy", help="edf or fifo.")] = "edf",
+    latency_stat: Annotated[
+        str, typer.Option("--latency-stat", help="Profile statistic per batch: median or p99.")
+    ] = "median",
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Simulate a configuration of a pipeline on a trace (the Estimator)."""
+    if not slo_s > 0:
+        raise ConfigError(f"must be positive, got {slo_s}", source="<argument>", field="--slo-s")
+    loaded = load_bundle(bundle)
+    cfg = load_config(config)
+    workload = load_trace(trace)
+    estimator = Estimator(
+        loaded.pipeline,
+        loaded.profiles,
+        workload,
+        slo_s=slo_s,
+        seed=seed,
+        queue_policy=queue_policy,  # type: ignore[arg-type]  # validated by Estimator
+        latency_stat=latency_stat,  # type: ignore[arg-type]
+    )
+    result = estimator.run(cfg, source=str(config))
+    summary = result.summary()
+    if as_json:
+        print_json(summary)
+        return
+    head = Table(title=f"{loaded.pipeline.name} on {trace.name} (SLO {slo_s * 1000:.0f} ms)")
+    for col in ("queries", "P50 ms", "P95 ms", "P99 ms", "miss rate", "$/hour"):
+        head.add_column(col, justify="right")
+    head.add_row(
+        str(result.queries),
+        f"{result.p50_s * 1000:.1f}",
+        f"{result.p95_s * 1000:.1f}",
+        f"{result.p99_s * 1000:.1f}",
+        f"{result.miss_rate:.2%}",
+        f"{result.cost_per_hour:.3f}",
+    )
+    stdout.print(head)
+    per_stage = Table(title="stages")
+    for col in ("stage", "hardware", "batch", "replicas", "utilisation", "queue ms", "mean batch"):
+        per_stage.add_column(col, justify="right")
+    for name, stats in result.stages.items():
+        c = cfg.stages[name]
+        per_stage.add_row(
+            name,
+            c.hardware,
+            str(c.batch_size),
+            str(c.replicas),
+            f"{stats.utilization:.1%}",
+            f"{stats.mean_queue_s * 1000:.2f}",
+            f"{stats.mean_batch_size:.2f}",
+        )
+    stdout.print(per_stage)

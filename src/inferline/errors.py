@@ -1,0 +1,76 @@
+"""The exceptions InferLine raises, in one tree.
+
+Every error a user can cause is an :class:`InferLineError`; its message says
+what to change. The command line prints the message (no traceback) and exits
+with the code in :attr:`InferLineError.exit_code`.
+
+::
+
+    InferLineError                 root; catch this to handle any InferLine failure
+    ├── ConfigError (ValueError)   a file or argument is wrong: names the file, field and problem (exit 2)
+    │   ├── PipelineError          the pipeline graph is invalid (cycle, unknown stage, bad probability …)
+    │   ├── ProfileError           a profile or hardware catalogue is invalid or lacks an entry
+    │   └── TraceError             a trace is unsorted, empty, unreadable or malformed
+    └── InfeasibleError            no configuration can meet the SLO (exit 3)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = [
+    "ConfigError",
+    "InferLineError",
+    "InfeasibleError",
+    "PipelineError",
+    "ProfileError",
+    "TraceError",
+]
+
+
+class InferLineError(Exception):
+    """Root of every error InferLine raises on purpose."""
+
+    exit_code: int = 1
+
+
+class ConfigError(InferLineError, ValueError):
+    """A file or argument is invalid.
+
+    ``source`` is the file (or ``"<argument>"``), ``field`` a dotted path to the
+    offending entry; both appear in the message so the user knows where to look.
+    """
+
+    exit_code = 2
+
+    def __init__(
+        self, problem: str, *, source: str | Path | None = None, field: str | None = None
+    ) -> None:
+        self.problem = problem
+        self.source = str(source) if source is not None else None
+        self.field = field
+        where = []
+        if self.source is not None:
+            where.append(self.source)
+        if field:
+            where.append(f"field '{field}'")
+        prefix = ", ".join(where)
+        super().__init__(f"{prefix}: {problem}" if prefix else problem)
+
+
+class PipelineError(ConfigError):
+    """The pipeline graph is invalid."""
+
+
+class ProfileError(ConfigError):
+    """A hardware catalogue or profile is invalid, or lacks a needed entry."""
+
+
+class TraceError(ConfigError):
+    """A trace cannot be used."""
+
+
+class InfeasibleError(InferLineError):
+    """No configuration can meet the requested SLO."""
+
+    exit_code = 3

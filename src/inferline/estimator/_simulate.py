@@ -1,0 +1,242 @@
+"""The Estimator: a pure function of (pipeline, profiles, configuration, trace, seed)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from inferline._bundle import check_config_for
+from inferline.errors import ConfigError
+from inferline.estimator._kernel import QUEUE_EDF, QUEUE_FIFO, run_kernel
+from inferline.pipeline import Pipeline, PipelineConfig
+from inferline.profiles import LatencyStat, Profiles
+from inferline.workload import Trace
+
+__all__ = ["Estimator", "QueuePolicy", "SimulationResult", "StageStats", "simulate"]
+
+QueuePolicy = Literal["edf", "fifo"]
+PathMode = Literal["auto", "recorded", "sampled"]
+
+
+@dataclass(frozen=True)
+class StageStats:
+    utilization: float
+    mean_queue_s: float
+    mean_batch_size: float
+    visits: int
+    batches: int
+
+    def as_dict(self) -> dict[str, float | int]:
+        return {
+            "utilization": self.utilization,
+            "mean_queue_s": self.mean_queue_s,
+            "mean_batch_size": self.mean_batch_size,
+            "visits": self.visits,
+            "batches": self.batches,
+        }
+
+
+@dataclass(frozen=True)
+class SimulationResult:
+    """Per-query latencies plus per-stage statistics of one simulated run."""
+
+    arrival_s: np.ndarray
+    latency_s: np.ndarray  # NaN for queries not simulated (run stopped early)
+    slo_s: float | None
+    stages: dict[str, StageStats]
+    cost_per_hour: float
+    stopped_early: bool = False
+    misses_counted: int = field(default=0)
+
+    @property
+    def queries(self) -> int:
+        return int(self.latency_s.shape[0])
+
+    def percentile_s(self, q: float) -> float:
+        if self.stopped_early:
+            return math.inf
+        return float(np.percentile(self.latency_s, q))
+
+    @property
+    def p50_s(self) -> float:
+        return self.percentile_s(50)
+
+    @property
+    def p95_s(self) -> float:
+        return self.percentile_s(95)
+
+    @property
+    def p99_s(self) -> float:
+        return self.percentile_s(99)
+
+    @property
+    def mean_s(self) -> float:
+        return float(np.mean(self.latency_s)) if not self.stopped_early else math.inf
+
+    @property
+    def miss_rate(self) -> float:
+        """Fraction of queries slower than the SLO (a lower bound if stopped early)."""
+        if self.slo_s is None:
+            return 0.0
+        if self.stopped_early:
+            return self.misses_counted / self.queries
+        return float(np.mean(self.latency_s > self.slo_s))
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "queries": self.queries,
+            "p50_s": self.p50_s,
+            "p95_s": self.p95_s,
+            "p99_s": self.p99_s,
+            "mean_s": self.mean_s,
+            "slo_s": self.slo_s,
+            "miss_rate": self.miss_rate,
+            "cost_per_hour": self.cost_per_hour,
+            "stopped_early": self.stopped_early,
+            "stages": {name: s.as_dict() for name, s in self.stages.items()},
+        }
+
+
+class Estimator:
+    """Prepares a trace once, then simulates many configurations of the same pipeline.
+
+    Path choice: with ``paths="auto"`` a trace that carries recorded paths is
+    replayed as recorded, otherwise each query's path is drawn from the edge
+    probabilities with ``seed``. Prepared state is read-only, so ``run`` is pure.
+    """
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        profiles: Profiles,
+        trace: Trace,
+        *,
+        slo_s: float | None = None,
+        seed: int = 0,
+        queue_policy: QueuePolicy = "edf",
+        latency_stat: LatencyStat = "median",
+        paths: PathMode = "auto",
+    ) -> None:
+        if queue_policy not in ("edf", "fifo"):
+            raise ConfigError(f"queue policy {queue_policy!r} is not one of edf, fifo", field="queue_policy")
+        if latency_stat not in ("median", "p99"):
+            raise ConfigError(f"latency statistic {latency_stat!r} is not one of median, p99", field="latency_stat")
+        if slo_s is not None and not slo_s > 0:
+            raise ConfigError(f"the SLO must be positive seconds, got {slo_s}", field="slo_s")
+        self.pipeline = pipeline
+        self.profiles = profiles
+        self.trace = trace
+        self.slo_s = slo_s
+        self.queue_policy = queue_policy
+        self.latency_stat: LatencyStat = latency_stat
+        names = pipeline.stage_names
+        position = {n: i for i, n in enumerate(names)}
+
+        use_recorded = paths == "recorded" or (paths == "auto" and trace.path_ids is not None)
+        if use_recorded:
+            if trace.path_ids is None:
+                raise ConfigError("the trace has no recorded paths", source=trace.source, field="path")
+            table = pipeline.paths_to_masks(trace.path_table, source=trace.source)
+            masks = table[trace.path_ids]
+            visited = ((masks[:, None] >> np.arange(len(names))) & 1).astype(bool)
+        else:
+            visited = pipeline.sample_visited(trace.n_queries, np.random.default_rng(seed))
+            masks = (visited.astype(np.int64) << np.arange(len(names), dtype=np.int64)).sum(axis=1)
+        self._visit_mask = np.ascontiguousarray(masks, dtype=np.int64)
+        pending = np.zeros((trace.n_queries, len(names)), dtype=np.int8)
+        for name in names:
+            for pred in pipeline.predecessors(name):
+                pending[:, position[name]] += visited[:, position[pred]]
+        pending[~visited] = 0
+        self._pending = pending
+        self._capacity = visited.sum(axis=0).astype(np.int64)
+        succ_ptr = [0]
+        succ_idx: list[int] = []
+        for name in names:
+            succ_idx.extend(position[s] for s in pipeline.successors(name))
+            succ_ptr.append(len(succ_idx))
+        self._succ_ptr = np.array(succ_ptr, dtype=np.int64)
+        self._succ_idx = np.array(succ_idx or [0], dtype=np.int64)
+        self._arrival = np.ascontiguousarray(trace.arrival_s, dtype=np.float64)
+
+    @property
+    def stage_visits(self) -> int:
+        """Total (query, stage) visits one run simulates."""
+        return int(self._capacity.sum())
+
+    def run(
+        self, config: PipelineConfig, *, max_misses: int | None = None, source: str = "<config>"
+    ) -> SimulationResult:
+        """Simulate ``config``; stop early once more than ``max_misses`` queries miss the SLO."""
+        check_config_for(config, self.pipeline, self.profiles, source)
+        names = self.pipeline.stage_names
+        cfgs = [config.stages[n] for n in names]
+        bmax = max(c.batch_size for c in cfgs)
+        latency = np.zeros((len(names), bmax + 1))
+        for i, (name, c) in enumerate(zip(names, cfgs, strict=True)):
+            profile = self.profiles.get(name, c.hardware)
+            latency[i, : c.batch_size + 1] = profile.latency_table(c.batch_size, self.latency_stat)
+        replicas = np.array([c.replicas for c in cfgs], dtype=np.int64)
+        max_batch = np.array([c.batch_size for c in cfgs], dtype=np.int64)
+        finish, busy, wait, visits, batches, misses, stopped = run_kernel(
+            self._arrival,
+            self._visit_mask,
+            self._pending,
+            self._succ_ptr,
+            self._succ_idx,
+            self._capacity,
+            replicas,
+            max_batch,
+            latency,
+            QUEUE_EDF if self.queue_policy == "edf" else QUEUE_FIFO,
+            math.inf if self.slo_s is None else float(self.slo_s),
+            -1 if max_misses is None or self.slo_s is None else int(max_misses),
+        )
+        latency_s = finish - self._arrival
+        horizon = float(np.nanmax(finish) - self._arrival[0]) if not stopped else 0.0
+        stages = {}
+        for i, name in enumerate(names):
+            span = horizon * replicas[i]
+            stages[name] = StageStats(
+                utilization=float(busy[i] / span) if span > 0 else 0.0,
+                mean_queue_s=float(wait[i] / visits[i]) if visits[i] else 0.0,
+                mean_batch_size=float(visits[i] / batches[i]) if batches[i] else 0.0,
+                visits=int(visits[i]),
+                batches=int(batches[i]),
+            )
+        return SimulationResult(
+            arrival_s=self._arrival,
+            latency_s=latency_s,
+            slo_s=self.slo_s,
+            stages=stages,
+            cost_per_hour=config.cost_per_hour(self.profiles.hardware.price_per_hour),
+            stopped_early=bool(stopped),
+            misses_counted=int(misses),
+        )
+
+
+def simulate(
+    pipeline: Pipeline,
+    profiles: Profiles,
+    config: PipelineConfig,
+    trace: Trace,
+    *,
+    slo_s: float | None = None,
+    seed: int = 0,
+    queue_policy: QueuePolicy = "edf",
+    latency_stat: LatencyStat = "median",
+) -> SimulationResult:
+    """Estimate the latency of every query in ``trace`` under ``config`` (SPEC §2.5)."""
+    estimator = Estimator(
+        pipeline,
+        profiles,
+        trace,
+        slo_s=slo_s,
+        seed=seed,
+        queue_policy=queue_policy,
+        latency_stat=latency_stat,
+    )
+    return estimator.run(config)

@@ -18,7 +18,10 @@ from rich.table import Table
 
 ROOT = Path(__file__).resolve().parent.parent
 BUNDLE = ROOT / "examples" / "reference" / "image-processing"
-CONFIGS = {"balanced": BUNDLE / "configs" / "balanced.yaml", "gpu-heavy": BUNDLE / "configs" / "gpu-heavy.yaml"}
+CONFIGS = {
+    "balanced": BUNDLE / "configs" / "balanced.yaml",
+    "gpu-heavy": BUNDLE / "configs" / "gpu-heavy.yaml",
+}
 SLO_S = 0.15
 console = Console()
 
@@ -44,8 +47,18 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         trace = Path(tmp) / "gamma-200qps-cv2.csv"
         info = inferline(
-            "trace", "gamma", "--rate", "200", "--cv", "2", "--duration-s", "300", "--seed", "1",
-            "-o", str(trace),
+            "trace",
+            "gamma",
+            "--rate",
+            "200",
+            "--cv",
+            "2",
+            "--duration-s",
+            "300",
+            "--seed",
+            "1",
+            "-o",
+            str(trace),
         )
         console.print(
             f"workload: {info['queries']} queries over {float(info['duration_s']):.0f} s, "
@@ -55,19 +68,29 @@ def main() -> None:
         real = Path(tmp) / "azure-200qps.csv"
         from inferline.workload import bundled_trace_path
 
-        info_real = inferline("trace", "load", str(bundled_trace_path()), "--rate", "200", "-o", str(real))
+        info_real = inferline(
+            "trace", "load", str(bundled_trace_path()), "--rate", "200", "-o", str(real)
+        )
         console.print(
             f"real trace (Azure LLM code, rescaled): {info_real['queries']} queries, "
             f"peak 1 s rate {float(info_real['peak_rate_1s_qps']):.0f} q/s"
         )
-        table = Table(title=f"image-processing, SLO {SLO_S * 1000:.0f} ms: estimated by the simulator")
+        table = Table(
+            title=f"image-processing, SLO {SLO_S * 1000:.0f} ms: estimated by the simulator"
+        )
         for col in ("configuration", "workload", "P50 ms", "P99 ms", "miss rate", "$/hour"):
             table.add_column(col, justify="right")
         for name, config in CONFIGS.items():
             for label, path in (("gamma cv 2", trace), ("Azure real", real)):
                 out = inferline(
-                    "simulate", str(BUNDLE), "--config", str(config), "--trace", str(path),
-                    "--slo-s", str(SLO_S),
+                    "simulate",
+                    str(BUNDLE),
+                    "--config",
+                    str(config),
+                    "--trace",
+                    str(path),
+                    "--slo-s",
+                    str(SLO_S),
                 )
                 table.add_row(
                     name,

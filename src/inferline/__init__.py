@@ -6,8 +6,8 @@ The public API is what ``__all__`` lists; modules whose names start with ``_`` a
 from inferline._bundle import Bundle, load_bundle
 from inferline.errors import (
     ConfigError,
-    InferLineError,
     InfeasibleError,
+    InferLineError,
     PipelineError,
     ProfileError,
     TraceError,

@@ -33,7 +33,9 @@ def load_bundle(root: str | Path) -> Bundle:
             source=root,
         )
     folder = pipeline_file.parent
-    pipeline, spec = pipeline_from_mapping(load_yaml_mapping(pipeline_file, PipelineError), pipeline_file)
+    pipeline, spec = pipeline_from_mapping(
+        load_yaml_mapping(pipeline_file, PipelineError), pipeline_file
+    )
     hardware = load_hardware(folder / spec.hardware)
     profiles = load_profiles(folder / spec.profiles, hardware, pipeline.stage_names)
     for stage in pipeline.stage_names:

@@ -7,8 +7,9 @@ with the code in :attr:`InferLineError.exit_code`.
 ::
 
     InferLineError                 root; catch this to handle any InferLine failure
-    ├── ConfigError (ValueError)   a file or argument is wrong: names the file, field and problem (exit 2)
-    │   ├── PipelineError          the pipeline graph is invalid (cycle, unknown stage, bad probability …)
+    ├── ConfigError (ValueError)   a file or argument is wrong (exit 2); the message names
+    │                              the file, the field and the problem
+    │   ├── PipelineError          the pipeline graph is invalid (cycle, unknown stage, …)
     │   ├── ProfileError           a profile or hardware catalogue is invalid or lacks an entry
     │   └── TraceError             a trace is unsorted, empty, unreadable or malformed
     └── InfeasibleError            no configuration can meet the SLO (exit 3)
@@ -20,8 +21,8 @@ from pathlib import Path
 
 __all__ = [
     "ConfigError",
-    "InferLineError",
     "InfeasibleError",
+    "InferLineError",
     "PipelineError",
     "ProfileError",
     "TraceError",

@@ -43,7 +43,7 @@ def test_lookup_is_conservative_for_non_monotone_profiles() -> None:
 
 def test_lookup_outside_the_profiled_range_is_an_error() -> None:
     p = profile((1, 0.01, 0.01), (4, 0.02, 0.02))
-    with pytest.raises(ProfileError, match="outside the profiled range 1..4"):
+    with pytest.raises(ProfileError, match=r"outside the profiled range 1\.\.4"):
         p.latency_s(5)
 
 
@@ -67,7 +67,9 @@ def small_profiles() -> Profiles:
 
 def config(**stages: tuple[str, int, int]) -> PipelineConfig:
     return PipelineConfig(
-        stages={k: StageConfig(hardware=h, batch_size=b, replicas=r) for k, (h, b, r) in stages.items()}
+        stages={
+            k: StageConfig(hardware=h, batch_size=b, replicas=r) for k, (h, b, r) in stages.items()
+        }
     )
 
 
@@ -102,10 +104,16 @@ def test_config_file_round_trip_ignores_plan_metadata(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("body", "needle"),
     [
-        ({"stages": {"a": {"hardware": "cpu", "batch_size": 0, "replicas": 1}}}, "stages.a.batch_size"),
+        (
+            {"stages": {"a": {"hardware": "cpu", "batch_size": 0, "replicas": 1}}},
+            "stages.a.batch_size",
+        ),
         ({"stages": {"a": {"hardware": "cpu", "batch_size": 1}}}, "stages.a.replicas"),
         ({"cost": 1}, "field 'stages': required field is missing"),
-        ({"stages": {"a": {"hardware": "cpu", "batch_size": 1, "replicas": 1, "x": 1}}}, "stages.a.x"),
+        (
+            {"stages": {"a": {"hardware": "cpu", "batch_size": 1, "replicas": 1, "x": 1}}},
+            "stages.a.x",
+        ),
     ],
 )
 def test_bad_config_files(tmp_path: Path, body: object, needle: str) -> None:
@@ -119,14 +127,25 @@ def test_bad_config_files(tmp_path: Path, body: object, needle: str) -> None:
 def test_hardware_and_profile_files(tmp_path: Path) -> None:
     hw = tmp_path / "hardware.yaml"
     hw.write_text(
-        yaml.safe_dump({"hardware": [{"name": "cpu", "price_per_hour": 0.1}, {"name": "gpu", "price_per_hour": 1}]})
+        yaml.safe_dump(
+            {
+                "hardware": [
+                    {"name": "cpu", "price_per_hour": 0.1},
+                    {"name": "gpu", "price_per_hour": 1},
+                ]
+            }
+        )
     )
     pr = tmp_path / "profiles.yaml"
     pr.write_text(
         yaml.safe_dump(
             {
                 "profiles": [
-                    {"stage": "a", "hardware": "cpu", "points": [{"batch_size": 1, "median_s": 0.01}]}
+                    {
+                        "stage": "a",
+                        "hardware": "cpu",
+                        "points": [{"batch_size": 1, "median_s": 0.01}],
+                    }
                 ]
             }
         )
@@ -141,19 +160,35 @@ def test_hardware_and_profile_files(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("entry", "needle"),
     [
-        ({"stage": "zz", "hardware": "cpu", "points": [{"batch_size": 1, "median_s": 0.01}]}, "unknown stage 'zz'"),
-        ({"stage": "a", "hardware": "tpu", "points": [{"batch_size": 1, "median_s": 0.01}]}, "unknown hardware 'tpu'"),
+        (
+            {"stage": "zz", "hardware": "cpu", "points": [{"batch_size": 1, "median_s": 0.01}]},
+            "unknown stage 'zz'",
+        ),
+        (
+            {"stage": "a", "hardware": "tpu", "points": [{"batch_size": 1, "median_s": 0.01}]},
+            "unknown hardware 'tpu'",
+        ),
         (
             {
                 "stage": "a",
                 "hardware": "cpu",
-                "points": [{"batch_size": 2, "median_s": 0.01}, {"batch_size": 1, "median_s": 0.01}],
+                "points": [
+                    {"batch_size": 2, "median_s": 0.01},
+                    {"batch_size": 1, "median_s": 0.01},
+                ],
             },
             "profiles[0].points[1].batch_size': batch sizes must ascend",
         ),
-        ({"stage": "a", "hardware": "cpu", "points": [{"batch_size": 1, "median_s": -1}]}, "points[0].median_s"),
         (
-            {"stage": "a", "hardware": "cpu", "points": [{"batch_size": 1, "median_s": 0.02, "p99_s": 0.01}]},
+            {"stage": "a", "hardware": "cpu", "points": [{"batch_size": 1, "median_s": -1}]},
+            "points[0].median_s",
+        ),
+        (
+            {
+                "stage": "a",
+                "hardware": "cpu",
+                "points": [{"batch_size": 1, "median_s": 0.02, "p99_s": 0.01}],
+            },
             "below median_s",
         ),
     ],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from pathlib import Path
 
@@ -193,7 +194,7 @@ class TestPiecewise:
         assert rate_in(trace, 0, 50) == pytest.approx(150.0, rel=0.05)
         assert rate_in(trace, 150, 200) == pytest.approx(250.0, rel=0.05)
         ramp = [rate_in(trace, s, s + 20) for s in range(50, 150, 20)]
-        assert all(b > a for a, b in zip(ramp, ramp[1:], strict=False))
+        assert all(b > a for a, b in itertools.pairwise(ramp))
         assert ramp[0] == pytest.approx(160.0, rel=0.08)
         assert ramp[-1] == pytest.approx(240.0, rel=0.08)
 
@@ -292,7 +293,11 @@ class TestTimestampCsv:
     @pytest.mark.parametrize(
         ("body", "line", "value"),
         [
-            ("TIMESTAMP,x\n2023-11-16 18:17:03.1,1\n2023-11-16 18:17:04,1\nyesterday,1\n", 4, "yesterday"),
+            (
+                "TIMESTAMP,x\n2023-11-16 18:17:03.1,1\n2023-11-16 18:17:04,1\nyesterday,1\n",
+                4,
+                "yesterday",
+            ),
             ("TIMESTAMP\n2023-11-16 18:17:03.1\n\n2023-13-16 18:17:04\n", 4, "2023-13-16"),
             ("TIMESTAMP,x\n2023-11-16 18:17:03.1,1\n,2\n", 3, "''"),
             ("arrival_s\n1\n2\nthree\n", 4, "three"),
@@ -316,7 +321,7 @@ class TestTimestampCsv:
     def test_empty(self, tmp_path: Path, body: str) -> None:
         file = tmp_path / "log.csv"
         file.write_text(body)
-        with pytest.raises(TraceError, match="empty|no data rows") as info:
+        with pytest.raises(TraceError, match=r"empty|no data rows") as info:
             load_timestamp_csv(file)
         assert info.value.source == str(file)
 

@@ -28,7 +28,11 @@ def estimator(
     """Estimator throughput and agreement with a plain SimPy model of the same semantics."""
     from inferline.estimator._bench import run_estimator_benchmark
 
-    with stdout.status("running the estimator benchmark …", spinner="dots") if not as_json else _null():
+    with (
+        stdout.status("running the estimator benchmark …", spinner="dots")
+        if not as_json
+        else _NoStatus()
+    ):
         figures = run_estimator_benchmark(
             queries=queries, simpy_queries=simpy_queries, repeats=repeats, seed=seed
         )
@@ -41,7 +45,7 @@ def estimator(
     stdout.print(table)
 
 
-class _null:
+class _NoStatus:
     def __enter__(self) -> None:
         return None
 

@@ -20,7 +20,9 @@ R = TypeVar("R")
 stdout = Console()
 stderr = Console(stderr=True)
 
-JSON_OPTION = typer.Option(False, "--json", help="Print one JSON object on stdout instead of tables.")
+JSON_OPTION = typer.Option(
+    False, "--json", help="Print one JSON object on stdout instead of tables."
+)
 
 
 def _clean(value: Any) -> Any:

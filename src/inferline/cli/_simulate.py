@@ -18,7 +18,9 @@ from inferline.workload import load_trace
 
 @user_errors
 def simulate_command(
-    bundle: Annotated[Path, typer.Argument(help="Bundle folder (pipeline.yaml, hardware, profiles).")],
+    bundle: Annotated[
+        Path, typer.Argument(help="Bundle folder (pipeline.yaml, hardware, profiles).")
+    ],
     config: Annotated[Path, typer.Option("--config", help="Configuration or plan file.")],
     trace: Annotated[Path, typer.Option("--trace", help="Trace file (inferline trace …).")],
     slo_s: Annotated[float, typer.Option("--slo-s", help="End-to-end P99 latency objective, s.")],

@@ -121,9 +121,14 @@ class Estimator:
         paths: PathMode = "auto",
     ) -> None:
         if queue_policy not in ("edf", "fifo"):
-            raise ConfigError(f"queue policy {queue_policy!r} is not one of edf, fifo", field="queue_policy")
+            raise ConfigError(
+                f"queue policy {queue_policy!r} is not one of edf, fifo", field="queue_policy"
+            )
         if latency_stat not in ("median", "p99"):
-            raise ConfigError(f"latency statistic {latency_stat!r} is not one of median, p99", field="latency_stat")
+            raise ConfigError(
+                f"latency statistic {latency_stat!r} is not one of median, p99",
+                field="latency_stat",
+            )
         if slo_s is not None and not slo_s > 0:
             raise ConfigError(f"the SLO must be positive seconds, got {slo_s}", field="slo_s")
         self.pipeline = pipeline
@@ -138,7 +143,9 @@ class Estimator:
         use_recorded = paths == "recorded" or (paths == "auto" and trace.path_ids is not None)
         if use_recorded:
             if trace.path_ids is None:
-                raise ConfigError("the trace has no recorded paths", source=trace.source, field="path")
+                raise ConfigError(
+                    "the trace has no recorded paths", source=trace.source, field="path"
+                )
             table = pipeline.paths_to_masks(trace.path_table, source=trace.source)
             masks = table[trace.path_ids]
             visited = ((masks[:, None] >> np.arange(len(names))) & 1).astype(bool)

@@ -9,6 +9,7 @@ stage it visited has finished.
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -66,7 +67,7 @@ class Pipeline:
     def chain(cls, name: str, stage_names: Sequence[str]) -> Pipeline:
         """A linear pipeline, the common case."""
         stages = tuple(Stage(n) for n in stage_names)
-        edges = tuple(Edge(a, b) for a, b in zip(stage_names, stage_names[1:], strict=False))
+        edges = tuple(Edge(a, b) for a, b in itertools.pairwise(stage_names))
         return cls(name=name, stages=stages, edges=edges)
 
     # --- structure -------------------------------------------------------------------------
@@ -122,8 +123,10 @@ class Pipeline:
     def sample_visited(self, n_queries: int, rng: np.random.Generator) -> np.ndarray:
         """Draw each query's path from the edge probabilities (bool[n, n_stages])."""
         probs = np.array([e.probability for e in self.edges], dtype=np.float64)
-        taken = rng.random((n_queries, len(self.edges))) < probs if len(probs) else np.zeros(
-            (n_queries, 0), dtype=bool
+        taken = (
+            rng.random((n_queries, len(self.edges))) < probs
+            if len(probs)
+            else np.zeros((n_queries, 0), dtype=bool)
         )
         return self.visited_from_taken(taken)
 
@@ -178,8 +181,10 @@ class Pipeline:
                 )
         for name in self.stage_names:
             preds = self.predecessors(name)
-            if preds and mask >> position[name] & 1 and not any(
-                mask >> position[p] & 1 for p in preds
+            if (
+                preds
+                and mask >> position[name] & 1
+                and not any(mask >> position[p] & 1 for p in preds)
             ):
                 raise PipelineError(
                     f"recorded path #{k} visits '{name}' without any of its predecessors "
@@ -188,7 +193,9 @@ class Pipeline:
                     field="path",
                 )
 
-    def longest_path_s(self, stage_time_s: dict[str, float], visited: Iterable[str] | None = None) -> float:
+    def longest_path_s(
+        self, stage_time_s: dict[str, float], visited: Iterable[str] | None = None
+    ) -> float:
         """Critical-path time through the visited stages, e.g. batch-1 service time."""
         keep = set(self.stage_names if visited is None else visited)
         finish: dict[str, float] = {}
@@ -217,7 +224,7 @@ class Pipeline:
 
 
 def _topological_order(names: Sequence[str], edges: Sequence[Edge]) -> tuple[str, ...] | None:
-    indegree = {n: 0 for n in names}
+    indegree = dict.fromkeys(names, 0)
     for e in edges:
         indegree[e.target] += 1
     ready = [n for n in names if indegree[n] == 0]
@@ -267,10 +274,14 @@ def _validate(p: Pipeline) -> None:
             field="name",
         )
     if not p.stages:
-        raise PipelineError("the pipeline has no stages; add at least one", source=src, field="stages")
+        raise PipelineError(
+            "the pipeline has no stages; add at least one", source=src, field="stages"
+        )
     if len(p.stages) > _MAX_STAGES:
         raise PipelineError(
-            f"{len(p.stages)} stages; at most {_MAX_STAGES} are supported", source=src, field="stages"
+            f"{len(p.stages)} stages; at most {_MAX_STAGES} are supported",
+            source=src,
+            field="stages",
         )
     seen: set[str] = set()
     for i, stage in enumerate(p.stages):

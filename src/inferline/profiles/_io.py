@@ -131,7 +131,9 @@ def load_profiles(
             stage=entry.stage,
             hardware=entry.hardware,
             points=tuple(
-                ProfilePoint(p.batch_size, p.median_s, p.p99_s if p.p99_s is not None else p.median_s)
+                ProfilePoint(
+                    p.batch_size, p.median_s, p.p99_s if p.p99_s is not None else p.median_s
+                )
                 for p in entry.points
             ),
             source=entry.source,

@@ -11,7 +11,14 @@ import numpy as np
 
 from inferline.errors import ProfileError
 
-__all__ = ["BatchProfile", "HardwareCatalogue", "HardwareType", "LatencyStat", "ProfilePoint", "Profiles"]
+__all__ = [
+    "BatchProfile",
+    "HardwareCatalogue",
+    "HardwareType",
+    "LatencyStat",
+    "ProfilePoint",
+    "Profiles",
+]
 
 LatencyStat = Literal["median", "p99"]
 

@@ -15,9 +15,9 @@ app = typer.Typer(help="Benchmarks that print the SPEC §4 figures.", no_args_is
 @app.command("estimator")
 @user_errors
 def estimator(
-    queries: Annotated[
-        int, typer.Option("--queries", help="Queries in the throughput trace.")
-    ] = 1_000_000,
+    duration_s: Annotated[
+        float, typer.Option("--duration-s", help="Length of the throughput trace (700 q/s).")
+    ] = 1500.0,
     simpy_queries: Annotated[
         int, typer.Option("--simpy-queries", help="Queries in the SimPy comparison.")
     ] = 100_000,
@@ -34,13 +34,15 @@ def estimator(
         else _NoStatus()
     ):
         figures = run_estimator_benchmark(
-            queries=queries, simpy_queries=simpy_queries, repeats=repeats, seed=seed
+            duration_s=duration_s, simpy_queries=simpy_queries, repeats=repeats, seed=seed
         )
     if as_json:
         print_json(figures)
         return
     table = Table(title="estimator benchmark", show_header=False)
     for key, value in figures.items():
+        if isinstance(value, dict):
+            value = ", ".join(f"{k} {v:.3g}" for k, v in value.items())
         table.add_row(key, f"{value:,.4g}" if isinstance(value, float) else str(value))
     stdout.print(table)
 

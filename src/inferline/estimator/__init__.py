@@ -3,9 +3,17 @@
 from inferline.estimator._simulate import (
     Estimator,
     QueuePolicy,
+    ServiceTime,
     SimulationResult,
     StageStats,
     simulate,
 )
 
-__all__ = ["Estimator", "QueuePolicy", "SimulationResult", "StageStats", "simulate"]
+__all__ = [
+    "Estimator",
+    "QueuePolicy",
+    "ServiceTime",
+    "SimulationResult",
+    "StageStats",
+    "simulate",
+]

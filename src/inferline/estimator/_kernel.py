@@ -6,9 +6,27 @@ completion at t (routing finished queries to their next stages), and only then
 do idle replicas pull batches. A batch that finishes at t therefore reaches the
 next stage as a whole, as it does in the engine.
 
+Service time: the profiled latency of the actual batch size, optionally times
+a random multiplier exp(sigma[s, b] * log_scale[q, s]) drawn per (query, stage)
+and applied per batch through its first query (see ``Estimator``'s
+``service_time``).
+
 Queue keys: EDF orders by the query's pipeline deadline (arrival + SLO, i.e. by
 arrival time since the SLO is common); FIFO by the time the query reached the
 stage. Ties break on query index, so every run is deterministic.
+
+Implementation notes (speed only; the semantics above are the contract):
+arrivals are sorted, so EDF's (arrival time, query) order is plain query-index
+order and the EDF heap compares integers only; a FIFO key is the time the
+query reached the stage, which is also its enqueue time, so each stage queue is
+a binary heap of (query, enqueue time) pairs in its own slice of two shared
+arrays. Only stages whose queue grew or whose replica came free at an instant
+are considered for dispatch (the order in which stages dispatch within an
+instant cannot change any result: queue order depends only on the queued keys,
+and batches finishing at the same instant are all routed before any dispatch).
+Heap operations are written out inline because numba adds atomic
+reference-count updates to every call of a helper that takes arrays, and
+indices are unsigned (``_U``) to spare numba's negative-index handling.
 """
 
 from __future__ import annotations
@@ -16,109 +34,20 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+# Array indices in the main loop are cast to unsigned: numba then omits the negative-index
+# wraparound it emits for signed ones, which frees registers in this large loop (~15 %).
+_U = np.uint64
+
 QUEUE_EDF = 0
 QUEUE_FIFO = 1
 
 
 @njit(cache=True, inline="always")
-def _less(key_a: float, q_a: int, key_b: float, q_b: int) -> bool:
-    return key_a < key_b or (key_a == key_b and q_a < q_b)
-
-
-@njit(cache=True)
-def _stage_push(hk, hq, ht, base, size, key, q, t):  # type: ignore[no-untyped-def]
-    i = size
-    while i > 0:
-        parent = (i - 1) >> 1
-        if _less(key, q, hk[base + parent], hq[base + parent]):
-            hk[base + i] = hk[base + parent]
-            hq[base + i] = hq[base + parent]
-            ht[base + i] = ht[base + parent]
-            i = parent
-        else:
-            break
-    hk[base + i] = key
-    hq[base + i] = q
-    ht[base + i] = t
-
-
-@njit(cache=True)
-def _stage_pop(hk, hq, ht, base, size):  # type: ignore[no-untyped-def]
-    """Remove the head of a heap holding ``size`` entries; returns (query, enqueue time)."""
-    q_top = hq[base]
-    t_top = ht[base]
-    last = size - 1
-    key = hk[base + last]
-    q = hq[base + last]
-    t = ht[base + last]
-    i = 0
-    while True:
-        child = 2 * i + 1
-        if child >= last:
-            break
-        if child + 1 < last and _less(
-            hk[base + child + 1], hq[base + child + 1], hk[base + child], hq[base + child]
-        ):
-            child += 1
-        if _less(hk[base + child], hq[base + child], key, q):
-            hk[base + i] = hk[base + child]
-            hq[base + i] = hq[base + child]
-            ht[base + i] = ht[base + child]
-            i = child
-        else:
-            break
-    if last > 0:
-        hk[base + i] = key
-        hq[base + i] = q
-        ht[base + i] = t
-    return q_top, t_top
-
-
-@njit(cache=True)
-def _event_push(et, es, er, size, t, seq, r):  # type: ignore[no-untyped-def]
-    i = size
-    while i > 0:
-        parent = (i - 1) >> 1
-        if t < et[parent] or (t == et[parent] and seq < es[parent]):
-            et[i] = et[parent]
-            es[i] = es[parent]
-            er[i] = er[parent]
-            i = parent
-        else:
-            break
-    et[i] = t
-    es[i] = seq
-    er[i] = r
-
-
-@njit(cache=True)
-def _event_pop(et, es, er, size):  # type: ignore[no-untyped-def]
-    r_top = er[0]
-    last = size - 1
-    t = et[last]
-    seq = es[last]
-    r = er[last]
-    i = 0
-    while True:
-        child = 2 * i + 1
-        if child >= last:
-            break
-        if child + 1 < last and (
-            et[child + 1] < et[child] or (et[child + 1] == et[child] and es[child + 1] < es[child])
-        ):
-            child += 1
-        if et[child] < t or (et[child] == t and es[child] < seq):
-            et[i] = et[child]
-            es[i] = es[child]
-            er[i] = er[child]
-            i = child
-        else:
-            break
-    if last > 0:
-        et[i] = t
-        es[i] = seq
-        er[i] = r
-    return r_top
+def _before(fifo: bool, t_a: float, q_a: int, t_b: float, q_b: int) -> bool:
+    """Queue order of (enqueue time, query) entries: EDF by query index, FIFO by time then index."""
+    if fifo:
+        return t_a < t_b or (t_a == t_b and q_a < q_b)
+    return q_a < q_b
 
 
 @njit(cache=True)
@@ -135,20 +64,24 @@ def run_kernel(  # type: ignore[no-untyped-def]
     queue_policy,  # QUEUE_EDF or QUEUE_FIFO
     slo_s,  # float, for counting misses (inf = none)
     max_misses,  # int, stop once more queries than this missed (-1 = never stop)
+    log_scale,  # float64[n * S] or empty: per-(query, stage) log service-time multipliers
+    sigma,  # float64[S, Bmax + 1]: spread applied to log_scale (batch b at stage s)
 ):
     n = arrival.shape[0]
     S = replicas.shape[0]
     bmax = latency.shape[1] - 1
+    fifo = queue_policy == QUEUE_FIFO
+    scaled = log_scale.shape[0] > 0
 
     finish = np.full(n, np.nan)
-    remaining = np.zeros(n, dtype=np.int64)
-    pending = pending_init.copy()
+    remaining = np.zeros(n, dtype=np.int8)  # visited stages not finished yet (<= 62)
+    pending = pending_init.copy().reshape(n * S)  # flat: entry q * S + s
 
+    # stage queues: binary heaps of (query, enqueue time), stage s in [heap_base[s], ...)
     heap_base = np.zeros(S, dtype=np.int64)
     for s in range(1, S):
         heap_base[s] = heap_base[s - 1] + stage_capacity[s - 1]
     total_cap = heap_base[S - 1] + stage_capacity[S - 1] if S > 0 else 0
-    hk = np.empty(max(total_cap, 1), dtype=np.float64)
     hq = np.empty(max(total_cap, 1), dtype=np.int64)
     ht = np.empty(max(total_cap, 1), dtype=np.float64)
     qsize = np.zeros(S, dtype=np.int64)
@@ -163,7 +96,7 @@ def run_kernel(  # type: ignore[no-untyped-def]
     r = 0
     for s in range(S):
         free_base[s] = r
-        for k in range(replicas[s]):
+        for _ in range(replicas[s]):
             replica_stage[r] = s
             free_stack[r] = r  # within the stage's slice
             r += 1
@@ -171,11 +104,18 @@ def run_kernel(  # type: ignore[no-untyped-def]
     batch_q = np.empty(max(n_replicas, 1) * max(bmax, 1), dtype=np.int64)
     batch_n = np.zeros(max(n_replicas, 1), dtype=np.int64)
 
+    # batch completions: a binary heap of (time, dispatch sequence, replica)
     et = np.empty(max(n_replicas, 1), dtype=np.float64)
     es = np.empty(max(n_replicas, 1), dtype=np.int64)
     er = np.empty(max(n_replicas, 1), dtype=np.int64)
     esize = 0
     seq = 0
+
+    # stages whose queue grew or whose replica came free at this instant: only they can
+    # start batches (every other stage has an empty queue or no idle replica)
+    ready = np.empty(max(S, 1), dtype=np.int64)
+    is_ready = np.zeros(max(S, 1), dtype=np.bool_)
+    n_ready = 0
 
     busy_s = np.zeros(S)
     wait_s = np.zeros(S)
@@ -183,75 +123,188 @@ def run_kernel(  # type: ignore[no-untyped-def]
     batches = np.zeros(S, dtype=np.int64)
 
     misses = 0
-    completed = 0
     stopped = False
     ai = 0
     inf = np.inf
     while True:
-        ta = arrival[ai] if ai < n else inf
-        te = et[0] if esize > 0 else inf
+        ta = arrival[_U(ai)] if ai < n else inf
+        te = et[_U(0)] if esize > 0 else inf
         t = ta if ta < te else te
         if t == inf:
             break
         # 1. arrivals at t enter the queues of their source stages
-        while ai < n and arrival[ai] == t:
+        while ai < n and arrival[_U(ai)] == t:
             q = ai
-            m = visit_mask[q]
+            m = visit_mask[_U(q)]
             count = 0
-            for s in range(S):
-                if (m >> s) & 1:
+            s = 0
+            while m != 0:
+                if m & 1:
                     count += 1
-                    if pending[q, s] == 0:
-                        key = arrival[q] if queue_policy == QUEUE_EDF else t
-                        _stage_push(hk, hq, ht, heap_base[s], qsize[s], key, q, t)
-                        qsize[s] += 1
-            remaining[q] = count
+                    if pending[_U(q * S + s)] == 0:
+                        base = heap_base[_U(s)]
+                        i = qsize[_U(s)]
+                        while i > 0:  # sift up
+                            parent = (i - 1) >> 1
+                            pq = hq[_U(base + parent)]
+                            pt = ht[_U(base + parent)]
+                            if not _before(fifo, t, q, pt, pq):
+                                break
+                            hq[_U(base + i)] = pq
+                            ht[_U(base + i)] = pt
+                            i = parent
+                        hq[_U(base + i)] = q
+                        ht[_U(base + i)] = t
+                        qsize[_U(s)] += 1
+                        if not is_ready[_U(s)]:
+                            is_ready[_U(s)] = True
+                            ready[_U(n_ready)] = s
+                            n_ready += 1
+                m >>= 1
+                s += 1
+            remaining[_U(q)] = count
             ai += 1
         # 2. batches finishing at t free their replica and route their queries on
-        while esize > 0 and et[0] == t:
-            rg = _event_pop(et, es, er, esize)
+        while esize > 0 and et[_U(0)] == t:
+            rg = er[_U(0)]
             esize -= 1
-            s = replica_stage[rg]
-            free_stack[free_base[s] + free_count[s]] = rg
-            free_count[s] += 1
-            for i in range(batch_n[rg]):
-                q = batch_q[rg * bmax + i]
-                remaining[q] -= 1
-                if remaining[q] == 0:
-                    finish[q] = t
-                    completed += 1
-                    if t - arrival[q] > slo_s:
+            if esize > 0:  # move the last event to the root and sift it down
+                lt = et[_U(esize)]
+                ls = es[_U(esize)]
+                lr = er[_U(esize)]
+                i = 0
+                while True:
+                    child = 2 * i + 1
+                    if child >= esize:
+                        break
+                    if child + 1 < esize and (
+                        et[_U(child + 1)] < et[_U(child)]
+                        or (
+                            et[_U(child + 1)] == et[_U(child)] and es[_U(child + 1)] < es[_U(child)]
+                        )
+                    ):
+                        child += 1
+                    if not (et[_U(child)] < lt or (et[_U(child)] == lt and es[_U(child)] < ls)):
+                        break
+                    et[_U(i)] = et[_U(child)]
+                    es[_U(i)] = es[_U(child)]
+                    er[_U(i)] = er[_U(child)]
+                    i = child
+                et[_U(i)] = lt
+                es[_U(i)] = ls
+                er[_U(i)] = lr
+            s = replica_stage[_U(rg)]
+            free_stack[_U(free_base[_U(s)] + free_count[_U(s)])] = rg
+            free_count[_U(s)] += 1
+            if not is_ready[_U(s)]:
+                is_ready[_U(s)] = True
+                ready[_U(n_ready)] = s
+                n_ready += 1
+            k0 = succ_ptr[_U(s)]
+            k1 = succ_ptr[_U(s + 1)]
+            off = rg * bmax
+            for j in range(batch_n[_U(rg)]):
+                q = batch_q[_U(off + j)]
+                remaining[_U(q)] -= 1
+                if remaining[_U(q)] == 0:
+                    finish[_U(q)] = t
+                    if t - arrival[_U(q)] > slo_s:
                         misses += 1
-                m = visit_mask[q]
-                for k in range(succ_ptr[s], succ_ptr[s + 1]):
-                    x = succ_idx[k]
+                    continue  # every visited stage is done: nothing to route
+                m = visit_mask[_U(q)]
+                for k in range(k0, k1):
+                    x = succ_idx[_U(k)]
                     if (m >> x) & 1:
-                        pending[q, x] -= 1
-                        if pending[q, x] == 0:
-                            key = arrival[q] if queue_policy == QUEUE_EDF else t
-                            _stage_push(hk, hq, ht, heap_base[x], qsize[x], key, q, t)
-                            qsize[x] += 1
-            batch_n[rg] = 0
+                        px = q * S + x
+                        pending[_U(px)] -= 1
+                        if pending[_U(px)] == 0:
+                            base = heap_base[_U(x)]
+                            i = qsize[_U(x)]
+                            while i > 0:  # sift up
+                                parent = (i - 1) >> 1
+                                pq = hq[_U(base + parent)]
+                                pt = ht[_U(base + parent)]
+                                if not _before(fifo, t, q, pt, pq):
+                                    break
+                                hq[_U(base + i)] = pq
+                                ht[_U(base + i)] = pt
+                                i = parent
+                            hq[_U(base + i)] = q
+                            ht[_U(base + i)] = t
+                            qsize[_U(x)] += 1
+                            if not is_ready[_U(x)]:
+                                is_ready[_U(x)] = True
+                                ready[_U(n_ready)] = x
+                                n_ready += 1
+            batch_n[_U(rg)] = 0
         if max_misses >= 0 and misses > max_misses:
             stopped = True
             break
         # 3. idle replicas pull up to max_batch queued queries
-        for s in range(S):
-            while free_count[s] > 0 and qsize[s] > 0:
-                free_count[s] -= 1
-                rg = free_stack[free_base[s] + free_count[s]]
-                b = qsize[s] if qsize[s] < max_batch[s] else max_batch[s]
-                for i in range(b):
-                    q, t_enq = _stage_pop(hk, hq, ht, heap_base[s], qsize[s])
-                    qsize[s] -= 1
-                    batch_q[rg * bmax + i] = q
-                    wait_s[s] += t - t_enq
-                batch_n[rg] = b
-                service = latency[s, b]
-                busy_s[s] += service
-                visits[s] += b
-                batches[s] += 1
-                _event_push(et, es, er, esize, t + service, seq, rg)
+        for j in range(n_ready):
+            s = ready[_U(j)]
+            is_ready[_U(s)] = False
+            base = heap_base[_U(s)]
+            size = qsize[_U(s)]
+            while free_count[_U(s)] > 0 and size > 0:
+                free_count[_U(s)] -= 1
+                rg = free_stack[_U(free_base[_U(s)] + free_count[_U(s)])]
+                b = size if size < max_batch[_U(s)] else max_batch[_U(s)]
+                off = rg * bmax
+                for k in range(b):
+                    batch_q[_U(off + k)] = hq[_U(base)]
+                    wait_s[_U(s)] += t - ht[_U(base)]
+                    size -= 1
+                    if size > 0:  # move the last entry to the root and sift it down
+                        lq = hq[_U(base + size)]
+                        lt = ht[_U(base + size)]
+                        i = 0
+                        while True:
+                            child = 2 * i + 1
+                            if child >= size:
+                                break
+                            cq = hq[_U(base + child)]
+                            ct = ht[_U(base + child)]
+                            if child + 1 < size:
+                                rq = hq[_U(base + child + 1)]
+                                rt = ht[_U(base + child + 1)]
+                                if _before(fifo, rt, rq, ct, cq):
+                                    child += 1
+                                    cq = rq
+                                    ct = rt
+                            if not _before(fifo, ct, cq, lt, lq):
+                                break
+                            hq[_U(base + i)] = cq
+                            ht[_U(base + i)] = ct
+                            i = child
+                        hq[_U(base + i)] = lq
+                        ht[_U(base + i)] = lt
+                batch_n[_U(rg)] = b
+                service = latency[_U(s), _U(b)]
+                if scaled:  # variable service time, drawn for the batch's first query
+                    service *= np.exp(sigma[_U(s), _U(b)] * log_scale[_U(batch_q[_U(off)] * S + s)])
+                busy_s[_U(s)] += service
+                visits[_U(s)] += b
+                batches[_U(s)] += 1
+                # schedule the completion: sift (t + service, seq, rg) up the event heap
+                t_done = t + service
+                i = esize
+                while i > 0:
+                    parent = (i - 1) >> 1
+                    if not (
+                        t_done < et[_U(parent)]
+                        or (t_done == et[_U(parent)] and seq < es[_U(parent)])
+                    ):
+                        break
+                    et[_U(i)] = et[_U(parent)]
+                    es[_U(i)] = es[_U(parent)]
+                    er[_U(i)] = er[_U(parent)]
+                    i = parent
+                et[_U(i)] = t_done
+                es[_U(i)] = seq
+                er[_U(i)] = rg
                 esize += 1
                 seq += 1
+            qsize[_U(s)] = size
+        n_ready = 0
     return finish, busy_s, wait_s, visits, batches, misses, stopped

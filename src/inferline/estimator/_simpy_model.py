@@ -31,13 +31,13 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Generator
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import simpy
 
 from inferline._bundle import check_config_for
-from inferline.estimator._simulate import Estimator
+from inferline.estimator._simulate import _Z99, Estimator
 from inferline.pipeline import PipelineConfig
 
 __all__ = ["simulate_with_simpy"]
@@ -65,6 +65,17 @@ def simulate_with_simpy(estimator: Estimator, config: PipelineConfig) -> np.ndar
         if min(table[1:]) <= 0.0:
             raise ValueError(f"stage '{name}' has a non-positive profiled latency")
         latency.append(table)
+    sigma = [[1.0] * (config.stages[name].batch_size + 1) for name in names]
+    if estimator.service_time == "lognormal":
+        for i, name in enumerate(names):
+            stage = config.stages[name]
+            p99 = estimator.profiles.get(name, stage.hardware).latency_table(
+                stage.batch_size, "p99"
+            )
+            sigma[i] = [1.0] + [
+                float(np.log(p99[b] / latency[i][b]) / _Z99) for b in range(1, stage.batch_size + 1)
+            ]
+    log_scale: list[float] = estimator._log_scale.tolist()
 
     arrival: list[float] = estimator._arrival.tolist()
     visits: list[int] = estimator._visit_mask.tolist()
@@ -84,7 +95,7 @@ def simulate_with_simpy(estimator: Estimator, config: PipelineConfig) -> np.ndar
             wake[s].succeed()
 
     def arrive(event: simpy.Event) -> None:
-        q = event.value
+        q = cast(int, event.value)  # the query index the timeout carries
         for s in range(n_stages):
             if visits[q] >> s & 1 and pending[q][s] == 0:
                 enqueue(q, s)
@@ -109,7 +120,10 @@ def simulate_with_simpy(estimator: Estimator, config: PipelineConfig) -> np.ndar
                 yield wake[s]
             size = min(len(queue), max_batch[s])
             batch = [heapq.heappop(queue)[1] for _ in range(size)]
-            yield env.timeout(latency[s][size])
+            service = latency[s][size]
+            if log_scale:  # the same per-(first query, stage) multiplier as the kernel
+                service *= float(np.exp(sigma[s][size] * log_scale[batch[0] * n_stages + s]))
+            yield env.timeout(service)
             deliver(s, batch)
             yield env.timeout(0)
 

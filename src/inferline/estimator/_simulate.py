@@ -15,10 +15,21 @@ from inferline.pipeline import Pipeline, PipelineConfig
 from inferline.profiles import LatencyStat, Profiles
 from inferline.workload import Trace
 
-__all__ = ["Estimator", "QueuePolicy", "SimulationResult", "StageStats", "simulate"]
+__all__ = [
+    "Estimator",
+    "QueuePolicy",
+    "ServiceTime",
+    "SimulationResult",
+    "StageStats",
+    "simulate",
+]
 
 QueuePolicy = Literal["edf", "fifo"]
 PathMode = Literal["auto", "recorded", "sampled"]
+ServiceTime = Literal["fixed", "lognormal", "exponential"]
+
+# z-score of the 99th percentile of a standard normal: p99 = median · exp(_Z99 · σ) for a lognormal
+_Z99 = 2.3263478740408408
 
 
 @dataclass(frozen=True)
@@ -106,6 +117,14 @@ class Estimator:
     Path choice: with ``paths="auto"`` a trace that carries recorded paths is
     replayed as recorded, otherwise each query's path is drawn from the edge
     probabilities with ``seed``. Prepared state is read-only, so ``run`` is pure.
+
+    Service time: ``fixed`` (default) uses the profiled ``latency_stat`` of the
+    actual batch size. ``lognormal`` draws each batch's time from a lognormal
+    whose median and P99 are the profiled ones, modelling measured jitter.
+    ``exponential`` multiplies the profiled latency by an Exp(1) draw (mean 1):
+    with batch size 1 a stage is then exactly an M/M/c queue, which is how the
+    simulator is checked against queueing theory. Draws are per (query, stage)
+    from a stream separate from the path draws, so paths do not change.
     """
 
     def __init__(
@@ -119,6 +138,7 @@ class Estimator:
         queue_policy: QueuePolicy = "edf",
         latency_stat: LatencyStat = "median",
         paths: PathMode = "auto",
+        service_time: ServiceTime = "fixed",
     ) -> None:
         if queue_policy not in ("edf", "fifo"):
             raise ConfigError(
@@ -127,6 +147,17 @@ class Estimator:
         if latency_stat not in ("median", "p99"):
             raise ConfigError(
                 f"latency statistic {latency_stat!r} is not one of median, p99",
+                field="latency_stat",
+            )
+        if service_time not in ("fixed", "lognormal", "exponential"):
+            raise ConfigError(
+                f"service time model {service_time!r} is not one of fixed, lognormal, exponential",
+                field="service_time",
+            )
+        if service_time == "lognormal" and latency_stat != "median":
+            raise ConfigError(
+                "the lognormal service time is fitted to the profiled median and P99; "
+                "use it with latency_stat='median'",
                 field="latency_stat",
             )
         if slo_s is not None and not slo_s > 0:
@@ -168,6 +199,15 @@ class Estimator:
         self._succ_ptr = np.array(succ_ptr, dtype=np.int64)
         self._succ_idx = np.array(succ_idx or [0], dtype=np.int64)
         self._arrival = np.ascontiguousarray(trace.arrival_s, dtype=np.float64)
+        self.service_time: ServiceTime = service_time
+        noise = np.random.default_rng([seed, 1])
+        shape = trace.n_queries * len(names)
+        if service_time == "exponential":
+            self._log_scale = np.log(noise.exponential(1.0, shape))
+        elif service_time == "lognormal":
+            self._log_scale = noise.standard_normal(shape)
+        else:
+            self._log_scale = np.zeros(0)
 
     @property
     def stage_visits(self) -> int:
@@ -186,6 +226,13 @@ class Estimator:
         for i, (name, c) in enumerate(zip(names, cfgs, strict=True)):
             profile = self.profiles.get(name, c.hardware)
             latency[i, : c.batch_size + 1] = profile.latency_table(c.batch_size, self.latency_stat)
+        sigma = np.ones_like(latency)
+        if self.service_time == "lognormal":
+            for i, (name, c) in enumerate(zip(names, cfgs, strict=True)):
+                p99 = self.profiles.get(name, c.hardware).latency_table(c.batch_size, "p99")
+                sigma[i, 1 : c.batch_size + 1] = (
+                    np.log(p99[1:] / latency[i, 1 : c.batch_size + 1]) / _Z99
+                )
         replicas = np.array([c.replicas for c in cfgs], dtype=np.int64)
         max_batch = np.array([c.batch_size for c in cfgs], dtype=np.int64)
         finish, busy, wait, visits, batches, misses, stopped = run_kernel(
@@ -201,6 +248,8 @@ class Estimator:
             QUEUE_EDF if self.queue_policy == "edf" else QUEUE_FIFO,
             math.inf if self.slo_s is None else float(self.slo_s),
             -1 if max_misses is None or self.slo_s is None else int(max_misses),
+            self._log_scale,
+            sigma,
         )
         latency_s = finish - self._arrival
         horizon = float(np.nanmax(finish) - self._arrival[0]) if not stopped else 0.0
@@ -235,6 +284,7 @@ def simulate(
     seed: int = 0,
     queue_policy: QueuePolicy = "edf",
     latency_stat: LatencyStat = "median",
+    service_time: ServiceTime = "fixed",
 ) -> SimulationResult:
     """Estimate the latency of every query in ``trace`` under ``config`` (SPEC §2.5)."""
     estimator = Estimator(
@@ -245,5 +295,6 @@ def simulate(
         seed=seed,
         queue_policy=queue_policy,
         latency_stat=latency_stat,
+        service_time=service_time,
     )
     return estimator.run(config)

@@ -12,7 +12,12 @@ with the code in :attr:`InferLineError.exit_code`.
     │   ├── PipelineError          the pipeline graph is invalid (cycle, unknown stage, …)
     │   ├── ProfileError           a profile or hardware catalogue is invalid or lacks an entry
     │   └── TraceError             a trace is unsorted, empty, unreadable or malformed
-    └── InfeasibleError            no configuration can meet the SLO (exit 3)
+    ├── InfeasibleError            no configuration can meet the SLO (exit 3)
+    └── EngineError                the serving engine cannot start or run as asked
+        ├── StageLoadError         a stage class cannot be imported or set up (exit 2)
+        └── RequestError           one HTTP request is rejected (carries its status)
+
+The engine's branch lives in :mod:`inferline.engine` (``inferline.engine._errors``).
 """
 
 from __future__ import annotations

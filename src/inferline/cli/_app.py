@@ -5,7 +5,11 @@ from __future__ import annotations
 import typer
 
 from inferline.cli import _bench, _trace
+from inferline.cli._plan import plan_command
+from inferline.cli._replay import replay_command
+from inferline.cli._serve import serve_command
 from inferline.cli._simulate import simulate_command
+from inferline.cli._sweep import sweep_command
 
 app = typer.Typer(
     name="inferline",
@@ -17,6 +21,10 @@ app = typer.Typer(
 app.add_typer(_trace.app, name="trace")
 app.add_typer(_bench.app, name="bench")
 app.command("simulate")(simulate_command)
+app.command("plan")(plan_command)
+app.command("sweep")(sweep_command)
+app.command("serve")(serve_command)
+app.command("replay")(replay_command)
 
 
 def main() -> None:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.progress import Progress
 from rich.table import Table
 
 from inferline.cli._common import JSON_OPTION, print_json, stdout, user_errors
+from inferline.errors import ConfigError
 
 app = typer.Typer(help="Benchmarks that print the SPEC §4 figures.", no_args_is_help=True)
 
@@ -45,6 +48,130 @@ def estimator(
             value = ", ".join(f"{k} {v:.3g}" for k, v in value.items())
         table.add_row(key, f"{value:,.4g}" if isinstance(value, float) else str(value))
     stdout.print(table)
+
+
+@app.command("planner")
+@user_errors
+def planner(
+    reference_dir: Annotated[
+        Path, typer.Option("--reference-dir", help="Folder holding the reference bundles.")
+    ] = Path("examples/reference"),
+    duration_s: Annotated[float, typer.Option("--duration-s", help="Trace length, s.")] = 300.0,
+    exhaustive_max_s: Annotated[float, typer.Option("--exhaustive-max-s")] = 30.0,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    output: Annotated[
+        Path | None,
+        typer.Option("-o", "--output", help="Also write the sweep tables and plots here."),
+    ] = None,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """InferLine against CG-Mean, CG-Peak and the optimum on the four reference pipelines."""
+    from inferline.reports._planner_bench import run_planner_benchmark, verdict
+
+    with Progress(console=stdout, disable=as_json, transient=True) as progress:
+        task = progress.add_task("planning the reference pipelines", total=4 * 3 * 2 * 2 * 4)
+        summary = run_planner_benchmark(
+            reference_dir,
+            duration_s=duration_s,
+            exhaustive_max_s=exhaustive_max_s,
+            seed=seed,
+            on_point=lambda _: progress.advance(task),
+        )
+    points = summary.pop("points")
+    if output is not None:
+        from inferline.reports import write_sweep
+
+        write_sweep(points, output)
+    figures = {"verdict": verdict(summary), **summary}
+    if as_json:
+        print_json(figures)
+        return
+    table = Table(title="InferLine planner against the baselines (held-out traces)")
+    columns = (
+        "pipeline",
+        "SLO ms",
+        "q/s",
+        "cv",
+        "InferLine $/h",
+        "IL miss",
+        "vs optimum",
+        "CG-Mean ×cost",
+        "CG-Mean miss",
+        "CG-Peak ×cost",
+        "CG-Peak miss",
+    )
+    for col in columns:
+        table.add_column(col, justify="right")
+    for c in summary["cases"]:
+        if not c.get("inferline_feasible"):
+            table.add_row(
+                c["pipeline"],
+                f"{c['slo_s'] * 1000:.0f}",
+                f"{c['rate_qps']:g}",
+                f"{c['cv']:g}",
+                "infeasible",
+            )
+            continue
+        table.add_row(
+            c["pipeline"],
+            f"{c['slo_s'] * 1000:.0f}",
+            f"{c['rate_qps']:g}",
+            f"{c['cv']:g}",
+            f"{c['inferline_cost']:.3f}",
+            f"{c['inferline_heldout_miss']:.2%}",
+            f"{c['gap_to_optimum']:.3f}" if "gap_to_optimum" in c else "—",
+            f"{c.get('cg-mean_cost_ratio', float('nan')):.2f}",
+            f"{c.get('cg-mean_heldout_miss', float('nan')):.1%}",
+            f"{c.get('cg-peak_cost_ratio', float('nan')):.2f}",
+            f"{c.get('cg-peak_heldout_miss', float('nan')):.1%}",
+        )
+    stdout.print(table)
+    timing = Table(title="planning time, 10-minute 200-q/s trace, SLO 150 ms")
+    for col in ("pipeline", "seconds", "estimator calls"):
+        timing.add_column(col, justify="right")
+    for name, t in summary["timing_10min_200qps"].items():
+        timing.add_row(name, f"{t['planning_time_s']:.2f}", str(t["estimator_calls"]))
+    stdout.print(timing)
+    stdout.print(figures["verdict"])
+
+
+@app.command("engine")
+@user_errors
+def engine(
+    rates: Annotated[
+        str, typer.Option("--rates", help="Offered rates, q/s.")
+    ] = "200,500,1000,1500,2000",
+    duration_s: Annotated[float, typer.Option("--duration-s", help="Length of each run, s.")] = 5.0,
+    repeats: Annotated[int, typer.Option("--repeats")] = 3,
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 32,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Engine overhead: a 2-stage no-op pipeline under open-loop Poisson load."""
+    from inferline.engine._bench import engine_benchmark_table, run_engine_benchmark
+
+    try:
+        rates_qps = tuple(float(r) for r in rates.split(",") if r.strip())
+    except ValueError:
+        raise ConfigError(
+            f"not a list of numbers: {rates!r}", source="<argument>", field="--rates"
+        ) from None
+    with (
+        stdout.status("running the engine benchmark …", spinner="dots")
+        if not as_json
+        else _NoStatus()
+    ):
+        figures = run_engine_benchmark(
+            rates_qps=rates_qps,
+            duration_s=duration_s,
+            repeats=repeats,
+            batch_size=batch_size,
+            seed=seed,
+        )
+    if as_json:
+        print_json(figures)
+        return
+    stdout.print(engine_benchmark_table(figures))
 
 
 class _NoStatus:

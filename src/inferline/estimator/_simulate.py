@@ -210,6 +210,11 @@ class Estimator:
             self._log_scale = np.zeros(0)
 
     @property
+    def stage_visit_counts(self) -> dict[str, int]:
+        """How many queries of the trace visit each stage (recorded or sampled paths)."""
+        return {n: int(c) for n, c in zip(self.pipeline.stage_names, self._capacity, strict=True)}
+
+    @property
     def stage_visits(self) -> int:
         """Total (query, stage) visits one run simulates."""
         return int(self._capacity.sum())

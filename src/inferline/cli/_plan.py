@@ -1,0 +1,147 @@
+"""``inferline plan``: the cheapest configuration that meets a P99 SLO on a planning trace."""
+
+from __future__ import annotations
+
+import math
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from inferline._bundle import load_bundle
+from inferline.cli._common import JSON_OPTION, print_json, stdout, user_errors
+from inferline.errors import ConfigError
+from inferline.planner import PLANNERS, plan
+from inferline.workload import load_trace
+
+
+def _ms(seconds: float) -> str:
+    return "—" if not math.isfinite(seconds) else f"{seconds * 1000:.1f}"
+
+
+@user_errors
+def plan_command(
+    bundle: Annotated[
+        Path, typer.Argument(help="Bundle folder (pipeline.yaml, hardware, profiles).")
+    ],
+    trace: Annotated[
+        Path, typer.Option("--trace", help="Planning trace file (inferline trace …).")
+    ],
+    slo_s: Annotated[float, typer.Option("--slo-s", help="End-to-end P99 latency objective, s.")],
+    planner: Annotated[
+        str, typer.Option("--planner", help=f"One of: {', '.join(PLANNERS)}.")
+    ] = "inferline",
+    seed: Annotated[int, typer.Option("--seed", help="Seed for sampling conditional paths.")] = 0,
+    margin: Annotated[
+        float,
+        typer.Option("--margin", help="Safety margin: plan for a P99 of SLO x (1 - margin)."),
+    ] = 0.0,
+    latency_stat: Annotated[
+        str, typer.Option("--latency-stat", help="Profile statistic per batch: median or p99.")
+    ] = "median",
+    max_seconds: Annotated[
+        float | None,
+        typer.Option("--max-seconds", help="Time budget of the exhaustive search, s."),
+    ] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option("-o", "--output", help="Plan file to write (read by simulate --config)."),
+    ] = None,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Plan per-stage hardware, batch size and replicas for the cheapest cost under the SLO."""
+    if not slo_s > 0:
+        raise ConfigError(f"must be positive, got {slo_s}", source="<argument>", field="--slo-s")
+    if not 0.0 <= margin < 1.0:
+        raise ConfigError(
+            f"must be a fraction in [0, 1), got {margin}", source="<argument>", field="--margin"
+        )
+    if planner not in PLANNERS:
+        raise ConfigError(
+            f"unknown planner {planner!r}; valid planners: {', '.join(PLANNERS)}",
+            source="<argument>",
+            field="--planner",
+        )
+    if latency_stat not in ("median", "p99"):
+        raise ConfigError(
+            f"{latency_stat!r} is not one of median, p99",
+            source="<argument>",
+            field="--latency-stat",
+        )
+    if max_seconds is not None and not max_seconds > 0:
+        raise ConfigError(
+            f"must be positive, got {max_seconds}", source="<argument>", field="--max-seconds"
+        )
+    loaded = load_bundle(bundle)
+    workload = load_trace(trace)
+    with (
+        stdout.status(f"planning with {planner} …", spinner="dots")
+        if not as_json
+        else nullcontext()
+    ):
+        result = plan(
+            planner,
+            loaded.pipeline,
+            loaded.profiles,
+            workload,
+            slo_s,
+            seed=seed,
+            margin=margin,
+            latency_stat=latency_stat,  # type: ignore[arg-type]  # checked above
+            max_seconds=max_seconds,
+        )
+    if output is not None:
+        result.save(output)
+    if as_json:
+        summary = result.summary()
+        if output is not None:
+            summary["output"] = str(output)
+        print_json(summary)
+        return
+    verdict = "[green]feasible[/]" if result.feasible else "[bold red]INFEASIBLE[/]"
+    head = Table(
+        title=f"{result.planner} plan for {loaded.pipeline.name} on {trace.name} "
+        f"(SLO {slo_s * 1000:.0f} ms{f', margin {margin:g}' if margin else ''})"
+    )
+    for col in (
+        "verdict",
+        "$/hour",
+        "P50 ms",
+        "P99 ms",
+        "miss rate",
+        "planning s",
+        "estimator calls",
+    ):
+        head.add_column(col, justify="right")
+    head.add_row(
+        verdict,
+        f"{result.cost_per_hour:.4f}",
+        _ms(result.estimated_p50_s),
+        _ms(result.estimated_p99_s),
+        "—" if result.estimated_miss_rate is None else f"{result.estimated_miss_rate:.2%}",
+        f"{result.planning_time_s:.2f}",
+        str(result.estimator_calls),
+    )
+    stdout.print(head)
+    prices = loaded.profiles.hardware.price_per_hour
+    stages = Table(title="stages")
+    for col in ("stage", "hardware", "batch", "replicas", "$/hour"):
+        stages.add_column(col, justify="right")
+    for name, c in result.config.stages.items():
+        stages.add_row(
+            name,
+            c.hardware,
+            str(c.batch_size),
+            str(c.replicas),
+            f"{c.replicas * prices[c.hardware]:.4f}",
+        )
+    stdout.print(stages)
+    stdout.print("[bold]step log[/]")
+    for line in result.log:
+        stdout.print(f"  {line}", highlight=False, soft_wrap=True)
+    if result.exhaustive_complete is False:
+        stdout.print("[yellow]the exhaustive search ran out of time: not proven optimal[/]")
+    if output is not None:
+        stdout.print(f"plan written to {output}")

@@ -1,0 +1,816 @@
+"""The front-end's core: queries flow through the DAG over per-stage queues and replicas.
+
+Everything here runs on one asyncio event loop; there are no locks around state. A
+query enters every source stage's queue; when a stage's batch result comes back, each
+query's output is routed to the successors its ``route`` chose, a successor is queued
+once all of its predecessors are resolved (finished, or known not to be visited), and
+the query is answered when every stage is resolved (join = max, as in the Estimator).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from inferline._files import parse_model
+from inferline.engine._errors import EngineError, RequestError, StageLoadError
+from inferline.engine._hardware import resources_for
+from inferline.engine._metrics import EngineMetrics, StageMetrics
+from inferline.engine._queue import StageDispatcher
+from inferline.engine._replica import Batch, Replica, ReplicaState
+from inferline.engine._stage import Tensor, TensorSpec
+from inferline.engine._tensor import InferRequest
+from inferline.errors import ConfigError
+from inferline.pipeline import Pipeline, PipelineConfig, StageConfig
+
+__all__ = ["Answer", "Engine", "EngineOptions"]
+
+log = logging.getLogger("inferline.engine")
+
+_LIVE = (ReplicaState.STARTING, ReplicaState.READY)
+_STATS_SAMPLES = 100_000
+_MAX_START_FAILURES = 3
+
+
+@dataclass(frozen=True, slots=True)
+class EngineOptions:
+    """How the engine orders, bounds and sheds work (times in seconds)."""
+
+    slo_s: float = 1.0  # deadline = arrival + slo_s: EDF order and (optional) shedding
+    max_queue: int = 10_000  # per stage; a query that finds its stage's queue full gets 503
+    max_in_flight: int = 50_000  # admitted, unanswered queries; beyond it 503 at once
+    shed_late: bool = False  # 503 a query that cannot meet its deadline instead of serving it
+    retries: int = 1  # times a query is re-run after its replica died under it
+    start_timeout_s: float = 120.0  # a replica's process start + setup()
+    drain_timeout_s: float = 30.0  # graceful shutdown: wait this long for in-flight queries
+
+    def __post_init__(self) -> None:
+        if not self.slo_s > 0:
+            raise ValueError(f"slo_s must be positive, got {self.slo_s}")
+        if self.max_queue < 1 or self.max_in_flight < 1 or self.retries < 0:
+            raise ValueError("max_queue and max_in_flight must be >= 1, retries >= 0")
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """The one answer a query gets: 200 with outputs, or an HTTP error status and message."""
+
+    status: int
+    outputs: list[dict[str, Any]] | None = None
+    path: tuple[str, ...] = ()
+    error: str | None = None
+    latency_s: float = 0.0
+
+
+class _Query:
+    __slots__ = (
+        "arrival_s",
+        "deadline_s",
+        "done",
+        "future",
+        "pending",
+        "resolved",
+        "routed_from",
+        "seq",
+        "sinks",
+        "values",
+        "visited",
+        "want",
+    )
+
+    def __init__(
+        self,
+        seq: int,
+        arrival_s: float,
+        deadline_s: float,
+        n_preds: list[int],
+        want: tuple[str, ...] | None,
+        future: asyncio.Future[Answer],
+    ) -> None:
+        self.seq = seq
+        self.arrival_s = arrival_s
+        self.deadline_s = deadline_s
+        self.future = future
+        self.done = False
+        self.pending = list(n_preds)  # unresolved predecessors per stage
+        self.routed_from: dict[int, list[int]] = {}  # stage -> predecessors that chose it
+        self.values: dict[int, Any] = {}  # outputs that feed a successor
+        self.sinks: list[tuple[int, list[dict[str, Any]]]] = []  # outputs that end a branch
+        self.visited: list[int] = []
+        self.resolved = 0
+        self.want = want
+
+
+class _Visit:
+    """One query at one stage: what the stage's replica receives, and its timing."""
+
+    __slots__ = ("attempts", "enqueued_s", "query", "value")
+
+    def __init__(self, query: _Query, value: Any, enqueued_s: float) -> None:
+        self.query = query
+        self.value = value
+        self.enqueued_s = enqueued_s
+        self.attempts = 0
+
+
+def _visit_alive(visit: _Visit) -> bool:
+    return not visit.query.done
+
+
+class _StageRuntime:
+    """A stage's queue, replicas, plan entry and measurements."""
+
+    def __init__(
+        self,
+        index: int,
+        name: str,
+        model: str,
+        config: StageConfig,
+        dispatcher: StageDispatcher[_Visit, Replica],
+        metrics: StageMetrics,
+    ) -> None:
+        self.index = index
+        self.name = name
+        self.model = model
+        self.config = config
+        self.dispatcher = dispatcher
+        self.metrics = metrics
+        self.replicas: list[Replica] = []
+        self.preds: tuple[int, ...] = ()
+        self.succs: tuple[int, ...] = ()
+        self.succ_by_name: dict[str, int] = {}
+        self.join = False
+        self.start_failures = 0
+        self.broken: str | None = None
+        self.queue_wait_s: deque[float] = deque(maxlen=_STATS_SAMPLES)
+        self.residence_s: deque[float] = deque(maxlen=_STATS_SAMPLES)
+        self.overhead_s: deque[float] = deque(maxlen=_STATS_SAMPLES)
+        self.predict_s: deque[float] = deque(maxlen=_STATS_SAMPLES)
+
+    def count(self, *states: ReplicaState) -> int:
+        return sum(1 for r in self.replicas if r.state in states)
+
+
+class Engine:
+    """Serves one pipeline under one plan; see docs/engine.md.
+
+    Create it inside a running event loop, ``await start()``, ``submit()`` queries,
+    ``await apply(config)`` to change the plan, ``await stop()`` to drain and shut down.
+    """
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        config: PipelineConfig,
+        options: EngineOptions | None = None,
+        *,
+        bundle_root: str | Path | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.pipeline = pipeline
+        self.options = options or EngineOptions()
+        self._clock = clock
+        self._sys_path = [str(Path(bundle_root).resolve())] if bundle_root is not None else []
+        _check_plan(pipeline, config, source="<plan>")
+        missing = [s.name for s in pipeline.stages if not s.model]
+        if missing:
+            raise EngineError(
+                f"stage(s) {', '.join(missing)} have no 'model' import path in the pipeline "
+                f"file ({pipeline.source}); the engine needs 'module:Class' for each stage"
+            )
+        self.metrics = EngineMetrics(pipeline.stage_names)
+        self.metrics.watch(self.status)
+        names = pipeline.stage_names
+        self._stages: list[_StageRuntime] = []
+        for i, stage in enumerate(pipeline.stages):
+            cfg = config.stages[stage.name]
+            dispatcher: StageDispatcher[_Visit, Replica] = StageDispatcher(
+                cfg.batch_size,
+                self.options.max_queue,
+                clock,
+                shed_late=self.options.shed_late,
+                alive=_visit_alive,
+            )
+            self._stages.append(
+                _StageRuntime(
+                    i,
+                    stage.name,
+                    stage.model or "",
+                    cfg,
+                    dispatcher,
+                    self.metrics.stages[stage.name],
+                )
+            )
+        index = {name: i for i, name in enumerate(names)}
+        for st in self._stages:
+            st.preds = tuple(index[p] for p in pipeline.predecessors(st.name))
+            st.succs = tuple(index[s] for s in pipeline.successors(st.name))
+            st.succ_by_name = {names[s]: s for s in st.succs}
+            st.join = len(st.preds) > 1
+        self._stage_index = index
+        self._sources = tuple(index[s] for s in pipeline.sources)
+        self._topo_rank = {index[n]: k for k, n in enumerate(pipeline.topological_order)}
+        self._n_preds = [len(st.preds) for st in self._stages]
+        self._seq = itertools.count()
+        self._batch_ids = itertools.count()
+        self._replica_ids = itertools.count()
+        self._queries: dict[int, _Query] = {}
+        self._dispatch_pending = False
+        self._closing = False
+        self._started = False
+        self._changed = asyncio.Event()
+        self._drained = asyncio.Event()
+        self._plan_lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.input_specs: dict[str, TensorSpec] = {}
+        self.output_specs: list[TensorSpec] = []
+
+    # --- lifecycle -------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Start every planned replica and wait until all are ready (or one fails to load)."""
+        starts = [
+            self._start_replica(st, st.config.hardware)
+            for st in self._stages
+            for _ in range(st.config.replicas)
+        ]
+        results = await asyncio.gather(*starts, return_exceptions=True)
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            await self._kill_all()
+            first = errors[0]
+            if isinstance(first, EngineError):
+                raise first
+            raise EngineError(f"a replica failed to start: {first!r}") from first
+        self._collect_specs()
+        self._started = True
+
+    def _collect_specs(self) -> None:
+        for i in self._sources:
+            for r in self._stages[i].replicas:
+                for name, datatype, shape in r.info.get("inputs", ()):
+                    self.input_specs.setdefault(name, TensorSpec(name, datatype, tuple(shape)))
+                break
+        for st in self._stages:
+            if st.succs or not st.replicas:
+                continue
+            for name, datatype, shape in st.replicas[0].info.get("outputs", ()):
+                self.output_specs.append(TensorSpec(name, datatype, tuple(shape)))
+
+    @property
+    def ready(self) -> bool:
+        return (
+            self._started
+            and not self._closing
+            and all(st.count(ReplicaState.READY) > 0 for st in self._stages)
+        )
+
+    async def stop(self) -> None:
+        """Refuse new queries, let in-flight ones finish (bounded), then stop every replica."""
+        self._closing = True
+        if self._queries:
+            self._drained.clear()
+            try:
+                await asyncio.wait_for(self._drained.wait(), self.options.drain_timeout_s)
+            except TimeoutError:
+                log.warning(
+                    "%d queries still in flight after the drain timeout", len(self._queries)
+                )
+            for query in list(self._queries.values()):
+                self._fail(query, 503, "the engine shut down before this query finished")
+        for st in self._stages:
+            for r in list(st.replicas):
+                if r.state is ReplicaState.STARTING:
+                    r.terminate()
+                elif r.batch is None:
+                    self._stop_replica(r)
+                else:
+                    r.state = ReplicaState.DRAINING
+        replicas = [r for st in self._stages for r in st.replicas]
+        await asyncio.gather(*(r.wait_exit(10.0) for r in replicas), return_exceptions=True)
+        for task in list(self._tasks):
+            task.cancel()
+
+    async def _kill_all(self) -> None:
+        replicas = [r for st in self._stages for r in st.replicas]
+        for r in replicas:
+            r.terminate()
+        await asyncio.gather(*(r.wait_exit(5.0) for r in replicas), return_exceptions=True)
+
+    # --- queries -------------------------------------------------------------------------------
+    @property
+    def in_flight(self) -> int:
+        return len(self._queries)
+
+    def submit(self, request: InferRequest) -> asyncio.Future[Answer]:
+        """Admit one query; the future always resolves (never raises) with its Answer."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Answer] = loop.create_future()
+        now = self._clock()
+        seq = next(self._seq)
+        query = _Query(seq, now, now + self.options.slo_s, self._n_preds, request.outputs, future)
+        if self._closing:
+            self._answer(query, Answer(503, error="the engine is shutting down"))
+            return future
+        if len(self._queries) >= self.options.max_in_flight:
+            self._answer(
+                query,
+                Answer(
+                    503,
+                    error=f"overloaded: {len(self._queries)} queries in flight "
+                    f"(limit {self.options.max_in_flight}); retry later",
+                ),
+            )
+            return future
+        self._queries[seq] = query
+        inputs: dict[str, Tensor] = request.inputs
+        for i in self._sources:
+            self._enqueue(query, self._stages[i], inputs, now)
+        return future
+
+    def _enqueue(self, query: _Query, st: _StageRuntime, value: Any, now: float) -> None:
+        if query.done:
+            return
+        if st.broken is not None and st.count(*_LIVE) == 0:
+            self._fail(query, 503, f"stage '{st.name}' has no running replica ({st.broken})")
+            return
+        if not st.dispatcher.enqueue(_Visit(query, value, now), query.deadline_s, query.seq):
+            self._fail(
+                query,
+                503,
+                f"overloaded: stage '{st.name}' has {self.options.max_queue} queries queued "
+                "(its limit); retry later",
+            )
+            return
+        self._request_dispatch()
+
+    def _request_dispatch(self) -> None:
+        # Deferred to the end of this loop iteration so that every arrival and result
+        # read in it is queued first (the Estimator's order within one instant).
+        if not self._dispatch_pending:
+            self._dispatch_pending = True
+            asyncio.get_running_loop().call_soon(self._dispatch)
+
+    def _dispatch(self) -> None:
+        self._dispatch_pending = False
+        now = self._clock()
+        for st in self._stages:
+            if not st.dispatcher.queue:
+                continue
+            assignment = st.dispatcher.assign()
+            for visit in assignment.shed:
+                self._fail(
+                    visit.query,
+                    503,
+                    f"shed: the query cannot finish stage '{st.name}' before its deadline "
+                    f"({self.options.slo_s:g} s after arrival)",
+                )
+            for replica, visits in assignment.batches:
+                batch = Batch(next(self._batch_ids), visits, now)
+                replica.batch = batch
+                replica.send(("batch", batch.id, [v.value for v in visits]))
+                st.metrics.batch_size.observe(len(visits))
+
+    def _on_done(
+        self, r: Replica, st: _StageRuntime, batch_id: int, results: list[Any], predict_s: float
+    ) -> None:
+        batch = self._take_batch(r, st, batch_id)
+        if batch is None:
+            return
+        now = self._clock()
+        st.dispatcher.record_service(predict_s)
+        st.metrics.service_s.observe(predict_s)
+        st.predict_s.append(predict_s)
+        observe = st.metrics.stage_latency_s.observe
+        for visit, (value, routes, tensors, error) in zip(batch.visits, results, strict=True):
+            residence_s = now - visit.enqueued_s
+            observe(residence_s)
+            st.queue_wait_s.append(batch.sent_s - visit.enqueued_s)
+            st.residence_s.append(residence_s)
+            st.overhead_s.append(residence_s - predict_s)
+            query = visit.query
+            if query.done:
+                continue
+            if error is not None:
+                self._fail(query, 500, f"stage '{st.name}': {error}")
+                continue
+            self._finish_visit(query, st, value, routes, tensors, now)
+        self._request_dispatch()
+
+    def _on_failed(self, r: Replica, st: _StageRuntime, batch_id: int, message: str) -> None:
+        batch = self._take_batch(r, st, batch_id)
+        if batch is None:
+            return
+        for visit in batch.visits:
+            self._fail(visit.query, 500, f"stage '{st.name}' failed on its batch: {message}")
+        self._request_dispatch()
+
+    def _take_batch(self, r: Replica, st: _StageRuntime, batch_id: int) -> Batch | None:
+        batch = r.batch
+        if batch is None or batch.id != batch_id:
+            log.error("replica %s answered batch %s it was not running", r, batch_id)
+            return None
+        r.batch = None
+        r.batches_done += 1
+        if r.state is ReplicaState.READY:
+            st.dispatcher.replica_idle(r)
+        elif r.state is ReplicaState.DRAINING:
+            self._stop_replica(r)
+        return batch
+
+    def _finish_visit(
+        self,
+        query: _Query,
+        st: _StageRuntime,
+        value: Any,
+        routes: tuple[str, ...],
+        tensors: list[dict[str, Any]] | None,
+        now: float,
+    ) -> None:
+        i = st.index
+        query.visited.append(i)
+        query.resolved += 1
+        if tensors is not None:
+            query.sinks.append((i, tensors))
+        else:
+            query.values[i] = value
+        chosen = {st.succ_by_name[name] for name in routes}
+        for j in st.succs:
+            if j in chosen:
+                query.routed_from.setdefault(j, []).append(i)
+            self._resolve_pred(query, j, now)
+        if query.resolved == len(self._stages) and not query.done:
+            self._complete(query, now)
+
+    def _resolve_pred(self, query: _Query, j: int, now: float) -> None:
+        query.pending[j] -= 1
+        if query.pending[j]:
+            return
+        st = self._stages[j]
+        senders = query.routed_from.get(j)
+        if senders:
+            if st.join:
+                value: Any = {self._stages[p].name: query.values[p] for p in senders}
+            else:
+                value = query.values[senders[0]]
+            self._enqueue(query, st, value, now)
+            return
+        query.resolved += 1  # not visited: resolve its successors in turn
+        for k in st.succs:
+            self._resolve_pred(query, k, now)
+
+    def _complete(self, query: _Query, now: float) -> None:
+        rank = self._topo_rank
+        outputs = [
+            t for _, tensors in sorted(query.sinks, key=lambda s: rank[s[0]]) for t in tensors
+        ]
+        if query.want is not None:
+            outputs = [t for t in outputs if t["name"] in query.want]
+        path = tuple(self._stages[i].name for i in sorted(query.visited, key=rank.__getitem__))
+        self._answer(query, Answer(200, outputs, path, latency_s=now - query.arrival_s))
+
+    def _fail(self, query: _Query, status: int, message: str) -> None:
+        if not query.done:
+            latency_s = self._clock() - query.arrival_s
+            self._answer(query, Answer(status, error=message, latency_s=latency_s))
+
+    def _answer(self, query: _Query, answer: Answer) -> None:
+        query.done = True
+        if self._queries.pop(query.seq, None) is not None and not self._queries:
+            self._drained.set()
+        if not query.future.done():
+            query.future.set_result(answer)
+        metrics = self.metrics
+        metrics.answered(answer.status)
+        metrics.latency_s.observe(answer.latency_s)
+        if answer.status != 200 or answer.latency_s > self.options.slo_s:
+            metrics.slo_misses.inc()
+
+    # --- replicas ----------------------------------------------------------------------------
+    async def _start_replica(self, st: _StageRuntime, hardware: str) -> Replica:
+        r = Replica(
+            next(self._replica_ids),
+            st.name,
+            hardware,
+            resources_for(hardware),
+            lambda rep, msg: self._on_message(rep, st, msg),
+            lambda rep: self._on_lost(rep, st),
+        )
+        st.replicas.append(r)
+        spec = {
+            "stage": st.name,
+            "model": st.model,
+            "hardware": hardware,
+            "threads": r.resources.threads,
+            "device": r.resources.device,
+            "successors": [self._stages[j].name for j in st.succs],
+            "sys_path": self._sys_path,
+        }
+        try:
+            await r.launch(spec)
+            await asyncio.wait_for(asyncio.shield(r.ready), self.options.start_timeout_s)
+        except BaseException as exc:
+            r.terminate()
+            if r in st.replicas and r.state is ReplicaState.STARTING:
+                st.replicas.remove(r)
+            self._changed_now()
+            if isinstance(exc, TimeoutError):
+                raise StageLoadError(
+                    f"stage '{st.name}' ({st.model}): the replica was not ready within "
+                    f"{self.options.start_timeout_s:g} s (setup too slow?)"
+                ) from None
+            raise
+        return r
+
+    def _on_message(self, r: Replica, st: _StageRuntime, message: Any) -> None:
+        kind = message[0]
+        if kind == "done":
+            self._on_done(r, st, message[1], message[2], message[3])
+        elif kind == "failed":
+            self._on_failed(r, st, message[1], message[2])
+        elif kind == "ready":
+            r.info = message[1]
+            st.start_failures = 0
+            st.broken = None
+            if r.state is ReplicaState.STARTING:
+                r.state = ReplicaState.READY
+                st.dispatcher.replica_idle(r)
+                self._request_dispatch()
+            elif r.state is ReplicaState.DRAINING:
+                self._stop_replica(r)
+            if not r.ready.done():
+                r.ready.set_result(r.info)
+            self._reconcile(st)
+            self._changed_now()
+        elif kind == "fatal":
+            r.fatal = message[1]
+            if not r.ready.done():
+                r.ready.set_exception(
+                    StageLoadError(f"stage '{st.name}' ({st.model}) cannot start: {message[1]}")
+                )
+        else:
+            log.error("unknown message %r from %s", kind, r)
+
+    def _on_lost(self, r: Replica, st: _StageRuntime) -> None:
+        previous = r.state
+        r.state = ReplicaState.EXITED
+        if r in st.replicas:
+            st.replicas.remove(r)
+        st.dispatcher.remove_replica(r)
+        self._spawn_task(r.wait_exit(5.0))
+        if not r.ready.done():
+            r.ready.set_exception(
+                StageLoadError(
+                    f"stage '{st.name}' ({st.model}) cannot start: "
+                    + (r.fatal or "the replica process exited during setup")
+                )
+            )
+            r.ready.exception()  # mark retrieved: nobody may await a replaced replica
+        unexpected = previous in _LIVE
+        if unexpected:
+            self.metrics.replica_failures.labels(st.name).inc()
+            if previous is ReplicaState.STARTING:
+                st.start_failures += 1
+                if st.start_failures >= _MAX_START_FAILURES:
+                    st.broken = r.fatal or "its replicas keep exiting during setup"
+            elif not self._closing:
+                log.warning("replica %s of stage '%s' died; replacing it", r.pid, st.name)
+        batch, r.batch = r.batch, None
+        if batch is not None:
+            self._retry(st, batch, r)
+        if not self._closing:
+            self._reconcile(st)
+            if st.broken is not None and st.count(*_LIVE) == 0:
+                for visit in st.dispatcher.queue.drain():
+                    self._fail(
+                        visit.query, 503, f"stage '{st.name}' has no running replica ({st.broken})"
+                    )
+        self._changed_now()
+
+    def _retry(self, st: _StageRuntime, batch: Batch, r: Replica) -> None:
+        for visit in batch.visits:
+            query = visit.query
+            if query.done:
+                continue
+            visit.attempts += 1
+            if visit.attempts > self.options.retries or self._closing:
+                self._fail(
+                    query,
+                    500,
+                    f"stage '{st.name}': replica process {r.pid} died while running this query"
+                    + (" and the retry failed too" if self.options.retries else ""),
+                )
+            elif not st.dispatcher.enqueue(visit, query.deadline_s, query.seq):
+                self._fail(query, 503, f"stage '{st.name}' queue is full; cannot retry")
+        self._request_dispatch()
+
+    def _stop_replica(self, r: Replica) -> None:
+        r.state = ReplicaState.STOPPING
+        self._stages[self._stage_index[r.stage]].dispatcher.remove_replica(r)
+        r.send(("stop",))
+
+    def _drain_replica(self, r: Replica, st: _StageRuntime) -> None:
+        """Take ``r`` out of service without losing its batch: it stops once the batch is done."""
+        if r.state is ReplicaState.STARTING:
+            r.state = ReplicaState.DRAINING  # stopped when ready (or killed if it never is)
+            r.terminate()
+        elif r.state is ReplicaState.READY:
+            r.state = ReplicaState.DRAINING
+            st.dispatcher.remove_replica(r)
+            if r.batch is None:
+                self._stop_replica(r)
+
+    def _reconcile(self, st: _StageRuntime) -> None:
+        """Start or drain replicas until the stage matches its plan entry."""
+        if self._closing or not self._started:
+            return
+        target, hardware = st.config.replicas, st.config.hardware
+        current = [r for r in st.replicas if r.state in _LIVE and r.hardware == hardware]
+        old = [r for r in st.replicas if r.state in _LIVE and r.hardware != hardware]
+        if len(current) < target and st.broken is None:
+            for _ in range(target - len(current)):
+                self._spawn_task(self._start_quietly(st, hardware))
+        elif len(current) > target:
+            # Prefer replicas still starting, then idle ones, then the newest busy ones.
+            order = sorted(
+                current,
+                key=lambda r: (r.state is ReplicaState.READY, r.batch is not None, -r.id),
+            )
+            for r in order[: len(current) - target]:
+                self._drain_replica(r, st)
+        ready_new = sum(1 for r in current if r.state is ReplicaState.READY)
+        if old and ready_new >= target:  # new hardware serving: retire the old
+            for r in old:
+                self._drain_replica(r, st)
+
+    async def _start_quietly(self, st: _StageRuntime, hardware: str) -> None:
+        # Failures are counted (and replacements started) when the process ends (_on_lost).
+        try:
+            await self._start_replica(st, hardware)
+        except Exception as exc:
+            log.error("could not start a replica of stage '%s': %s", st.name, exc)
+
+    def _spawn_task(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _changed_now(self) -> None:
+        self._changed.set()
+
+    # --- control ----------------------------------------------------------------------------
+    async def apply(self, config: PipelineConfig, timeout_s: float | None = None) -> None:
+        """Switch to a new plan while serving; returns once exactly the planned replicas
+        take batches (removed ones may still be finishing their last batch).
+
+        Batch sizes change at once; added replicas serve as soon as they are ready;
+        removed replicas finish their current batch first; a hardware change starts the
+        new replicas before draining the old ones. No queued or running query is lost.
+        """
+        try:
+            _check_plan(self.pipeline, config, source="plan")
+        except ConfigError as exc:
+            raise RequestError(400, str(exc)) from None
+        if self._closing:
+            raise RequestError(503, "the engine is shutting down")
+        async with self._plan_lock:
+            for st in self._stages:
+                cfg = config.stages[st.name]
+                st.config = cfg
+                st.dispatcher.batch_size = cfg.batch_size
+                st.broken = None
+                st.start_failures = 0
+                self._reconcile(st)
+            self._request_dispatch()
+            deadline = self._clock() + (timeout_s or self.options.start_timeout_s)
+            while not all(self._settled(st) for st in self._stages):
+                broken = [st for st in self._stages if st.broken is not None]
+                if broken:
+                    raise EngineError(
+                        f"stage '{broken[0].name}' cannot start replicas: {broken[0].broken}"
+                    )
+                remaining = deadline - self._clock()
+                if remaining <= 0:
+                    raise EngineError("the new plan was not in place before the timeout")
+                self._changed.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._changed.wait(), min(remaining, 0.5))
+
+    def _settled(self, st: _StageRuntime) -> bool:
+        """The plan is in force: exactly the planned replicas take batches (others may
+        still be finishing their last batch)."""
+        live = [r for r in st.replicas if r.state in _LIVE]
+        return len(live) == st.config.replicas and all(
+            r.state is ReplicaState.READY and r.hardware == st.config.hardware for r in live
+        )
+
+    @property
+    def config(self) -> PipelineConfig:
+        return PipelineConfig(stages={st.name: st.config for st in self._stages})
+
+    def status(self) -> dict[str, Any]:
+        """Replicas per stage and state, queue lengths and in-flight queries (JSON-ready)."""
+        stages: dict[str, Any] = {}
+        for st in self._stages:
+            stages[st.name] = {
+                "hardware": st.config.hardware,
+                "batch_size": st.config.batch_size,
+                "replicas": st.config.replicas,
+                "ready": st.count(ReplicaState.READY),
+                "starting": st.count(ReplicaState.STARTING),
+                "draining": st.count(ReplicaState.DRAINING, ReplicaState.STOPPING),
+                "busy": sum(1 for r in st.replicas if r.batch is not None),
+                "queue_length": len(st.dispatcher.queue),
+                "error": st.broken,
+                "replica_list": [
+                    {
+                        "id": r.id,
+                        "pid": r.pid,
+                        "state": r.state.value,
+                        "hardware": r.hardware,
+                        "threads": r.resources.threads,
+                        "busy": r.batch is not None,
+                        "batches": r.batches_done,
+                    }
+                    for r in st.replicas
+                ],
+            }
+        return {
+            "model": self.pipeline.name,
+            "ready": self.ready,
+            "slo_s": self.options.slo_s,
+            "shed_late": self.options.shed_late,
+            "in_flight": len(self._queries),
+            "stages": stages,
+        }
+
+    def stats(self) -> dict[str, Any]:
+        """Per-stage time split of recent visits: queue wait, residence, predict, overhead.
+
+        Overhead = residence − predict(): queueing plus IPC and (de)serialisation, the
+        part of a stage's latency a profile of ``predict`` alone does not show.
+        """
+        out: dict[str, Any] = {}
+        for st in self._stages:
+            out[st.name] = {
+                "visits": len(st.residence_s),
+                "queue_wait_s": _summary(st.queue_wait_s),
+                "residence_s": _summary(st.residence_s),
+                "predict_s": _summary(st.predict_s),
+                "overhead_s": _summary(st.overhead_s),
+            }
+        return {"stages": out}
+
+    def reset_stats(self) -> None:
+        for st in self._stages:
+            for samples in (st.queue_wait_s, st.residence_s, st.overhead_s, st.predict_s):
+                samples.clear()
+
+
+def _summary(samples: deque[float]) -> dict[str, float | None]:
+    if not samples:
+        return {"mean": None, "p50": None, "p99": None, "max": None}
+    ordered = sorted(samples)
+    n = len(ordered)
+    return {
+        "mean": sum(ordered) / n,
+        "p50": ordered[(n - 1) // 2] if n % 2 else (ordered[n // 2 - 1] + ordered[n // 2]) / 2,
+        "p99": ordered[min(n - 1, int(0.99 * n))],
+        "max": ordered[-1],
+    }
+
+
+def _check_plan(pipeline: Pipeline, config: PipelineConfig, source: str) -> None:
+    """Every stage planned and no other (the plan file's other checks need profiles)."""
+    unknown = sorted(set(config.stages) - set(pipeline.stage_names))
+    if unknown:
+        raise ConfigError(
+            f"unknown stage(s) {', '.join(unknown)}; the pipeline has "
+            f"{', '.join(pipeline.stage_names)}",
+            source=source,
+            field=f"stages.{unknown[0]}",
+        )
+    missing = [n for n in pipeline.stage_names if n not in config.stages]
+    if missing:
+        raise ConfigError(
+            f"stage(s) {', '.join(missing)} are not configured; give each "
+            "hardware, batch_size and replicas",
+            source=source,
+            field=f"stages.{missing[0]}",
+        )
+
+
+def plan_from_mapping(data: Any, source: str = "plan") -> PipelineConfig:
+    """A plan posted to the control API: ``{"stages": {...}}`` or the stages mapping itself."""
+    body = data.get("stages", data) if isinstance(data, Mapping) else data
+    try:
+        return parse_model(PipelineConfig, {"stages": body}, source=source)
+    except ConfigError as exc:
+        raise RequestError(400, str(exc)) from None

@@ -1,0 +1,33 @@
+"""Errors of the serving engine (a branch of :mod:`inferline.errors`).
+
+::
+
+    InferLineError
+    └── EngineError                the engine cannot start or run as asked (exit 1)
+        ├── StageLoadError         a stage class cannot be imported or its setup() failed (exit 2)
+        └── RequestError           one HTTP request is rejected; ``status`` is its HTTP code
+"""
+
+from __future__ import annotations
+
+from inferline.errors import InferLineError
+
+__all__ = ["EngineError", "RequestError", "StageLoadError"]
+
+
+class EngineError(InferLineError):
+    """The engine cannot start, or cannot carry out a control action."""
+
+
+class StageLoadError(EngineError):
+    """A stage's class cannot be imported, built or set up: a user mistake, so exit 2."""
+
+    exit_code = 2
+
+
+class RequestError(EngineError):
+    """An inference or control request is rejected with an HTTP ``status`` and a message."""
+
+    def __init__(self, status: int, message: str) -> None:
+        self.status = status
+        super().__init__(message)

@@ -1,0 +1,139 @@
+"""Prometheus metrics of one engine, in its own registry (no process-global state)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+__all__ = ["EngineMetrics", "StageMetrics"]
+
+_LATENCY_BUCKETS_S = (
+    0.001,
+    0.002,
+    0.005,
+    0.01,
+    0.02,
+    0.05,
+    0.1,
+    0.15,
+    0.2,
+    0.3,
+    0.5,
+    1.0,
+    2.0,
+    5.0,
+    10.0,
+)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+
+
+class StageMetrics:
+    """Pre-bound children for one stage, so the hot path does no label lookups."""
+
+    __slots__ = ("batch_size", "service_s", "stage_latency_s")
+
+    def __init__(self, metrics: EngineMetrics, stage: str) -> None:
+        self.batch_size = metrics.batch_size.labels(stage)
+        self.service_s = metrics.service_s.labels(stage)
+        self.stage_latency_s = metrics.stage_latency_s.labels(stage)
+
+
+class _StateCollector(Collector):
+    """Queue lengths, replicas and in-flight queries, read from the engine at scrape time."""
+
+    def __init__(self, snapshot: Callable[[], dict[str, Any]]) -> None:
+        self._snapshot = snapshot
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        status = self._snapshot()
+        queue = GaugeMetricFamily(
+            "inferline_stage_queue_length", "Queries waiting in the stage's queue", labels=["stage"]
+        )
+        replicas = GaugeMetricFamily(
+            "inferline_stage_replicas", "Replicas of the stage by state", labels=["stage", "state"]
+        )
+        busy = GaugeMetricFamily(
+            "inferline_stage_busy_replicas", "Replicas running a batch", labels=["stage"]
+        )
+        for name, stage in status["stages"].items():
+            queue.add_metric([name], stage["queue_length"])
+            busy.add_metric([name], stage["busy"])
+            for state in ("ready", "starting", "draining"):
+                replicas.add_metric([name, state], stage[state])
+        in_flight = GaugeMetricFamily("inferline_in_flight", "Queries admitted and not answered")
+        in_flight.add_metric([], status["in_flight"])
+        yield from (queue, replicas, busy, in_flight)
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        return iter(())
+
+
+class EngineMetrics:
+    """Counters and histograms the engine updates; ``render()`` is the /metrics body."""
+
+    def __init__(self, stages: Sequence[str]) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "inferline_requests",
+            "Inference requests answered, by HTTP status",
+            ["code"],
+            registry=r,
+        )
+        self.latency_s = Histogram(
+            "inferline_request_latency_seconds",
+            "End-to-end latency of answered queries (admission to answer)",
+            buckets=_LATENCY_BUCKETS_S,
+            registry=r,
+        )
+        self.slo_misses = Counter(
+            "inferline_slo_misses",
+            "Queries answered after their deadline, shed, or failed",
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "inferline_stage_batch_size",
+            "Queries per dispatched batch",
+            ["stage"],
+            buckets=_BATCH_BUCKETS,
+            registry=r,
+        )
+        self.service_s = Histogram(
+            "inferline_stage_service_seconds",
+            "predict() time per batch, measured in the replica",
+            ["stage"],
+            buckets=_LATENCY_BUCKETS_S,
+            registry=r,
+        )
+        self.stage_latency_s = Histogram(
+            "inferline_stage_latency_seconds",
+            "Time from entering the stage's queue to its result reaching the front-end",
+            ["stage"],
+            buckets=_LATENCY_BUCKETS_S,
+            registry=r,
+        )
+        self.replica_failures = Counter(
+            "inferline_replica_failures",
+            "Replica processes that exited without being asked to",
+            ["stage"],
+            registry=r,
+        )
+        self.stages = {name: StageMetrics(self, name) for name in stages}
+        self._codes: dict[int, Any] = {}
+
+    def watch(self, snapshot: Callable[[], dict[str, Any]]) -> None:
+        """Report the engine's live state (queues, replicas, in-flight) at each scrape."""
+        self.registry.register(_StateCollector(snapshot))
+
+    def answered(self, status: int) -> None:
+        child = self._codes.get(status)
+        if child is None:
+            child = self._codes[status] = self.requests.labels(str(status))
+        child.inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

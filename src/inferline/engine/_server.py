@@ -1,0 +1,167 @@
+"""Run the engine behind uvicorn in one process: ``inferline serve`` calls :func:`serve`.
+
+Only pipeline.yaml and the plan are read (no hardware catalogue or profiles): serving
+needs each stage's import path and its hardware, batch size and replica count, and
+the hardware name alone decides a replica's threads (``_hardware.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import gc
+import logging
+import math
+import signal
+import socket
+from collections.abc import Callable, Coroutine, Iterator
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from inferline.engine._engine import Engine, EngineOptions
+from inferline.engine._errors import EngineError
+from inferline.engine._http import EngineApp
+from inferline.errors import ConfigError
+from inferline.pipeline import Pipeline, PipelineConfig, load_config, load_pipeline
+
+__all__ = ["load_serving_inputs", "run_loop", "serve"]
+
+log = logging.getLogger("inferline.engine")
+
+
+def load_serving_inputs(
+    bundle: str | Path, plan: str | Path
+) -> tuple[Pipeline, PipelineConfig, Path]:
+    """The pipeline (from a bundle folder or its pipeline.yaml), the plan, the bundle folder."""
+    bundle = Path(bundle)
+    pipeline_file = bundle if bundle.is_file() else bundle / "pipeline.yaml"
+    if not pipeline_file.exists():
+        raise ConfigError(
+            "no pipeline.yaml here; give a bundle folder or its pipeline.yaml", source=bundle
+        )
+    return load_pipeline(pipeline_file), load_config(plan), pipeline_file.parent
+
+
+def run_loop(main: Coroutine[Any, Any, Any]) -> Any:
+    """Run ``main`` on uvloop when installed (faster I/O), else on asyncio's default loop."""
+    factory: Callable[[], asyncio.AbstractEventLoop] | None = None
+    try:
+        import uvloop
+
+        factory = uvloop.new_event_loop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        pass
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(main)
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        hint = (
+            " (another server is using it; pick another --port)"
+            if exc.errno == errno.EADDRINUSE
+            else ""
+        )
+        raise EngineError(f"cannot listen on {host}:{port}: {exc.strerror}{hint}") from None
+    sock.listen(4096)
+    sock.setblocking(False)
+    return sock
+
+
+@contextlib.contextmanager
+def _quiet_signals() -> Iterator[None]:
+    """Absorb the SIGINT/SIGTERM that uvicorn re-raises after its graceful shutdown.
+
+    uvicorn restores the handlers it found and raises the signal again once it has
+    drained; with these handlers in place that re-raise is a no-op and we go on to stop
+    the replicas instead of dying with them still running.
+    """
+    previous = {sig: signal.signal(sig, lambda *_: None) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+async def serve_async(
+    pipeline: Pipeline,
+    config: PipelineConfig,
+    *,
+    bundle_root: Path | None = None,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    options: EngineOptions | None = None,
+    max_body_bytes: int = 8 << 20,
+    announce: Callable[[str], None] = print,
+) -> None:
+    """Start the replicas, serve HTTP until SIGINT/SIGTERM, drain, stop the replicas."""
+    options = options or EngineOptions()
+    sock = _listen(host, port)
+    engine = Engine(pipeline, config, options, bundle_root=bundle_root)
+    try:
+        await engine.start()
+        gc.freeze()  # startup objects leave the collector's view: shorter full collections
+        app = EngineApp(engine, max_body_bytes=max_body_bytes)
+        server = uvicorn.Server(
+            uvicorn.Config(
+                app,
+                loop="none",
+                http="httptools",
+                lifespan="off",
+                access_log=False,
+                log_level="warning",
+                timeout_graceful_shutdown=math.ceil(options.drain_timeout_s),
+                timeout_keep_alive=30,
+                proxy_headers=False,  # no proxy in front; saves a middleware hop per request
+                server_header=False,
+                date_header=False,
+            )
+        )
+        bound_host, bound_port = sock.getsockname()[:2]
+        replicas = sum(c.replicas for c in config.stages.values())
+        announce(
+            f"serving '{pipeline.name}' ({len(pipeline.stages)} stages, {replicas} replicas) on "
+            f"http://{bound_host}:{bound_port}  (SLO {options.slo_s:g} s; Ctrl-C drains and stops)"
+        )
+        with _quiet_signals():
+            await server.serve(sockets=[sock])
+        announce("draining: waiting for in-flight queries, then stopping the replicas")
+    finally:
+        sock.close()
+        await engine.stop()
+
+
+def serve(
+    bundle: str | Path,
+    plan: str | Path,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    options: EngineOptions | None = None,
+    max_body_bytes: int = 8 << 20,
+    announce: Callable[[str], None] = print,
+) -> None:
+    """Serve ``bundle``'s pipeline with ``plan`` until interrupted (blocking)."""
+    pipeline, config, root = load_serving_inputs(bundle, plan)
+    run_loop(
+        serve_async(
+            pipeline,
+            config,
+            bundle_root=root,
+            host=host,
+            port=port,
+            options=options,
+            max_body_bytes=max_body_bytes,
+            announce=announce,
+        )
+    )

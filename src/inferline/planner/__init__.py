@@ -1,0 +1,26 @@
+"""The Planner: the cheapest per-stage configuration that meets an end-to-end P99 SLO.
+
+:func:`plan_inferline` is the paper's greedy Initialize + MinimizeCost search
+(SPEC §2.6); :func:`plan_cg_mean` and :func:`plan_cg_peak` are the
+coarse-grained baselines, :func:`plan_exhaustive` the optimum for small
+pipelines and :func:`lower_bound_cost` a latency-blind cost floor. All planners
+judge a configuration with the same Estimator on the same planning trace.
+"""
+
+from inferline.planner._baselines import lower_bound_cost, plan_cg_mean, plan_cg_peak
+from inferline.planner._exhaustive import plan_exhaustive
+from inferline.planner._inferline import plan_inferline
+from inferline.planner._registry import PLANNERS, Planner, plan
+from inferline.planner._result import Plan
+
+__all__ = [
+    "PLANNERS",
+    "Plan",
+    "Planner",
+    "lower_bound_cost",
+    "plan",
+    "plan_cg_mean",
+    "plan_cg_peak",
+    "plan_exhaustive",
+    "plan_inferline",
+]

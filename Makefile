@@ -15,8 +15,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-demo: $(STAMP)  ## generate a workload and compare two configurations of the reference pipeline
+demo: $(STAMP)  ## simulate the reference pipeline, then serve a real pipeline and replay a real trace
 	$(BIN)/python scripts/demo.py
+	$(BIN)/python examples/engine-demo/demo.py
 
 test: $(STAMP)  ## run the whole test suite
 	$(BIN)/python -m pytest -q
@@ -28,6 +29,8 @@ check: $(STAMP)  ## ruff (lint + format) and mypy
 
 bench: $(STAMP)  ## print the SPEC §4 benchmark figures
 	$(BIN)/inferline bench estimator
+	$(BIN)/inferline bench planner
+	$(BIN)/inferline bench engine
 
 clean:  ## remove the virtual environment and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

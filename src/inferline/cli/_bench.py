@@ -56,8 +56,11 @@ def planner(
     reference_dir: Annotated[
         Path, typer.Option("--reference-dir", help="Folder holding the reference bundles.")
     ] = Path("examples/reference"),
-    duration_s: Annotated[float, typer.Option("--duration-s", help="Trace length, s.")] = 300.0,
+    duration_s: Annotated[float, typer.Option("--duration-s", help="Trace length, s.")] = 600.0,
     exhaustive_max_s: Annotated[float, typer.Option("--exhaustive-max-s")] = 30.0,
+    margin: Annotated[
+        float, typer.Option("--margin", help="Plan for a P99 of SLO × (1 − margin).")
+    ] = 0.05,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     output: Annotated[
         Path | None,
@@ -74,6 +77,7 @@ def planner(
             reference_dir,
             duration_s=duration_s,
             exhaustive_max_s=exhaustive_max_s,
+            margin=margin,
             seed=seed,
             on_point=lambda _: progress.advance(task),
         )

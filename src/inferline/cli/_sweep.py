@@ -45,6 +45,9 @@ def sweep_command(
     ] = "1,2",
     duration_s: Annotated[float, typer.Option("--duration-s", help="Trace length, s.")] = 300.0,
     exhaustive_max_s: Annotated[float, typer.Option("--exhaustive-max-s")] = 60.0,
+    margin: Annotated[
+        float, typer.Option("--margin", help="Plan for a P99 of SLO × (1 − margin).")
+    ] = 0.0,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     as_json: bool = JSON_OPTION,
 ) -> None:
@@ -79,6 +82,7 @@ def sweep_command(
             duration_s=duration_s,
             seed=seed,
             exhaustive_max_s=exhaustive_max_s,
+            margin=margin,
             on_point=advance,
         )
     files = write_sweep(points, output)

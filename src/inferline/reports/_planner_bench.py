@@ -6,6 +6,11 @@ on a held-out trace, and summarises: InferLine never costlier than CG-Peak, its
 worst gap to the optimum where the optimum was found, its worst held-out miss
 rate, and the baselines' cost ratios and miss rates. Separately it times
 InferLine on a 10-minute 200-q/s trace for every pipeline.
+
+Every planner plans for a P99 of SLO × (1 − margin), 5 % by default: a plan that
+sits exactly on the SLO for the planning arrivals misses it on about half of the
+held-out traces drawn with the same parameters, so the margin is what makes a
+plan hold on traffic it has not seen (the exhaustive optimum uses the same test).
 """
 
 from __future__ import annotations
@@ -34,9 +39,10 @@ def run_planner_benchmark(
     slos_s: Sequence[float] = (0.1, 0.15, 0.3),
     rates_qps: Sequence[float] = (100.0, 200.0),
     cvs: Sequence[float] = (1.0, 2.0),
-    duration_s: float = 300.0,
+    duration_s: float = 600.0,
     timing_duration_s: float = 600.0,
     exhaustive_max_s: float = 30.0,
+    margin: float = 0.05,
     seed: int = 0,
     on_point: Callable[[SweepPoint], None] | None = None,
 ) -> dict[str, Any]:
@@ -53,17 +59,26 @@ def run_planner_benchmark(
             duration_s=duration_s,
             seed=seed,
             exhaustive_max_s=exhaustive_max_s,
+            margin=margin,
             on_point=on_point,
         )
         trace = gamma_trace(200.0, 1.0, timing_duration_s, seed)
         start = time.perf_counter()
-        timed = plan_inferline(bundle.pipeline, bundle.profiles, trace, 0.15, seed=seed)
+        timed = plan_inferline(
+            bundle.pipeline, bundle.profiles, trace, 0.15, seed=seed, margin=margin
+        )
         timing[name] = {
             "planning_time_s": time.perf_counter() - start,
             "estimator_calls": timed.estimator_calls,
             "queries": trace.n_queries,
         }
-    return {"cases": summarise(points), "timing_10min_200qps": timing, "points": points}
+    return {
+        "margin": margin,
+        "duration_s": duration_s,
+        "cases": summarise(points),
+        "timing_10min_200qps": timing,
+        "points": points,
+    }
 
 
 def summarise(points: Sequence[SweepPoint]) -> list[dict[str, Any]]:

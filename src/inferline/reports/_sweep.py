@@ -52,6 +52,7 @@ def run_sweep(
     duration_s: float,
     seed: int = 0,
     exhaustive_max_s: float = 60.0,
+    margin: float = 0.0,
     on_point: Callable[[SweepPoint], None] | None = None,
 ) -> list[SweepPoint]:
     """Plan every combination and score each plan on its held-out trace."""
@@ -74,6 +75,7 @@ def run_sweep(
                             planning,
                             slo,
                             seed=seed,
+                            margin=margin,
                             max_seconds=exhaustive_max_s,
                         )
                     except InfeasibleError as exc:

@@ -10,6 +10,7 @@ from inferline.cli._replay import replay_command
 from inferline.cli._serve import serve_command
 from inferline.cli._simulate import simulate_command
 from inferline.cli._sweep import sweep_command
+from inferline.cli._tune import tune_sim_command
 
 app = typer.Typer(
     name="inferline",
@@ -23,6 +24,7 @@ app.add_typer(_bench.app, name="bench")
 app.command("simulate")(simulate_command)
 app.command("plan")(plan_command)
 app.command("sweep")(sweep_command)
+app.command("tune-sim")(tune_sim_command)
 app.command("serve")(serve_command)
 app.command("replay")(replay_command)
 

@@ -10,9 +10,11 @@ from rich.progress import Progress
 from rich.table import Table
 
 from inferline.cli._common import JSON_OPTION, print_json, stdout, user_errors
+from inferline.cli._tune import tuner_bench_command
 from inferline.errors import ConfigError
 
 app = typer.Typer(help="Benchmarks that print the SPEC §4 figures.", no_args_is_help=True)
+app.command("tuner")(tuner_bench_command)
 
 
 @app.command("estimator")

@@ -1,0 +1,294 @@
+"""Tuner scenarios and the ``inferline bench tuner`` benchmark (issue 6, item 4).
+
+Scenarios (each: a planning trace the plan is made for, an evaluation trace):
+
+* ``ramp-10s`` / ``ramp-30s`` / ``ramp-60s`` — 150 qps, then a linear ramp to
+  250 qps over 10, 30 or 60 s (10, 3.33 and 1.67 qps/s: the paper's τ read as
+  qps per second), then 250 qps; plan on 60 s of 150 qps (gap cv 1).
+* ``burstiness`` — 150 qps throughout, gap cv 1 for 60 s then cv 2 (σ/μ; the
+  paper's squared CV goes 1 → 4); plan on 60 s of cv 1.
+* ``azure`` — the bundled Azure trace turned into a rate profile as the paper
+  does with the AutoScale traces: per-minute rates scaled so the busiest
+  minute is 300 qps, each minute replayed as 30 s of Gamma (cv 1) arrivals;
+  plan on the first 25 %, evaluate on the rest.
+
+Policies: ``none`` and ``inferline`` and ``queue-length`` start from the
+InferLine plan; ``cg-autoscale`` is the paper's coarse-grained reactive
+baseline (CG-Mean plan + AutoScale-style whole-pipeline scaling);
+``il+cg-autoscale`` is the ablation (InferLine plan + the same CG scaling).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from inferline._bundle import load_bundle
+from inferline.errors import ConfigError
+from inferline.pipeline import Pipeline, PipelineConfig
+from inferline.planner import plan_cg_mean, plan_inferline
+from inferline.profiles import Profiles
+from inferline.tuner._policy import (
+    CoarseGrainedAutoscaler,
+    InferLineTuner,
+    NoTuner,
+    Policy,
+    QueueLengthPolicy,
+    TunerConfig,
+)
+from inferline.tuner._simulate import TunedResult, simulate_tuned
+from inferline.workload import (
+    Segment,
+    Trace,
+    bundled_trace_path,
+    gamma_trace,
+    load_timestamp_csv,
+    piecewise_trace,
+    ramp_trace,
+    split_trace,
+)
+
+__all__ = [
+    "BENCH_POLICIES",
+    "DEFAULT_SLO_S",
+    "Scenario",
+    "azure_rate_trace",
+    "make_policy",
+    "markdown_table",
+    "run_tuner_benchmark",
+    "scenarios",
+]
+
+BENCH_POLICIES = ("none", "inferline", "cg-autoscale", "il+cg-autoscale", "queue-length")
+DEFAULT_SLO_S = {"image-processing": 0.15, "social-media": 0.3}
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    planning: Trace
+    evaluation: Trace
+    description: str
+
+
+def make_policy(
+    name: str,
+    pipeline: Pipeline,
+    profiles: Profiles,
+    config: PipelineConfig,
+    planning_trace: Trace,
+) -> Policy:
+    """Build a policy by its command-line name for ``config`` planned on ``planning_trace``."""
+    if name == "none":
+        return NoTuner()
+    if name == "inferline":
+        return InferLineTuner(TunerConfig.from_plan(pipeline, profiles, config, planning_trace))
+    if name in ("cg-autoscale", "il+cg-autoscale"):
+        return CoarseGrainedAutoscaler.from_plan(pipeline, profiles, config, planning_trace)
+    if name == "queue-length":
+        return QueueLengthPolicy.from_plan(pipeline, profiles, config)
+    raise ConfigError(
+        f"unknown policy {name!r}; choose one of none, inferline, cg-autoscale, queue-length",
+        field="policy",
+    )
+
+
+def azure_rate_trace(
+    peak_qps: float = 300.0, seconds_per_minute: float = 30.0, seed: int = 0
+) -> Trace:
+    """The bundled Azure trace as per-minute rates (peak minute ``peak_qps``) replayed as Gamma."""
+    raw = load_timestamp_csv(bundled_trace_path())
+    minutes = np.bincount(((raw.arrival_s - raw.arrival_s[0]) // 60.0).astype(np.int64))
+    rates = minutes / minutes.max() * peak_qps
+    segments = [Segment(seconds_per_minute, float(max(r, 1.0)), 1.0) for r in rates]
+    return piecewise_trace(segments, seed=seed)
+
+
+def scenarios(seed: int = 0, after_s: float = 240.0) -> list[Scenario]:
+    base = gamma_trace(150.0, 1.0, 60.0, seed=seed + 1)
+    out = []
+    for transition in (10.0, 30.0, 60.0):
+        out.append(
+            Scenario(
+                f"ramp-{transition:g}s",
+                base,
+                ramp_trace(
+                    150.0,
+                    250.0,
+                    transition,
+                    before_s=60.0,
+                    after_s=after_s,
+                    cv=1.0,
+                    seed=seed + 2,
+                ),
+                f"150 → 250 qps over {transition:g} s",
+            )
+        )
+    out.append(
+        Scenario(
+            "burstiness",
+            base,
+            piecewise_trace(
+                [Segment(60.0, 150.0, 1.0), Segment(after_s + 60.0, 150.0, 2.0)], seed=seed + 3
+            ),
+            "150 qps, gap cv 1 → 2",
+        )
+    )
+    planning, evaluation = split_trace(azure_rate_trace(seed=seed + 4), 0.25)
+    out.append(Scenario("azure", planning, evaluation, "Azure trace, 300-qps peak minute"))
+    return out
+
+
+def _plot(title: str, results: dict[str, TunedResult], slo_s: float, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    first = next(iter(results.values()))
+    stages = first.stage_names
+    fig, axes = plt.subplots(
+        2 + len(stages), 1, figsize=(9, 2.0 * (2 + len(stages))), sharex=True, squeeze=False
+    )
+    ax = axes[:, 0]
+    t, rate = first.rate_over_time(10.0)
+    ax[0].plot(t - first.arrival_s[0], rate, color="black")
+    ax[0].set_ylabel("arrivals qps")
+    ax[0].set_title(title)
+    for name, res in results.items():
+        t0 = res.arrival_s[0]
+        for i, stage in enumerate(stages):
+            ax[1 + i].step(res.tick_s - t0, res.replicas[:, i], where="post", label=name)
+            ax[1 + i].set_ylabel(f"{stage}\nreplicas", fontsize=8)
+        tp, p99 = res.p99_over_time(10.0)
+        ax[-1].plot(tp - t0, p99, label=name)
+    ax[-1].axhline(slo_s, color="red", linestyle="--", linewidth=1, label="SLO")
+    ax[-1].set_yscale("log")
+    ax[-1].set_ylabel("P99 per 10 s (s)")
+    ax[-1].set_xlabel("time (s)")
+    ax[1].legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def run_tuner_benchmark(
+    reference_dir: str | Path = "examples/reference",
+    pipelines: Sequence[str] = ("image-processing", "social-media"),
+    out_dir: str | Path | None = "benchmarks/results/tuner",
+    *,
+    policies: Sequence[str] = BENCH_POLICIES,
+    slo_s: dict[str, float] | None = None,
+    activation_s: float = 5.0,
+    seed: int = 0,
+    after_s: float = 240.0,
+) -> dict[str, Any]:
+    """Every pipeline × scenario × policy: miss rate, cost ($), P99; a PNG per scenario."""
+    slos = dict(DEFAULT_SLO_S)
+    slos.update(slo_s or {})
+    out = Path(out_dir) if out_dir is not None else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    rows: list[dict[str, Any]] = []
+    plots: list[str] = []
+    started = time.perf_counter()
+    cases = scenarios(seed=seed, after_s=after_s)
+    for pname in pipelines:
+        bundle = load_bundle(Path(reference_dir) / pname)
+        slo = slos.get(pname, 0.3)
+        for sc in cases:
+            il = plan_inferline(bundle.pipeline, bundle.profiles, sc.planning, slo, seed=seed)
+            cg = plan_cg_mean(bundle.pipeline, bundle.profiles, sc.planning, slo, seed=seed)
+            results: dict[str, TunedResult] = {}
+            for pol in policies:
+                cfg = cg.config if pol == "cg-autoscale" else il.config
+                policy = make_policy(pol, bundle.pipeline, bundle.profiles, cfg, sc.planning)
+                t = time.perf_counter()
+                res = simulate_tuned(
+                    bundle.pipeline, bundle.profiles, cfg, sc.evaluation, slo, policy,
+                    activation_s=activation_s, seed=seed,
+                )  # fmt: skip
+                wall = time.perf_counter() - t
+                results[pol] = res
+                rows.append(
+                    {
+                        "pipeline": pname,
+                        "scenario": sc.name,
+                        "policy": pol,
+                        "slo_s": slo,
+                        "queries": res.queries,
+                        "miss_rate": res.miss_rate,
+                        "cost_dollars": res.cost_dollars,
+                        "mean_cost_per_hour": res.mean_cost_per_hour,
+                        "p99_s": res.p99_s,
+                        "scale_ups": res.scale_ups,
+                        "scale_downs": res.scale_downs,
+                        "sim_wall_s": wall,
+                    }
+                )
+            if out is not None:
+                png = out / f"{pname}_{sc.name}.png"
+                _plot(f"{pname}: {sc.description} (SLO {slo * 1000:.0f} ms)", results, slo, png)
+                plots.append(str(png))
+    checks = _targets(rows)
+    figures: dict[str, Any] = {
+        "rows": rows,
+        "targets": checks,
+        "plots": plots,
+        "wall_s": time.perf_counter() - started,
+    }
+    if out is not None:
+        import json
+
+        (out / "tuner.json").write_text(json.dumps(figures, indent=1, default=str), "utf-8")
+        (out / "tuner.md").write_text(markdown_table(rows), "utf-8")
+    return figures
+
+
+def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
+    """Policies × scenarios: miss rate and cost ($) per cell, one table per pipeline."""
+    lines: list[str] = []
+    pols = list(dict.fromkeys(r["policy"] for r in rows))
+    for p in dict.fromkeys(r["pipeline"] for r in rows):
+        mine = [r for r in rows if r["pipeline"] == p]
+        lines += [f"### {p} (SLO {mine[0]['slo_s'] * 1000:.0f} ms): miss rate / cost $", ""]
+        lines.append("| scenario | " + " | ".join(pols) + " |")
+        lines.append("|---" * (len(pols) + 1) + "|")
+        for sc in dict.fromkeys(r["scenario"] for r in mine):
+            cells = []
+            for pol in pols:
+                r = next((x for x in mine if x["scenario"] == sc and x["policy"] == pol), None)
+                cells.append(f"{r['miss_rate']:.2%} / {r['cost_dollars']:.3f}" if r else "-")
+            lines.append(f"| {sc} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Issue 6's bar per scenario: IL ≤ 1 % misses, ≥ 10× fewer than CG, at no more cost."""
+    out = []
+    keyed = {(r["pipeline"], r["scenario"], r["policy"]): r for r in rows}
+    for p, s in dict.fromkeys((r["pipeline"], r["scenario"]) for r in rows):
+        il = keyed.get((p, s, "inferline"))
+        cg = keyed.get((p, s, "cg-autoscale"))
+        if il is None or cg is None:
+            continue
+        ratio = cg["miss_rate"] / il["miss_rate"] if il["miss_rate"] > 0 else math.inf
+        out.append(
+            {
+                "pipeline": p,
+                "scenario": s,
+                "inferline_miss_le_1pct": il["miss_rate"] <= 0.01,
+                "cg_over_inferline_misses": ratio,
+                "ten_x_fewer_misses": (il["miss_rate"] == 0 and cg["miss_rate"] == 0)
+                or ratio >= 10.0,
+                "cost_no_more": il["cost_dollars"] <= cg["cost_dollars"],
+            }
+        )
+    return out

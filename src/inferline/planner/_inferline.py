@@ -79,6 +79,12 @@ within 10 % of the exhaustive optimum or to plan within the time budget.
    plan stays feasible and its P99 does not rise. This is cost-neutral. A
    smaller maximum batch bounds the worst batch latency, which makes the plan
    less fragile on traffic other than the planning trace.
+6. *Compensated DowngradeHW.* When neither the frozen nor the rebalanced move
+   is cheaper, the move is retried with one other stage given one or two more
+   replicas, at its batch or at batch 1: a slower cheap stage needs latency
+   slack, and buying it on another stage is often cheaper (tf-cascade at
+   200 q/s, cv 2, SLO 0.1 s: ResNet-50 V100 → 2 × M60 paid for by one more
+   Inception CPU replica at batch 1, 10 % cheaper).
 
 It terminates: every accepted step lowers the cost, or keeps it and strictly
 raises one bounded batch size. Trim only lowers batch sizes. A round guard
@@ -458,12 +464,54 @@ class _Downgrades:
         if memo_key not in self.frozen:
             self.frozen[memo_key] = self._frozen(key, i, hardware)
         result = self.frozen[memo_key]
-        if self.paper or result is not None:
+        if self.paper or (result is not None and search.cost(result[0]) < search.cost(key) - _EPS):
             return result
         full_key = (i, hardware, key)
         if full_key not in self.rebalanced:
             self.rebalanced[full_key] = self._rebalanced(key, i, hardware)
-        return self.rebalanced[full_key]
+        options = [r for r in (result, self.rebalanced[full_key]) if r is not None]
+        if not options or search.cost(min(options, key=lambda r: search.cost(r[0]))[0]) >= (
+            search.cost(key) - _EPS
+        ):
+            compensated = self._compensated(key, i, hardware)
+            if compensated is not None:
+                options.append(compensated)
+        if not options:
+            return None
+        return min(options, key=lambda r: search.cost(r[0]))
+
+    def _compensated(self, key: Key, i: int, hardware: str) -> Downgrade:
+        """Departure 6: pay for the move with latency bought on one other stage.
+
+        A cheaper, slower stage ``i`` needs latency slack; the cheapest place to buy it is
+        often another stage: one or two more replicas there, optionally at batch 1 (shorter
+        batches, less waiting). Each such variant is re-initialised and minimised on ``i``
+        as in the frozen move; the cheapest feasible result is kept.
+        """
+        search = self.search
+        best: tuple[float, Key, str] | None = None
+        for j, (hw_j, b_j, k_j) in enumerate(key):
+            if j == i:
+                continue
+            for extra in (1, 2):
+                for batch in dict.fromkeys((b_j, 1)):
+                    free = search.free_units(key, hw_j, skip=j)
+                    if k_j + extra > search.replica_cap(search.names[j], hw_j) or (
+                        free is not None and k_j + extra > free
+                    ):
+                        continue
+                    base = search.replace(key, j, (hw_j, batch, k_j + extra))
+                    found = self._frozen(base, i, hardware)
+                    if found is None:
+                        continue
+                    cost = search.cost(found[0])
+                    if best is None or cost < best[0] - _EPS:
+                        note = (
+                            f"'{search.names[j]}' given {extra} more replica(s) at batch {batch} "
+                            f"to make room, then re-initialised on {hardware} and locally minimised"
+                        )
+                        best = (cost, found[0], note)
+        return None if best is None else (best[1], best[2])
 
     def _frozen(self, key: Key, i: int, hardware: str) -> Downgrade:
         """Paper: others frozen; the smallest feasible replica count at batch 1, then minimise."""

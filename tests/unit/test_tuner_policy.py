@@ -101,40 +101,54 @@ def test_tuner_quiet_burst_hold_quiet_scale_down_then_ramp() -> None:
     assert targets == {"a": 1, "b": 1}
 
     # burst: 12 arrivals in 0.69 s. (t−1, t] at 1.6875 holds 12 → 12 qps > 10;
-    # 2 s: 13/2 = 6.5 ≤ 8; 4 s: 13/4 = 3.25 ≤ 6. r_max = 12: a = ceil(12/5) = 3, b = ceil(12/8) = 2
+    # 2 s: 13/2 = 6.5 ≤ 8; 4 s: 13/4 = 3.25 ≤ 6. The 1-s window exceeds its planned rate by
+    # 12/10 = 1.2, so every stage gets ceil(planned × 1.2) = ceil(1.2) = 2 replicas
     burst = [1.0 + i / 16 for i in range(12)]
     targets, state = tuner.decide(state, obs(burst, 1, 1), 2.0)
-    assert targets == {"a": 3, "b": 2}
+    assert targets == {"a": 2, "b": 2}
     assert state.last_change_s == 2.0
 
     # more load: 1 s max = 12 at t = 2.0 ((1, 2] holds 11 + 1), 2 s: 22/2 = 11, 4 s: 23/4 = 5.75.
-    # With 3 and 2 replicas the envelope compared against is scaled by min(3/1, 2/1) = 2
+    # With 2 and 2 replicas the envelope compared against is scaled by min(2/1, 2/1) = 2
     # (20, 16, 12), so nothing exceeds it and nothing changes (no scale-down: 1 s since change)
     more = [2.0 + i / 10 for i in range(10)]
-    targets, state = tuner.decide(state, obs(more, 3, 2), 3.0)
-    assert targets == {"a": 3, "b": 2}
+    targets, state = tuner.decide(state, obs(more, 2, 2), 3.0)
+    assert targets == {"a": 2, "b": 2}
 
     # quiet until the hold-off: no change 14 s after the last one …
-    targets, state = tuner.decide(state, obs([], 3, 2), 16.0)
-    assert targets == {"a": 3, "b": 2}
+    targets, state = tuner.decide(state, obs([], 2, 2), 16.0)
+    assert targets == {"a": 2, "b": 2}
     # … then 15 s after it: the busiest 5-s bucket of the last 30 s is [0, 5) with 23 arrivals,
-    # λ = 4.6 qps: a = ceil(4.6/5) = 1, b = ceil(4.6·0.5/(5·0.5)) = 1
-    targets, state = tuner.decide(state, obs([], 3, 2), 17.0)
+    # λ = 4.6 qps: a wants ceil(4.6/(10·0.5)) = 1, b wants ceil(4.6·0.5/(5·0.5)) = 1; each
+    # stage above its target loses one replica
+    targets, state = tuner.decide(state, obs([], 2, 2), 17.0)
     assert targets == {"a": 1, "b": 1}
     assert state.last_change_s == 17.0
 
     # ramp to a steady 8 qps from t = 17: 1 s rate 8 ≤ 10 and 2 s rate 8 ≤ 8 never trip; the
     # 4-s window holds 8, 16, 24 (= 6 qps, not above) after 1, 2, 3 s and 32 (8 qps) after 4 s
     ramp = np.array([17.0 + j / 8 for j in range(1, 33)])
-    expected = {18.0: (1, 1), 19.0: (1, 1), 20.0: (1, 1), 21.0: (2, 1)}
+    expected = {18.0: (1, 1), 19.0: (1, 1), 20.0: (1, 1), 21.0: (2, 2)}
     a, b = 1, 1
     for now, (ka, kb) in expected.items():
         chunk = ramp[(ramp > now - 1) & (ramp <= now)]
         targets, state = tuner.decide(state, obs(chunk, a, b), now)
         assert targets == {"a": ka, "b": kb}, now
         a, b = targets["a"], targets["b"]
-    # r_max = 8 on the 4-s window: a = ceil(8/5) = 2, b = ceil(8·0.5/(5·0.8)) = 1
+    # the 4-s window exceeds its planned 6 qps by 8/6: ceil(1 × 4/3) = 2 for both stages
     assert state.last_change_s == 21.0
+
+
+def test_tuner_scales_down_one_replica_per_hold_off() -> None:
+    tuner = InferLineTuner(config())
+    state = tuner.initial_state(0.0)
+    # no load at all: every 15 s each stage above its target loses exactly one replica
+    steps = [(10.0, (4, 3)), (15.0, (3, 2)), (20.0, (3, 2)), (30.0, (2, 1)), (45.0, (1, 1))]
+    a, b = 4, 3
+    for now, (ka, kb) in steps:
+        targets, state = tuner.decide(state, obs([], a, b), now)
+        assert targets == {"a": ka, "b": kb}, now
+        a, b = ka, kb
 
 
 def test_tuner_never_exceeds_limits_nor_goes_below_one() -> None:

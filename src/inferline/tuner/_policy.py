@@ -218,8 +218,14 @@ class InferLineTuner:
     """The paper's Tuner (§5.1), rules as in SPEC §2.7.
 
     * Scale up at once when any live window's rate exceeds the planned
-      envelope's: with r_max the largest exceeding rate, k_s = ceil(r_max·s/(μ·ρ_s));
-      only stages below k_s change.
+      envelope's. The provisioning ratio is taken per window, ρ_s,w =
+      r_plan,w·s/(k0_s·μ_s) (the headroom the plan has for bursts of that
+      length), so k_s = ceil(r_live,w·s/(μ_s·ρ_s,w)) = ceil(k0_s·r_live,w/r_plan,w),
+      maximised over the exceeding windows; only stages below k_s change. With
+      the paper's single ρ from the mean rate, a short window's rate (which is
+      high even in the planning trace) asks for far more replicas than the
+      burst needs: 14-16 instead of 3 on the reference pipelines, doubling the
+      cost on a steady load. Without planned counts the single-ρ rule is used.
     * Departure from the literal rule (SPEC §2.7 leaves it open): the planned
       envelope a live rate is compared with is scaled by the current
       provisioning relative to the plan, f = min_s k_s/k0_s (f = 1 at the plan,
@@ -229,8 +235,10 @@ class InferLineTuner:
       and a pipeline scaled up for a burst would re-trigger on every short
       window that merely matches its new provisioning.
     * Scale down only ≥ ``scale_down_holdoff_s`` after any change: λ_new = the
-      highest 5-s bucket rate of the last 30 s, k_s = ceil(λ_new·s/(μ·ρ_min)); the
-      whole surplus goes in one step.
+      highest 5-s bucket rate of the last 30 s, k_s = ceil(λ_new·s/(μ·ρ_min)); a
+      stage above k_s loses one replica per step, as in the paper, each step
+      restarting the hold-off (removing the whole surplus at once missed 1.8 %
+      on the social-media Azure scenario, right after deep cuts).
     * Never below 1 replica nor above the hardware limits.
     """
 
@@ -272,7 +280,13 @@ class InferLineTuner:
         over = live > planned * (1 + 1e-12)
         if over.any():
             r_max = float(live[over].max())
-            want = cfg.replicas_for(r_max, cfg.rho)
+            ratio = float((live[over] / np.asarray(cfg.envelope_qps)[over]).max())
+            want = {
+                s: max(1, math.ceil(cfg.planned_replicas[s] * ratio - 1e-9))
+                if cfg.planned_replicas
+                else cfg.replicas_for(r_max, cfg.rho)[s]
+                for s in cfg.stages
+            }
             targets = cfg.clamp({s: max(current[s], want[s]) for s in cfg.stages})
             if targets != current:
                 state.last_change_s = now_s
@@ -281,7 +295,9 @@ class InferLineTuner:
         if now_s - state.last_change_s >= cfg.scale_down_holdoff_s:
             lam = self.lookback_rate(state, now_s)
             want = cfg.replicas_for(lam, cfg.rho_min)
-            targets = cfg.clamp({s: min(current[s], want[s]) for s in cfg.stages})
+            targets = cfg.clamp(
+                {s: current[s] - 1 if want[s] < current[s] else current[s] for s in cfg.stages}
+            )
             if targets != current:
                 state.last_change_s = now_s
                 state.last_reason = f"scale down: 30-s peak {lam:.1f} qps"

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from inferline._files import load_yaml_mapping
 from inferline.cli._common import stderr, user_errors
 from inferline.errors import ConfigError
+
+if TYPE_CHECKING:
+    from inferline.tuner import InferLineTuner
 
 
 @user_errors
@@ -42,6 +46,40 @@ def serve_command(
     drain_timeout_s: Annotated[
         float, typer.Option("--drain-timeout-s", help="On shutdown, wait this long for queries.")
     ] = 30.0,
+    tune: Annotated[
+        bool,
+        typer.Option(
+            "--tune",
+            help="Run the InferLine Tuner live: replica counts follow the real arrivals "
+            "(needs the bundle's hardware.yaml and profiles.yaml and a planning workload).",
+        ),
+    ] = False,
+    planning_trace: Annotated[
+        Path | None,
+        typer.Option(
+            "--planning-trace",
+            help="With --tune: the trace the plan was made for (its envelope is the baseline).",
+        ),
+    ] = None,
+    planning_rate: Annotated[
+        float | None,
+        typer.Option(
+            "--planning-rate",
+            help="With --tune and no --planning-trace: plan for a Poisson workload at this "
+            "rate (qps; 300 s, seed 0).",
+        ),
+    ] = None,
+    holdoff_s: Annotated[
+        float,
+        typer.Option("--holdoff-s", help="With --tune: seconds between a change and a scale-down."),
+    ] = 15.0,
+    lookback_s: Annotated[
+        float,
+        typer.Option(
+            "--lookback-s",
+            help="With --tune: a scale-down provisions for the busiest 5-s bucket of this window.",
+        ),
+    ] = 30.0,
 ) -> None:
     """Serve a pipeline over HTTP (Open Inference Protocol V2) with the given plan."""
     from inferline.engine._engine import EngineOptions
@@ -55,6 +93,20 @@ def serve_command(
             raise ConfigError(f"must be at least 1, got {count}", source="<argument>", field=name)
     if not 0 <= port <= 65535:
         raise ConfigError(f"not a TCP port: {port}", source="<argument>", field="--port")
+    for value, name in ((holdoff_s, "--holdoff-s"), (lookback_s, "--lookback-s")):
+        if not value >= 0:
+            raise ConfigError(f"must be ≥ 0, got {value}", source="<argument>", field=name)
+    if not tune and (planning_trace is not None or planning_rate is not None):
+        raise ConfigError(
+            "--planning-trace and --planning-rate only apply with --tune",
+            source="<argument>",
+            field="--tune",
+        )
+    policy = (
+        live_tuner(bundle, config, planning_trace, planning_rate, holdoff_s, lookback_s)
+        if tune
+        else None
+    )
     logging.basicConfig(level=logging.INFO, format="inferline: %(message)s")
     options = EngineOptions(
         slo_s=slo_s, max_queue=max_queue, shed_late=shed, drain_timeout_s=drain_timeout_s
@@ -71,4 +123,82 @@ def serve_command(
         options=options,
         max_body_bytes=max_body_bytes,
         announce=announce,
+        policy=policy,
     )
+
+
+#: Length of the Poisson planning trace ``--planning-rate`` stands for.
+PLANNING_RATE_DURATION_S = 300.0
+
+
+def live_tuner(
+    bundle: Path,
+    plan: Path,
+    planning_trace: Path | None,
+    planning_rate: float | None,
+    holdoff_s: float = 15.0,
+    lookback_s: float = 30.0,
+) -> InferLineTuner:
+    """The InferLine Tuner for ``inferline serve --tune`` (ConfigError, exit 2, if an input
+    it needs is missing)."""
+    from inferline._bundle import load_bundle
+    from inferline.pipeline import load_config, load_pipeline
+    from inferline.tuner import InferLineTuner, TunerConfig
+    from inferline.workload import gamma_trace, load_trace
+
+    pipeline_file = bundle if bundle.is_file() else bundle / "pipeline.yaml"
+    if pipeline_file.exists():
+        from inferline.pipeline._io import pipeline_from_mapping
+
+        _, spec = pipeline_from_mapping(
+            load_yaml_mapping(pipeline_file, ConfigError), pipeline_file
+        )
+        missing = [
+            name
+            for name in (spec.hardware, spec.profiles)
+            if not (pipeline_file.parent / name).exists()
+        ]
+        if missing:
+            raise ConfigError(
+                f"--tune needs the bundle's profiles, but {' and '.join(missing)} "
+                f"{'is' if len(missing) == 1 else 'are'} missing from {pipeline_file.parent} "
+                "(their format: docs/bundles.md)",
+                source=bundle,
+                field="--tune",
+            )
+    if planning_trace is None and planning_rate is None:
+        raise ConfigError(
+            "--tune needs the workload the plan was made for: give --planning-trace FILE "
+            "or --planning-rate QPS",
+            source="<argument>",
+            field="--tune",
+        )
+    if planning_trace is not None and planning_rate is not None:
+        raise ConfigError(
+            "give --planning-trace or --planning-rate, not both",
+            source="<argument>",
+            field="--planning-rate",
+        )
+    loaded = load_bundle(bundle)
+    load_pipeline(pipeline_file)  # the same checks serving makes
+    plan_config = load_config(plan)
+    if planning_trace is not None:
+        trace = load_trace(planning_trace)
+    else:
+        assert planning_rate is not None
+        if not planning_rate > 0:
+            raise ConfigError(
+                f"must be positive, got {planning_rate}",
+                source="<argument>",
+                field="--planning-rate",
+            )
+        trace = gamma_trace(planning_rate, 1.0, PLANNING_RATE_DURATION_S, seed=0)
+    config = TunerConfig.from_plan(
+        loaded.pipeline,
+        loaded.profiles,
+        plan_config,
+        trace,
+        scale_down_holdoff_s=holdoff_s,
+        lookback_s=lookback_s,
+    )
+    return InferLineTuner(config)

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import statistics
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -232,6 +233,15 @@ class Engine:
         self._tasks: set[asyncio.Task[Any]] = set()
         self.input_specs: dict[str, TensorSpec] = {}
         self.output_specs: list[TensorSpec] = []
+        #: Clock reading the engine's relative times (arrivals, tuner changes) count from.
+        self.t0_s = clock()
+        #: Arrival times (relative to ``t0_s``) since the last :meth:`take_arrivals`;
+        #: ``None`` (nothing recorded) until something asks for them.
+        self._arrival_log: list[float] | None = None
+        #: Measured activation times: start request → ready message, per replica started.
+        self.activation_s: deque[float] = deque(maxlen=256)
+        #: Extra status sections (e.g. the tuner's), merged into :meth:`status`.
+        self.status_extras: dict[str, Callable[[], Any]] = {}
 
     # --- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
@@ -330,6 +340,8 @@ class Engine:
             )
             return future
         self._queries[seq] = query
+        if self._arrival_log is not None:
+            self._arrival_log.append(now - self.t0_s)
         inputs: dict[str, Tensor] = request.inputs
         for i in self._sources:
             self._enqueue(query, self._stages[i], inputs, now)
@@ -513,9 +525,11 @@ class Engine:
             "successors": [self._stages[j].name for j in st.succs],
             "sys_path": self._sys_path,
         }
+        requested = self._clock()
         try:
             await r.launch(spec)
             await asyncio.wait_for(asyncio.shield(r.ready), self.options.start_timeout_s)
+            self.activation_s.append(self._clock() - requested)
         except BaseException as exc:
             r.terminate()
             if r in st.replicas and r.state is ReplicaState.STARTING:
@@ -666,9 +680,12 @@ class Engine:
         self._changed.set()
 
     # --- control ----------------------------------------------------------------------------
-    async def apply(self, config: PipelineConfig, timeout_s: float | None = None) -> None:
+    async def apply(
+        self, config: PipelineConfig, timeout_s: float | None = None, *, wait: bool = True
+    ) -> None:
         """Switch to a new plan while serving; returns once exactly the planned replicas
-        take batches (removed ones may still be finishing their last batch).
+        take batches (removed ones may still be finishing their last batch), or, with
+        ``wait=False``, as soon as the change is under way (the live tuner's way).
 
         Batch sizes change at once; added replicas serve as soon as they are ready;
         removed replicas finish their current batch first; a hardware change starts the
@@ -689,6 +706,8 @@ class Engine:
                 st.start_failures = 0
                 self._reconcile(st)
             self._request_dispatch()
+            if not wait:
+                return
             deadline = self._clock() + (timeout_s or self.options.start_timeout_s)
             while not all(self._settled(st) for st in self._stages):
                 broken = [st for st in self._stages if st.broken is not None]
@@ -714,6 +733,29 @@ class Engine:
     @property
     def config(self) -> PipelineConfig:
         return PipelineConfig(stages={st.name: st.config for st in self._stages})
+
+    def elapsed_s(self) -> float:
+        """Seconds since the engine was created, on its clock."""
+        return self._clock() - self.t0_s
+
+    def take_arrivals(self) -> list[float]:
+        """Arrival times (seconds since ``t0_s``) since the previous call; the first call
+        starts the recording and returns nothing."""
+        out = self._arrival_log if self._arrival_log is not None else []
+        self._arrival_log = []
+        return out
+
+    def outstanding(self) -> dict[str, int]:
+        """Per stage: queries queued plus in flight on a replica."""
+        return {
+            st.name: len(st.dispatcher.queue)
+            + sum(len(r.batch.visits) for r in st.replicas if r.batch is not None)
+            for st in self._stages
+        }
+
+    def activation_median_s(self) -> float | None:
+        """Median measured activation time (start request → ready), ``None`` before any."""
+        return statistics.median(self.activation_s) if self.activation_s else None
 
     def status(self) -> dict[str, Any]:
         """Replicas per stage and state, queue lengths and in-flight queries (JSON-ready)."""
@@ -748,7 +790,13 @@ class Engine:
             "slo_s": self.options.slo_s,
             "shed_late": self.options.shed_late,
             "in_flight": len(self._queries),
+            "uptime_s": round(self.elapsed_s(), 3),
+            "activation_s": {
+                "median": self.activation_median_s(),
+                "count": len(self.activation_s),
+            },
             "stages": stages,
+            **{name: section() for name, section in self.status_extras.items()},
         }
 
     def stats(self) -> dict[str, Any]:

@@ -56,17 +56,38 @@ class _StateCollector(Collector):
         replicas = GaugeMetricFamily(
             "inferline_stage_replicas", "Replicas of the stage by state", labels=["stage", "state"]
         )
+        target = GaugeMetricFamily(
+            "inferline_stage_target_replicas",
+            "Replicas the plan in force (posted or set by the tuner) asks for",
+            labels=["stage"],
+        )
         busy = GaugeMetricFamily(
             "inferline_stage_busy_replicas", "Replicas running a batch", labels=["stage"]
         )
         for name, stage in status["stages"].items():
             queue.add_metric([name], stage["queue_length"])
             busy.add_metric([name], stage["busy"])
+            target.add_metric([name], stage["replicas"])
             for state in ("ready", "starting", "draining"):
                 replicas.add_metric([name, state], stage[state])
         in_flight = GaugeMetricFamily("inferline_in_flight", "Queries admitted and not answered")
         in_flight.add_metric([], status["in_flight"])
-        yield from (queue, replicas, busy, in_flight)
+        yield from (queue, replicas, target, busy, in_flight)
+        activation = status.get("activation_s", {}).get("median")
+        if activation is not None:
+            act = GaugeMetricFamily(
+                "inferline_replica_activation_seconds",
+                "Median measured time from a replica's start request to its ready message",
+            )
+            act.add_metric([], activation)
+            yield act
+        tuner = status.get("tuner")
+        if tuner is not None:
+            changes = GaugeMetricFamily(
+                "inferline_tuner_changes", "Replica-count changes the live tuner has made"
+            )
+            changes.add_metric([], tuner["n_changes"])
+            yield changes
 
     def describe(self) -> Iterator[GaugeMetricFamily]:
         return iter(())

@@ -21,11 +21,13 @@ from typing import Any
 
 import uvicorn
 
+from inferline.engine._autoscale import Autoscaler
 from inferline.engine._engine import Engine, EngineOptions
 from inferline.engine._errors import EngineError
 from inferline.engine._http import EngineApp
 from inferline.errors import ConfigError
 from inferline.pipeline import Pipeline, PipelineConfig, load_config, load_pipeline
+from inferline.tuner import Policy
 
 __all__ = ["load_serving_inputs", "run_loop", "serve"]
 
@@ -103,13 +105,33 @@ async def serve_async(
     options: EngineOptions | None = None,
     max_body_bytes: int = 8 << 20,
     announce: Callable[[str], None] = print,
+    policy: Policy | None = None,
+    tick_s: float = 1.0,
 ) -> None:
-    """Start the replicas, serve HTTP until SIGINT/SIGTERM, drain, stop the replicas."""
+    """Start the replicas, serve HTTP until SIGINT/SIGTERM, drain, stop the replicas.
+
+    With ``policy``, a live tuner (:class:`Autoscaler`) sets the replica counts
+    every ``tick_s`` seconds from the arrivals the engine sees.
+    """
     options = options or EngineOptions()
     sock = _listen(host, port)
     engine = Engine(pipeline, config, options, bundle_root=bundle_root)
+    tuner: Autoscaler | None = None
     try:
         await engine.start()
+        if policy is not None:
+            tuner = Autoscaler(
+                engine,
+                policy,
+                clock=engine.elapsed_s,
+                tick_s=tick_s,
+                on_change=lambda c: announce(
+                    f"tuner: t={c.time_s:.1f}s stage '{c.stage}' {c.before} -> {c.after} "
+                    f"replicas ({c.reason})"
+                ),
+            )
+            engine.status_extras["tuner"] = tuner.status
+            tuner.start()
         gc.freeze()  # startup objects leave the collector's view: shorter full collections
         app = EngineApp(engine, max_body_bytes=max_body_bytes)
         server = uvicorn.Server(
@@ -129,15 +151,19 @@ async def serve_async(
         )
         bound_host, bound_port = sock.getsockname()[:2]
         replicas = sum(c.replicas for c in config.stages.values())
+        tuned = f"; tuner '{policy.name}' on" if policy is not None else ""
         announce(
             f"serving '{pipeline.name}' ({len(pipeline.stages)} stages, {replicas} replicas) on "
-            f"http://{bound_host}:{bound_port}  (SLO {options.slo_s:g} s; Ctrl-C drains and stops)"
+            f"http://{bound_host}:{bound_port}  (SLO {options.slo_s:g} s{tuned}; "
+            "Ctrl-C drains and stops)"
         )
         with _quiet_signals():
             await server.serve(sockets=[sock])
         announce("draining: waiting for in-flight queries, then stopping the replicas")
     finally:
         sock.close()
+        if tuner is not None:
+            await tuner.stop()
         await engine.stop()
 
 
@@ -150,6 +176,7 @@ def serve(
     options: EngineOptions | None = None,
     max_body_bytes: int = 8 << 20,
     announce: Callable[[str], None] = print,
+    policy: Policy | None = None,
 ) -> None:
     """Serve ``bundle``'s pipeline with ``plan`` until interrupted (blocking)."""
     pipeline, config, root = load_serving_inputs(bundle, plan)
@@ -163,5 +190,6 @@ def serve(
             options=options,
             max_body_bytes=max_body_bytes,
             announce=announce,
+            policy=policy,
         )
     )

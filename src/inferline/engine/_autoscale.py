@@ -1,0 +1,200 @@
+"""The live tuner: a replica-count policy driven by the engine's real arrivals.
+
+Every ``tick_s`` the :class:`Autoscaler` takes the arrivals the engine admitted
+since the previous tick (seconds since the engine's start, on its monotonic
+clock), the current replica counts (the plan in force, starting replicas
+included) and the outstanding queries per stage (queued plus in flight), asks
+the policy's ``decide`` for targets, and applies changed counts through
+:meth:`Engine.apply` — the code path of ``POST /v2/control/plan`` — with batch
+sizes and hardware unchanged and without waiting for new replicas to load.
+
+The engine measures each replica's activation (start request → ready message);
+when the policy has a :class:`~inferline.tuner.TunerConfig` the median measured
+activation replaces its assumed ``activation_s``.
+
+The clock and the apply function are injected so the loop is testable without
+sleeps or processes: :meth:`Autoscaler.step` is one tick.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from inferline.pipeline import PipelineConfig
+from inferline.tuner import Observation, Policy, TunerConfig
+
+__all__ = ["Autoscaler", "ScaleChange", "TunedEngine"]
+
+log = logging.getLogger("inferline.engine")
+
+#: The most recent changes kept for the status report.
+MAX_CHANGES = 200
+
+
+class TunedEngine(Protocol):
+    """What the autoscaler needs from the engine (the real one or a test double)."""
+
+    @property
+    def config(self) -> PipelineConfig: ...
+
+    def take_arrivals(self) -> list[float]: ...
+
+    def outstanding(self) -> dict[str, int]: ...
+
+    def activation_median_s(self) -> float | None: ...
+
+    async def apply(
+        self, config: PipelineConfig, timeout_s: float | None = None, *, wait: bool = True
+    ) -> None: ...
+
+
+@dataclass(frozen=True)
+class ScaleChange:
+    """One replica-count change the tuner applied."""
+
+    time_s: float  # seconds since the engine's start
+    stage: str
+    before: int
+    after: int
+    reason: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "time_s": round(self.time_s, 3),
+            "stage": self.stage,
+            "from": self.before,
+            "to": self.after,
+            "reason": self.reason,
+        }
+
+
+class Autoscaler:
+    """Runs ``policy`` against ``engine`` every ``tick_s`` seconds; see the module doc."""
+
+    def __init__(
+        self,
+        engine: TunedEngine,
+        policy: Policy,
+        *,
+        clock: Callable[[], float],
+        tick_s: float = 1.0,
+        apply: Callable[[PipelineConfig], Awaitable[None]] | None = None,
+        on_change: Callable[[ScaleChange], None] | None = None,
+    ) -> None:
+        if not tick_s > 0:
+            raise ValueError(f"tick_s must be positive, got {tick_s}")
+        self.engine = engine
+        self.policy = policy
+        self.tick_s = tick_s
+        self._clock = clock  # seconds since the engine's start
+        self._apply = apply or (lambda config: engine.apply(config, wait=False))
+        self._on_change = on_change
+        self.changes: list[ScaleChange] = []
+        self.n_changes = 0
+        self.errors = 0
+        self._state: Any = None
+        self._task: asyncio.Task[None] | None = None
+
+    def start_recording(self) -> None:
+        """Start the policy's state and the engine's arrival recording (now = time zero)."""
+        self.engine.take_arrivals()
+        self._state = self.policy.initial_state(self._clock())
+
+    def _refresh_activation(self) -> None:
+        measured = self.engine.activation_median_s()
+        config = getattr(self.policy, "config", None)
+        if measured is None or not isinstance(config, TunerConfig):
+            return
+        if config.activation_s != measured:
+            with contextlib.suppress(TypeError):  # not a dataclass policy: keep it as it is
+                self.policy = dataclasses.replace(
+                    self.policy,  # type: ignore[type-var]
+                    config=dataclasses.replace(config, activation_s=measured),
+                )
+
+    async def step(self) -> list[ScaleChange]:
+        """One tick: observe, decide, apply what changed; returns the changes."""
+        if self._state is None:
+            self.start_recording()
+        now = self._clock()
+        arrivals = np.asarray(sorted(self.engine.take_arrivals()), dtype=np.float64)
+        config = self.engine.config
+        current = {name: c.replicas for name, c in config.stages.items()}
+        self._refresh_activation()
+        observation = Observation(arrivals, current, self.engine.outstanding())
+        targets, self._state = self.policy.decide(self._state, observation, now)
+        changed = {s: int(k) for s, k in targets.items() if s in current and int(k) != current[s]}
+        if not changed:
+            return []
+        reason = str(getattr(self._state, "last_reason", "") or self.policy.name)
+        new = PipelineConfig(
+            stages={
+                name: c.model_copy(update={"replicas": changed[name]}) if name in changed else c
+                for name, c in config.stages.items()
+            }
+        )
+        try:
+            await self._apply(new)
+        except Exception as exc:  # a failed change is logged; the next tick tries again
+            self.errors += 1
+            log.error("tuner: could not apply %s: %s", changed, exc)
+            return []
+        out = [ScaleChange(now, s, current[s], k, reason) for s, k in changed.items()]
+        for change in out:
+            log.info(
+                "tuner: t=%.1fs stage '%s' %d -> %d replicas (%s)",
+                change.time_s,
+                change.stage,
+                change.before,
+                change.after,
+                change.reason,
+            )
+            if self._on_change is not None:
+                self._on_change(change)
+        self.changes.extend(out)
+        self.n_changes += len(out)
+        del self.changes[:-MAX_CHANGES]
+        return out
+
+    async def run(self) -> None:
+        """Tick until cancelled."""
+        self.start_recording()
+        while True:
+            await asyncio.sleep(self.tick_s)
+            try:
+                await self.step()
+            except Exception:  # never let one bad tick stop the tuner
+                self.errors += 1
+                log.exception("tuner: tick failed")
+
+    def start(self) -> asyncio.Task[None]:
+        self._task = asyncio.get_running_loop().create_task(self.run())
+        return self._task
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    def status(self) -> dict[str, Any]:
+        """The ``tuner`` section of ``/v2/control/status``."""
+        config = getattr(self.policy, "config", None)
+        return {
+            "policy": self.policy.name,
+            "tick_s": self.tick_s,
+            "activation_s": getattr(config, "activation_s", None),
+            "scale_down_holdoff_s": getattr(config, "scale_down_holdoff_s", None),
+            "n_changes": self.n_changes,
+            "errors": self.errors,
+            "changes": [c.as_dict() for c in self.changes],
+        }

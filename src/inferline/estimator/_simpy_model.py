@@ -75,11 +75,12 @@ def simulate_with_simpy(estimator: Estimator, config: PipelineConfig) -> np.ndar
             sigma[i] = [1.0] + [
                 float(np.log(p99[b] / latency[i][b]) / _Z99) for b in range(1, stage.batch_size + 1)
             ]
-    log_scale: list[float] = estimator._log_scale.tolist()
+    prepared = estimator.prepared
+    log_scale: list[float] = prepared.log_scale.tolist()
 
-    arrival: list[float] = estimator._arrival.tolist()
-    visits: list[int] = estimator._visit_mask.tolist()
-    pending: list[list[int]] = estimator._pending.astype(np.int64).tolist()
+    arrival: list[float] = prepared.arrival_s.tolist()
+    visits: list[int] = prepared.visit_mask.tolist()
+    pending: list[list[int]] = prepared.pending.astype(np.int64).tolist()
     remaining = [mask.bit_count() for mask in visits]
     finish = [float("nan")] * len(arrival)
     edf = estimator.queue_policy == "edf"
@@ -133,4 +134,5 @@ def simulate_with_simpy(estimator: Estimator, config: PipelineConfig) -> np.ndar
         for _ in range(config.stages[name].replicas):
             env.process(replica(position[name]))
     env.run()
-    return np.asarray(finish, dtype=np.float64) - estimator._arrival
+    latency_s: np.ndarray = np.asarray(finish, dtype=np.float64) - prepared.arrival_s
+    return latency_s

@@ -17,6 +17,7 @@ from inferline.workload import Trace
 
 __all__ = [
     "Estimator",
+    "PreparedTrace",
     "QueuePolicy",
     "ServiceTime",
     "SimulationResult",
@@ -109,6 +110,22 @@ class SimulationResult:
             "stopped_early": self.stopped_early,
             "stages": {name: s.as_dict() for name, s in self.stages.items()},
         }
+
+
+@dataclass(frozen=True)
+class PreparedTrace:
+    """The arrays a run is computed from, for other simulators of the same semantics.
+
+    Shared, not copied: treat every array as read-only.
+    """
+
+    arrival_s: np.ndarray  # float64[n], sorted
+    visit_mask: np.ndarray  # int64[n], bit s = the query visits stage s
+    pending: np.ndarray  # int8[n, S], visited predecessors per visited stage
+    succ_ptr: np.ndarray  # int64[S + 1], successors of stage s: succ_idx[succ_ptr[s]:succ_ptr[s+1]]
+    succ_idx: np.ndarray  # int64[E]
+    stage_capacity: np.ndarray  # int64[S], queries that visit each stage
+    log_scale: np.ndarray  # float64[n * S] or empty: service-time multipliers (log)
 
 
 class Estimator:
@@ -208,6 +225,18 @@ class Estimator:
             self._log_scale = noise.standard_normal(shape)
         else:
             self._log_scale = np.zeros(0)
+
+    @property
+    def prepared(self) -> PreparedTrace:
+        return PreparedTrace(
+            arrival_s=self._arrival,
+            visit_mask=self._visit_mask,
+            pending=self._pending,
+            succ_ptr=self._succ_ptr,
+            succ_idx=self._succ_idx,
+            stage_capacity=self._capacity,
+            log_scale=self._log_scale,
+        )
 
     @property
     def stage_visit_counts(self) -> dict[str, int]:

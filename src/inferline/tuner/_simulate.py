@@ -177,16 +177,17 @@ def simulate_tuned(
         free_stack[b : b + c.replicas] = np.arange(b, b + c.replicas)
         free_count[i] = c.replicas
 
-    arrival = est._arrival
+    prepared = est.prepared
+    arrival = prepared.arrival_s
     n = arrival.shape[0]
-    capacity = est._capacity
+    capacity = prepared.stage_capacity
     heap_base = np.zeros(S, dtype=np.int64)
     heap_base[1:] = np.cumsum(capacity)[:-1]
     total = max(int(capacity.sum()), 1)
     hq = np.empty(total, dtype=np.int64)
     ht = np.empty(total, dtype=np.float64)
     qsize = np.zeros(S, dtype=np.int64)
-    pending = est._pending.copy().reshape(n * S)
+    pending = prepared.pending.copy().reshape(n * S)
     batch_q = np.empty(R * max(bmax, 1), dtype=np.int64)
     batch_n = np.zeros(R, dtype=np.int64)
     removed_at = np.zeros(R)
@@ -207,7 +208,7 @@ def simulate_tuned(
 
     def advance(t_stop: float) -> None:
         kt.advance(
-            t_stop, arrival, est._visit_mask, pending, est._succ_ptr, est._succ_idx,
+            t_stop, arrival, prepared.visit_mask, pending, prepared.succ_ptr, prepared.succ_idx,
             heap_base, hq, ht, qsize, status, slot_stage, free_stack, slot_base, free_count,
             batch_q, batch_n, removed_at, drain_billed, et, es, er, max_batch, latency, fifo,
             float(slo_s), finish, remaining, busy_s, wait_s, visits, batches, scal, ready,

@@ -12,7 +12,7 @@ help:  ## list the targets
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,models,ray]'
 	touch $(STAMP)
 
 demo: $(STAMP)  ## simulate the reference pipeline, then serve a real pipeline and replay a real trace
@@ -23,8 +23,8 @@ test: $(STAMP)  ## run the whole test suite
 	$(BIN)/python -m pytest -q
 
 check: $(STAMP)  ## ruff (lint + format) and mypy
-	$(BIN)/ruff check src tests scripts
-	$(BIN)/ruff format --check src tests scripts
+	$(BIN)/ruff check src tests scripts examples benchmarks
+	$(BIN)/ruff format --check src tests scripts examples benchmarks
 	$(BIN)/mypy
 
 bench: $(STAMP)  ## print the SPEC §4 benchmark figures

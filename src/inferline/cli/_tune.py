@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -155,6 +155,7 @@ def tuner_bench_command(
         "CG/IL misses",
         "≥ 10× fewer",
         "cost ≤ CG",
+        "CG@IL-cost / IL misses",
     ):
         checks.add_column(col)
     for c in figures["targets"]:
@@ -165,6 +166,16 @@ def tuner_bench_command(
             f"{c['cg_over_inferline_misses']:.3g}",
             "yes" if c["ten_x_fewer_misses"] else "NO",
             "yes" if c["cost_no_more"] else "NO",
+            _equal_cost_cell(c),
         )
     stdout.print(checks)
     stdout.print(f"plots: {out_dir}  ({len(figures['plots'])} PNG)  wall {figures['wall_s']:.1f} s")
+
+
+def _equal_cost_cell(check: dict[str, Any]) -> str:
+    if "cg_at_il_cost_over_inferline_misses" not in check:
+        return "-"
+    ratio = check["cg_at_il_cost_over_inferline_misses"]
+    if ratio is None:
+        return f"CG ≥ ${check['cg_cheapest_cost_dollars']:.3f}"
+    return f"{ratio:.3g}"

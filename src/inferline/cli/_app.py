@@ -6,11 +6,13 @@ import typer
 
 from inferline.cli import _bench, _trace
 from inferline.cli._plan import plan_command
+from inferline.cli._profile import profile_command
 from inferline.cli._replay import replay_command
 from inferline.cli._serve import serve_command
 from inferline.cli._simulate import simulate_command
 from inferline.cli._sweep import sweep_command
 from inferline.cli._tune import tune_sim_command
+from inferline.cli._validate import validate_command
 
 app = typer.Typer(
     name="inferline",
@@ -27,6 +29,8 @@ app.command("sweep")(sweep_command)
 app.command("tune-sim")(tune_sim_command)
 app.command("serve")(serve_command)
 app.command("replay")(replay_command)
+app.command("profile")(profile_command)
+app.command("validate")(validate_command)
 
 
 def main() -> None:

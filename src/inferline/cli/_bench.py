@@ -186,3 +186,58 @@ class _NoStatus:
 
     def __exit__(self, *exc: object) -> None:
         return None
+
+
+@app.command("ray")
+@user_errors
+def ray_bench(
+    output: Annotated[
+        Path | None,
+        typer.Option("-o", "--output", help="Write ray.json and ray_autoscaling.png here."),
+    ] = None,
+    rate: Annotated[
+        float, typer.Option("--rate", help="Part 1: the plan's and the trace's rate, q/s.")
+    ] = 16.0,
+    low_rate: Annotated[float, typer.Option("--low-rate", help="Part 2: step from, q/s.")] = 4.0,
+    high_rate: Annotated[float, typer.Option("--high-rate", help="Part 2: step to, q/s.")] = 16.0,
+    slo_s: Annotated[float, typer.Option("--slo-s", help="End-to-end latency objective, s.")] = 0.4,
+    no_ray_serve: Annotated[
+        bool, typer.Option("--no-ray-serve", help="Skip the Ray Serve application runs.")
+    ] = False,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """InferLine on Ray vs the embedded engine vs Ray Serve: estimated and measured P99 for one
+    plan, and the InferLine Tuner vs Ray Serve's autoscaler on a rate step (docs/ray.md)."""
+    from inferline.ray_backend._bench import (
+        RayBenchmarkSettings,
+        ray_benchmark_table,
+        run_ray_benchmark,
+    )
+    from inferline.ray_backend._cluster import import_ray
+
+    import_ray()
+    try:
+        settings = RayBenchmarkSettings(
+            slo_s=slo_s,
+            rate_qps=rate,
+            low_rate_qps=low_rate,
+            high_rate_qps=high_rate,
+            include_ray_serve=not no_ray_serve,
+            seed=seed,
+        )
+    except ValueError as exc:
+        raise ConfigError(str(exc), source="<argument>") from None
+    if as_json:
+        figures = run_ray_benchmark(settings, output=output)
+        print_json(figures)
+        return
+    with stdout.status("running the Ray benchmark …", spinner="dots") as status:
+        figures = run_ray_benchmark(
+            settings, output=output, progress=lambda text: status.update(f"{text} …")
+        )
+    for table in ray_benchmark_table(figures):
+        stdout.print(table)
+    stdout.print(f"wall time {figures['wall_s']:.0f} s")
+    for path in figures.get("written", []):
+        stdout.print(f"→ {path}")

@@ -80,6 +80,37 @@ def serve_command(
             help="With --tune: a scale-down provisions for the busiest 5-s bucket of this window.",
         ),
     ] = 30.0,
+    backend: Annotated[
+        str,
+        typer.Option(
+            "--backend",
+            help="Where replicas run: 'engine' (worker processes on this machine) or 'ray' "
+            "(actors on a Ray cluster; docs/ray.md).",
+        ),
+    ] = "engine",
+    address: Annotated[
+        str | None,
+        typer.Option(
+            "--address",
+            help="With --backend ray: the cluster's head HOST:PORT (ray start --head --port), "
+            "or 'auto'; without it a local cluster is started and stopped.",
+        ),
+    ] = None,
+    num_cpus: Annotated[
+        int | None,
+        typer.Option(
+            "--num-cpus",
+            help="With --backend ray and no --address: logical CPUs of the local cluster "
+            "(default: this machine's cores).",
+        ),
+    ] = None,
+    placement: Annotated[
+        str,
+        typer.Option(
+            "--placement",
+            help="With --backend ray: 'spread' replicas over nodes, or 'pack' them.",
+        ),
+    ] = "spread",
 ) -> None:
     """Serve a pipeline over HTTP (Open Inference Protocol V2) with the given plan."""
     from inferline.engine._engine import EngineOptions
@@ -96,6 +127,39 @@ def serve_command(
     for value, name in ((holdoff_s, "--holdoff-s"), (lookback_s, "--lookback-s")):
         if not value >= 0:
             raise ConfigError(f"must be ≥ 0, got {value}", source="<argument>", field=name)
+    if backend not in ("engine", "ray"):
+        raise ConfigError(
+            f"unknown backend {backend!r}; use 'engine' or 'ray'",
+            source="<argument>",
+            field="--backend",
+        )
+    if backend != "ray":
+        for given, name in (
+            (address is not None, "--address"),
+            (num_cpus is not None, "--num-cpus"),
+            (placement != "spread", "--placement"),
+        ):
+            if given:
+                raise ConfigError(
+                    "only applies with --backend ray", source="<argument>", field=name
+                )
+    if placement not in ("spread", "pack"):
+        raise ConfigError(
+            f"unknown placement {placement!r}; use 'spread' or 'pack'",
+            source="<argument>",
+            field="--placement",
+        )
+    if num_cpus is not None and address is not None:
+        raise ConfigError(
+            "--num-cpus sizes a local cluster; a cluster at --address has the CPUs its "
+            "nodes were started with (ray start --num-cpus)",
+            source="<argument>",
+            field="--num-cpus",
+        )
+    if num_cpus is not None and num_cpus < 1:
+        raise ConfigError(
+            f"must be at least 1, got {num_cpus}", source="<argument>", field="--num-cpus"
+        )
     if not tune and (planning_trace is not None or planning_rate is not None):
         raise ConfigError(
             "--planning-trace and --planning-rate only apply with --tune",
@@ -115,6 +179,25 @@ def serve_command(
     def announce(line: str) -> None:
         stderr.print(line, highlight=False, soft_wrap=True)
 
+    if backend == "ray":
+        from inferline.ray_backend._serve import RayBackendOptions, serve_on_ray
+
+        serve_on_ray(
+            bundle,
+            config,
+            ray_options=RayBackendOptions(
+                address=address,
+                num_cpus=num_cpus,
+                placement="pack" if placement == "pack" else "spread",
+            ),
+            host=host,
+            port=port,
+            options=options,
+            max_body_bytes=max_body_bytes,
+            announce=announce,
+            policy=policy,
+        )
+        return
     serve(
         bundle,
         config,

@@ -32,7 +32,25 @@ from inferline.engine._tensor import InferRequest
 from inferline.errors import ConfigError
 from inferline.pipeline import Pipeline, PipelineConfig, StageConfig
 
-__all__ = ["Answer", "Engine", "EngineOptions"]
+__all__ = ["Answer", "Engine", "EngineOptions", "ReplicaFactory"]
+
+#: Makes one replica: (replica id, stage, hardware, on_message, on_lost) -> Replica. The
+#: default starts a local worker process; the Ray backend passes one that creates an actor.
+ReplicaFactory = Callable[
+    [int, str, str, Callable[[Replica, Any], None], Callable[[Replica], None]], Replica
+]
+
+
+def local_replica(
+    replica_id: int,
+    stage: str,
+    hardware: str,
+    on_message: Callable[[Replica, Any], None],
+    on_lost: Callable[[Replica], None],
+) -> Replica:
+    """A replica that is a worker process on this machine (the embedded engine's)."""
+    return Replica(replica_id, stage, hardware, resources_for(hardware), on_message, on_lost)
+
 
 log = logging.getLogger("inferline.engine")
 
@@ -165,6 +183,8 @@ class Engine:
 
     Create it inside a running event loop, ``await start()``, ``submit()`` queries,
     ``await apply(config)`` to change the plan, ``await stop()`` to drain and shut down.
+    ``replica_factory`` makes each replica: a local worker process by default, a Ray actor
+    with the Ray backend (``inferline.ray_backend``); queues and dispatch are the same.
     """
 
     def __init__(
@@ -175,8 +195,10 @@ class Engine:
         *,
         bundle_root: str | Path | None = None,
         clock: Callable[[], float] = time.monotonic,
+        replica_factory: ReplicaFactory = local_replica,
     ) -> None:
         self.pipeline = pipeline
+        self._replica_factory = replica_factory
         self.options = options or EngineOptions()
         self._clock = clock
         self._sys_path = [str(Path(bundle_root).resolve())] if bundle_root is not None else []
@@ -507,11 +529,10 @@ class Engine:
 
     # --- replicas ----------------------------------------------------------------------------
     async def _start_replica(self, st: _StageRuntime, hardware: str) -> Replica:
-        r = Replica(
+        r = self._replica_factory(
             next(self._replica_ids),
             st.name,
             hardware,
-            resources_for(hardware),
             lambda rep, msg: self._on_message(rep, st, msg),
             lambda rep: self._on_lost(rep, st),
         )

@@ -15,7 +15,7 @@ import logging
 import math
 import signal
 import socket
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -107,15 +107,21 @@ async def serve_async(
     announce: Callable[[str], None] = print,
     policy: Policy | None = None,
     tick_s: float = 1.0,
+    engine: Engine | None = None,
+    tuner_apply: Callable[[PipelineConfig], Awaitable[None]] | None = None,
 ) -> None:
     """Start the replicas, serve HTTP until SIGINT/SIGTERM, drain, stop the replicas.
 
     With ``policy``, a live tuner (:class:`Autoscaler`) sets the replica counts
-    every ``tick_s`` seconds from the arrivals the engine sees.
+    every ``tick_s`` seconds from the arrivals the engine sees, applying them with
+    ``tuner_apply`` (default: ``engine.apply(config, wait=False)``). ``engine``: a
+    prepared, not yet started engine (e.g. with the Ray backend's replicas) instead of
+    one built from ``pipeline``, ``config`` and ``options``.
     """
-    options = options or EngineOptions()
+    options = engine.options if engine is not None else (options or EngineOptions())
     sock = _listen(host, port)
-    engine = Engine(pipeline, config, options, bundle_root=bundle_root)
+    if engine is None:
+        engine = Engine(pipeline, config, options, bundle_root=bundle_root)
     tuner: Autoscaler | None = None
     try:
         await engine.start()
@@ -125,6 +131,7 @@ async def serve_async(
                 policy,
                 clock=engine.elapsed_s,
                 tick_s=tick_s,
+                apply=tuner_apply,
                 on_change=lambda c: announce(
                     f"tuner: t={c.time_s:.1f}s stage '{c.stage}' {c.before} -> {c.after} "
                     f"replicas ({c.reason})"

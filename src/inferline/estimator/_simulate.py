@@ -142,6 +142,13 @@ class Estimator:
     with batch size 1 a stage is then exactly an M/M/c queue, which is how the
     simulator is checked against queueing theory. Draws are per (query, stage)
     from a stream separate from the path draws, so paths do not change.
+
+    Engine overhead: when the profiles carry a measured :class:`EngineOverhead`
+    (docs/profiler.md), its per-batch part is already inside every profiled batch
+    latency and its per-query part is added once to every query's latency: drawn per
+    query (seeded, own stream) from the distribution measured nearest the trace's mean
+    rate, or its median.
+    ``engine_overhead=False`` leaves both out (the pure model of the profiles).
     """
 
     def __init__(
@@ -156,6 +163,7 @@ class Estimator:
         latency_stat: LatencyStat = "median",
         paths: PathMode = "auto",
         service_time: ServiceTime = "fixed",
+        engine_overhead: bool = True,
     ) -> None:
         if queue_policy not in ("edf", "fifo"):
             raise ConfigError(
@@ -180,7 +188,16 @@ class Estimator:
         if slo_s is not None and not slo_s > 0:
             raise ConfigError(f"the SLO must be positive seconds, got {slo_s}", field="slo_s")
         self.pipeline = pipeline
-        self.profiles = profiles
+        self.profiles = profiles if engine_overhead else profiles.with_overhead(None)
+        overhead = self.profiles.overhead
+        self._extra_s = (
+            overhead.per_query_draws(
+                trace.n_queries, np.random.default_rng([seed, 2]), trace.mean_rate_qps
+            )
+            if overhead is not None
+            else None
+        )
+        self._extra_min_s = overhead.per_query_min_s if overhead is not None else 0.0
         self.trace = trace
         self.slo_s = slo_s
         self.queue_policy = queue_policy
@@ -280,12 +297,15 @@ class Estimator:
             max_batch,
             latency,
             QUEUE_EDF if self.queue_policy == "edf" else QUEUE_FIFO,
-            math.inf if self.slo_s is None else float(self.slo_s),
+            # a miss counted here is certain: every query gets at least the smallest overhead
+            math.inf if self.slo_s is None else float(self.slo_s) - self._extra_min_s,
             -1 if max_misses is None or self.slo_s is None else int(max_misses),
             self._log_scale,
             sigma,
         )
         latency_s = finish - self._arrival
+        if self._extra_s is not None:
+            latency_s += self._extra_s
         horizon = float(np.nanmax(finish) - self._arrival[0]) if not stopped else 0.0
         stages = {}
         for i, name in enumerate(names):
@@ -319,6 +339,7 @@ def simulate(
     queue_policy: QueuePolicy = "edf",
     latency_stat: LatencyStat = "median",
     service_time: ServiceTime = "fixed",
+    engine_overhead: bool = True,
 ) -> SimulationResult:
     """Estimate the latency of every query in ``trace`` under ``config`` (SPEC §2.5)."""
     estimator = Estimator(
@@ -330,5 +351,6 @@ def simulate(
         queue_policy=queue_policy,
         latency_stat=latency_stat,
         service_time=service_time,
+        engine_overhead=engine_overhead,
     )
     return estimator.run(config)

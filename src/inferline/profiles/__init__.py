@@ -1,8 +1,9 @@
 """Hardware catalogue, prices and per-stage batch latency profiles."""
 
-from inferline.profiles._io import load_hardware, load_profiles
+from inferline.profiles._io import load_hardware, load_profiles, profiles_to_mapping
 from inferline.profiles._model import (
     BatchProfile,
+    EngineOverhead,
     HardwareCatalogue,
     HardwareType,
     LatencyStat,
@@ -12,6 +13,7 @@ from inferline.profiles._model import (
 
 __all__ = [
     "BatchProfile",
+    "EngineOverhead",
     "HardwareCatalogue",
     "HardwareType",
     "LatencyStat",
@@ -19,4 +21,5 @@ __all__ = [
     "Profiles",
     "load_hardware",
     "load_profiles",
+    "profiles_to_mapping",
 ]

@@ -11,6 +11,7 @@ from inferline._files import load_yaml_mapping, parse_model
 from inferline.errors import ProfileError
 from inferline.profiles._model import (
     BatchProfile,
+    EngineOverhead,
     HardwareCatalogue,
     HardwareType,
     ProfilePoint,
@@ -42,6 +43,9 @@ class _Point(BaseModel):
     batch_size: int = Field(ge=1)
     median_s: float = Field(gt=0, allow_inf_nan=False)
     p99_s: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    predict_median_s: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    reps: int | None = Field(default=None, ge=1)
+    mean_s: float | None = Field(default=None, gt=0, allow_inf_nan=False)
 
 
 class _ProfileEntry(BaseModel):
@@ -50,11 +54,33 @@ class _ProfileEntry(BaseModel):
     hardware: str
     source: str = ""
     measured_on: str | None = None
+    code_hash: str | None = None
+    machine: str | None = None
     points: list[_Point] = Field(min_length=1)
+
+
+class _OverheadAtRate(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    rate_qps: float = Field(gt=0, allow_inf_nan=False)
+    percentiles_s: list[float]
+
+
+class _Overhead(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    per_batch_s: float = Field(ge=0, allow_inf_nan=False)
+    per_query_s: float = Field(ge=0, allow_inf_nan=False)
+    per_query_p99_s: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    per_query_percentiles: list[float] = []
+    per_query_percentiles_s: list[float] = []
+    per_query_by_rate: list[_OverheadAtRate] = []
+    source: str = ""
+    measured_on: str | None = None
+    key: str = ""
 
 
 class _ProfilesFile(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+    engine_overhead: _Overhead | None = None
     profiles: list[_ProfileEntry]
 
 
@@ -132,30 +158,81 @@ def load_profiles(
             hardware=entry.hardware,
             points=tuple(
                 ProfilePoint(
-                    p.batch_size, p.median_s, p.p99_s if p.p99_s is not None else p.median_s
+                    p.batch_size,
+                    p.median_s,
+                    p.p99_s if p.p99_s is not None else p.median_s,
+                    p.predict_median_s,
+                    p.reps,
+                    p.mean_s,
                 )
                 for p in entry.points
             ),
             source=entry.source,
             measured_on=entry.measured_on,
+            code_hash=entry.code_hash,
+            machine=entry.machine,
         )
-    return Profiles(hardware=hardware, entries=entries, source=str(path))
+    overhead = None
+    if spec.engine_overhead is not None:
+        fields = spec.engine_overhead.model_dump()
+        fields["per_query_by_rate"] = tuple(
+            (entry["rate_qps"], tuple(entry["percentiles_s"]))
+            for entry in fields["per_query_by_rate"]
+        )
+        try:
+            overhead = EngineOverhead(**fields)
+        except ProfileError as exc:
+            raise ProfileError(exc.problem, source=path, field=exc.field) from None
+    return Profiles(hardware=hardware, entries=entries, source=str(path)).with_overhead(overhead)
+
+
+def _point_mapping(q: ProfilePoint) -> dict[str, object]:
+    out: dict[str, object] = {"batch_size": q.batch_size, "median_s": q.median_s, "p99_s": q.p99_s}
+    if q.mean_s is not None:
+        out["mean_s"] = q.mean_s
+    if q.predict_median_s is not None:
+        out["predict_median_s"] = q.predict_median_s
+    if q.reps is not None:
+        out["reps"] = q.reps
+    return out
 
 
 def profiles_to_mapping(profiles: Profiles) -> dict[str, object]:
-    """The inverse of load_profiles' parsing, for writing measured profiles."""
-    return {
-        "profiles": [
-            {
-                "stage": p.stage,
-                "hardware": p.hardware,
-                "source": p.source,
-                "measured_on": p.measured_on,
-                "points": [
-                    {"batch_size": q.batch_size, "median_s": q.median_s, "p99_s": q.p99_s}
-                    for q in p.points
-                ],
-            }
-            for p in profiles.entries.values()
-        ]
-    }
+    """The inverse of load_profiles' parsing, for writing measured profiles.
+
+    Points are written as measured (without the engine's per-batch overhead, which the
+    ``engine_overhead`` section carries once for all of them).
+    """
+    body: dict[str, object] = {}
+    if profiles.overhead is not None:
+        o = profiles.overhead
+        body["engine_overhead"] = {
+            "per_batch_s": o.per_batch_s,
+            "per_query_s": o.per_query_s,
+            "per_query_p99_s": o.per_query_p99_s,
+            "per_query_percentiles": list(o.per_query_percentiles),
+            "per_query_percentiles_s": list(o.per_query_percentiles_s),
+            "per_query_by_rate": [
+                {"rate_qps": rate, "percentiles_s": list(values)}
+                for rate, values in o.per_query_by_rate
+            ],
+            "source": o.source,
+            "measured_on": o.measured_on,
+            "key": o.key,
+        }
+    entries = []
+    for p in profiles.entries.values():
+        entry: dict[str, object] = {
+            "stage": p.stage,
+            "hardware": p.hardware,
+            "source": p.source,
+            "measured_on": p.measured_on,
+        }
+        if p.code_hash is not None:
+            entry["code_hash"] = p.code_hash
+        if p.machine is not None:
+            entry["machine"] = p.machine
+        entry["points"] = [_point_mapping(q) for q in p.points]
+        entries.append(entry)
+    body["profiles"] = entries
+    return body

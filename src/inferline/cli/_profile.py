@@ -1,0 +1,200 @@
+"""``inferline profile``: measure a bundle's real stages, routing and the engine's overhead."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+
+from inferline.cli._common import JSON_OPTION, print_json, stderr, stdout, user_errors
+
+if TYPE_CHECKING:
+    from inferline.profiler._profile import ProfileReport
+
+
+class RichProgress:
+    """The Profiler's progress as rich progress bars on stderr."""
+
+    def __init__(self, progress: Progress) -> None:
+        self._progress = progress
+
+    def start(self, description: str, total: int | None) -> int:
+        return int(self._progress.add_task(description, total=total))
+
+    def advance(self, task: int, amount: int = 1, description: str | None = None) -> None:
+        self._progress.update(task, advance=amount, description=description)  # type: ignore[arg-type]
+
+    def finish(self, task: int) -> None:
+        done = self._progress.tasks[task].completed if task < len(self._progress.tasks) else 0
+        self._progress.update(task, total=max(done, 1), completed=max(done, 1))  # type: ignore[arg-type]
+
+    def note(self, message: str) -> None:
+        self._progress.console.print(message, highlight=False)
+
+
+def progress_bars() -> Progress:
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=stderr,
+    )
+
+
+@user_errors
+def profile_command(
+    bundle: Annotated[
+        Path, typer.Argument(help="Bundle folder (pipeline.yaml with stage models and samples).")
+    ],
+    hardware: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--hardware", help="Measure only this hardware type (repeatable); default: all here."
+        ),
+    ] = None,
+    max_batch: Annotated[
+        int, typer.Option("--max-batch", help="Largest batch size (1, 2, 4, … up to it).")
+    ] = 32,
+    samples: Annotated[
+        int, typer.Option("--samples", help="Sample queries to route and capture inputs from.")
+    ] = 500,
+    seed: Annotated[int, typer.Option("--seed", help="Seed passed to the samples function.")] = 0,
+    force: Annotated[
+        bool, typer.Option("--force", help="Measure everything again, ignoring what is cached.")
+    ] = False,
+    reps: Annotated[
+        int, typer.Option("--reps", help="Timed batches per batch size, at least.")
+    ] = 20,
+    min_time_s: Annotated[
+        float,
+        typer.Option("--min-time-s", help="Time more batches until this much was timed, s."),
+    ] = 0.5,
+    idle_ms: Annotated[
+        float,
+        typer.Option("--idle-ms", help="Idle time before each timed batch, ms (as when serving)."),
+    ] = 2.0,
+    overhead: Annotated[
+        bool,
+        typer.Option(
+            "--overhead/--no-overhead", help="Measure the engine's own overhead (no-op DAG)."
+        ),
+    ] = True,
+    overhead_rate: Annotated[
+        float, typer.Option("--overhead-rate", help="Rate of the no-op overhead run, q/s.")
+    ] = 100.0,
+    overhead_duration_s: Annotated[
+        float,
+        typer.Option(
+            "--overhead-duration-s", help="Length of the no-op overhead run (3 rounds), s."
+        ),
+    ] = 12.0,
+    nice: Annotated[
+        int | None,
+        typer.Option(
+            "--nice",
+            help="Scheduling priority for this command and every process it starts (e.g. -10; "
+            "negative needs root): keeps other jobs on a shared machine out of the timings.",
+        ),
+    ] = None,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Profile each stage on each hardware type here, record routing and engine overhead."""
+    from inferline.errors import ConfigError
+    from inferline.profiler._overhead import OverheadOptions
+    from inferline.profiler._profile import NullProgress, ProfileOptions, profile_bundle
+    from inferline.profiler._stats import RepetitionPolicy
+
+    for value, name in (
+        (overhead_rate, "--overhead-rate"),
+        (overhead_duration_s, "--overhead-duration-s"),
+    ):
+        if not value > 0:
+            raise ConfigError(f"must be positive, got {value}", source="<argument>", field=name)
+
+    options = ProfileOptions(
+        nice=nice,
+        hardware=tuple(hardware or ()),
+        max_batch=max_batch,
+        samples=samples,
+        seed=seed,
+        force=force,
+        repetitions=RepetitionPolicy(min_reps=reps, max_reps=max(reps, 200), min_time_s=min_time_s),
+        overhead=overhead,
+        overhead_options=OverheadOptions(rate_qps=overhead_rate, duration_s=overhead_duration_s),
+    )
+    if as_json:
+        report = profile_bundle(bundle, options, NullProgress())
+        print_json(report.summary())
+        return
+    with progress_bars() as bars:
+        report = profile_bundle(bundle, options, RichProgress(bars))
+    _print_report(report)
+
+
+def _ms(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds * 1000:.3f}"
+
+
+def _print_report(report: ProfileReport) -> None:
+    routing = Table(
+        title=f"routing of {report.paths.samples} sample queries (seed {report.paths.seed})"
+    )
+    for col in ("edge", "probability", "taken / visits"):
+        routing.add_column(col, justify="right")
+    for (a, b), p in report.paths.edge_probability.items():
+        taken, visits = report.paths.edge_counts[(a, b)]
+        routing.add_row(f"{a} → {b}", f"{p:.3f}", f"{taken} / {visits}")
+    routing.caption = "scale factors: " + ", ".join(
+        f"{s} {f:.3f}" for s, f in report.paths.scale_factors.items()
+    )
+    stdout.print(routing)
+    sizes = sorted({p.batch_size for r in report.profiles for p in r.points})
+    table = Table(
+        title="batch latency, median (P99) ms: round trip through the replica worker",
+        caption="* measured in this run; others reused from the profiles file",
+    )
+    table.add_column("stage")
+    table.add_column("hardware")
+    table.add_column("threads", justify="right")
+    for size in sizes:
+        table.add_column(f"b={size}", justify="right")
+    for r in report.profiles:
+        by_size = {p.batch_size: p for p in r.points}
+        cells = []
+        for size in sizes:
+            point = by_size.get(size)
+            mark = "*" if size in r.measured_sizes else ""
+            cells.append(
+                "-" if point is None else f"{_ms(point.median_s)} ({_ms(point.p99_s)}){mark}"
+            )
+        table.add_row(r.stage, r.hardware, str(r.threads), *cells)
+    stdout.print(table)
+    for name, why in report.skipped_hardware.items():
+        stdout.print(f"skipped hardware {name}: {why}", highlight=False)
+    if report.overhead is not None:
+        o = report.overhead
+        stdout.print(
+            f"engine overhead{' (cached)' if report.overhead_reused else ''}: "
+            f"{o.per_batch_s * 1e6:.0f} µs per batch, {o.per_query_s * 1e3:.3f} ms per query "
+            f"(P99 {_ms(o.per_query_p99_s)} ms)",
+            highlight=False,
+        )
+    stdout.print(f"wrote {report.profiles_file} and {report.paths_file} in {report.wall_s:.1f} s")
+    if not report.pipeline_names_paths:
+        stdout.print(
+            f"[yellow]note:[/] add `paths: {report.paths_file.name}` to pipeline.yaml to plan "
+            "with the measured routing",
+            highlight=False,
+        )

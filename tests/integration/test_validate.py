@@ -1,0 +1,86 @@
+"""A short ``inferline validate``: estimated against measured P99 on the real engine.
+
+The pipeline (tests/data/sleepy) is profiled with quick settings, planned on the first
+quarter of a Poisson trace, served, and replayed twice at 50 % utilisation of its busiest
+stage. Its "models" sleep rather than compute, so their times do not depend on how busy
+this shared 2-core machine is: the check is about the Estimator's queueing, batching and
+overhead model against the engine's. The bound is loose (35 % on the median of the
+undisturbed runs); full-length figures on compute-bound pipelines are in docs/profiler.md.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from inferline.profiler import OverheadOptions, ProfileOptions, RepetitionPolicy, profile_bundle
+from inferline.workload import gamma_trace, save_trace
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+
+
+def test_validate_estimates_the_p99_the_engine_delivers(tmp_path: Path) -> None:
+    folder = tmp_path / "sleepy"
+    shutil.copytree(DATA / "sleepy", folder)
+    profile_bundle(
+        folder,
+        ProfileOptions(
+            samples=150,
+            max_batch=4,
+            hardware=("cpu-1",),
+            repetitions=RepetitionPolicy(min_reps=15, max_reps=60, min_time_s=0.2),
+            overhead_options=OverheadOptions(rate_qps=100.0, duration_s=4.5, warmup_s=0.5),
+        ),
+    )
+    trace = tmp_path / "trace.csv"
+    save_trace(gamma_trace(15.0, 1.0, 120.0, seed=11), trace)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from inferline.cli import main; main()",
+            "validate",
+            str(folder),
+            "--trace",
+            str(trace),
+            "--slo-s",
+            "0.2",
+            "--hardware",
+            "cpu-1",
+            "--utilisation",
+            "0.5",
+            "--repeat",
+            "2",
+            "--duration-s",
+            "15",
+            "--warmup-s",
+            "2",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=200,
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    for r in report["runs"]:
+        print(
+            f"U={r['busiest_utilisation']:.2f} at {r['rate_qps']:.1f} q/s: P99 estimated "
+            f"{r['estimated']['p99_s'] * 1e3:.1f} ms, measured {r['measured']['p99_s'] * 1e3:.1f} "
+            f"ms ({r['p99_error']:+.1%}); send lag P99 "
+            f"{r['measured']['send_lag_p99_s'] * 1e3:.1f} ms; load {r['load_average_before_after']}"
+        )
+        assert r["measured"]["errors"] == 0
+        assert abs(r["busiest_utilisation"] - 0.5) < 0.01
+        assert r["queries"] > 250
+        assert set(r["service"]) == {"parse", "model", "fallback"}
+    (level,) = report["levels"]
+    assert level["runs"] == 2
+    assert abs(level["p99_error"]) <= 0.35

@@ -15,9 +15,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev,models,ray]'
 	touch $(STAMP)
 
-demo: $(STAMP)  ## simulate the reference pipeline, then serve a real pipeline and replay a real trace
+demo: $(STAMP)  ## profile, plan, estimate, serve and tune a real pipeline on a real trace
 	$(BIN)/python scripts/demo.py
-	$(BIN)/python examples/engine-demo/demo.py
 
 test: $(STAMP)  ## run the whole test suite
 	$(BIN)/python -m pytest -q

@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BUNDLE = ROOT / "examples" / "text-pipeline"
 QUICK = os.environ.get("DEMO_QUICK") == "1"
 SLO_S = 0.25
-MEAN_RATE_QPS = 30.0
+MEAN_RATE_QPS = 8.0
 #: The slice of the Azure trace: its busiest stretch, in minutes from its start.
 SLICE_MIN = (14.0, 25.0) if not QUICK else (14.0, 17.0)
 EVAL_S = 60.0 if not QUICK else 20.0
@@ -151,7 +151,7 @@ def main() -> None:
         as_json=False,
     )
     bundle = load_bundle(BUNDLE)
-    price = bundle.hardware.price_per_hour
+    price = dict(bundle.profiles.hardware.price_per_hour)
 
     with tempfile.TemporaryDirectory(prefix="inferline-demo-") as tmp_name:
         tmp = Path(tmp_name)

@@ -116,7 +116,8 @@ def test_profile_writes_profiles_and_paths_then_reuses_them(cascade: Path) -> No
     assert bundle.profiles.overhead is not None
     large = bundle.profiles.get("large", "cpu-1")
     assert large.batch_sizes == (1, 2, 4) and large.points[0].reps == 5
-    assert large.points[0].median_s > large.points[0].predict_median_s > 0  # IPC is in
+    predict = large.points[0].predict_median_s
+    assert predict is not None and large.points[0].median_s > predict > 0  # IPC is in
     plan = cascade / "plan.yaml"
     plan.write_text(
         yaml.safe_dump(
@@ -258,11 +259,15 @@ def test_overhead_options_reach_the_measurement(cascade: Path) -> None:
             max_batch=1,
             hardware=("cpu-1",),
             repetitions=QUICK,
-            overhead_options=OverheadOptions(rate_qps=40.0, duration_s=1.5, warmup_s=0.3),
+            overhead_options=OverheadOptions(rates_qps=(80.0, 30.0), duration_s=1.5, warmup_s=0.3),
         ),
     )
-    assert report.overhead is not None and not report.overhead_reused
+    overhead = report.overhead
+    assert overhead is not None and not report.overhead_reused
     details = report.overhead_details
-    assert 30 <= details["queries"] <= 90
-    assert set(details["stages"]) == {"featurize", "small", "large"}
-    assert report.overhead.per_query_percentiles_s[-1] >= report.overhead.per_query_s
+    assert [r["rate_qps"] for r in details["rates"]] == [30.0, 80.0]  # sorted
+    assert 20 <= details["rates"][0]["queries"] <= 80
+    assert [rate for rate, _ in overhead.per_query_by_rate] == [30.0, 80.0]
+    assert overhead.per_query_percentiles_s == overhead.per_query_by_rate[0][1]
+    assert overhead.per_query_percentiles_s[-1] >= overhead.per_query_s
+    assert "30, 80 q/s" in overhead.source

@@ -36,7 +36,7 @@ def test_validate_estimates_the_p99_the_engine_delivers(tmp_path: Path) -> None:
             max_batch=4,
             hardware=("cpu-1",),
             repetitions=RepetitionPolicy(min_reps=15, max_reps=60, min_time_s=0.2),
-            overhead_options=OverheadOptions(rate_qps=100.0, duration_s=4.5, warmup_s=0.5),
+            overhead_options=OverheadOptions(rates_qps=(20.0, 60.0), duration_s=3.0, warmup_s=0.5),
         ),
     )
     trace = tmp_path / "trace.csv"

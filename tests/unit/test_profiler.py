@@ -590,3 +590,36 @@ def test_levels_take_the_median_error_of_undisturbed_runs() -> None:
     assert half["p99_errors"] == [r.p99_error for r in runs[:3]]
     assert eight["measured_p99_s_median"] == 0.250
     assert report.summary()["levels"] == [half, eight]
+
+
+def test_per_query_overhead_follows_the_trace_rate(tmp_path: Path) -> None:
+    grid = (0.0, 50.0, 99.0, 100.0)
+    low = (0.0005, 0.001, 0.004, 0.006)
+    high = (0.0015, 0.003, 0.012, 0.020)
+    o = overhead(per_query_by_rate=((100.0, low), (300.0, high)))
+    assert o.per_query_values_at(50.0) == low  # clamped below
+    assert o.per_query_values_at(900.0) == high  # and above
+    assert o.per_query_values_at(200.0) == pytest.approx(
+        tuple((a + b) / 2 for a, b in zip(low, high, strict=True))
+    )
+    assert o.per_query_values_at(None) == o.per_query_percentiles_s
+    assert o.per_query_min_s == 0.0005
+    draws = o.per_query_draws(100_000, np.random.default_rng(1), 300.0)
+    assert np.percentile(draws, 50) == pytest.approx(0.003, rel=0.03)
+    hw = tmp_path / "hardware.yaml"
+    hw.write_text(yaml.safe_dump({"hardware": [{"name": HW, "price_per_hour": 0.04}]}))
+    raw = BatchProfile("a", HW, (ProfilePoint(1, 0.01, 0.02),))
+    profiles = Profiles(load_hardware(hw), {("a", HW): raw}).with_overhead(o)
+    file = tmp_path / "profiles.yaml"
+    file.write_text(yaml.safe_dump(profiles_to_mapping(profiles)))
+    assert load_profiles(file, load_hardware(hw), ("a",)).overhead == o
+    # the Estimator draws from the distribution at the trace's mean rate
+    slow = Estimator(CHAIN, chain_profiles(o), gamma_trace(20.0, 1.0, 200.0, seed=3)).run(CONFIG)
+    busy = Estimator(CHAIN, chain_profiles(o), gamma_trace(40.0, 1.0, 100.0, seed=3))
+    assert slow.p50_s < busy.run(CONFIG).p50_s
+    with pytest.raises(ProfileError, match="ascend"):
+        overhead(per_query_by_rate=((300.0, low), (100.0, high)))
+    with pytest.raises(ProfileError, match="non-decreasing values"):
+        overhead(per_query_by_rate=((100.0, (0.1, 0.0, 0.2, 0.3)),))
+    grid_only = overhead(per_query_percentiles=grid)
+    assert grid_only.per_query_by_rate == ()

@@ -92,14 +92,18 @@ def profile_command(
         ),
     ] = True,
     overhead_rate: Annotated[
-        float, typer.Option("--overhead-rate", help="Rate of the no-op overhead run, q/s.")
-    ] = 100.0,
+        list[float] | None,
+        typer.Option(
+            "--overhead-rate",
+            help="Rate of the no-op overhead run, q/s (repeatable; default 50, 150, 400).",
+        ),
+    ] = None,
     overhead_duration_s: Annotated[
         float,
         typer.Option(
-            "--overhead-duration-s", help="Length of the no-op overhead run (3 rounds), s."
+            "--overhead-duration-s", help="Length of the no-op run per rate (3 rounds), s."
         ),
-    ] = 12.0,
+    ] = 9.0,
     nice: Annotated[
         int | None,
         typer.Option(
@@ -111,17 +115,9 @@ def profile_command(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Profile each stage on each hardware type here, record routing and engine overhead."""
-    from inferline.errors import ConfigError
     from inferline.profiler._overhead import OverheadOptions
     from inferline.profiler._profile import NullProgress, ProfileOptions, profile_bundle
     from inferline.profiler._stats import RepetitionPolicy
-
-    for value, name in (
-        (overhead_rate, "--overhead-rate"),
-        (overhead_duration_s, "--overhead-duration-s"),
-    ):
-        if not value > 0:
-            raise ConfigError(f"must be positive, got {value}", source="<argument>", field=name)
 
     options = ProfileOptions(
         nice=nice,
@@ -130,9 +126,14 @@ def profile_command(
         samples=samples,
         seed=seed,
         force=force,
-        repetitions=RepetitionPolicy(min_reps=reps, max_reps=max(reps, 200), min_time_s=min_time_s),
+        repetitions=RepetitionPolicy(
+            min_reps=reps, max_reps=max(reps, 200), min_time_s=min_time_s, idle_s=idle_ms / 1000
+        ),
         overhead=overhead,
-        overhead_options=OverheadOptions(rate_qps=overhead_rate, duration_s=overhead_duration_s),
+        overhead_options=OverheadOptions(
+            rates_qps=tuple(overhead_rate or OverheadOptions().rates_qps),
+            duration_s=overhead_duration_s,
+        ),
     )
     if as_json:
         report = profile_bundle(bundle, options, NullProgress())

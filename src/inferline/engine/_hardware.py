@@ -48,5 +48,6 @@ def thread_environment(threads: int) -> dict[str, str]:
         "NUMEXPR_NUM_THREADS",
         "VECLIB_MAXIMUM_THREADS",
         "NUMBA_NUM_THREADS",
+        "RAYON_NUM_THREADS",  # Rust libraries, e.g. Hugging Face tokenizers
     )
     return dict.fromkeys(names, value)

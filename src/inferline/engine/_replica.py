@@ -4,41 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import json
-import os
 import socket
-import subprocess
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, cast
 
-from inferline.engine._hardware import ReplicaResources, thread_environment
+from inferline.engine._hardware import ReplicaResources
+from inferline.engine._launcher import WorkerLauncher, WorkerProcess, spawn_worker
 from inferline.engine._wire import FrameReader, pack
 
 __all__ = ["Batch", "Replica", "ReplicaState"]
-
-# Runs the worker without executing inferline/__init__.py, which imports the estimator
-# (numba) and costs ~1 s and ~100 MB per replica. The stub package runs the real
-# __init__ on the first attribute a stage asks of it, so `import inferline` still works.
-_BOOTSTRAP = """\
-import sys, types
-root = {root!r}
-pkg = types.ModuleType("inferline")
-pkg.__path__ = [root]
-pkg.__file__ = root + "/__init__.py"
-def _full(name):
-    del pkg.__getattr__
-    with open(pkg.__file__, encoding="utf-8") as f:
-        exec(compile(f.read(), pkg.__file__, "exec"), pkg.__dict__)
-    return getattr(pkg, name)
-pkg.__getattr__ = _full
-sys.modules["inferline"] = pkg
-from inferline.engine._worker import main
-sys.exit(main(sys.argv[1:]))
-"""
-_PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
 
 
 class ReplicaState(enum.Enum):
@@ -67,6 +42,7 @@ class Replica(asyncio.Protocol):
         resources: ReplicaResources,
         on_message: Callable[[Replica, Any], None],
         on_lost: Callable[[Replica], None],
+        launcher: WorkerLauncher | None = None,
     ) -> None:
         self.id = replica_id
         self.stage = stage
@@ -84,7 +60,8 @@ class Replica(asyncio.Protocol):
         self._on_lost = on_lost
         self._reader = FrameReader()
         self._transport: asyncio.Transport | None = None
-        self._process: subprocess.Popen[bytes] | None = None
+        self._launcher = launcher
+        self._process: WorkerProcess | None = None
 
     def __repr__(self) -> str:
         return f"<replica {self.id} of {self.stage} pid={self.pid} {self.state.value}>"
@@ -93,18 +70,14 @@ class Replica(asyncio.Protocol):
         return self.id
 
     async def launch(self, spec: dict[str, Any]) -> None:
-        """Start the process; it inherits one end of a socketpair as a file descriptor."""
+        """Start the process: it gets one end of a socketpair (forked or inherited)."""
         parent, child = socket.socketpair()
         try:
-            env = dict(os.environ)
-            env.update(thread_environment(self.resources.threads))
-            body = dict(spec, fd=child.fileno())
-            self._process = subprocess.Popen(
-                [sys.executable, "-c", _BOOTSTRAP.format(root=_PACKAGE_ROOT), json.dumps(body)],
-                pass_fds=(child.fileno(),),
-                env=env,
-                stdin=subprocess.DEVNULL,
-            )
+            threads = self.resources.threads
+            if self._launcher is not None:
+                self._process = await self._launcher.launch(spec, threads, child.fileno())
+            else:
+                self._process = spawn_worker(spec, threads, child.fileno())
         except BaseException:
             parent.close()
             raise
@@ -134,17 +107,12 @@ class Replica(asyncio.Protocol):
 
     def terminate(self) -> None:
         """Kill the process (a replica still in setup, or one that will not stop)."""
-        if self._process is not None and self._process.poll() is None:
+        if self._process is not None:
             self._process.kill()
 
     async def wait_exit(self, timeout_s: float) -> int | None:
-        """Reap the process (off the event loop); kill it if it outlives ``timeout_s``."""
-        process = self._process
-        if process is None:
+        """Wait for the process to end; kill it if it outlives ``timeout_s``."""
+        if self._process is None:
             return None
-        try:
-            self.exit_code = await asyncio.to_thread(process.wait, timeout_s)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            self.exit_code = await asyncio.to_thread(process.wait)
+        self.exit_code = await self._process.wait(timeout_s)
         return self.exit_code

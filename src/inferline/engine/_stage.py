@@ -135,6 +135,16 @@ class StageModel:
     threads: int = 1
     device: str = "cpu"
 
+    @classmethod
+    def preload(cls) -> None:
+        """Heavy imports, done once per stage in the template new replicas fork from.
+
+        Import libraries here (``import torch``), but do not start threads, open devices
+        or load weights: that is ``setup``'s job, in each replica. On Linux the engine
+        forks replicas from a process that has run this, so a scale-up does not pay the
+        imports again (docs/engine.md, "Starting replicas").
+        """
+
     def setup(self) -> None:
         """Load weights and warm up; runs once in the replica process before any batch."""
 

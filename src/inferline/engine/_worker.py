@@ -1,9 +1,10 @@
 """A replica process: import the stage class, run setup(), then serve batches until told to stop.
 
 Started by the front-end as ``python -m inferline.engine._worker SPEC_JSON`` with one end
-of a socketpair inherited as file descriptor ``SPEC_JSON["fd"]``. It ignores SIGINT
-(a Ctrl-C in the terminal reaches the whole process group; the front-end decides when
-replicas stop) and exits on ``("stop",)`` or when the front-end's end closes.
+of a socketpair inherited as file descriptor ``SPEC_JSON["fd"]``, or forked from a stage
+template (``_launcher``) that has already imported the stage, which then calls ``serve``.
+It ignores SIGINT (a Ctrl-C in the terminal reaches the whole process group; the
+front-end decides when replicas stop) and exits on ``("stop",)`` or when the front-end's end closes.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from inferline.engine._stage import TensorSpec
 from inferline.engine._tensor import value_to_tensors
 from inferline.engine._wire import SocketReader, pack
 
-__all__ = ["import_stage", "main"]
+__all__ = ["add_import_path", "import_stage", "main", "serve"]
 
 
 def import_stage(path: str) -> Any:
@@ -105,10 +106,19 @@ def _run_batch(
 def main(argv: Sequence[str]) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     spec = json.loads(argv[0])
-    sock = socket.socket(fileno=spec["fd"])
-    for folder in reversed(spec.get("sys_path", [])):
+    add_import_path(spec.get("sys_path", []))
+    return serve(spec)
+
+
+def add_import_path(folders: Sequence[str]) -> None:
+    for folder in reversed(folders):
         if folder not in sys.path:
             sys.path.insert(0, folder)
+
+
+def serve(spec: dict[str, Any]) -> int:
+    """Load the stage and answer batches on the socket ``spec["fd"]`` until told to stop."""
+    sock = socket.socket(fileno=spec["fd"])
     stage: str = spec["stage"]
     successors: tuple[str, ...] = tuple(spec["successors"])
     try:

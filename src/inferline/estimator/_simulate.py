@@ -126,6 +126,7 @@ class PreparedTrace:
     succ_idx: np.ndarray  # int64[E]
     stage_capacity: np.ndarray  # int64[S], queries that visit each stage
     log_scale: np.ndarray  # float64[n * S] or empty: service-time multipliers (log)
+    extra_s: np.ndarray | None = None  # float64[n]: the engine's per-query overhead, or None
 
 
 class Estimator:
@@ -253,6 +254,7 @@ class Estimator:
             succ_idx=self._succ_idx,
             stage_capacity=self._capacity,
             log_scale=self._log_scale,
+            extra_s=self._extra_s,
         )
 
     @property

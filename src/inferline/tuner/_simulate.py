@@ -274,11 +274,14 @@ def simulate_tuned(
             break
         billed_s += billed * (min(b, end) - a)
     cost = float(((billed_s + drain_billed) * price).sum())
+    latency_s = finish - arrival
+    if prepared.extra_s is not None:  # the engine's measured per-query overhead, as the Estimator
+        latency_s = latency_s + prepared.extra_s
     return TunedResult(
         policy=getattr(policy, "name", type(policy).__name__),
         stage_names=names,
         arrival_s=arrival,
-        latency_s=finish - arrival,
+        latency_s=latency_s,
         slo_s=float(slo_s),
         cost_dollars=cost,
         duration_s=end - t0,

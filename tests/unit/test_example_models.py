@@ -1,12 +1,13 @@
 """The example pipelines' generators, routing rules and model cache, without an engine.
 
-Nothing here loads a model: langid, MiniLM and the CNNs run in
-tests/integration/test_example_pipelines.py.
+Nothing here loads or trains a model (the CNNs are only built, untrained): langid,
+MiniLM and the trained CNNs run in tests/integration/test_example_pipelines.py.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import json
 import sys
 import threading
@@ -233,3 +234,60 @@ def test_small_cnn_escalates_only_unsure_answers(image: ModuleType) -> None:
     assert tuple(stage.route({"digit": 3, "confidence": threshold})) == ()
     assert tuple(stage.route({"digit": 3, "confidence": 0.999})) == ()
     assert 0.5 < threshold < 1.0
+
+
+def test_snapshot_schedule_has_one_long_cycle_then_short_restarts(image: ModuleType) -> None:
+    settings = image.TRAINING["large_cnn"]
+    cycles = image.snapshot_cycles(settings["steps"], settings["snapshots"], 6)
+    assert sum(cycles) == settings["steps"] and len(cycles) == settings["snapshots"]
+    assert cycles[1:] == [6] * (settings["snapshots"] - 1) and cycles[0] > 6
+    factors = image.lr_factors(cycles, restart=0.2)
+    assert len(factors) == settings["steps"]
+    assert factors[0] == pytest.approx(0.04) and max(factors) == pytest.approx(1.0)
+    starts = list(itertools.accumulate(cycles))[:-1]  # first step of each later cycle
+    assert [factors[s] for s in starts] == pytest.approx([0.2] * len(starts))
+    tops = [1.0] + [0.2] * (len(cycles) - 1)
+    for end, top in zip(itertools.accumulate(cycles), tops, strict=True):
+        assert 0 <= factors[end - 1] < 0.1 * top  # each cycle anneals towards zero
+    assert image.lr_factors([10]) == image.lr_factors([10], restart=0.5)  # one cycle
+
+
+def test_random_shift_moves_the_digit_within_the_border(image: ModuleType) -> None:
+    torch = pytest.importorskip("torch")
+    images = torch.full((32, 1, image.SIZE, image.SIZE), -1.0)
+    images[:, :, 30:34, 28:36] = 2.0  # a bright blob, well inside the border
+    shifted = image.random_shift(images, 4, torch.Generator().manual_seed(0))
+    assert shifted.shape == images.shape
+    assert torch.equal(image.random_shift(images, 0, torch.Generator()), images)
+    assert torch.equal(shifted.sum(dim=(1, 2, 3)), images.sum(dim=(1, 2, 3)))  # nothing lost
+    rows = [int(torch.nonzero(s[0] == 2.0)[:, 0].min()) - 30 for s in shifted]
+    cols = [int(torch.nonzero(s[0] == 2.0)[:, 1].min()) - 28 for s in shifted]
+    assert set(rows) | set(cols) <= set(range(-4, 5)) and len(set(zip(rows, cols, strict=True))) > 5
+
+
+def test_cnns_classify_64x64_images_and_the_ensemble_averages(image: ModuleType) -> None:
+    """Untrained networks: shapes, and large_cnn = the mean of its members' softmax."""
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    x = np.random.default_rng(0).standard_normal((3, 1, image.SIZE, image.SIZE))
+    x = x.astype(np.float32)
+    small, large = image.build_cnn("small_cnn").eval(), image.build_cnn("large_cnn").eval()
+    assert image.probabilities(small, x).shape == (3, 10)
+    assert len(large.members) == image.TRAINING["large_cnn"]["snapshots"] >= 3
+    members = np.mean([image.probabilities(m, x) for m in large.members], axis=0)
+    np.testing.assert_allclose(image.probabilities(large, x), members, rtol=1e-4, atol=1e-6)
+    digit, confidence = image.classify(large, x)
+    np.testing.assert_array_equal(digit, members.argmax(axis=1))
+    assert confidence.dtype == np.float64 and np.all((confidence > 0.1) & (confidence <= 1))
+    with pytest.raises(ValueError, match="unknown model"):
+        image.build_cnn("medium_cnn")
+
+
+def test_cnn_stages_preload_only_imports(image: ModuleType) -> None:
+    """preload runs in the template process replicas fork from: no weights, no training."""
+    before = sorted(image.MODELS.glob("*.pt")) if image.MODELS.exists() else []
+    for stage in (image.SmallCnn, image.LargeCnn):
+        stage.preload()
+        assert not hasattr(stage, "_net")
+    assert "torch" in sys.modules
+    assert (sorted(image.MODELS.glob("*.pt")) if image.MODELS.exists() else []) == before

@@ -161,11 +161,126 @@ def test_tuner_never_exceeds_limits_nor_goes_below_one() -> None:
     assert targets == {"a": 1, "b": 1}  # no load at all: one replica each, not zero
 
 
+def obs_q(arrivals: list[float], a: int, b: int, qa: int, qb: int) -> Observation:
+    return Observation(np.asarray(arrivals, dtype=float), {"a": a, "b": b}, {"a": qa, "b": qb})
+
+
+def test_tuner_adds_a_replica_to_a_stage_whose_queue_exceeds_half_the_slo() -> None:
+    # SLO 1 s, budget 0.5 s: a (μ 10) is over it with more than 5 queued per replica,
+    # b (μ 5) with more than 2.5. Activation 5 s.
+    tuner = InferLineTuner(config(slo_s=1.0))
+    state = tuner.initial_state(0.0)
+    # one quiet arrival: the envelope asks for nothing. a: 6/(1·10) = 0.6 s > 0.5 → 2;
+    # b: 2/(1·5) = 0.4 s ≤ 0.5 → stays
+    targets, state = tuner.decide(state, obs_q([0.5], 1, 1, 6, 2), 1.0)
+    assert targets == {"a": 2, "b": 1}
+    assert state.last_change_s == 1.0 and "a: 6 queued" in state.last_reason
+    # a's new replica is still starting (added 1 s ago, activation 5 s): its deeper queue
+    # (20/(2·10) = 1 s) asks for nothing more
+    targets, state = tuner.decide(state, obs_q([], 2, 1, 20, 2), 2.0)
+    assert targets == {"a": 2, "b": 1}
+    targets, state = tuner.decide(state, obs_q([], 2, 1, 20, 2), 5.5)
+    assert targets == {"a": 2, "b": 1}
+    # 5 s after the addition the queue is still over the budget (11/(2·10) = 0.55 s): one more
+    targets, state = tuner.decide(state, obs_q([], 2, 1, 11, 2), 6.0)
+    assert targets == {"a": 3, "b": 1}
+    # b over its budget (3/(1·5) = 0.6 s) while a is not (10/(3·10) = 0.33 s)
+    targets, state = tuner.decide(state, obs_q([], 3, 1, 10, 3), 7.0)
+    assert targets == {"a": 3, "b": 2}
+
+
+def test_tuner_without_an_slo_ignores_queues() -> None:
+    tuner = InferLineTuner(config())
+    state = tuner.initial_state(0.0)
+    targets, state = tuner.decide(state, obs_q([0.5], 1, 1, 1000, 1000), 1.0)
+    assert targets == {"a": 1, "b": 1}
+
+
+def test_tuner_keeps_the_replicas_of_a_stage_with_a_deep_queue() -> None:
+    # activation 30 s > hold-off 15 s: replicas added at t = 1 are still starting at t = 20,
+    # when the hold-off allows a scale-down. No load: both stages want 1 replica.
+    tuner = InferLineTuner(config(slo_s=1.0, activation_s=30.0))
+    state = tuner.initial_state(0.0)
+    targets, state = tuner.decide(state, obs_q([0.5], 2, 2, 20, 20), 1.0)
+    assert targets == {"a": 3, "b": 3}  # both over the budget
+    # a: 20/(3·10) = 0.67 s, over the budget: kept (and not added to: still starting);
+    # b: 1/(3·5) = 0.07 s: loses one
+    targets, state = tuner.decide(state, obs_q([], 3, 3, 20, 1), 20.0)
+    assert targets == {"a": 3, "b": 2}
+
+
+def test_tuner_scales_down_no_lower_than_the_live_envelope_asks() -> None:
+    tuner = InferLineTuner(config())
+    state = tuner.initial_state(0.0)
+    # 12 arrivals in [19, 19.46]: 1-s window 12 qps = 1.2 × planned 10 → ceil(1 × 1.2) = 2 per
+    # stage, which the 2 + 2 running cover (no scale-up). The 30-s lookback's busiest 5-s
+    # bucket holds the same 12 (2.4 qps): a wants ceil(2.4/(10·0.5)) = 1, b
+    # ceil(2.4·0.5/(5·0.5)) = 1. Scaling to 1 + 1 would re-trigger at once; it stays at 2 + 2
+    burst = [19.0 + i / 24 for i in range(12)]
+    targets, state = tuner.decide(state, obs(burst, 2, 2), 20.0)
+    assert targets == {"a": 2, "b": 2}
+    # once the arrivals are sparse again the envelope asks for 1: one replica each goes
+    targets, state = tuner.decide(state, obs([20.5], 2, 2), 21.0)
+    assert targets == {"a": 1, "b": 1}
+
+
+def test_tuner_anticipated_growth_is_opt_in() -> None:
+    # activation 2 s: the window nearest 2 s is the 2-s one (planned 8 qps). 1 arrival per
+    # second in (0, 2], 8 per second in (2, 4]. At t = 4: n1 = 16 arrivals in (2, 4], n0 = 2
+    # in (0, 2]; 16 − 2 = 14 > 2·sqrt(18) = 8.5, so it is growth, not noise. Rates r1 = 8,
+    # r0 = 1 qps; anticipated at t + 2: 8 + 1.5·(8 − 1) = 18.5 qps = 2.3125 × 8 →
+    # ceil(1 × 2.3125) = 3 per stage. The live envelope is within the plan's (1 s: 8 ≤ 10,
+    # 2 s: 16/2 = 8 ≤ 8, 4 s: 18/4 = 4.5 ≤ 6).
+    def arrivals(t: float, before: int, after: int) -> list[float]:
+        n = before if t <= 2.0 else after
+        return [t - 1 + (j + 0.5) / n for j in range(n)]
+
+    for anticipate, expected in ((False, 1), (True, 3)):
+        tuner = InferLineTuner(config(activation_s=2.0, anticipate_growth=anticipate))
+        state = tuner.initial_state(0.0)
+        for now in (1.0, 2.0, 3.0):  # before t = 4 there are not two periods of history
+            targets, state = tuner.decide(state, obs(arrivals(now, 1, 8), 1, 1), now)
+            assert targets == {"a": 1, "b": 1}, now
+        targets, state = tuner.decide(state, obs(arrivals(4.0, 1, 8), 1, 1), 4.0)
+        assert targets == {"a": expected, "b": expected}
+        if anticipate:
+            assert "anticipated 18.5 qps" in state.last_reason
+    # 2 then 6 per second: 12 − 4 = 8 is not above 2·sqrt(16) = 8, within Poisson noise
+    tuner = InferLineTuner(config(activation_s=2.0, anticipate_growth=True))
+    state = tuner.initial_state(0.0)
+    for now in (1.0, 2.0, 3.0, 4.0):
+        targets, state = tuner.decide(state, obs(arrivals(now, 2, 6), 1, 1), now)
+    assert targets == {"a": 1, "b": 1}
+    assert tuner.anticipated_rate(state, 4.0) is None
+
+
+def test_tuner_floor_at_plan_is_opt_in() -> None:
+    planned = {"a": 2, "b": 1}
+    for floor, expected in ((False, (1, 1)), (True, (2, 1))):
+        tuner = InferLineTuner(config(planned_replicas=planned, floor_at_plan=floor))
+        state = tuner.initial_state(0.0)
+        a, b = 3, 2
+        for now in (15.0, 30.0, 45.0):  # no load: one replica per stage per hold-off
+            targets, state = tuner.decide(state, obs([], a, b), now)
+            a, b = targets["a"], targets["b"]
+        assert (a, b) == expected
+
+
+def test_tuner_config_rejects_bad_options() -> None:
+    with pytest.raises(ConfigError):
+        config(slo_s=0.0)
+    with pytest.raises(ConfigError):
+        config(slo_s=1.0, queue_budget=1.5)
+    with pytest.raises(ConfigError):
+        config(planned_replicas={}, floor_at_plan=True)
+
+
 def test_tuner_config_from_plan_reproduces_the_plan_at_the_planning_rate() -> None:
     bundle = load_bundle(REFERENCE / "image-processing")
     plan = load_config(REFERENCE / "image-processing" / "configs" / "balanced.yaml")
     trace = gamma_trace(200.0, 1.0, 30.0, seed=1)
-    cfg = TunerConfig.from_plan(bundle.pipeline, bundle.profiles, plan, trace)
+    cfg = TunerConfig.from_plan(bundle.pipeline, bundle.profiles, plan, trace, slo_s=0.15)
+    assert cfg.slo_s == 0.15 and not cfg.anticipate_growth and not cfg.floor_at_plan
     rate = trace.n_queries / trace.duration_s
     assert cfg.replicas_for(rate, cfg.rho) == {n: c.replicas for n, c in plan.stages.items()}
     assert cfg.windows[-1] <= 60.0 and cfg.windows[0] >= 0.01

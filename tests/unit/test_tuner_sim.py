@@ -298,3 +298,39 @@ def test_scenario_plot_and_table(tmp_path: Path) -> None:
     ]
     table = markdown_table(rows)
     assert "| s | 0.10% / 1.000 | 5.00% / 2.000 |" in table
+
+
+def test_benchmark_targets_for_the_default_and_the_opt_in_tuner() -> None:
+    from inferline.tuner._scenarios import OPT_IN_POLICY, _targets, markdown_table
+
+    def row(pol: str, misses: int, cost: float) -> dict[str, Any]:
+        return {
+            "pipeline": "p", "scenario": "s", "policy": pol, "slo_s": 0.3,
+            "miss_rate": misses / 1000, "misses": misses, "misses_after_warmup": misses // 2,
+            "cost_dollars": cost,
+        }  # fmt: skip
+
+    rows = [
+        row("inferline", 4, 1.0),
+        row(OPT_IN_POLICY, 2, 1.2),
+        row("cg-autoscale", 30, 3.0),
+        row("cg-autoscale@il-cost", 50, 1.5),  # CG's cheapest run: dearer than both
+    ]
+    (base,) = _targets(rows)
+    assert base["cg_over_inferline_misses"] == pytest.approx(7.5)
+    assert not base["ten_x_fewer_misses"] and base["cost_no_more"]
+    assert base["cg_at_il_cost_over_inferline_misses"] is None
+    assert base["cg_cheapest_cost_dollars"] == 1.5
+    (opt,) = _targets(rows, OPT_IN_POLICY)
+    assert opt["policy"] == OPT_IN_POLICY and opt["ten_x_fewer_misses"]
+    assert opt["cg_cheapest_cost_dollars"] == 1.5
+    # CG's cheapest run (1.1) fits the opt-in's 1.2: no equal-cost claim without a run for it
+    rows[-1] = row("cg-autoscale@il-cost", 50, 1.1)
+    (opt,) = _targets(rows, OPT_IN_POLICY)
+    assert opt["cg_cheapest_cost_dollars"] is None
+    assert opt["cg_at_il_cost_over_inferline_misses"] is None
+    table = markdown_table(rows, _targets(rows), _targets(rows, OPT_IN_POLICY))
+    assert "| p | s | 4 / 2 | 2 / 1 | 30 / 15 | 50 / 25 |" in table
+    assert "| p | s | yes | 7.5 | NO | yes | CG ≥ $1.100 |" in table
+    assert "| p | s | yes | 15 | yes | yes | not run |" in table
+    assert "≥ 10× fewer misses at no more cost: 1 of 1." in table

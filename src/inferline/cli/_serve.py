@@ -175,7 +175,7 @@ def serve_command(
             field="--tune",
         )
     policy = (
-        live_tuner(bundle, config, planning_trace, planning_rate, holdoff_s, lookback_s)
+        live_tuner(bundle, config, planning_trace, planning_rate, holdoff_s, lookback_s, slo_s)
         if tune
         else None
     )
@@ -233,6 +233,7 @@ def live_tuner(
     planning_rate: float | None,
     holdoff_s: float = 15.0,
     lookback_s: float = 30.0,
+    slo_s: float | None = None,
 ) -> InferLineTuner:
     """The InferLine Tuner for ``inferline serve --tune`` (ConfigError, exit 2, if an input
     it needs is missing)."""
@@ -295,5 +296,6 @@ def live_tuner(
         trace,
         scale_down_holdoff_s=holdoff_s,
         lookback_s=lookback_s,
+        slo_s=slo_s,
     )
     return InferLineTuner(config)

@@ -14,7 +14,7 @@ from inferline.errors import ConfigError
 from inferline.pipeline import load_config
 from inferline.workload import load_trace, split_trace
 
-POLICIES = ("inferline", "none", "cg-autoscale", "queue-length")
+POLICIES = ("inferline", "inferline+opt-in", "none", "cg-autoscale", "queue-length")
 
 
 @user_errors
@@ -28,7 +28,12 @@ def tune_sim_command(
     ],
     slo_s: Annotated[float, typer.Option("--slo-s", help="End-to-end P99 latency objective, s.")],
     policy: Annotated[
-        str, typer.Option("--policy", help="inferline, none, cg-autoscale or queue-length.")
+        str,
+        typer.Option(
+            "--policy",
+            help="inferline, inferline+opt-in (with the opt-in departures from SPEC §2.7), "
+            "none, cg-autoscale or queue-length.",
+        ),
     ] = "inferline",
     planning_trace: Annotated[
         Path | None,
@@ -61,7 +66,7 @@ def tune_sim_command(
     cfg = load_config(plan)
     workload = load_trace(trace)
     sample = load_trace(planning_trace) if planning_trace else split_trace(workload, 0.25)[0]
-    chosen = make_policy(policy, loaded.pipeline, loaded.profiles, cfg, sample)
+    chosen = make_policy(policy, loaded.pipeline, loaded.profiles, cfg, sample, slo_s=slo_s)
     result = simulate_tuned(
         loaded.pipeline,
         loaded.profiles,

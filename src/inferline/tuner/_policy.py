@@ -46,6 +46,12 @@ __all__ = [
 
 #: Sanity cap on a stage whose hardware has no unit limit: this many × its planned count (+16).
 UNLIMITED_FACTOR = 16
+#: Anticipated growth: the arrivals of the last activation delay must exceed those of the one
+#: before by this many standard deviations of their difference (Poisson counts).
+GROWTH_Z = 2.0
+#: ... and the line through the two periods' mean rates (at now − 1.5·A and now − 0.5·A) is
+#: followed to now + A, when a replica asked for now serves: r1 + 1.5·(r1 − r0).
+GROWTH_AHEAD = 1.5
 
 
 @dataclass(frozen=True)
@@ -118,6 +124,18 @@ class TunerConfig:
     hardware; ``rho``: provisioning ratio λ·s/(k·μ) of the plan on the planning
     trace (λ its mean rate); ``windows``/``envelope_qps``: the planning trace's
     envelope.
+
+    ``slo_s`` (optional): the pipeline's SLO. With it the Tuner also reads each
+    stage's queued work (:attr:`Observation.outstanding`): a stage whose queue
+    would take more than ``queue_budget`` × SLO to drain is scaled up, and is not
+    scaled down (see :class:`InferLineTuner`). Without it only the envelope rules run.
+
+    Opt-in departures from SPEC §2.7 (off by default):
+
+    * ``anticipate_growth`` — also scale up for the rate expected when a replica
+      asked for now becomes active: the growth between the last two periods of
+      ``activation_s`` seconds, continued until then;
+    * ``floor_at_plan`` — never scale a stage below its planned count.
     """
 
     stages: tuple[str, ...]
@@ -134,10 +152,23 @@ class TunerConfig:
     scale_down_holdoff_s: float = 15.0
     lookback_s: float = 30.0
     bucket_s: float = 5.0
+    slo_s: float | None = None
+    queue_budget: float = 0.5
+    anticipate_growth: bool = False
+    floor_at_plan: bool = False
 
     def __post_init__(self) -> None:
         if len(self.windows) != len(self.envelope_qps):
             raise ConfigError("one planned envelope rate per window is needed", field="windows")
+        if self.slo_s is not None and not self.slo_s > 0:
+            raise ConfigError(f"the SLO must be positive seconds, got {self.slo_s}", field="slo_s")
+        if not 0 < self.queue_budget <= 1:
+            raise ConfigError(
+                f"the queue budget is a fraction of the SLO in (0, 1], got {self.queue_budget}",
+                field="queue_budget",
+            )
+        if self.floor_at_plan and not self.planned_replicas:
+            raise ConfigError("floor_at_plan needs the planned counts", field="floor_at_plan")
         for s in self.stages:
             if not self.mu_qps[s] > 0 or not self.rho[s] > 0:
                 raise ConfigError(
@@ -156,8 +187,10 @@ class TunerConfig:
         profiles: Profiles,
         plan_config: PipelineConfig,
         planning_trace: Trace,
-        **timing: float,
+        **options: Any,
     ) -> TunerConfig:
+        """From a plan and its planning trace; ``options`` set the other fields (timing
+        constants, ``slo_s`` and the opt-in rules)."""
         names = pipeline.stage_names
         factors = pipeline.scale_factors
         rate = planning_trace.n_queries / max(planning_trace.duration_s, 1e-9)
@@ -179,7 +212,7 @@ class TunerConfig:
             planned_replicas={n: plan_config.stages[n].replicas for n in names},
             hardware={n: plan_config.stages[n].hardware for n in names},
             unit_limits={h.name: h.max_units for h in profiles.hardware},
-            **timing,
+            **options,
         )
 
     def replicas_for(self, rate_qps: float, rho: Mapping[str, float] | float) -> dict[str, int]:
@@ -193,53 +226,82 @@ class TunerConfig:
             )
         return out
 
-    def envelope_factor(self, current: Mapping[str, int]) -> float:
-        """min_s k_s / k0_s: provisioning now relative to the plan (1 without planned counts)."""
-        if not self.planned_replicas:
-            return 1.0
-        return min(current[s] / self.planned_replicas[s] for s in self.stages)
-
     def clamp(self, targets: dict[str, int]) -> dict[str, int]:
         return _clamp(targets, self.max_replicas, self.hardware, self.unit_limits)
+
+    def window_nearest(self, length_s: float) -> int:
+        """Index of the envelope window whose length is nearest ``length_s`` (log scale)."""
+        w = np.asarray(self.windows)
+        return int(np.argmin(np.abs(np.log(w / max(length_s, 1e-9)))))
 
 
 @dataclass
 class TunerState:
-    """The InferLine Tuner's state: live envelope, 5-s buckets and last change time."""
+    """The InferLine Tuner's state: live envelope, 5-s buckets and last change time.
+
+    ``recent``: the arrival times of (at least) the last two activation delays, one
+    array per decision (kept only with ``anticipate_growth``); ``added_s``: per
+    stage, when replicas were last added (they are starting until ``activation_s``
+    after it).
+    """
 
     envelope: TrafficEnvelope
     buckets: deque[tuple[int, int]]  # (bucket index, arrivals), oldest first
     last_change_s: float
     last_reason: str = ""
+    recent: deque[npt.NDArray[np.float64]] = field(default_factory=deque)
+    added_s: dict[str, float] = field(default_factory=dict)
+    started_s: float = 0.0
 
 
 @dataclass(frozen=True)
 class InferLineTuner:
-    """The paper's Tuner (§5.1), rules as in SPEC §2.7.
+    """The paper's Tuner (§5.1), rules as in SPEC §2.7; docs/tuner.md explains each choice.
 
-    * Scale up at once when any live window's rate exceeds the planned
-      envelope's. The provisioning ratio is taken per window, ρ_s,w =
-      r_plan,w·s/(k0_s·μ_s) (the headroom the plan has for bursts of that
-      length), so k_s = ceil(r_live,w·s/(μ_s·ρ_s,w)) = ceil(k0_s·r_live,w/r_plan,w),
-      maximised over the exceeding windows; only stages below k_s change. With
-      the paper's single ρ from the mean rate, a short window's rate (which is
-      high even in the planning trace) asks for far more replicas than the
-      burst needs: 14-16 instead of 3 on the reference pipelines, doubling the
-      cost on a steady load. Without planned counts the single-ρ rule is used.
-    * Departure from the literal rule (SPEC §2.7 leaves it open): the planned
-      envelope a live rate is compared with is scaled by the current
-      provisioning relative to the plan, f = min_s k_s/k0_s (f = 1 at the plan,
-      so there the rule is the paper's). Without it, a pipeline scaled *down*
-      below its plan never scales up again until the load exceeds the planning
-      trace's envelope (it missed 20-70 % of queries on the Azure scenario);
-      and a pipeline scaled up for a burst would re-trigger on every short
-      window that merely matches its new provisioning.
-    * Scale down only ≥ ``scale_down_holdoff_s`` after any change: λ_new = the
-      highest 5-s bucket rate of the last 30 s, k_s = ceil(λ_new·s/(μ·ρ_min)); a
-      stage above k_s loses one replica per step, as in the paper, each step
-      restarting the hold-off (removing the whole surplus at once missed 1.8 %
-      on the social-media Azure scenario, right after deep cuts).
-    * Never below 1 replica nor above the hardware limits.
+    Scale up (checked first, every decision; a stage never loses replicas here):
+
+    * **Envelope.** Every live window's rate r_live,w is compared with the planning
+      trace's r_plan,w. The provisioning ratio is taken per window, ρ_s,w =
+      r_plan,w·s/(k0_s·μ_s) (the headroom the plan has for bursts of that length),
+      so the paper's k_s = ceil(r_live,w·s/(μ_s·ρ_s,w)) = ceil(k0_s·r_live,w/r_plan,w),
+      maximised over the windows: r_max is the window with the largest ratio to its
+      planned rate, not the largest rate. A stage below that count is scaled up to
+      it. This is the paper's trigger ("a live window exceeds the planned
+      envelope") read per stage at its current provisioning: stage s reacts when
+      r_live,w > r_plan,w·k_s/k0_s (at the planned counts exactly the paper's test;
+      below them, after a scale-down, it reacts before the load reaches the
+      planning trace's; above them, it does not re-trigger on a window its extra
+      replicas already cover). With the paper's single ρ (from the mean rate), a
+      short window's rate (high even in the planning trace) asks for 14-16
+      replicas where 3 suffice and doubled the cost on a steady load. Without
+      planned counts the single-ρ rule is used.
+    * **Queued work** (only with ``slo_s``). The envelope sees pipeline arrivals
+      only; a stage behind a branch (e.g. social-media's nmt_spanish, 1 replica at
+      batch 8) sees a thinned, relatively burstier stream that the planned
+      envelope does not describe. So a stage whose queued plus in-flight work q_s
+      would take more than ``queue_budget``·SLO to drain, q_s/(k_s·μ_s), gets one
+      more replica — at most one per activation delay: while replicas added less
+      than ``activation_s`` ago are starting, a deep queue is expected (they cannot
+      serve yet) and asking again would only pile up replicas that all arrive
+      after the queue has gone.
+    * **Anticipated growth** (opt-in ``anticipate_growth``, a departure from SPEC
+      §2.7): with r1, r0 the mean rates of the last two ``activation_s`` periods A,
+      when the growth is beyond Poisson noise (n1 − n0 > 2·sqrt(n1 + n0) arrivals),
+      the rate expected when a replica asked for now serves (at now + A) is
+      r1 + 1.5·(r1 − r0); it is compared with the planned rate of the window nearest
+      A like a live window. The envelope alone lags a steep ramp: its windows see
+      the rate of the past, and a replica it asks for serves A later.
+
+    Scale down (only ≥ ``scale_down_holdoff_s`` after any change): λ_new = the highest
+    5-s bucket rate of the last 30 s, k_s = ceil(λ_new·s/(μ·ρ_min)); a stage above
+    max(k_s, its scale-up count now) loses one replica per step, as in the paper, each
+    step restarting the hold-off (removing the whole surplus at once missed 1.8 % on
+    the social-media Azure scenario, right after deep cuts). A stage whose queued work
+    exceeds the budget keeps its replicas. Opt-in ``floor_at_plan`` (a departure):
+    never below the planned count.
+
+    Stages are scaled independently, so their order does not matter; never below 1
+    replica nor above the hardware limits.
     """
 
     config: TunerConfig
@@ -247,7 +309,10 @@ class InferLineTuner:
 
     def initial_state(self, now_s: float) -> TunerState:
         return TunerState(
-            envelope=TrafficEnvelope(self.config.windows), buckets=deque(), last_change_s=now_s
+            envelope=TrafficEnvelope(self.config.windows),
+            buckets=deque(),
+            last_change_s=now_s,
+            started_s=now_s,
         )
 
     def _record_buckets(self, state: TunerState, arrivals: npt.NDArray[np.float64]) -> None:
@@ -268,6 +333,94 @@ class InferLineTuner:
             state.buckets.popleft()
         return max((c for _, c in state.buckets), default=0) / self.config.bucket_s
 
+    def _record_recent(self, state: TunerState, arrivals: npt.NDArray[np.float64]) -> None:
+        """Keep the arrivals of the last two activation delays (for ``anticipate_growth``)."""
+        if not self.config.anticipate_growth:
+            return
+        if arrivals.size:
+            state.recent.append(arrivals)
+        edge = arrivals[-1] - 2 * self.config.activation_s if arrivals.size else None
+        while edge is not None and state.recent and state.recent[0][-1] <= edge:
+            state.recent.popleft()
+
+    def anticipated_rate(self, state: TunerState, now_s: float) -> float | None:
+        """r1 + 1.5·(r1 − r0) over the last two activation delays when the rate grew, else None.
+
+        None also until two activation delays have passed since the start.
+        """
+        a = self.config.activation_s
+        if a <= 0 or now_s - 2 * a < state.started_s - 1e-9:
+            return None
+        n1 = n0 = 0
+        for chunk in state.recent:
+            lo, mid = np.searchsorted(chunk, [now_s - 2 * a, now_s - a], side="right")
+            n0 += int(mid - lo)
+            n1 += int(chunk.size - mid)
+        # growth beyond GROWTH_Z standard deviations of Poisson counts, not noise
+        if n1 - n0 <= GROWTH_Z * math.sqrt(n1 + n0):
+            return None
+        return (n1 + GROWTH_AHEAD * (n1 - n0)) / a
+
+    def _planned_scale(self, rate_ratio: float) -> dict[str, int]:
+        """ceil(k0_s · ratio) per stage: the plan scaled for traffic ``ratio`` × its envelope."""
+        cfg = self.config
+        return {s: math.ceil(cfg.planned_replicas[s] * rate_ratio - 1e-9) for s in cfg.stages}
+
+    def _queue_heavy(self, observation: Observation, current: Mapping[str, int]) -> set[str]:
+        """Stages whose queued + in-flight work takes over the budget to drain."""
+        cfg = self.config
+        if cfg.slo_s is None or observation.outstanding is None:
+            return set()
+        budget = cfg.queue_budget * cfg.slo_s
+        return {
+            s
+            for s in cfg.stages
+            if observation.outstanding.get(s, 0) / (max(current[s], 1) * cfg.mu_qps[s]) > budget
+        }
+
+    def scale_up_counts(
+        self,
+        state: TunerState,
+        live: npt.NDArray[np.float64],
+        observation: Observation,
+        current: Mapping[str, int],
+        now_s: float,
+    ) -> tuple[dict[str, int], str]:
+        """Per stage, the count the scale-up rules ask for now (≤ current: nothing to add)."""
+        cfg = self.config
+        env = np.asarray(cfg.envelope_qps)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratios = np.where(env > 0, live / np.where(env > 0, env, 1.0), 0.0)
+        w = int(np.argmax(ratios))
+        if cfg.planned_replicas:
+            want = self._planned_scale(float(ratios[w]))
+        else:  # the paper's rule: the largest exceeding rate with the single ρ
+            over = live > env * (1 + 1e-12)
+            r_max = float(live[over].max()) if over.any() else 0.0
+            want = cfg.replicas_for(r_max, cfg.rho) if over.any() else dict.fromkeys(cfg.stages, 0)
+        reasons = dict.fromkeys(cfg.stages, f"window {cfg.windows[w]:.3g} s at {live[w]:.1f} qps")
+        if cfg.anticipate_growth and cfg.planned_replicas:
+            rate = self.anticipated_rate(state, now_s)
+            if rate is not None:
+                k = cfg.window_nearest(cfg.activation_s)
+                for s, n in self._planned_scale(rate / env[k] if env[k] > 0 else 0.0).items():
+                    if n > want[s]:
+                        want[s] = n
+                        reasons[s] = f"anticipated {rate:.1f} qps"
+        heavy = self._queue_heavy(observation, current)
+        if heavy:
+            assert observation.outstanding is not None
+            for s in heavy:
+                starting = now_s - state.added_s.get(s, -math.inf) < cfg.activation_s
+                if starting:
+                    continue
+                if current[s] + 1 > want[s]:
+                    want[s] = current[s] + 1
+                    reasons[s] = f"{observation.outstanding[s]} queued"
+        grown = [s for s in cfg.stages if want[s] > current[s]]
+        why = "; ".join(f"{s}: {reasons[s]}" for s in grown)
+        return want, why
+
     def decide(
         self, state: TunerState, observation: Observation, now_s: float
     ) -> tuple[dict[str, int], TunerState]:
@@ -275,28 +428,31 @@ class InferLineTuner:
         arrivals = np.asarray(observation.arrivals_s, dtype=np.float64)
         live = state.envelope.observe(arrivals)
         self._record_buckets(state, arrivals)
+        self._record_recent(state, arrivals)
         current = {s: int(observation.replicas[s]) for s in cfg.stages}
-        planned = np.asarray(cfg.envelope_qps) * cfg.envelope_factor(current)
-        over = live > planned * (1 + 1e-12)
-        if over.any():
-            r_max = float(live[over].max())
-            ratio = float((live[over] / np.asarray(cfg.envelope_qps)[over]).max())
-            want = {
-                s: max(1, math.ceil(cfg.planned_replicas[s] * ratio - 1e-9))
-                if cfg.planned_replicas
-                else cfg.replicas_for(r_max, cfg.rho)[s]
-                for s in cfg.stages
-            }
+        want, why = self.scale_up_counts(state, live, observation, current, now_s)
+        if any(want[s] > current[s] for s in cfg.stages):
             targets = cfg.clamp({s: max(current[s], want[s]) for s in cfg.stages})
             if targets != current:
                 state.last_change_s = now_s
-                state.last_reason = f"scale up: live envelope {r_max:.1f} qps"
-            return targets, state
+                state.last_reason = f"scale up ({why})"
+                for s in cfg.stages:
+                    if targets[s] > current[s]:
+                        state.added_s[s] = now_s
+                return targets, state
         if now_s - state.last_change_s >= cfg.scale_down_holdoff_s:
             lam = self.lookback_rate(state, now_s)
-            want = cfg.replicas_for(lam, cfg.rho_min)
+            floor = cfg.replicas_for(lam, cfg.rho_min)
+            keep = self._queue_heavy(observation, current)
+            for s in cfg.stages:
+                floor[s] = max(floor[s], want[s])
+                if cfg.floor_at_plan:
+                    floor[s] = max(floor[s], cfg.planned_replicas[s])
             targets = cfg.clamp(
-                {s: current[s] - 1 if want[s] < current[s] else current[s] for s in cfg.stages}
+                {
+                    s: current[s] - 1 if floor[s] < current[s] and s not in keep else current[s]
+                    for s in cfg.stages
+                }
             )
             if targets != current:
                 state.last_change_s = now_s

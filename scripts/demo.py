@@ -47,7 +47,7 @@ MEAN_RATE_QPS = 8.0
 SLICE_MIN = (14.0, 25.0) if not QUICK else (14.0, 17.0)
 EVAL_S = 60.0 if not QUICK else 20.0
 #: After planning the load grows by this factor (the Tuner's reason to exist).
-GROWTH = 1.6
+GROWTH = 2.5
 POLL_S = 0.5
 console = Console()
 

@@ -30,17 +30,15 @@ def test_profiling_a_stage_twice_gives_close_medians(tmp_path: Path) -> None:
         overhead=False,
         repetitions=RepetitionPolicy(min_reps=30, max_reps=30, min_time_s=0.0, warmup=3),
     )
-    first = {
-        (r.stage, p.batch_size): p.median_s
-        for r in profile_bundle(folder, options).profiles
-        for p in r.points
-    }
-    second = {
-        (r.stage, p.batch_size): p.median_s
-        for r in profile_bundle(folder, options).profiles
-        for p in r.points
-    }
+    reports = [profile_bundle(folder, options) for _ in range(2)]
+    first, second = (
+        {(r.stage, p.batch_size): p.median_s for r in report.profiles for p in r.points}
+        for report in reports
+    )
     ratios = {key: second[key] / first[key] for key in first}
+    probes = [t for report in reports for t in report.probe_s or ()]
+    assert len(probes) == 4 and all(t > 0 for t in probes)
+    print(f"\nmachine speed probe (ms): {', '.join(f'{t * 1e3:.2f}' for t in probes)}")
     for (stage, batch), ratio in sorted(ratios.items()):
         print(
             f"{stage} b={batch}: {first[(stage, batch)] * 1e3:.3f} ms then "

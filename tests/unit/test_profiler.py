@@ -623,3 +623,11 @@ def test_per_query_overhead_follows_the_trace_rate(tmp_path: Path) -> None:
         overhead(per_query_by_rate=((100.0, (0.1, 0.0, 0.2, 0.3)),))
     grid_only = overhead(per_query_percentiles=grid)
     assert grid_only.per_query_by_rate == ()
+
+
+def test_machine_speed_probe_times_a_fixed_loop_and_reports_drift() -> None:
+    from inferline.profiler._probe import machine_speed_probe, speed_drift
+
+    assert 0 < machine_speed_probe() < 5.0
+    assert speed_drift(0.010, 0.012) == pytest.approx(0.2)
+    assert speed_drift(0.010, 0.009) == pytest.approx(-0.1)

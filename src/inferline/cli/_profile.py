@@ -17,6 +17,7 @@ from rich.progress import (
 from rich.table import Table
 
 from inferline.cli._common import JSON_OPTION, print_json, stderr, stdout, user_errors
+from inferline.profiler._probe import DRIFT_WARNING
 
 if TYPE_CHECKING:
     from inferline.profiler._profile import ProfileReport
@@ -196,6 +197,17 @@ def _print_report(report: ProfileReport) -> None:
             highlight=False,
         )
     stdout.print(f"wrote {report.profiles_file} and {report.paths_file} in {report.wall_s:.1f} s")
+    drift = report.speed_drift
+    if drift is not None and report.probe_s is not None:
+        before, after = (x * 1e3 for x in report.probe_s)
+        line = f"machine speed probe: {before:.2f} ms before, {after:.2f} ms after ({drift:+.0%})"
+        if abs(drift) > DRIFT_WARNING:
+            line = (
+                f"[yellow]warning:[/] the machine's speed changed while profiling: {line}; "
+                "figures measured at different times are not comparable (other jobs, or "
+                "a shared host); re-run with --force when the machine is steady"
+            )
+        stdout.print(line, highlight=False)
     if not report.pipeline_names_paths:
         stdout.print(
             f"[yellow]note:[/] add `paths: {report.paths_file.name}` to pipeline.yaml to plan "

@@ -36,6 +36,7 @@ from inferline.profiler._errors import ProfilerError
 from inferline.profiler._harness import StageWorker
 from inferline.profiler._measure import measure_stage
 from inferline.profiler._overhead import OverheadOptions, measure_overhead
+from inferline.profiler._probe import machine_speed_probe, speed_drift
 from inferline.profiler._samples import (
     encode_bodies,
     load_samples,
@@ -176,6 +177,13 @@ class ProfileReport:
     overhead_details: dict[str, Any]
     pipeline_names_paths: bool
     wall_s: float
+    #: The machine-speed probe before and after measuring (s), when anything was measured.
+    probe_s: tuple[float, float] | None = None
+
+    @property
+    def speed_drift(self) -> float | None:
+        """How much slower (positive) the machine ran at the end than at the start."""
+        return None if self.probe_s is None else speed_drift(*self.probe_s)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -213,6 +221,8 @@ class ProfileReport:
                 for r in self.profiles
             ],
             "skipped_hardware": dict(self.skipped_hardware),
+            "machine_probe_s": list(self.probe_s) if self.probe_s is not None else None,
+            "machine_speed_drift": self.speed_drift,
             "engine_overhead": None
             if self.overhead is None
             else {
@@ -411,6 +421,7 @@ def _profile_bundle(
         progress.finish(task)
     when = measured_on()
     measured: dict[tuple[str, str], dict[int, LatencySummary]] = {}
+    probe_before = machine_speed_probe() if need_run else None
     if need_run:
         paths, measured = run_async(
             capture_and_time(
@@ -500,6 +511,7 @@ def _profile_bundle(
     load_profiles(files.profiles_file, hardware, pipeline.stage_names)  # reads back
     if need_run:
         _write_yaml(paths_file, _PATHS_HEADER, measured_paths_to_mapping(paths, pipeline))
+    probe = None if probe_before is None else (probe_before, machine_speed_probe())
     return ProfileReport(
         bundle=root,
         profiles_file=files.profiles_file,
@@ -513,6 +525,7 @@ def _profile_bundle(
         overhead_details=details,
         pipeline_names_paths=files.spec.paths is not None,
         wall_s=time.monotonic() - started,
+        probe_s=probe,
     )
 
 

@@ -359,6 +359,7 @@ class Engine:
             await self._launcher.close()
 
     async def _kill_all(self) -> None:
+        self._closing = True  # a failed start: the replicas are killed, not lost or replaced
         replicas = [r for st in self._stages for r in st.replicas]
         for r in replicas:
             r.terminate()

@@ -5,6 +5,7 @@ No processes, no sleeps: everything here runs on hand-made inputs.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 from pathlib import Path
@@ -590,6 +591,22 @@ def test_levels_take_the_median_error_of_undisturbed_runs() -> None:
     assert half["p99_errors"] == [r.p99_error for r in runs[:3]]
     assert eight["measured_p99_s_median"] == 0.250
     assert report.summary()["levels"] == [half, eight]
+
+
+def test_a_run_whose_busiest_stage_ran_at_another_speed_is_disturbed() -> None:
+    def run(ratio: float | None, busiest: str = "a") -> ValidationRun:
+        base = _run("U=0.50", 0.100, 0.150, 0.001)
+        utilisation = {"a": 0.5, "b": 0.1} if busiest == "a" else {"a": 0.1, "b": 0.5}
+        service = {"a": {"ratio": ratio}, "b": {"ratio": 2.0}}  # b is light: not judged
+        return dataclasses.replace(base, utilisation=utilisation, service=service)
+
+    steady, slower, faster, unknown = run(1.10), run(1.20), run(0.80), run(None)
+    assert steady.speed_drift == pytest.approx(0.10) and not steady.disturbed
+    assert slower.drifted and slower.disturbed and not slower.stalled
+    assert faster.speed_drift == pytest.approx(-0.20) and faster.disturbed
+    assert unknown.speed_drift is None and not unknown.disturbed
+    assert run(1.0, busiest="b").drifted  # the busiest stage is the one that counts
+    assert run(1.2).as_dict()["speed_drift"] == pytest.approx(0.2)
 
 
 def test_per_query_overhead_follows_the_trace_rate(tmp_path: Path) -> None:

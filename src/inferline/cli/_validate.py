@@ -135,7 +135,8 @@ def validate_command(
     stdout.print(plan)
     table = Table(
         title=f"estimated vs measured on the real engine (SLO {slo_s * 1000:.0f} ms)",
-        caption="send lag: how late the replayer sent its P99 query; ! = disturbed run",
+        caption="send lag: how late the replayer sent its P99 query; speed: the busiest "
+        "stage's predict in the engine against its profile; ! = disturbed run",
     )
     for col in (
         "run",
@@ -148,6 +149,7 @@ def validate_command(
         "miss est / meas",
         "errors",
         "send lag P99",
+        "speed",
     ):
         table.add_column(col, justify="right")
     for r in report.runs:
@@ -163,7 +165,8 @@ def validate_command(
             "-" if err is None else f"{err:+.1%}",
             f"{r.estimated['miss_rate']:.2%} / {m['miss_rate']:.2%}",
             str(m["errors"]),
-            f"{_ms(m['send_lag_p99_s'])}{' !' if r.disturbed else ''}",
+            f"{_ms(m['send_lag_p99_s'])}{' !' if r.stalled else ''}",
+            "-" if r.speed_drift is None else f"{r.speed_drift:+.0%}{' !' if r.drifted else ''}",
         )
     stdout.print(table)
     if len(report.runs) > len(report.levels()):

@@ -118,11 +118,34 @@ class ValidationRun:
         return self._error(self.estimated)
 
     @property
-    def disturbed(self) -> bool:
+    def stalled(self) -> bool:
         """The replayer itself fell behind its schedule by more than ``DISTURBED_LAG_S`` at
-        the 99th percentile: the machine stalled (another job, the host), and the run says
-        more about that than about the Estimator."""
+        the 99th percentile: the machine stalled (another job, the host)."""
         return float(self.measured.get("send_lag_p99_s") or 0.0) > DISTURBED_LAG_S
+
+    @property
+    def speed_drift(self) -> float | None:
+        """How much slower (positive) the busiest stage's ``predict`` ran in the engine
+        during the run than in the profile the estimate used; None when unknown."""
+        if not self.utilisation:
+            return None
+        busiest = max(self.utilisation, key=lambda name: self.utilisation[name])
+        ratio = self.service.get(busiest, {}).get("ratio")
+        return None if ratio is None else float(ratio) - 1.0
+
+    @property
+    def drifted(self) -> bool:
+        """The machine ran the busiest stage more than ``DRIFT_LIMIT`` faster or slower
+        during the run than when it was timed: the estimate was made for another machine
+        speed (this VM's host drifts by tens of per cent within minutes)."""
+        drift = self.speed_drift
+        return drift is not None and abs(drift) > DRIFT_LIMIT
+
+    @property
+    def disturbed(self) -> bool:
+        """Stalled or drifted: the run says more about the machine than about the
+        Estimator, and level summaries leave it out when other runs are not."""
+        return self.stalled or self.drifted
 
     @property
     def p99_error_bundle_profiles(self) -> float | None:
@@ -152,6 +175,9 @@ class ValidationRun:
             "measured": dict(self.measured),
             "p99_error": self.p99_error,
             "disturbed": self.disturbed,
+            "stalled": self.stalled,
+            "speed_drift": self.speed_drift,
+            "drifted": self.drifted,
             "estimated_with_bundle_profiles": self.estimated_with_bundle_profiles,
             "estimated_other_service_time": self.estimated_other_service_time,
             "estimated_with_engine_service": self.estimated_with_engine_service,
@@ -228,6 +254,8 @@ class ValidationReport:
 
 #: A run whose replayer sent its 99th-percentile query later than this is "disturbed".
 DISTURBED_LAG_S = 0.010
+#: A run whose busiest stage ran this much faster or slower than profiled is "disturbed".
+DRIFT_LIMIT = 0.15
 
 #: Front-end and replayer CPU per query, for deciding whether core 0 can hold them (s).
 _FRONT_END_CPU_S = 0.0006
@@ -590,12 +618,21 @@ def _validate_bundle(
                 "with the front-end and the replayer on the same cores the measured latency "
                 "includes CPU contention the profiles do not (docs/profiler.md)"
             )
-    disturbed = [r.label for r in runs if r.disturbed]
-    if disturbed:
+    stalled = [r.label for r in runs if r.stalled]
+    if stalled:
         notes.append(
-            f"{len(disturbed)} run(s) ({', '.join(disturbed)}) were disturbed: the replayer "
+            f"{len(stalled)} run(s) ({', '.join(stalled)}) were disturbed: the replayer "
             f"itself fell more than {DISTURBED_LAG_S * 1000:g} ms behind its schedule (P99), "
             "so the machine stalled during them; level summaries use the other runs"
+        )
+    drifted = [f"{r.label} ({r.speed_drift:+.0%})" for r in runs if r.drifted and r.speed_drift]
+    if drifted:
+        notes.append(
+            f"{len(drifted)} run(s) were disturbed by the machine's speed: the busiest stage's "
+            f"predict ran more than {DRIFT_LIMIT:.0%} slower or faster in the engine than in "
+            f"the profile the estimate used ({', '.join(drifted)}); level summaries use the "
+            "other runs (the estimate for the speed seen is in --json: "
+            "p99_error_with_engine_service)"
         )
     if options.pin and cores is None:
         notes.append(

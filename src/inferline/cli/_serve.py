@@ -80,6 +80,15 @@ def serve_command(
             help="With --tune: a scale-down provisions for the busiest 5-s bucket of this window.",
         ),
     ] = 30.0,
+    tuner_opt_in: Annotated[
+        bool,
+        typer.Option(
+            "--tuner-opt-in",
+            help="With --tune: also the Tuner's opt-in rules, departures from SPEC §2.7 "
+            "(scale up for the rate expected when a new replica serves; never below the "
+            "plan); docs/tuner.md.",
+        ),
+    ] = False,
     backend: Annotated[
         str,
         typer.Option(
@@ -168,14 +177,23 @@ def serve_command(
         raise ConfigError(
             f"must be at least 1, got {num_cpus}", source="<argument>", field="--num-cpus"
         )
-    if not tune and (planning_trace is not None or planning_rate is not None):
+    if not tune and (planning_trace is not None or planning_rate is not None or tuner_opt_in):
         raise ConfigError(
-            "--planning-trace and --planning-rate only apply with --tune",
+            "--planning-trace, --planning-rate and --tuner-opt-in only apply with --tune",
             source="<argument>",
             field="--tune",
         )
     policy = (
-        live_tuner(bundle, config, planning_trace, planning_rate, holdoff_s, lookback_s, slo_s)
+        live_tuner(
+            bundle,
+            config,
+            planning_trace,
+            planning_rate,
+            holdoff_s,
+            lookback_s,
+            slo_s,
+            opt_in=tuner_opt_in,
+        )
         if tune
         else None
     )
@@ -234,12 +252,15 @@ def live_tuner(
     holdoff_s: float = 15.0,
     lookback_s: float = 30.0,
     slo_s: float | None = None,
+    *,
+    opt_in: bool = False,
 ) -> InferLineTuner:
     """The InferLine Tuner for ``inferline serve --tune`` (ConfigError, exit 2, if an input
     it needs is missing)."""
     from inferline._bundle import load_bundle
     from inferline.pipeline import load_config, load_pipeline
     from inferline.tuner import InferLineTuner, TunerConfig
+    from inferline.tuner._scenarios import OPT_IN_POLICY
     from inferline.workload import gamma_trace, load_trace
 
     pipeline_file = bundle if bundle.is_file() else bundle / "pipeline.yaml"
@@ -297,5 +318,7 @@ def live_tuner(
         scale_down_holdoff_s=holdoff_s,
         lookback_s=lookback_s,
         slo_s=slo_s,
+        anticipate_growth=opt_in,
+        floor_at_plan=opt_in,
     )
-    return InferLineTuner(config)
+    return InferLineTuner(config, name=OPT_IN_POLICY if opt_in else "inferline")

@@ -40,7 +40,7 @@ from typing import Any, Protocol
 
 from inferline.engine._hardware import thread_environment
 
-__all__ = ["WorkerLauncher", "WorkerProcess", "spawn_worker"]
+__all__ = ["WorkerLauncher", "WorkerProcess", "proc_stat", "spawn_worker"]
 
 log = logging.getLogger("inferline.engine")
 
@@ -120,19 +120,27 @@ def spawn_worker(spec: dict[str, Any], threads: int, fd: int) -> WorkerProcess:
     return _SpawnedWorker(process)
 
 
-def _alive(pid: int) -> bool:
-    """Whether ``pid`` runs (a zombie left for a careless init counts as gone)."""
+def proc_stat(pid: int) -> list[str] | None:
+    """The fields of ``/proc/PID/stat`` after the command name (state first), or None."""
     try:
         with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
-            return f.read().rpartition(")")[2].split()[0] != "Z"
+            return f.read().rpartition(")")[2].split()
     except OSError:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
+        return None
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie left for a careless init counts as gone)."""
+    fields = proc_stat(pid)
+    if fields is not None:
+        return fields[0] != "Z"
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
         return True
+    return True
 
 
 class _ForkedWorker:
@@ -148,13 +156,11 @@ class _ForkedWorker:
 
     async def _exit(self) -> int | None:
         while not self.exited.done():
-            if not self._template.alive:  # nobody reports the exit now: watch the pid
-                if not _alive(self.pid):
-                    self.exited.set_result(None)
-                    break
-                await asyncio.sleep(_EXIT_POLL_S)
-                continue
-            await asyncio.wait([self.exited], timeout=_EXIT_POLL_S * 10)
+            # the template reports the exit; once it is gone, nobody does: watch the pid
+            if not self._template.alive and not _alive(self.pid):
+                self.exited.set_result(None)
+                break
+            await asyncio.wait([self.exited], timeout=_EXIT_POLL_S)
         return self.exited.result()
 
     async def wait(self, timeout_s: float) -> int | None:

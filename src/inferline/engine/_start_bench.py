@@ -18,24 +18,21 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from inferline._bundle import load_bundle
+from inferline._bundle import Bundle, load_bundle
 from inferline.engine._engine import Engine, EngineOptions
+from inferline.engine._launcher import proc_stat
 from inferline.errors import ConfigError
 from inferline.pipeline import PipelineConfig, StageConfig
 
 __all__ = ["replica_start_table", "run_replica_start_benchmark"]
 
-_TICKS_PER_S = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+_TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 
 
 def _cpu_s(pid: int) -> float | None:
     """User + system CPU seconds of ``pid`` so far (Linux /proc), None elsewhere."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
-            fields = f.read().rpartition(")")[2].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / _TICKS_PER_S
+    fields = proc_stat(pid)
+    return None if fields is None else (int(fields[11]) + int(fields[12])) / _TICKS_PER_S
 
 
 def _plan(pipeline_stages: Sequence[str], hardware: str, stage: str, extra: int) -> PipelineConfig:
@@ -50,9 +47,8 @@ def _plan(pipeline_stages: Sequence[str], hardware: str, stage: str, extra: int)
 
 
 async def _one_mode(
-    bundle_dir: Path, stage: str, hardware: str, repeats: int, fork: bool
+    bundle: Bundle, stage: str, hardware: str, repeats: int, fork: bool
 ) -> dict[str, Any]:
-    bundle = load_bundle(bundle_dir)
     names = bundle.pipeline.stage_names
     engine = Engine(
         bundle.pipeline,
@@ -105,7 +101,7 @@ def run_replica_start_benchmark(
     if repeats < 1:
         raise ConfigError("must be at least 1", source="<argument>", field="--repeats")
     runs = [
-        asyncio.run(_one_mode(bundle_dir, stage, hardware, repeats, fork)) for fork in (False, True)
+        asyncio.run(_one_mode(bundle, stage, hardware, repeats, fork)) for fork in (False, True)
     ]
     fresh, forked = runs
     speedup = fresh["activation_median_s"] / forked["activation_median_s"]

@@ -334,3 +334,55 @@ def test_benchmark_targets_for_the_default_and_the_opt_in_tuner() -> None:
     assert "| p | s | yes | 7.5 | NO | yes | CG ≥ $1.100 |" in table
     assert "| p | s | yes | 15 | yes | yes | not run |" in table
     assert "≥ 10× fewer misses at no more cost: 1 of 1." in table
+    assert "### Issue 6 targets: inferline+opt-in vs cg-autoscale" in table
+
+
+def test_margin_configuration_is_checked_against_cg_planned_with_the_same_margin() -> None:
+    from inferline.tuner._scenarios import (
+        CG_MARGIN_POLICY,
+        MARGIN_POLICY,
+        _targets,
+        markdown_table,
+    )
+
+    def row(pol: str, misses: int, cost: float) -> dict[str, Any]:
+        return {
+            "pipeline": "p", "scenario": "s", "policy": pol, "slo_s": 0.3,
+            "miss_rate": misses / 1000, "misses": misses, "misses_after_warmup": 0,
+            "cost_dollars": cost,
+        }  # fmt: skip
+
+    rows = [row("inferline", 4, 1.0), row(MARGIN_POLICY, 0, 1.4), row("cg-autoscale", 0, 3.0)]
+    (check,) = _targets(rows, MARGIN_POLICY)
+    # both miss nothing: "at least 10x fewer" holds (0 <= 0 / 10), and it costs less
+    assert check["cg_policy"] == "cg-autoscale" and check["ten_x_fewer_misses"]
+    assert check["cost_no_more"]
+    rows.append(row(CG_MARGIN_POLICY, 5, 1.2))  # the CG plan changed with the margin
+    (check,) = _targets(rows, MARGIN_POLICY)
+    assert check["cg_policy"] == CG_MARGIN_POLICY
+    assert check["ten_x_fewer_misses"] and not check["cost_no_more"]
+    (base,) = _targets(rows)  # the default tuner still faces the margin-free CG
+    assert base["cg_policy"] == "cg-autoscale" and not base["ten_x_fewer_misses"]
+    table = markdown_table(rows, _targets(rows), _targets(rows, MARGIN_POLICY))
+    assert f"### Issue 6 targets: {MARGIN_POLICY} vs {CG_MARGIN_POLICY}" in table
+    assert "≥ 10× fewer misses at no more cost: 0 of 1." in table
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "field"), [("--margin", "1.5", "--margin"), ("--seeds", "0", "--seeds")]
+)
+def test_bench_tuner_rejects_bad_arguments_before_running(
+    tmp_path: Path, flag: str, value: str, field: str
+) -> None:
+    import typer
+    from typer.testing import CliRunner
+
+    from inferline.cli._tune import tuner_bench_command
+
+    app = typer.Typer()
+    app.command("tuner")(tuner_bench_command)
+    app.command("unused")(lambda: None)
+    result = CliRunner().invoke(app, ["tuner", "--out-dir", str(tmp_path), flag, value])
+    assert result.exit_code == 2
+    assert field in result.output
+    assert not any(tmp_path.iterdir())  # nothing ran, nothing written

@@ -124,12 +124,50 @@ def tuner_bench_command(
         float, typer.Option("--after-s", help="Seconds of the new regime after each change.")
     ] = 240.0,
     seed: Annotated[int, typer.Option("--seed")] = 0,
+    margin: Annotated[
+        float,
+        typer.Option(
+            "--margin",
+            help="Planner safety margin of the inferline+opt-in+margin configuration "
+            "(plan for a P99 of SLO x (1 - margin)).",
+        ),
+    ] = 0.3,
+    seeds: Annotated[
+        int,
+        typer.Option(
+            "--seeds",
+            help="Repeat the targets check over this many seeds (from --seed) and write "
+            "tuner_seeds.md; no plots.",
+        ),
+    ] = 1,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """The Tuner and its baselines on ramp, burstiness and real-trace scenarios (issue 6)."""
-    from inferline.tuner._scenarios import run_tuner_benchmark
+    from inferline.tuner._scenarios import run_tuner_benchmark, run_tuner_seeds
 
-    figures = run_tuner_benchmark(reference_dir, out_dir=out_dir, after_s=after_s, seed=seed)
+    if not 0.0 <= margin < 1.0:
+        raise ConfigError(
+            f"must be a fraction in [0, 1), got {margin}", source="<argument>", field="--margin"
+        )
+    if seeds < 1:
+        raise ConfigError(f"must be at least 1, got {seeds}", source="<argument>", field="--seeds")
+    if seeds > 1:
+        summary = run_tuner_seeds(
+            reference_dir,
+            range(seed, seed + seeds),
+            out_dir,
+            margin=margin,
+            after_s=after_s,
+        )
+        if as_json:
+            print_json(summary)
+            return
+        _print_seed_summary(summary)
+        stdout.print(f"written: {out_dir}/tuner_seeds.md  wall {summary['wall_s']:.1f} s")
+        return
+    figures = run_tuner_benchmark(
+        reference_dir, out_dir=out_dir, after_s=after_s, seed=seed, margin=margin
+    )
     if as_json:
         print_json(figures)
         return
@@ -152,19 +190,64 @@ def tuner_bench_command(
                 )
             table.add_row(scenario, *cells)
         stdout.print(table)
-    checks = Table(title="issue 6 targets (InferLine tuner vs cg-autoscale)")
+    for key in ("targets", "targets_opt_in", "targets_margin"):
+        if figures.get(key):
+            stdout.print(_targets_table(figures[key]))
+    stdout.print(f"plots: {out_dir}  ({len(figures['plots'])} PNG)  wall {figures['wall_s']:.1f} s")
+
+
+def _print_seed_summary(summary: dict[str, Any]) -> None:
+    per_seed = summary["per_seed"]
+    policies = list(per_seed[0]["policies"])
+    table = Table(title="cases with ≥ 10× fewer misses than CG at no more cost, per seed")
+    table.add_column("seed", justify="right")
+    for p in policies:
+        table.add_column(p, justify="right")
+    for entry in per_seed:
+        table.add_row(
+            str(entry["seed"]),
+            *(
+                f"{entry['policies'][p]['met']} of {entry['policies'][p]['cases']}"
+                for p in policies
+            ),
+        )
+    table.add_row(
+        "all",
+        *(
+            f"{sum(e['policies'][p]['met'] for e in per_seed)} of "
+            f"{sum(e['policies'][p]['cases'] for e in per_seed)}"
+            for p in policies
+        ),
+    )
+    stdout.print(table)
+    for p in policies:
+        short = [
+            f"seed {e['seed']} {f['pipeline']} {f['scenario']} {f['misses']}/{f['cg_misses']}"
+            for e in per_seed
+            for f in e["policies"][p]["failed"]
+        ]
+        stdout.print(f"{p} fell short (misses IL/CG): " + ("; ".join(short) or "none"))
+
+
+def _targets_table(checks: list[dict[str, Any]]) -> Table:
+    first = checks[0]
+    met = sum(bool(c["ten_x_fewer_misses"] and c["cost_no_more"]) for c in checks)
+    table = Table(
+        title=f"issue 6 targets: {first['policy']} vs {first['cg_policy']} "
+        f"(≥ 10× fewer misses at no more cost: {met} of {len(checks)})"
+    )
     for col in (
         "pipeline",
         "scenario",
-        "IL miss ≤ 1 %",
+        "miss ≤ 1 %",
         "CG/IL misses",
         "≥ 10× fewer",
         "cost ≤ CG",
         "CG@IL-cost / IL misses",
     ):
-        checks.add_column(col)
-    for c in figures["targets"]:
-        checks.add_row(
+        table.add_column(col)
+    for c in checks:
+        table.add_row(
             c["pipeline"],
             c["scenario"],
             "yes" if c["inferline_miss_le_1pct"] else "NO",
@@ -173,8 +256,7 @@ def tuner_bench_command(
             "yes" if c["cost_no_more"] else "NO",
             _equal_cost_cell(c),
         )
-    stdout.print(checks)
-    stdout.print(f"plots: {out_dir}  ({len(figures['plots'])} PNG)  wall {figures['wall_s']:.1f} s")
+    return table
 
 
 def _equal_cost_cell(check: dict[str, Any]) -> str:

@@ -1,0 +1,45 @@
+"""The tuner benchmark end to end on a reference pipeline, short traces, two seeds."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from inferline.tuner._scenarios import (
+    MARGIN_POLICY,
+    OPT_IN_POLICY,
+    run_tuner_benchmark,
+    run_tuner_seeds,
+)
+
+REFERENCE = Path(__file__).resolve().parents[2] / "examples" / "reference"
+
+
+def test_benchmark_runs_every_configuration_and_writes_its_tables(tmp_path: Path) -> None:
+    figures = run_tuner_benchmark(
+        REFERENCE, ("image-processing",), tmp_path, after_s=20.0, margin=0.3
+    )
+    policies = {r["policy"] for r in figures["rows"]}
+    assert {"inferline", OPT_IN_POLICY, MARGIN_POLICY, "cg-autoscale"} <= policies
+    margins = {r["policy"]: r["plan_margin"] for r in figures["rows"]}
+    assert margins[MARGIN_POLICY] == 0.3 and margins["inferline"] == 0.0
+    assert len(figures["targets_margin"]) == 5
+    table = (tmp_path / "tuner.md").read_text("utf-8")
+    assert f"### Issue 6 targets: {MARGIN_POLICY} vs cg-autoscale" in table
+    assert len(list(tmp_path.glob("*.png"))) == 5
+
+
+def test_seed_summary_counts_each_configuration_per_seed(tmp_path: Path) -> None:
+    summary = run_tuner_seeds(
+        REFERENCE, (0, 1), tmp_path, pipelines=("image-processing",), after_s=20.0
+    )
+    assert [e["seed"] for e in summary["per_seed"]] == [0, 1]
+    for entry in summary["per_seed"]:
+        assert list(entry["policies"]) == ["inferline", OPT_IN_POLICY, MARGIN_POLICY]
+        for got in entry["policies"].values():
+            assert got["cases"] == 5
+            assert got["met"] + len(got["failed"]) == 5
+    saved = json.loads((tmp_path / "tuner_seeds.json").read_text("utf-8"))
+    assert saved["seeds"] == [0, 1]
+    text = (tmp_path / "tuner_seeds.md").read_text("utf-8")
+    assert "| all |" in text and f"- `{MARGIN_POLICY}`:" in text

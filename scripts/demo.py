@@ -4,7 +4,7 @@
    (cached: a second run reuses the measurements);
 2. cut a busy slice of the real Azure trace, rescale it, and split it into a
    planning part and an evaluation part with different arrivals, on which the load
-   has grown 1.6× since planning;
+   has grown 2.5× since planning (GROWTH);
 3. plan the pipeline for a P99 SLO with the InferLine planner;
 4. estimate the evaluation part with the Estimator;
 5. serve the plan on the real engine and replay the evaluation part with real

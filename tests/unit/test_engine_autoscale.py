@@ -188,3 +188,24 @@ def test_run_ticks_until_stopped() -> None:
 
     run(main())
     assert 2 <= len(policy.seen) <= 20
+
+
+def test_warm_up_decides_once_and_leaves_no_trace() -> None:
+    engine = FakeEngine(1, 2)
+    engine.arrivals = [0.5]
+    policy = Scripted([{"a": 5, "b": 5}])
+    tuner = Autoscaler(engine, policy, clock=Clock())
+    tuner.warm_up()
+    ((observation, now),) = policy.seen
+    assert observation.replicas == {"a": 1, "b": 2}
+    assert np.asarray(observation.arrivals_s).size == 2 and now == 1.0
+    assert engine.applied == [] and tuner.changes == []
+    assert engine.arrivals == [0.5]  # the engine's real arrivals are left for the first tick
+
+
+def test_warm_up_loads_the_envelope_kernel_for_the_real_tuner() -> None:
+    engine = FakeEngine(1, 1)
+    policy = InferLineTuner(tuner_config())
+    tuner = Autoscaler(engine, policy, clock=Clock())
+    tuner.warm_up()  # must not raise nor apply
+    assert engine.applied == []

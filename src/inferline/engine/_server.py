@@ -138,6 +138,7 @@ async def serve_async(
                 ),
             )
             engine.status_extras["tuner"] = tuner.status
+            tuner.warm_up()
             tuner.start()
         gc.freeze()  # startup objects leave the collector's view: shorter full collections
         app = EngineApp(engine, max_body_bytes=max_body_bytes)

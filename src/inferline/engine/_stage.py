@@ -137,12 +137,15 @@ class StageModel:
 
     @classmethod
     def preload(cls) -> None:
-        """Heavy imports, done once per stage in the template new replicas fork from.
+        """Heavy imports and shared read-only state, done once per stage in the template.
 
-        Import libraries here (``import torch``), but do not start threads, open devices
-        or load weights: that is ``setup``'s job, in each replica. On Linux the engine
-        forks replicas from a process that has run this, so a scale-up does not pay the
-        imports again (docs/engine.md, "Starting replicas").
+        On Linux the engine forks replicas from a process that has run this, so a
+        scale-up does not pay it again (docs/engine.md, "Starting replicas"). Import
+        libraries here (``import torch``), and build state that every replica only reads
+        and that needs no thread or device, such as a model parsed into numpy arrays and
+        kept in a module-level cache that ``setup`` then reads: forked replicas share it
+        copy-on-write. Do not start threads, open devices or load weights into a library
+        that keeps thread pools (torch): that is ``setup``'s job, in each replica.
         """
 
     def setup(self) -> None:

@@ -130,7 +130,9 @@ class ServedEngine:
         return dict(body)
 
     def replica_pids(self, stage: str) -> list[int]:
-        return [int(r["pid"]) for r in self.status()["stages"][stage]["replica_list"]]
+        """Process ids of the stage's replicas; one still being started has none yet."""
+        replicas = self.status()["stages"][stage]["replica_list"]
+        return [int(r["pid"]) for r in replicas if r["pid"] is not None]
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

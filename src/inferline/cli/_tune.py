@@ -143,7 +143,9 @@ def tuner_bench_command(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """The Tuner and its baselines on ramp, burstiness and real-trace scenarios (issue 6)."""
-    from inferline.tuner._scenarios import run_tuner_benchmark, run_tuner_seeds
+    from rich.markdown import Markdown
+
+    from inferline.tuner._scenarios import run_tuner_benchmark, run_tuner_seeds, seeds_markdown
 
     if not 0.0 <= margin < 1.0:
         raise ConfigError(
@@ -162,7 +164,7 @@ def tuner_bench_command(
         if as_json:
             print_json(summary)
             return
-        _print_seed_summary(summary)
+        stdout.print(Markdown(seeds_markdown(summary)))
         stdout.print(f"written: {out_dir}/tuner_seeds.md  wall {summary['wall_s']:.1f} s")
         return
     figures = run_tuner_benchmark(
@@ -194,39 +196,6 @@ def tuner_bench_command(
         if figures.get(key):
             stdout.print(_targets_table(figures[key]))
     stdout.print(f"plots: {out_dir}  ({len(figures['plots'])} PNG)  wall {figures['wall_s']:.1f} s")
-
-
-def _print_seed_summary(summary: dict[str, Any]) -> None:
-    per_seed = summary["per_seed"]
-    policies = list(per_seed[0]["policies"])
-    table = Table(title="cases with ≥ 10× fewer misses than CG at no more cost, per seed")
-    table.add_column("seed", justify="right")
-    for p in policies:
-        table.add_column(p, justify="right")
-    for entry in per_seed:
-        table.add_row(
-            str(entry["seed"]),
-            *(
-                f"{entry['policies'][p]['met']} of {entry['policies'][p]['cases']}"
-                for p in policies
-            ),
-        )
-    table.add_row(
-        "all",
-        *(
-            f"{sum(e['policies'][p]['met'] for e in per_seed)} of "
-            f"{sum(e['policies'][p]['cases'] for e in per_seed)}"
-            for p in policies
-        ),
-    )
-    stdout.print(table)
-    for p in policies:
-        short = [
-            f"seed {e['seed']} {f['pipeline']} {f['scenario']} {f['misses']}/{f['cg_misses']}"
-            for e in per_seed
-            for f in e["policies"][p]["failed"]
-        ]
-        stdout.print(f"{p} fell short (misses IL/CG): " + ("; ".join(short) or "none"))
 
 
 def _targets_table(checks: list[dict[str, Any]]) -> Table:

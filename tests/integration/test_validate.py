@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,6 +25,39 @@ from inferline.workload import gamma_trace, save_trace
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
 DATA = Path(__file__).resolve().parents[1] / "data"
+
+
+def validate(bundle: Path, trace: Path, *options: str, timeout_s: float) -> dict[str, Any]:
+    """``inferline validate BUNDLE --trace TRACE --hardware cpu-1 OPTIONS --json``, as a user
+    runs it; the report, with one line printed per run."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from inferline.cli import main; main()",
+            "validate",
+            str(bundle),
+            "--trace",
+            str(trace),
+            "--hardware",
+            "cpu-1",
+            *options,
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+    )
+    assert done.returncode == 0, done.stderr
+    report: dict[str, Any] = json.loads(done.stdout)
+    for r in report["runs"]:
+        print(
+            f"\n{bundle.name} U={r['busiest_utilisation']:.2f} at {r['rate_qps']:.1f} q/s: P99 "
+            f"estimated {r['estimated']['p99_s'] * 1e3:.1f} ms, measured "
+            f"{r['measured']['p99_s'] * 1e3:.1f} ms ({r['p99_error']:+.1%}); send lag P99 "
+            f"{r['measured']['send_lag_p99_s'] * 1e3:.1f} ms; load {r['load_average_before_after']}"
+        )
+    return report
 
 
 def test_validate_estimates_the_p99_the_engine_delivers(tmp_path: Path) -> None:
@@ -41,42 +75,22 @@ def test_validate_estimates_the_p99_the_engine_delivers(tmp_path: Path) -> None:
     )
     trace = tmp_path / "trace.csv"
     save_trace(gamma_trace(15.0, 1.0, 120.0, seed=11), trace)
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "from inferline.cli import main; main()",
-            "validate",
-            str(folder),
-            "--trace",
-            str(trace),
-            "--slo-s",
-            "0.2",
-            "--hardware",
-            "cpu-1",
-            "--utilisation",
-            "0.5",
-            "--repeat",
-            "2",
-            "--duration-s",
-            "15",
-            "--warmup-s",
-            "2",
-            "--json",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=200,
+    report = validate(
+        folder,
+        trace,
+        "--slo-s",
+        "0.2",
+        "--utilisation",
+        "0.5",
+        "--repeat",
+        "2",
+        "--duration-s",
+        "15",
+        "--warmup-s",
+        "2",
+        timeout_s=200,
     )
-    assert done.returncode == 0, done.stderr
-    report = json.loads(done.stdout)
     for r in report["runs"]:
-        print(
-            f"U={r['busiest_utilisation']:.2f} at {r['rate_qps']:.1f} q/s: P99 estimated "
-            f"{r['estimated']['p99_s'] * 1e3:.1f} ms, measured {r['measured']['p99_s'] * 1e3:.1f} "
-            f"ms ({r['p99_error']:+.1%}); send lag P99 "
-            f"{r['measured']['send_lag_p99_s'] * 1e3:.1f} ms; load {r['load_average_before_after']}"
-        )
         assert r["measured"]["errors"] == 0
         assert abs(r["busiest_utilisation"] - 0.5) < 0.01
         assert r["queries"] > 250
@@ -99,40 +113,21 @@ def test_validate_on_the_real_text_pipeline(tmp_path: Path) -> None:
     docs/profiler.md."""
     trace = tmp_path / "trace.csv"
     save_trace(gamma_trace(20.0, 1.0, 160.0, seed=3), trace)
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "from inferline.cli import main; main()",
-            "validate",
-            str(TEXT),
-            "--trace",
-            str(trace),
-            "--slo-s",
-            "0.25",
-            "--hardware",
-            "cpu-1",
-            "--utilisation",
-            "0.5",
-            "--duration-s",
-            "20",
-            "--warmup-s",
-            "3",
-            "--retime",
-            "--json",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=280,
+    report = validate(
+        TEXT,
+        trace,
+        "--slo-s",
+        "0.25",
+        "--utilisation",
+        "0.5",
+        "--duration-s",
+        "20",
+        "--warmup-s",
+        "3",
+        "--retime",
+        timeout_s=280,
     )
-    assert done.returncode == 0, done.stderr
-    report = json.loads(done.stdout)
     (run,) = report["runs"]
-    print(
-        f"\ntext pipeline U=0.5 at {run['rate_qps']:.1f} q/s: P99 estimated "
-        f"{run['estimated']['p99_s'] * 1e3:.1f} ms, measured "
-        f"{run['measured']['p99_s'] * 1e3:.1f} ms ({run['p99_error']:+.1%})"
-    )
     assert run["measured"]["errors"] == 0
     assert run["queries"] > 200
     assert set(run["service"]) == {"langid", "embed", "topic", "lang_stats"}

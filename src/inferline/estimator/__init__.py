@@ -8,12 +8,22 @@ from inferline.estimator._simulate import (
     StageStats,
     simulate,
 )
+from inferline.estimator._timevarying import (
+    Observation,
+    ReplicaController,
+    TunedResult,
+    simulate_timevarying,
+)
 
 __all__ = [
     "Estimator",
+    "Observation",
     "QueuePolicy",
+    "ReplicaController",
     "ServiceTime",
     "SimulationResult",
     "StageStats",
+    "TunedResult",
     "simulate",
+    "simulate_timevarying",
 ]

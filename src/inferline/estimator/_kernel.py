@@ -1,10 +1,16 @@
 """The compiled discrete-event core: one central batched queue per stage.
 
+One kernel serves both a fixed configuration (:meth:`Estimator.run`, one call up
+to t = ∞) and replica counts that change during a run (``simulate_timevarying``:
+``advance`` in time slices, ``set_target`` between them). Every piece of state
+lives in arrays owned by the caller (``_run.KernelRun``).
+
 Event order within one instant is fixed so that results never depend on the
 order events were created in: first every arrival at time t, then every batch
-completion at t (routing finished queries to their next stages), and only then
-do idle replicas pull batches. A batch that finishes at t therefore reaches the
-next stage as a whole, as it does in the engine.
+completion and replica activation at t (routing finished queries to their next
+stages; a replica activated at t can take a batch at t), and only then do idle
+replicas pull batches. A batch that finishes at t therefore reaches the next
+stage as a whole, as it does in the engine.
 
 Service time: the profiled latency of the actual batch size, optionally times
 a random multiplier exp(sigma[s, b] * log_scale[q, s]) drawn per (query, stage)
@@ -15,18 +21,31 @@ Queue keys: EDF orders by the query's pipeline deadline (arrival + SLO, i.e. by
 arrival time since the SLO is common); FIFO by the time the query reached the
 stage. Ties break on query index, so every run is deterministic.
 
+Replica slots of stage s live in ``[slot_base[s], slot_base[s] + slot_cap[s])``
+with a status:
+
+* ``OFF`` – unused;
+* ``STARTING`` – added, billed, serves only once its activation event fires;
+* ``ACTIVE`` – serving (idle on the stage's free stack, or busy with a batch);
+* ``DRAINING`` – removed while busy: finishes its batch, then turns ``OFF``
+  (billed until then);
+* ``CANCELLED`` – removed while starting: no longer billed, its activation
+  event still pending (the slot is reused only after it fires, so a slot never
+  has two events in the heap and the heap needs one entry per slot).
+
+Event heap entries are (time, sequence, code): code ≥ 0 is a batch completion
+of replica ``code``; code < 0 the activation of replica ``-code - 1``.
+
 Implementation notes (speed only; the semantics above are the contract):
 arrivals are sorted, so EDF's (arrival time, query) order is plain query-index
 order and the EDF heap compares integers only; a FIFO key is the time the
-query reached the stage, which is also its enqueue time, so each stage queue is
-a binary heap of (query, enqueue time) pairs in its own slice of two shared
-arrays. Only stages whose queue grew or whose replica came free at an instant
-are considered for dispatch (the order in which stages dispatch within an
-instant cannot change any result: queue order depends only on the queued keys,
-and batches finishing at the same instant are all routed before any dispatch).
-Heap operations are written out inline because numba adds atomic
-reference-count updates to every call of a helper that takes arrays, and
-indices are unsigned (``_U``) to spare numba's negative-index handling.
+query reached the stage, which is also its enqueue time. Only stages whose
+queue grew or whose replica came free at an instant are considered for
+dispatch (the order in which stages dispatch within an instant cannot change
+any result: queue order depends only on the queued keys, and batches finishing
+at the same instant are all routed before any dispatch). ``advance`` allocates
+nothing and is compiled without reference counting (``_nrt=False``), so the
+inlined heap helpers (``_heaps.py``) cost what written-out code would.
 """
 
 from __future__ import annotations
@@ -34,103 +53,91 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-# Array indices in the main loop are cast to unsigned: numba then omits the negative-index
-# wraparound it emits for signed ones, which frees registers in this large loop (~15 %).
-_U = np.uint64
+from inferline.estimator._heaps import _U, event_pop, event_push, queue_pop, queue_push
 
-QUEUE_EDF = 0
-QUEUE_FIFO = 1
+# replica slot status
+OFF = 0
+STARTING = 1
+ACTIVE = 2
+DRAINING = 3
+CANCELLED = 4
+
+# indices into the int64 scalar-state array
+AI = 0  # next arrival to admit
+ESIZE = 1  # events in the heap
+SEQ = 2  # next event sequence number
+MISSES = 3  # queries finished later than slo_s
+STOPPED = 4  # 1 once more than max_misses queries missed
+N_SCALARS = 5
 
 
 @njit(cache=True, inline="always")
-def _before(fifo: bool, t_a: float, q_a: int, t_b: float, q_b: int) -> bool:
-    """Queue order of (enqueue time, query) entries: EDF by query index, FIFO by time then index."""
-    if fifo:
-        return t_a < t_b or (t_a == t_b and q_a < q_b)
-    return q_a < q_b
+def _mark_ready(ready, is_ready, n_ready, s):  # type: ignore[no-untyped-def]
+    """Note that stage ``s`` may start a batch at this instant; returns the new count."""
+    if not is_ready[_U(s)]:
+        is_ready[_U(s)] = True
+        ready[_U(n_ready)] = s
+        n_ready += 1
+    return n_ready
 
 
-@njit(cache=True)
-def run_kernel(  # type: ignore[no-untyped-def]
+# _nrt=False: no reference counting (numba accepts it; its type stubs do not list it)
+@njit(cache=True, _nrt=False)  # type: ignore[call-overload]
+def advance(  # type: ignore[no-untyped-def]
+    t_stop,  # process every event strictly before this time
     arrival,  # float64[n], sorted
     visit_mask,  # int64[n], bit s set = the query visits stage s
-    pending_init,  # int8[n, S], visited predecessors per visited stage
+    pending,  # int8[n * S] (mutated): visited predecessors not finished, entry q * S + s
     succ_ptr,  # int64[S + 1]
     succ_idx,  # int64[E]
-    stage_capacity,  # int64[S], queries that visit each stage (heap sizes)
-    replicas,  # int64[S]
+    heap_base,  # int64[S]: stage s's queue in [heap_base[s], ...) of hq/ht
+    hq,  # int64[total]: stage queues (query)
+    ht,  # float64[total]: stage queues (enqueue time)
+    qsize,  # int64[S]
+    status,  # int64[R]: replica slot status
+    slot_stage,  # int64[R]
+    free_stack,  # int64[R], stage s in [slot_base[s], ...)
+    slot_base,  # int64[S]
+    free_count,  # int64[S]
+    batch_q,  # int64[R * bmax]
+    batch_n,  # int64[R]
+    removed_at,  # float64[R]: when a draining replica was removed
+    drain_billed_s,  # float64[S]: replica-seconds billed to draining replicas
+    et,  # float64[R]: event heap
+    es,  # int64[R]
+    er,  # int64[R]
     max_batch,  # int64[S]
-    latency,  # float64[S, Bmax + 1]
-    queue_policy,  # QUEUE_EDF or QUEUE_FIFO
+    latency,  # float64[S, bmax + 1]
+    log_scale,  # float64[n * S] or empty: per-(query, stage) log service-time multipliers
+    sigma,  # float64[S, bmax + 1]: spread applied to log_scale (batch b at stage s)
+    fifo,  # bool
     slo_s,  # float, for counting misses (inf = none)
     max_misses,  # int, stop once more queries than this missed (-1 = never stop)
-    log_scale,  # float64[n * S] or empty: per-(query, stage) log service-time multipliers
-    sigma,  # float64[S, Bmax + 1]: spread applied to log_scale (batch b at stage s)
+    finish,  # float64[n] (mutated)
+    remaining,  # int8[n] (mutated): visited stages not finished yet (<= 62)
+    busy_s,  # float64[S]
+    wait_s,  # float64[S]
+    visits,  # int64[S]
+    batches,  # int64[S]
+    scal,  # int64[N_SCALARS]
+    ready,  # int64[S]: stages that may start a batch at this instant
+    is_ready,  # bool[S]
 ):
     n = arrival.shape[0]
-    S = replicas.shape[0]
+    S = qsize.shape[0]
     bmax = latency.shape[1] - 1
-    fifo = queue_policy == QUEUE_FIFO
     scaled = log_scale.shape[0] > 0
-
-    finish = np.full(n, np.nan)
-    remaining = np.zeros(n, dtype=np.int8)  # visited stages not finished yet (<= 62)
-    pending = pending_init.copy().reshape(n * S)  # flat: entry q * S + s
-
-    # stage queues: binary heaps of (query, enqueue time), stage s in [heap_base[s], ...)
-    heap_base = np.zeros(S, dtype=np.int64)
-    for s in range(1, S):
-        heap_base[s] = heap_base[s - 1] + stage_capacity[s - 1]
-    total_cap = heap_base[S - 1] + stage_capacity[S - 1] if S > 0 else 0
-    hq = np.empty(max(total_cap, 1), dtype=np.int64)
-    ht = np.empty(max(total_cap, 1), dtype=np.float64)
-    qsize = np.zeros(S, dtype=np.int64)
-
-    n_replicas = 0
-    for s in range(S):
-        n_replicas += replicas[s]
-    replica_stage = np.empty(max(n_replicas, 1), dtype=np.int64)
-    free_stack = np.empty(max(n_replicas, 1), dtype=np.int64)
-    free_base = np.zeros(S, dtype=np.int64)
-    free_count = np.zeros(S, dtype=np.int64)
-    r = 0
-    for s in range(S):
-        free_base[s] = r
-        for _ in range(replicas[s]):
-            replica_stage[r] = s
-            free_stack[r] = r  # within the stage's slice
-            r += 1
-        free_count[s] = replicas[s]
-    batch_q = np.empty(max(n_replicas, 1) * max(bmax, 1), dtype=np.int64)
-    batch_n = np.zeros(max(n_replicas, 1), dtype=np.int64)
-
-    # batch completions: a binary heap of (time, dispatch sequence, replica)
-    et = np.empty(max(n_replicas, 1), dtype=np.float64)
-    es = np.empty(max(n_replicas, 1), dtype=np.int64)
-    er = np.empty(max(n_replicas, 1), dtype=np.int64)
-    esize = 0
-    seq = 0
-
-    # stages whose queue grew or whose replica came free at this instant: only they can
-    # start batches (every other stage has an empty queue or no idle replica)
-    ready = np.empty(max(S, 1), dtype=np.int64)
-    is_ready = np.zeros(max(S, 1), dtype=np.bool_)
-    n_ready = 0
-
-    busy_s = np.zeros(S)
-    wait_s = np.zeros(S)
-    visits = np.zeros(S, dtype=np.int64)
-    batches = np.zeros(S, dtype=np.int64)
-
-    misses = 0
-    stopped = False
-    ai = 0
     inf = np.inf
+    ai = scal[AI]
+    esize = scal[ESIZE]
+    seq = scal[SEQ]
+    misses = scal[MISSES]
+    n_ready = 0
     while True:
         ta = arrival[_U(ai)] if ai < n else inf
         te = et[_U(0)] if esize > 0 else inf
         t = ta if ta < te else te
-        if t == inf:
+        if t >= t_stop or t == inf:
             break
         # 1. arrivals at t enter the queues of their source stages
         while ai < n and arrival[_U(ai)] == t:
@@ -142,64 +149,38 @@ def run_kernel(  # type: ignore[no-untyped-def]
                 if m & 1:
                     count += 1
                     if pending[_U(q * S + s)] == 0:
-                        base = heap_base[_U(s)]
-                        i = qsize[_U(s)]
-                        while i > 0:  # sift up
-                            parent = (i - 1) >> 1
-                            pq = hq[_U(base + parent)]
-                            pt = ht[_U(base + parent)]
-                            if not _before(fifo, t, q, pt, pq):
-                                break
-                            hq[_U(base + i)] = pq
-                            ht[_U(base + i)] = pt
-                            i = parent
-                        hq[_U(base + i)] = q
-                        ht[_U(base + i)] = t
+                        queue_push(hq, ht, heap_base[_U(s)], qsize[_U(s)], fifo, t, q)
                         qsize[_U(s)] += 1
-                        if not is_ready[_U(s)]:
-                            is_ready[_U(s)] = True
-                            ready[_U(n_ready)] = s
-                            n_ready += 1
+                        n_ready = _mark_ready(ready, is_ready, n_ready, s)
                 m >>= 1
                 s += 1
             remaining[_U(q)] = count
             ai += 1
-        # 2. batches finishing at t free their replica and route their queries on
+        # 2. activations and batch completions at t
         while esize > 0 and et[_U(0)] == t:
-            rg = er[_U(0)]
-            esize -= 1
-            if esize > 0:  # move the last event to the root and sift it down
-                lt = et[_U(esize)]
-                ls = es[_U(esize)]
-                lr = er[_U(esize)]
-                i = 0
-                while True:
-                    child = 2 * i + 1
-                    if child >= esize:
-                        break
-                    if child + 1 < esize and (
-                        et[_U(child + 1)] < et[_U(child)]
-                        or (
-                            et[_U(child + 1)] == et[_U(child)] and es[_U(child + 1)] < es[_U(child)]
-                        )
-                    ):
-                        child += 1
-                    if not (et[_U(child)] < lt or (et[_U(child)] == lt and es[_U(child)] < ls)):
-                        break
-                    et[_U(i)] = et[_U(child)]
-                    es[_U(i)] = es[_U(child)]
-                    er[_U(i)] = er[_U(child)]
-                    i = child
-                et[_U(i)] = lt
-                es[_U(i)] = ls
-                er[_U(i)] = lr
-            s = replica_stage[_U(rg)]
-            free_stack[_U(free_base[_U(s)] + free_count[_U(s)])] = rg
-            free_count[_U(s)] += 1
-            if not is_ready[_U(s)]:
-                is_ready[_U(s)] = True
-                ready[_U(n_ready)] = s
-                n_ready += 1
+            code = er[_U(0)]
+            esize = event_pop(et, es, er, esize)
+            if code < 0:  # activation
+                rg = -code - 1
+                s = slot_stage[_U(rg)]
+                if status[_U(rg)] == STARTING:
+                    status[_U(rg)] = ACTIVE
+                    free_stack[_U(slot_base[_U(s)] + free_count[_U(s)])] = rg
+                    free_count[_U(s)] += 1
+                    n_ready = _mark_ready(ready, is_ready, n_ready, s)
+                else:  # cancelled while starting
+                    status[_U(rg)] = OFF
+                continue
+            rg = code
+            s = slot_stage[_U(rg)]
+            if status[_U(rg)] == DRAINING:
+                status[_U(rg)] = OFF
+                drain_billed_s[_U(s)] += t - removed_at[_U(rg)]
+            else:
+                free_stack[_U(slot_base[_U(s)] + free_count[_U(s)])] = rg
+                free_count[_U(s)] += 1
+                n_ready = _mark_ready(ready, is_ready, n_ready, s)
+            # route the batch's queries on
             k0 = succ_ptr[_U(s)]
             k1 = succ_ptr[_U(s + 1)]
             off = rg * bmax
@@ -218,27 +199,12 @@ def run_kernel(  # type: ignore[no-untyped-def]
                         px = q * S + x
                         pending[_U(px)] -= 1
                         if pending[_U(px)] == 0:
-                            base = heap_base[_U(x)]
-                            i = qsize[_U(x)]
-                            while i > 0:  # sift up
-                                parent = (i - 1) >> 1
-                                pq = hq[_U(base + parent)]
-                                pt = ht[_U(base + parent)]
-                                if not _before(fifo, t, q, pt, pq):
-                                    break
-                                hq[_U(base + i)] = pq
-                                ht[_U(base + i)] = pt
-                                i = parent
-                            hq[_U(base + i)] = q
-                            ht[_U(base + i)] = t
+                            queue_push(hq, ht, heap_base[_U(x)], qsize[_U(x)], fifo, t, q)
                             qsize[_U(x)] += 1
-                            if not is_ready[_U(x)]:
-                                is_ready[_U(x)] = True
-                                ready[_U(n_ready)] = x
-                                n_ready += 1
+                            n_ready = _mark_ready(ready, is_ready, n_ready, x)
             batch_n[_U(rg)] = 0
         if max_misses >= 0 and misses > max_misses:
-            stopped = True
+            scal[STOPPED] = 1
             break
         # 3. idle replicas pull up to max_batch queued queries
         for j in range(n_ready):
@@ -248,37 +214,13 @@ def run_kernel(  # type: ignore[no-untyped-def]
             size = qsize[_U(s)]
             while free_count[_U(s)] > 0 and size > 0:
                 free_count[_U(s)] -= 1
-                rg = free_stack[_U(free_base[_U(s)] + free_count[_U(s)])]
+                rg = free_stack[_U(slot_base[_U(s)] + free_count[_U(s)])]
                 b = size if size < max_batch[_U(s)] else max_batch[_U(s)]
                 off = rg * bmax
                 for k in range(b):
                     batch_q[_U(off + k)] = hq[_U(base)]
                     wait_s[_U(s)] += t - ht[_U(base)]
-                    size -= 1
-                    if size > 0:  # move the last entry to the root and sift it down
-                        lq = hq[_U(base + size)]
-                        lt = ht[_U(base + size)]
-                        i = 0
-                        while True:
-                            child = 2 * i + 1
-                            if child >= size:
-                                break
-                            cq = hq[_U(base + child)]
-                            ct = ht[_U(base + child)]
-                            if child + 1 < size:
-                                rq = hq[_U(base + child + 1)]
-                                rt = ht[_U(base + child + 1)]
-                                if _before(fifo, rt, rq, ct, cq):
-                                    child += 1
-                                    cq = rq
-                                    ct = rt
-                            if not _before(fifo, ct, cq, lt, lq):
-                                break
-                            hq[_U(base + i)] = cq
-                            ht[_U(base + i)] = ct
-                            i = child
-                        hq[_U(base + i)] = lq
-                        ht[_U(base + i)] = lt
+                    size = queue_pop(hq, ht, base, size, fifo)
                 batch_n[_U(rg)] = b
                 service = latency[_U(s), _U(b)]
                 if scaled:  # variable service time, drawn for the batch's first query
@@ -286,25 +228,83 @@ def run_kernel(  # type: ignore[no-untyped-def]
                 busy_s[_U(s)] += service
                 visits[_U(s)] += b
                 batches[_U(s)] += 1
-                # schedule the completion: sift (t + service, seq, rg) up the event heap
-                t_done = t + service
-                i = esize
-                while i > 0:
-                    parent = (i - 1) >> 1
-                    if not (
-                        t_done < et[_U(parent)]
-                        or (t_done == et[_U(parent)] and seq < es[_U(parent)])
-                    ):
-                        break
-                    et[_U(i)] = et[_U(parent)]
-                    es[_U(i)] = es[_U(parent)]
-                    er[_U(i)] = er[_U(parent)]
-                    i = parent
-                et[_U(i)] = t_done
-                es[_U(i)] = seq
-                er[_U(i)] = rg
+                event_push(et, es, er, esize, t + service, seq, rg)
                 esize += 1
                 seq += 1
             qsize[_U(s)] = size
         n_ready = 0
-    return finish, busy_s, wait_s, visits, batches, misses, stopped
+    scal[AI] = ai
+    scal[ESIZE] = esize
+    scal[SEQ] = seq
+    scal[MISSES] = misses
+
+
+@njit(cache=True)
+def set_target(  # type: ignore[no-untyped-def]
+    s,  # stage
+    target,  # replicas wanted (starting + active)
+    t,  # now
+    activation_s,  # delay before an added replica serves
+    status,
+    slot_base,
+    slot_cap,
+    free_stack,
+    free_count,
+    removed_at,
+    et,
+    es,
+    er,
+    scal,
+):
+    """Move stage ``s`` to ``target`` replicas at time ``t``; returns (added, removed).
+
+    Removal order: replicas still starting (newest first), then idle ones, then
+    busy ones, which drain (finish their batch). Adding stops early only if the
+    stage has no free slot (the caller sizes the slots so that it does not happen).
+    """
+    b0 = slot_base[s]
+    b1 = b0 + slot_cap[s]
+    current = 0
+    for rg in range(b0, b1):
+        if status[rg] == STARTING or status[rg] == ACTIVE:
+            current += 1
+    added = 0
+    removed = 0
+    while current < target:
+        slot = -1
+        for rg in range(b0, b1):
+            if status[rg] == OFF:
+                slot = rg
+                break
+        if slot < 0:
+            break
+        status[slot] = STARTING
+        event_push(et, es, er, scal[ESIZE], t + activation_s, scal[SEQ], -slot - 1)
+        scal[ESIZE] += 1
+        scal[SEQ] += 1
+        current += 1
+        added += 1
+    while current > target:
+        victim = -1
+        for rg in range(b1 - 1, b0 - 1, -1):  # a starting replica first
+            if status[rg] == STARTING:
+                victim = rg
+                break
+        if victim >= 0:
+            status[victim] = CANCELLED
+        elif free_count[s] > 0:  # then an idle one
+            free_count[s] -= 1
+            victim = free_stack[b0 + free_count[s]]
+            status[victim] = OFF
+        else:  # then a busy one, which finishes its batch first
+            for rg in range(b0, b1):
+                if status[rg] == ACTIVE:
+                    victim = rg
+                    break
+            if victim < 0:
+                break
+            status[victim] = DRAINING
+            removed_at[victim] = t
+        current -= 1
+        removed += 1
+    return added, removed

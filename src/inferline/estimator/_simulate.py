@@ -10,7 +10,7 @@ import numpy as np
 
 from inferline._bundle import check_config_for
 from inferline.errors import ConfigError
-from inferline.estimator._kernel import QUEUE_EDF, QUEUE_FIFO, run_kernel
+from inferline.estimator._run import KernelRun, StageArrays
 from inferline.pipeline import Pipeline, PipelineConfig
 from inferline.profiles import LatencyStat, Profiles
 from inferline.workload import Trace
@@ -267,10 +267,8 @@ class Estimator:
         """Total (query, stage) visits one run simulates."""
         return int(self._capacity.sum())
 
-    def run(
-        self, config: PipelineConfig, *, max_misses: int | None = None, source: str = "<config>"
-    ) -> SimulationResult:
-        """Simulate ``config``; stop early once more than ``max_misses`` queries miss the SLO."""
+    def _stage_arrays(self, config: PipelineConfig, *, source: str = "<config>") -> StageArrays:
+        """``config`` as the kernel sees it (checked against the pipeline and profiles)."""
         check_config_for(config, self.pipeline, self.profiles, source)
         names = self.pipeline.stage_names
         cfgs = [config.stages[n] for n in names]
@@ -286,25 +284,52 @@ class Estimator:
                 sigma[i, 1 : c.batch_size + 1] = (
                     np.log(p99[1:] / latency[i, 1 : c.batch_size + 1]) / _Z99
                 )
-        replicas = np.array([c.replicas for c in cfgs], dtype=np.int64)
-        max_batch = np.array([c.batch_size for c in cfgs], dtype=np.int64)
-        finish, busy, wait, visits, batches, misses, stopped = run_kernel(
-            self._arrival,
-            self._visit_mask,
-            self._pending,
-            self._succ_ptr,
-            self._succ_idx,
-            self._capacity,
-            replicas,
-            max_batch,
-            latency,
-            QUEUE_EDF if self.queue_policy == "edf" else QUEUE_FIFO,
-            # a miss counted here is certain: every query gets at least the smallest overhead
-            math.inf if self.slo_s is None else float(self.slo_s) - self._extra_min_s,
-            -1 if max_misses is None or self.slo_s is None else int(max_misses),
-            self._log_scale,
-            sigma,
+        return StageArrays(
+            latency=latency,
+            sigma=sigma,
+            max_batch=np.array([c.batch_size for c in cfgs], dtype=np.int64),
+            replicas=np.array([c.replicas for c in cfgs], dtype=np.int64),
         )
+
+    def _start(
+        self,
+        stages: StageArrays,
+        *,
+        slot_cap: np.ndarray | None = None,
+        max_misses: int | None = None,
+    ) -> KernelRun:
+        """A simulation of the trace from ``stages``, ready to ``advance``.
+
+        ``slot_cap``: replica slots per stage (default: exactly the starting replicas);
+        ``max_misses``: stop once more queries than this missed the SLO.
+        """
+        return KernelRun(
+            arrival=self._arrival,
+            visit_mask=self._visit_mask,
+            pending=self._pending,
+            succ_ptr=self._succ_ptr,
+            succ_idx=self._succ_idx,
+            stage_capacity=self._capacity,
+            log_scale=self._log_scale,
+            stages=stages,
+            slot_cap=stages.replicas if slot_cap is None else slot_cap,
+            fifo=self.queue_policy == "fifo",
+            # a miss counted here is certain: every query gets at least the smallest overhead
+            slo_s=math.inf if self.slo_s is None else float(self.slo_s) - self._extra_min_s,
+            max_misses=-1 if max_misses is None or self.slo_s is None else int(max_misses),
+        )
+
+    def run(
+        self, config: PipelineConfig, *, max_misses: int | None = None, source: str = "<config>"
+    ) -> SimulationResult:
+        """Simulate ``config``; stop early once more than ``max_misses`` queries miss the SLO."""
+        names = self.pipeline.stage_names
+        stages_in = self._stage_arrays(config, source=source)
+        sim = self._start(stages_in, max_misses=max_misses)
+        sim.advance(math.inf)
+        finish, busy, wait = sim.finish, sim.busy_s, sim.wait_s
+        visits, batches, stopped = sim.visits, sim.batches, sim.stopped
+        replicas = stages_in.replicas
         latency_s = finish - self._arrival
         if self._extra_s is not None:
             latency_s += self._extra_s
@@ -326,7 +351,7 @@ class Estimator:
             stages=stages,
             cost_per_hour=config.cost_per_hour(self.profiles.hardware.price_per_hour),
             stopped_early=bool(stopped),
-            misses_counted=int(misses),
+            misses_counted=sim.misses,
         )
 
 

@@ -1,22 +1,23 @@
 """The Tuner: per-stage reactive autoscaling with traffic envelopes (SPEC §2.7).
 
 Policies share one pure interface, ``decide(state, observation, now_s) ->
-(targets, state)``, so the same code runs in :func:`simulate_tuned` and live.
+(targets, state)``, so the same code runs in :func:`simulate_tuned` (the Estimator's
+time-varying run, :func:`inferline.estimator.simulate_timevarying`) and live.
 """
 
+from inferline.estimator import Observation, TunedResult
 from inferline.tuner._envelope import TrafficEnvelope, envelope_windows, planned_envelope
 from inferline.tuner._policy import (
     CoarseGrainedAutoscaler,
     InferLineTuner,
     NoTuner,
-    Observation,
     Policy,
     QueueLengthPolicy,
     TunerConfig,
     TunerState,
     pipeline_service_s,
 )
-from inferline.tuner._simulate import TunedResult, simulate_tuned
+from inferline.tuner._simulate import simulate_tuned
 
 __all__ = [
     "CoarseGrainedAutoscaler",

@@ -26,6 +26,7 @@ import numpy as np
 import numpy.typing as npt
 
 from inferline.errors import ConfigError
+from inferline.estimator import Observation
 from inferline.pipeline import Pipeline, PipelineConfig
 from inferline.profiles import Profiles
 from inferline.tuner._envelope import TrafficEnvelope, envelope_windows, planned_envelope
@@ -52,21 +53,6 @@ GROWTH_Z = 2.0
 #: ... and the line through the two periods' mean rates (at now − 1.5·A and now − 0.5·A) is
 #: followed to now + A, when a replica asked for now serves: r1 + 1.5·(r1 − r0).
 GROWTH_AHEAD = 1.5
-
-
-@dataclass(frozen=True)
-class Observation:
-    """What a policy sees at a decision.
-
-    ``arrivals_s``: pipeline arrivals since the previous decision (sorted);
-    ``replicas``: current replicas per stage (starting ones included);
-    ``outstanding``: per stage, queries queued plus in flight (only the
-    queue-length policy needs it; ``None`` where the caller cannot measure it).
-    """
-
-    arrivals_s: npt.NDArray[np.float64]
-    replicas: Mapping[str, int]
-    outstanding: Mapping[str, int] | None = None
 
 
 class Policy(Protocol):

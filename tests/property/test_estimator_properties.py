@@ -9,7 +9,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from inferline.estimator import Estimator, QueuePolicy
+from inferline.estimator import Estimator, Observation, QueuePolicy, simulate_timevarying
 from inferline.estimator._simpy_model import simulate_with_simpy
 from inferline.pipeline import Edge, Pipeline, PipelineConfig, Stage, StageConfig
 from inferline.profiles import BatchProfile, HardwareCatalogue, HardwareType, ProfilePoint, Profiles
@@ -163,3 +163,32 @@ def test_estimator_equals_simpy_model(case: Case) -> None:
     assert np.array_equal(
         estimator.run(case.config).latency_s, simulate_with_simpy(estimator, case.config)
     )
+
+
+class Unchanged:
+    """A replica controller that always keeps the current counts."""
+
+    def initial_state(self, now_s: float) -> None:
+        return None
+
+    def decide(
+        self, state: None, observation: Observation, now_s: float
+    ) -> tuple[dict[str, int], None]:
+        return dict(observation.replicas), state
+
+
+@SETTINGS
+@given(cases(), st.integers(1, 40).map(lambda k: k / 1024), st.integers(1, 8))
+def test_timevarying_run_without_changes_equals_the_fixed_run(
+    case: Case, tick_s: float, max_replicas: int
+) -> None:
+    # ticks on the 1/1024 s grid coincide with arrivals and completions: slicing the run at
+    # them must not change which events happen first
+    fixed = Estimator(case.pipeline, case.profiles, case.trace, queue_policy=case.policy)
+    timed = simulate_timevarying(
+        case.pipeline, case.profiles, case.config, case.trace, 1.0, Unchanged(),
+        max_replicas=dict.fromkeys(case.pipeline.stage_names, max_replicas), tick_s=tick_s,
+        queue_policy=case.policy,
+    )  # fmt: skip
+    assert np.array_equal(timed.latency_s, fixed.run(case.config).latency_s)
+    assert timed.scale_ups == timed.scale_downs == 0

@@ -19,6 +19,23 @@ I64 = npt.NDArray[np.int64]
 
 
 @dataclass(frozen=True)
+class PreparedTrace:
+    """The arrays a run is computed from, for other simulators of the same semantics.
+
+    Shared, not copied: treat every array as read-only.
+    """
+
+    arrival_s: np.ndarray  # float64[n], sorted
+    visit_mask: np.ndarray  # int64[n], bit s = the query visits stage s
+    pending: np.ndarray  # int8[n, S], visited predecessors per visited stage
+    succ_ptr: np.ndarray  # int64[S + 1], successors of stage s: succ_idx[succ_ptr[s]:succ_ptr[s+1]]
+    succ_idx: np.ndarray  # int64[E]
+    stage_capacity: np.ndarray  # int64[S], queries that visit each stage
+    log_scale: np.ndarray  # float64[n * S] or empty: service-time multipliers (log)
+    extra_s: np.ndarray | None = None  # float64[n]: the engine's per-query overhead, or None
+
+
+@dataclass(frozen=True)
 class StageArrays:
     """A configuration as the kernel sees it (per stage, in pipeline order)."""
 
@@ -38,29 +55,24 @@ class KernelRun:
 
     def __init__(
         self,
+        prepared: PreparedTrace,
         *,
-        arrival: F64,
-        visit_mask: I64,
-        pending: npt.NDArray[np.int8],
-        succ_ptr: I64,
-        succ_idx: I64,
-        stage_capacity: I64,
-        log_scale: F64,
         stages: StageArrays,
         slot_cap: I64,
         fifo: bool,
         slo_s: float,
         max_misses: int,
     ) -> None:
-        n = arrival.shape[0]
+        stage_capacity = prepared.stage_capacity
+        n = prepared.arrival_s.shape[0]
         S = stage_capacity.shape[0]
         bmax = stages.latency.shape[1] - 1
-        self.arrival = arrival
-        self.visit_mask = visit_mask
-        self.pending = pending.reshape(n * S).copy()
-        self.succ_ptr = succ_ptr
-        self.succ_idx = succ_idx
-        self.log_scale = log_scale
+        self.arrival = prepared.arrival_s
+        self.visit_mask = prepared.visit_mask
+        self.pending = prepared.pending.reshape(n * S).copy()
+        self.succ_ptr = prepared.succ_ptr
+        self.succ_idx = prepared.succ_idx
+        self.log_scale = prepared.log_scale
         self.stages = stages
         self.fifo = fifo
         self.slo_s = float(slo_s)

@@ -10,7 +10,7 @@ import numpy as np
 
 from inferline._bundle import check_config_for
 from inferline.errors import ConfigError
-from inferline.estimator._run import KernelRun, StageArrays
+from inferline.estimator._run import KernelRun, PreparedTrace, StageArrays
 from inferline.pipeline import Pipeline, PipelineConfig
 from inferline.profiles import LatencyStat, Profiles
 from inferline.workload import Trace
@@ -110,23 +110,6 @@ class SimulationResult:
             "stopped_early": self.stopped_early,
             "stages": {name: s.as_dict() for name, s in self.stages.items()},
         }
-
-
-@dataclass(frozen=True)
-class PreparedTrace:
-    """The arrays a run is computed from, for other simulators of the same semantics.
-
-    Shared, not copied: treat every array as read-only.
-    """
-
-    arrival_s: np.ndarray  # float64[n], sorted
-    visit_mask: np.ndarray  # int64[n], bit s = the query visits stage s
-    pending: np.ndarray  # int8[n, S], visited predecessors per visited stage
-    succ_ptr: np.ndarray  # int64[S + 1], successors of stage s: succ_idx[succ_ptr[s]:succ_ptr[s+1]]
-    succ_idx: np.ndarray  # int64[E]
-    stage_capacity: np.ndarray  # int64[S], queries that visit each stage
-    log_scale: np.ndarray  # float64[n * S] or empty: service-time multipliers (log)
-    extra_s: np.ndarray | None = None  # float64[n]: the engine's per-query overhead, or None
 
 
 class Estimator:
@@ -304,13 +287,7 @@ class Estimator:
         ``max_misses``: stop once more queries than this missed the SLO.
         """
         return KernelRun(
-            arrival=self._arrival,
-            visit_mask=self._visit_mask,
-            pending=self._pending,
-            succ_ptr=self._succ_ptr,
-            succ_idx=self._succ_idx,
-            stage_capacity=self._capacity,
-            log_scale=self._log_scale,
+            self.prepared,
             stages=stages,
             slot_cap=stages.replicas if slot_cap is None else slot_cap,
             fifo=self.queue_policy == "fifo",

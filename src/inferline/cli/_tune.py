@@ -51,8 +51,8 @@ def tune_sim_command(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Simulate a plan under a replica policy on a trace (time-varying Estimator)."""
+    from inferline.tuner import simulate_tuned
     from inferline.tuner._scenarios import make_policy
-    from inferline.tuner._simulate import simulate_tuned
 
     if not slo_s > 0:
         raise ConfigError(f"must be positive, got {slo_s}", source="<argument>", field="--slo-s")

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from inferline._bundle import load_bundle
-from inferline.estimator import Estimator
+from inferline.errors import ConfigError
+from inferline.estimator import Estimator, simulate_timevarying
 from inferline.pipeline import Edge, Pipeline, PipelineConfig, Stage, StageConfig, load_config
 from inferline.profiles import (
     BatchProfile,
@@ -386,3 +387,10 @@ def test_bench_tuner_rejects_bad_arguments_before_running(
     assert result.exit_code == 2
     assert field in result.output
     assert not any(tmp_path.iterdir())  # nothing ran, nothing written
+
+
+def test_timevarying_run_needs_a_replica_limit_for_every_stage() -> None:
+    with pytest.raises(ConfigError, match="no replica limit for stage"):
+        simulate_timevarying(
+            ONE, PROFILES, one_stage(1), Trace(np.array([0.0])), 1.0, NoTuner(), max_replicas={}
+        )

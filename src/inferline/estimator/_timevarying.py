@@ -169,9 +169,14 @@ def simulate_timevarying(
         raise ConfigError(
             f"the activation delay must be ≥ 0 s, got {activation_s}", field="activation_s"
         )
+    names = pipeline.stage_names
+    missing = [n for n in names if n not in max_replicas]
+    if missing:
+        raise ConfigError(
+            f"no replica limit for stage(s) {', '.join(missing)}", field="max_replicas"
+        )
     est = Estimator(pipeline, profiles, trace, slo_s=slo_s, seed=seed, queue_policy=queue_policy)
     stages = est._stage_arrays(config, source=source)
-    names = pipeline.stage_names
     S = len(names)
     cfgs = [config.stages[n] for n in names]
     price = np.array([profiles.hardware.get(c.hardware).price_per_hour for c in cfgs]) / 3600.0

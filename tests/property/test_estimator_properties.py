@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from inferline.estimator import Estimator, QueuePolicy
-from inferline.estimator._simpy_model import simulate_with_simpy
+from inferline.bench.simpy_model import simulate_with_simpy
 from inferline.pipeline import Edge, Pipeline, PipelineConfig, Stage, StageConfig
 from inferline.profiles import BatchProfile, HardwareCatalogue, HardwareType, ProfilePoint, Profiles
 from inferline.workload import Trace

@@ -53,11 +53,15 @@ def test_tuner_table_renders_an_equal_cost_run_that_was_not_measured() -> None:
         "targets": [check("s", "inferline", True, True)],
         "targets_opt_in": [check("s", OPT_IN_POLICY, True, True, **unmeasured)],
         "targets_margin": [],
+        "plots": [],
+        "wall_s": 1.25,
+        "out_dir": "/somewhere",
     }
     text = text_of(tables(figures))
     assert "Issue 6 targets: inferline+opt-in vs cg-autoscale" in text
     assert "not run" in text
     assert "0.10% / 1.000" in text  # the rows: miss rate / cost per policy
+    assert "0 PNG, files in /somewhere, wall 1.2 s" in text
 
 
 def test_seed_outcome_counts_the_cases_that_meet_the_bar() -> None:
@@ -94,6 +98,7 @@ def test_seed_summary_renders_as_markdown() -> None:
     summary = {
         "seeds": [0],
         "plan_margin": 0.3,
+        "wall_s": 3.0,
         "per_seed": [{"seed": 0, "policies": {"inferline": {
             "met": 1, "cases": 2, "all_miss_le_1pct": True,
             "failed": [{"pipeline": "p", "scenario": "b", "misses": 1, "cg_misses": 40,
@@ -125,7 +130,8 @@ def test_json_output_keeps_third_party_output_off_stdout() -> None:
         "with stdout_to_stderr():\n"
         "    print('a library prints')\n"
         "    os.write(1, b'a C library writes\\n')\n"
-        "    subprocess.run([sys.executable, '-c', 'print(\"a child process logs\")'], check=True)\n"
+        "    child = [sys.executable, '-c', 'print(\"a child process logs\")']\n"
+        "    subprocess.run(child, check=True)\n"
         "print_json({'answer': 42})\n"
     )
     done = subprocess.run(

@@ -11,9 +11,9 @@ import math
 import numpy as np
 import pytest
 
+from inferline.bench.simpy_model import simulate_with_simpy
 from inferline.errors import ConfigError
 from inferline.estimator import Estimator, QueuePolicy, ServiceTime, simulate
-from inferline.bench.simpy_model import simulate_with_simpy
 from inferline.pipeline import Edge, Pipeline, PipelineConfig, Stage, StageConfig
 from inferline.profiles import BatchProfile, HardwareCatalogue, HardwareType, ProfilePoint, Profiles
 from inferline.workload import Trace, gamma_trace

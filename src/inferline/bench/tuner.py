@@ -603,9 +603,11 @@ def tables(figures: dict[str, Any]) -> list[RenderableType]:
     """The readable output, drawn from the same Markdown the benchmark writes: ``tuner.md``
     for :func:`run_tuner_benchmark`'s figures, ``tuner_seeds.md`` for
     :func:`run_tuner_seeds`'s summary."""
+    files = f"files in {figures['out_dir']}, " if figures.get("out_dir") else ""
+    footer = f"{files}wall {figures['wall_s']:.1f} s"
     if "per_seed" in figures:
-        return [Markdown(seeds_markdown(figures))]
-    return [Markdown(figures_markdown(figures))]
+        return [Markdown(seeds_markdown(figures)), footer]
+    return [Markdown(figures_markdown(figures)), f"{len(figures['plots'])} PNG, {footer}"]
 
 
 def figures_markdown(figures: dict[str, Any]) -> str:

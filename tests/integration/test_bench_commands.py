@@ -44,12 +44,14 @@ def test_engine_readable_and_json() -> None:
     assert set(figures["overhead_at_rate"]["stages"]) == {"first", "second"}
 
 
-REPLICA_START = ("replica-start", str(ROOT / "tests" / "data" / "sleepy"), "--stage", "parse")
+REPLICA_START = (
+    "replica-start", str(ROOT / "examples" / "engine-demo" / "text"), "--stage", "tokenize",
+)  # fmt: skip
 
 
 def test_replica_start_readable_and_json() -> None:
     text = bench(*REPLICA_START, "--repeats", "1").stdout
-    assert "adding one 'parse' replica" in text and "forked" in text and "fresh" in text
+    assert "adding one 'tokenize' replica" in text and "forked" in text and "fresh" in text
     figures = json.loads(bench(*REPLICA_START, "--repeats", "1", "--json").stdout)
     assert [run["mode"] for run in figures["runs"]] == ["fresh", "forked"]
     assert all(len(run["activation_s"]) == 1 for run in figures["runs"])

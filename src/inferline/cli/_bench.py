@@ -30,6 +30,7 @@ from inferline.errors import ConfigError
 app = typer.Typer(help="Benchmarks that print the SPEC §4 figures.", no_args_is_help=True)
 
 REFERENCE_OPTION = typer.Option("--reference-dir", help="Folder holding the reference bundles.")
+PIPELINES_OPTION = typer.Option("--pipelines", help="Reference pipelines, comma-separated.")
 
 
 @contextlib.contextmanager
@@ -109,7 +110,7 @@ def estimator(
 def planner(
     reference_dir: Annotated[Path, REFERENCE_OPTION] = Path("examples/reference"),
     pipelines: Annotated[
-        str, typer.Option("--pipelines", help="Reference pipelines, comma-separated.")
+        str, PIPELINES_OPTION
     ] = "image-processing,video-monitoring,social-media,tf-cascade",
     slos_s: Annotated[str, typer.Option("--slos-s", help="SLOs, s, comma-separated.")] = (
         "0.1,0.15,0.3"
@@ -222,9 +223,7 @@ def replica_start(
 @user_errors
 def tuner(
     reference_dir: Annotated[Path, REFERENCE_OPTION] = Path("examples/reference"),
-    pipelines: Annotated[
-        str, typer.Option("--pipelines", help="Reference pipelines, comma-separated.")
-    ] = "image-processing,social-media",
+    pipelines: Annotated[str, PIPELINES_OPTION] = "image-processing,social-media",
     out: Annotated[
         Path | None,
         typer.Option(

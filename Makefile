@@ -26,7 +26,7 @@ check: $(STAMP)  ## ruff (lint + format) and mypy
 	$(BIN)/ruff format --check src tests scripts examples benchmarks
 	$(BIN)/mypy
 
-bench: $(STAMP)  ## print the SPEC §4 benchmark figures
+bench: $(STAMP)  ## bench estimator, planner and engine: the SPEC §4 figures
 	$(BIN)/inferline bench estimator
 	$(BIN)/inferline bench planner
 	$(BIN)/inferline bench engine

@@ -9,8 +9,8 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from inferline.bench.simpy_model import simulate_with_simpy
 from inferline.estimator import Estimator, Observation, QueuePolicy, simulate_timevarying
-from inferline.estimator._simpy_model import simulate_with_simpy
 from inferline.pipeline import Edge, Pipeline, PipelineConfig, Stage, StageConfig
 from inferline.profiles import BatchProfile, HardwareCatalogue, HardwareType, ProfilePoint, Profiles
 from inferline.workload import Trace

@@ -11,9 +11,9 @@ import math
 import numpy as np
 import pytest
 
+from inferline.bench.simpy_model import simulate_with_simpy
 from inferline.errors import ConfigError
 from inferline.estimator import Estimator, QueuePolicy, ServiceTime, simulate
-from inferline.estimator._simpy_model import simulate_with_simpy
 from inferline.pipeline import Edge, Pipeline, PipelineConfig, Stage, StageConfig
 from inferline.profiles import BatchProfile, HardwareCatalogue, HardwareType, ProfilePoint, Profiles
 from inferline.workload import Trace, gamma_trace
@@ -417,7 +417,7 @@ def test_identical_to_simpy_model_with_recorded_paths() -> None:
 
 
 def test_benchmark_runs_small() -> None:
-    from inferline.estimator._bench import run_estimator_benchmark
+    from inferline.bench.estimator import run_estimator_benchmark
 
     figures = run_estimator_benchmark(duration_s=5.0, rate_qps=200.0, repeats=1, simpy_queries=300)
     assert figures["identical_to_simpy"] is True

@@ -7,8 +7,8 @@ import math
 from pathlib import Path
 
 from inferline import load_bundle
+from inferline.bench.planner import summarise, verdict
 from inferline.reports import SweepPoint, run_sweep, write_sweep
-from inferline.reports._planner_bench import summarise, verdict
 
 
 def test_sweep_writes_tables_and_plots(reference_bundle: Path, tmp_path: Path) -> None:

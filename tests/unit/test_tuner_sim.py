@@ -272,7 +272,7 @@ def test_tune_sim_command_json_contract(tmp_path: Path, policy: str) -> None:
 
 
 def test_scenario_plot_and_table(tmp_path: Path) -> None:
-    from inferline.tuner._scenarios import _plot, markdown_table, scenarios
+    from inferline.bench.tuner import _plot, markdown_table, scenarios
 
     names = [s.name for s in scenarios(after_s=10.0)]
     assert names == ["ramp-10s", "ramp-30s", "ramp-60s", "burstiness", "azure"]
@@ -302,7 +302,7 @@ def test_scenario_plot_and_table(tmp_path: Path) -> None:
 
 
 def test_benchmark_targets_for_the_default_and_the_opt_in_tuner() -> None:
-    from inferline.tuner._scenarios import OPT_IN_POLICY, _targets, markdown_table
+    from inferline.bench.tuner import OPT_IN_POLICY, _targets, markdown_table
 
     def row(pol: str, misses: int, cost: float) -> dict[str, Any]:
         return {
@@ -339,7 +339,7 @@ def test_benchmark_targets_for_the_default_and_the_opt_in_tuner() -> None:
 
 
 def test_margin_configuration_is_checked_against_cg_planned_with_the_same_margin() -> None:
-    from inferline.tuner._scenarios import (
+    from inferline.bench.tuner import (
         CG_MARGIN_POLICY,
         MARGIN_POLICY,
         _targets,
@@ -375,15 +375,11 @@ def test_margin_configuration_is_checked_against_cg_planned_with_the_same_margin
 def test_bench_tuner_rejects_bad_arguments_before_running(
     tmp_path: Path, flag: str, value: str, field: str
 ) -> None:
-    import typer
     from typer.testing import CliRunner
 
-    from inferline.cli._tune import tuner_bench_command
+    from inferline.cli import app
 
-    app = typer.Typer()
-    app.command("tuner")(tuner_bench_command)
-    app.command("unused")(lambda: None)
-    result = CliRunner().invoke(app, ["tuner", "--out-dir", str(tmp_path), flag, value])
+    result = CliRunner().invoke(app, ["bench", "tuner", "--out-dir", str(tmp_path), flag, value])
     assert result.exit_code == 2
     assert field in result.output
     assert not any(tmp_path.iterdir())  # nothing ran, nothing written

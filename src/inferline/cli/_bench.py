@@ -1,20 +1,85 @@
-"""``inferline bench``: the benchmarks behind SPEC §4's performance targets."""
+"""``inferline bench``: the benchmarks behind SPEC §4's performance targets.
+
+Each subcommand runs one module of :mod:`inferline.bench` and prints its figures with that
+module's ``tables`` renderer, or, with ``--json``, the same figures as one JSON object on
+stdout (everything else, Ray's log lines too, goes to stderr). Benchmarks that write files
+write them into ``-o/--out``, by default a fresh temporary folder whose path they print.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
-from rich.progress import Progress
-from rich.table import Table
+from rich.console import RenderableType
 
-from inferline.cli._common import JSON_OPTION, print_json, stdout, user_errors
-from inferline.cli._tune import tuner_bench_command
+from inferline.cli._common import (
+    JSON_OPTION,
+    print_json,
+    stderr,
+    stdout,
+    stdout_to_stderr,
+    user_errors,
+)
 from inferline.errors import ConfigError
 
 app = typer.Typer(help="Benchmarks that print the SPEC §4 figures.", no_args_is_help=True)
-app.command("tuner")(tuner_bench_command)
+
+REFERENCE_OPTION = typer.Option("--reference-dir", help="Folder holding the reference bundles.")
+PIPELINES_OPTION = typer.Option("--pipelines", help="Reference pipelines, comma-separated.")
+
+
+@contextlib.contextmanager
+def _running(as_json: bool, text: str) -> Iterator[Callable[[str], None]]:
+    """A spinner for the readable output, updated through the yielded callback; with
+    ``--json`` no spinner and every line written to stdout sent to stderr instead."""
+    if as_json:
+        with stdout_to_stderr():
+            yield lambda _: None
+        return
+    with stdout.status(f"{text} …", spinner="dots") as status:
+        yield lambda step: status.update(f"{step} …")
+
+
+def _report(
+    figures: dict[str, Any],
+    as_json: bool,
+    tables: Callable[[dict[str, Any]], Sequence[RenderableType]],
+) -> None:
+    if as_json:
+        print_json(figures)
+        return
+    for table in tables(figures):
+        stdout.print(table)
+
+
+def _out_dir(out: Path | None, name: str) -> Path:
+    """``-o/--out``, or a fresh temporary folder (never the checkout), announced on stderr."""
+    if out is not None:
+        return out
+    path = Path(tempfile.mkdtemp(prefix=f"inferline-bench-{name}-"))
+    stderr.print(f"no -o/--out given: writing into {path}", highlight=False, soft_wrap=True)
+    return path
+
+
+def _numbers(text: str, option: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise ConfigError(
+            f"not a list of numbers: {text!r}", source="<argument>", field=option
+        ) from None
+    if not values:
+        raise ConfigError("give at least one number", source="<argument>", field=option)
+    return values
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in text.split(",") if v.strip())
 
 
 @app.command("estimator")
@@ -31,114 +96,76 @@ def estimator(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Estimator throughput and agreement with a plain SimPy model of the same semantics."""
-    from inferline.estimator._bench import run_estimator_benchmark
+    from inferline.bench.estimator import run_estimator_benchmark, tables
 
-    with (
-        stdout.status("running the estimator benchmark …", spinner="dots")
-        if not as_json
-        else _NoStatus()
-    ):
+    with _running(as_json, "running the estimator benchmark"):
         figures = run_estimator_benchmark(
             duration_s=duration_s, simpy_queries=simpy_queries, repeats=repeats, seed=seed
         )
-    if as_json:
-        print_json(figures)
-        return
-    table = Table(title="estimator benchmark", show_header=False)
-    for key, value in figures.items():
-        if isinstance(value, dict):
-            value = ", ".join(f"{k} {v:.3g}" for k, v in value.items())
-        table.add_row(key, f"{value:,.4g}" if isinstance(value, float) else str(value))
-    stdout.print(table)
+    _report(figures, as_json, tables)
 
 
 @app.command("planner")
 @user_errors
 def planner(
-    reference_dir: Annotated[
-        Path, typer.Option("--reference-dir", help="Folder holding the reference bundles.")
-    ] = Path("examples/reference"),
+    reference_dir: Annotated[Path, REFERENCE_OPTION] = Path("examples/reference"),
+    pipelines: Annotated[
+        str, PIPELINES_OPTION
+    ] = "image-processing,video-monitoring,social-media,tf-cascade",
+    slos_s: Annotated[str, typer.Option("--slos-s", help="SLOs, s, comma-separated.")] = (
+        "0.1,0.15,0.3"
+    ),
+    rates: Annotated[str, typer.Option("--rates", help="Mean rates, q/s.")] = "100,200",
+    cvs: Annotated[str, typer.Option("--cvs", help="Gap coefficients of variation.")] = "1,2",
     duration_s: Annotated[float, typer.Option("--duration-s", help="Trace length, s.")] = 600.0,
     exhaustive_max_s: Annotated[float, typer.Option("--exhaustive-max-s")] = 30.0,
     margin: Annotated[
         float, typer.Option("--margin", help="Plan for a P99 of SLO × (1 − margin).")
     ] = 0.05,
     seed: Annotated[int, typer.Option("--seed")] = 0,
-    output: Annotated[
+    out: Annotated[
         Path | None,
-        typer.Option("-o", "--output", help="Also write the sweep tables and plots here."),
+        typer.Option(
+            "-o",
+            "--out",
+            "--output",
+            help="Folder for the sweep tables and plots (default: a fresh temporary folder).",
+        ),
     ] = None,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """InferLine against CG-Mean, CG-Peak and the optimum on the four reference pipelines."""
-    from inferline.reports._planner_bench import run_planner_benchmark, verdict
+    from inferline.bench.planner import PLANNERS, run_planner_benchmark, tables
 
-    with Progress(console=stdout, disable=as_json, transient=True) as progress:
-        task = progress.add_task("planning the reference pipelines", total=4 * 3 * 2 * 2 * 4)
-        summary = run_planner_benchmark(
+    names, slos, rates_qps, cv_values = (
+        _names(pipelines),
+        _numbers(slos_s, "--slos-s"),
+        _numbers(rates, "--rates"),
+        _numbers(cvs, "--cvs"),
+    )
+    total = len(names) * len(slos) * len(rates_qps) * len(cv_values) * len(PLANNERS)
+    done = 0
+    with _running(as_json, "planning the reference pipelines") as progress:
+
+        def on_point(_: object) -> None:
+            nonlocal done
+            done += 1
+            progress(f"planning the reference pipelines: {done} of {total} plans")
+
+        figures = run_planner_benchmark(
             reference_dir,
+            pipelines=names,
+            slos_s=slos,
+            rates_qps=rates_qps,
+            cvs=cv_values,
             duration_s=duration_s,
             exhaustive_max_s=exhaustive_max_s,
             margin=margin,
             seed=seed,
-            on_point=lambda _: progress.advance(task),
+            out_dir=_out_dir(out, "planner"),
+            on_point=on_point,
         )
-    points = summary.pop("points")
-    if output is not None:
-        from inferline.reports import write_sweep
-
-        write_sweep(points, output)
-    figures = {"verdict": verdict(summary), **summary}
-    if as_json:
-        print_json(figures)
-        return
-    table = Table(title="InferLine planner against the baselines (held-out traces)")
-    columns = (
-        "pipeline",
-        "SLO ms",
-        "q/s",
-        "cv",
-        "InferLine $/h",
-        "IL miss",
-        "vs optimum",
-        "CG-Mean ×cost",
-        "CG-Mean miss",
-        "CG-Peak ×cost",
-        "CG-Peak miss",
-    )
-    for col in columns:
-        table.add_column(col, justify="right")
-    for c in summary["cases"]:
-        if not c.get("inferline_feasible"):
-            table.add_row(
-                c["pipeline"],
-                f"{c['slo_s'] * 1000:.0f}",
-                f"{c['rate_qps']:g}",
-                f"{c['cv']:g}",
-                "infeasible",
-            )
-            continue
-        table.add_row(
-            c["pipeline"],
-            f"{c['slo_s'] * 1000:.0f}",
-            f"{c['rate_qps']:g}",
-            f"{c['cv']:g}",
-            f"{c['inferline_cost']:.3f}",
-            f"{c['inferline_heldout_miss']:.2%}",
-            f"{c['gap_to_optimum']:.3f}" if "gap_to_optimum" in c else "—",
-            f"{c.get('cg-mean_cost_ratio', float('nan')):.2f}",
-            f"{c.get('cg-mean_heldout_miss', float('nan')):.1%}",
-            f"{c.get('cg-peak_cost_ratio', float('nan')):.2f}",
-            f"{c.get('cg-peak_heldout_miss', float('nan')):.1%}",
-        )
-    stdout.print(table)
-    timing = Table(title="planning time, 10-minute 200-q/s trace, SLO 150 ms")
-    for col in ("pipeline", "seconds", "estimator calls"):
-        timing.add_column(col, justify="right")
-    for name, t in summary["timing_10min_200qps"].items():
-        timing.add_row(name, f"{t['planning_time_s']:.2f}", str(t["estimator_calls"]))
-    stdout.print(timing)
-    stdout.print(figures["verdict"])
+    _report(figures, as_json, tables)
 
 
 @app.command("engine")
@@ -149,35 +176,28 @@ def engine(
     ] = "200,500,1000,1500,2000",
     duration_s: Annotated[float, typer.Option("--duration-s", help="Length of each run, s.")] = 5.0,
     repeats: Annotated[int, typer.Option("--repeats")] = 3,
+    overhead_duration_s: Annotated[
+        float,
+        typer.Option("--overhead-duration-s", help="Length of the per-stage overhead run, s."),
+    ] = 10.0,
     batch_size: Annotated[int, typer.Option("--batch-size")] = 32,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Engine overhead: a 2-stage no-op pipeline under open-loop Poisson load."""
-    from inferline.engine._bench import engine_benchmark_table, run_engine_benchmark
+    from inferline.bench.engine import run_engine_benchmark, tables
 
-    try:
-        rates_qps = tuple(float(r) for r in rates.split(",") if r.strip())
-    except ValueError:
-        raise ConfigError(
-            f"not a list of numbers: {rates!r}", source="<argument>", field="--rates"
-        ) from None
-    with (
-        stdout.status("running the engine benchmark …", spinner="dots")
-        if not as_json
-        else _NoStatus()
-    ):
+    rates_qps = _numbers(rates, "--rates")
+    with _running(as_json, "running the engine benchmark"):
         figures = run_engine_benchmark(
             rates_qps=rates_qps,
             duration_s=duration_s,
             repeats=repeats,
+            overhead_duration_s=overhead_duration_s,
             batch_size=batch_size,
             seed=seed,
         )
-    if as_json:
-        print_json(figures)
-        return
-    stdout.print(engine_benchmark_table(figures))
+    _report(figures, as_json, tables)
 
 
 @app.command("replica-start")
@@ -192,40 +212,107 @@ def replica_start(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Time to add one replica, forked from the stage's template against fresh."""
-    from inferline.engine._start_bench import replica_start_table, run_replica_start_benchmark
+    from inferline.bench.replica_start import run_replica_start_benchmark, tables
 
-    with (
-        stdout.status("adding and removing replicas …", spinner="dots")
-        if not as_json
-        else _NoStatus()
-    ):
+    with _running(as_json, "adding and removing replicas"):
         figures = run_replica_start_benchmark(bundle, stage, hardware=hardware, repeats=repeats)
-    if as_json:
-        print_json(figures)
-        return
-    stdout.print(replica_start_table(figures))
+    _report(figures, as_json, tables)
 
 
-class _NoStatus:
-    def __enter__(self) -> None:
-        return None
+@app.command("tuner")
+@user_errors
+def tuner(
+    reference_dir: Annotated[Path, REFERENCE_OPTION] = Path("examples/reference"),
+    pipelines: Annotated[str, PIPELINES_OPTION] = "image-processing,social-media",
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "-o",
+            "--out",
+            "--out-dir",
+            help="Folder for the PNGs, tuner.json and tuner.md (default: a fresh temporary "
+            "folder).",
+        ),
+    ] = None,
+    after_s: Annotated[
+        float, typer.Option("--after-s", help="Seconds of the new regime after each change.")
+    ] = 240.0,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    margin: Annotated[
+        float,
+        typer.Option(
+            "--margin",
+            help="Planner safety margin of the inferline+opt-in+margin configuration "
+            "(plan for a P99 of SLO x (1 - margin)).",
+        ),
+    ] = 0.3,
+    seeds: Annotated[
+        int,
+        typer.Option(
+            "--seeds",
+            help="Repeat the targets check over this many seeds (from --seed) and write "
+            "tuner_seeds.md; no plots.",
+        ),
+    ] = 1,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """The Tuner and its baselines on ramp, burstiness and real-trace scenarios (issue 6)."""
+    from inferline.bench.tuner import run_tuner_benchmark, run_tuner_seeds, tables
 
-    def __exit__(self, *exc: object) -> None:
-        return None
+    if not 0.0 <= margin < 1.0:
+        raise ConfigError(
+            f"must be a fraction in [0, 1), got {margin}", source="<argument>", field="--margin"
+        )
+    if seeds < 1:
+        raise ConfigError(f"must be at least 1, got {seeds}", source="<argument>", field="--seeds")
+    out_dir = _out_dir(out, "tuner")
+    with _running(as_json, "simulating the tuner scenarios"):
+        if seeds > 1:
+            figures = run_tuner_seeds(
+                reference_dir,
+                range(seed, seed + seeds),
+                out_dir,
+                pipelines=_names(pipelines),
+                margin=margin,
+                after_s=after_s,
+            )
+        else:
+            figures = run_tuner_benchmark(
+                reference_dir,
+                _names(pipelines),
+                out_dir,
+                after_s=after_s,
+                seed=seed,
+                margin=margin,
+            )
+    figures["out_dir"] = str(out_dir)
+    _report(figures, as_json, tables)
 
 
 @app.command("ray")
 @user_errors
 def ray_bench(
-    output: Annotated[
+    out: Annotated[
         Path | None,
-        typer.Option("-o", "--output", help="Write ray.json and ray_autoscaling.png here."),
+        typer.Option(
+            "-o",
+            "--out",
+            "--output",
+            help="Folder for ray.json and ray_autoscaling.png (default: a fresh temporary folder).",
+        ),
     ] = None,
     rate: Annotated[
         float, typer.Option("--rate", help="Part 1: the plan's and the trace's rate, q/s.")
     ] = 16.0,
+    duration_s: Annotated[
+        float, typer.Option("--duration-s", help="Part 1: length of the measured trace, s.")
+    ] = 20.0,
     low_rate: Annotated[float, typer.Option("--low-rate", help="Part 2: step from, q/s.")] = 4.0,
     high_rate: Annotated[float, typer.Option("--high-rate", help="Part 2: step to, q/s.")] = 16.0,
+    step_s: Annotated[
+        str,
+        typer.Option("--step-s", help="Part 2: seconds at the low, high and low rate again."),
+    ] = "10,30,10",
     slo_s: Annotated[float, typer.Option("--slo-s", help="End-to-end latency objective, s.")] = 0.4,
     no_ray_serve: Annotated[
         bool, typer.Option("--no-ray-serve", help="Skip the Ray Serve application runs.")
@@ -235,35 +322,34 @@ def ray_bench(
 ) -> None:
     """InferLine on Ray vs the embedded engine vs Ray Serve: estimated and measured P99 for one
     plan, and the InferLine Tuner vs Ray Serve's autoscaler on a rate step (docs/ray.md)."""
-    from inferline.ray_backend._bench import (
-        RayBenchmarkSettings,
-        ray_benchmark_table,
-        run_ray_benchmark,
-    )
+    from inferline.bench.ray import RayBenchmarkSettings, run_ray_benchmark, tables
     from inferline.ray_backend._cluster import import_ray
 
-    import_ray()
+    import_ray()  # a readable error, before anything runs, where Ray is not installed
+
+    steps = _numbers(step_s, "--step-s")
+    if len(steps) != 3:
+        raise ConfigError(
+            f"give three durations (low, high, low again), got {step_s!r}",
+            source="<argument>",
+            field="--step-s",
+        )
     try:
         settings = RayBenchmarkSettings(
             slo_s=slo_s,
             rate_qps=rate,
+            duration_s=duration_s,
             low_rate_qps=low_rate,
             high_rate_qps=high_rate,
+            low_s=steps[0],
+            high_s=steps[1],
+            tail_s=steps[2],
             include_ray_serve=not no_ray_serve,
             seed=seed,
         )
     except ValueError as exc:
         raise ConfigError(str(exc), source="<argument>") from None
-    if as_json:
-        figures = run_ray_benchmark(settings, output=output)
-        print_json(figures)
-        return
-    with stdout.status("running the Ray benchmark …", spinner="dots") as status:
-        figures = run_ray_benchmark(
-            settings, output=output, progress=lambda text: status.update(f"{text} …")
-        )
-    for table in ray_benchmark_table(figures):
-        stdout.print(table)
-    stdout.print(f"wall time {figures['wall_s']:.0f} s")
-    for path in figures.get("written", []):
-        stdout.print(f"→ {path}")
+    out_dir = _out_dir(out, "ray")
+    with _running(as_json, "running the Ray benchmark") as progress:
+        figures = run_ray_benchmark(settings, out_dir=out_dir, progress=progress)
+    _report(figures, as_json, tables)

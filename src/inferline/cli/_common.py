@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import wraps
 from typing import Any, ParamSpec, TypeVar
 
@@ -38,6 +40,23 @@ def _clean(value: Any) -> Any:
 def print_json(obj: dict[str, Any]) -> None:
     sys.stdout.write(json.dumps(_clean(obj), sort_keys=False) + "\n")
     sys.stdout.flush()
+
+
+@contextlib.contextmanager
+def stdout_to_stderr() -> Iterator[None]:
+    """Send whatever is written to stdout inside the block to stderr: Python's ``print`` and
+    file descriptor 1 alike, so also C libraries' and child processes' output (Ray's log
+    lines). A ``--json`` command runs its work inside and prints its JSON after."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def user_errors(func: Callable[P, R]) -> Callable[P, R]:

@@ -17,7 +17,6 @@ from inferline.engine._errors import EngineError, RequestError, StageLoadError
 from inferline.engine._stage import DATATYPES, StageModel, Tensor, TensorSpec
 
 if TYPE_CHECKING:
-    from inferline.engine._bench import run_engine_benchmark
     from inferline.engine._engine import Answer, Engine, EngineOptions
     from inferline.engine._http import EngineApp
     from inferline.engine._replay import ReplayResult, replay, replay_summary
@@ -38,7 +37,6 @@ __all__ = [
     "TensorSpec",
     "replay",
     "replay_summary",
-    "run_engine_benchmark",
     "serve",
 ]
 
@@ -50,7 +48,6 @@ _LAZY = {
     "ReplayResult": "inferline.engine._replay",
     "replay": "inferline.engine._replay",
     "replay_summary": "inferline.engine._replay",
-    "run_engine_benchmark": "inferline.engine._bench",
     "serve": "inferline.engine._server",
 }
 

@@ -32,7 +32,6 @@ from inferline.ray_backend._resources import (
 )
 
 if TYPE_CHECKING:
-    from inferline.ray_backend._bench import RayBenchmarkSettings, run_ray_benchmark
     from inferline.ray_backend._cluster import RayConnection, connect
     from inferline.ray_backend._replica import RayReplica, RayReplicaFactory
     from inferline.ray_backend._serve import RayBackendOptions, RayServing, serve_on_ray
@@ -47,7 +46,6 @@ __all__ = [
     "NodeResources",
     "RayBackendError",
     "RayBackendOptions",
-    "RayBenchmarkSettings",
     "RayConnection",
     "RayNotInstalledError",
     "RayReplica",
@@ -62,13 +60,10 @@ __all__ = [
     "fit_to_capacity",
     "plan_demand",
     "ray_resources_for",
-    "run_ray_benchmark",
     "serve_on_ray",
 ]
 
 _LAZY = {
-    "RayBenchmarkSettings": "inferline.ray_backend._bench",
-    "run_ray_benchmark": "inferline.ray_backend._bench",
     "RayConnection": "inferline.ray_backend._cluster",
     "connect": "inferline.ray_backend._cluster",
     "RayReplica": "inferline.ray_backend._replica",

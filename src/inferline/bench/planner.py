@@ -5,7 +5,8 @@ CG-Mean, CG-Peak and (within a time budget) exhaustive search, scores every plan
 on a held-out trace, and summarises: InferLine never costlier than CG-Peak, its
 worst gap to the optimum where the optimum was found, its worst held-out miss
 rate, and the baselines' cost ratios and miss rates. Separately it times
-InferLine on a 10-minute 200-q/s trace for every pipeline.
+InferLine on a 10-minute 200-q/s trace for every pipeline. With ``out_dir`` it also
+writes the sweep there (``sweep.csv``, ``sweep.md``, one PNG per pipeline).
 
 Every planner plans for a P99 of SLO × (1 − margin), 5 % by default: a plan that
 sits exactly on the SLO for the planning arrivals misses it on about half of the
@@ -21,12 +22,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from inferline._bundle import load_bundle
+from rich.table import Table
+
+from inferline import load_bundle
 from inferline.planner import plan_inferline
-from inferline.reports._sweep import SweepPoint, run_sweep
+from inferline.reports import SweepPoint, run_sweep, write_sweep
 from inferline.workload import gamma_trace
 
-__all__ = ["REFERENCE_PIPELINES", "run_planner_benchmark"]
+__all__ = ["PLANNERS", "REFERENCE_PIPELINES", "run_planner_benchmark", "tables", "verdict"]
 
 REFERENCE_PIPELINES = ("image-processing", "video-monitoring", "social-media", "tf-cascade")
 PLANNERS = ("inferline", "cg-mean", "cg-peak", "exhaustive")
@@ -44,8 +47,10 @@ def run_planner_benchmark(
     exhaustive_max_s: float = 30.0,
     margin: float = 0.05,
     seed: int = 0,
+    out_dir: Path | None = None,
     on_point: Callable[[SweepPoint], None] | None = None,
 ) -> dict[str, Any]:
+    """Plan and score every case (module docstring); returns JSON-ready figures."""
     points: list[SweepPoint] = []
     timing: dict[str, dict[str, float]] = {}
     for name in pipelines:
@@ -72,13 +77,14 @@ def run_planner_benchmark(
             "estimator_calls": timed.estimator_calls,
             "queries": trace.n_queries,
         }
-    return {
+    summary: dict[str, Any] = {
         "margin": margin,
         "duration_s": duration_s,
         "cases": summarise(points),
         "timing_10min_200qps": timing,
-        "points": points,
     }
+    written = [] if out_dir is None else [str(p) for p in write_sweep(points, out_dir)]
+    return {"verdict": verdict(summary), **summary, "written": written}
 
 
 def summarise(points: Sequence[SweepPoint]) -> list[dict[str, Any]]:
@@ -141,3 +147,38 @@ def verdict(summary: dict[str, Any]) -> dict[str, Any]:
             t["planning_time_s"] for t in summary["timing_10min_200qps"].values()
         ),
     }
+
+
+def tables(figures: dict[str, Any]) -> list[Table]:
+    """The readable output of :func:`run_planner_benchmark`'s figures: a row per case, the
+    planning times and the verdict."""
+    cases = Table(title="InferLine planner against the baselines (held-out traces)")
+    for col in (
+        "pipeline", "SLO ms", "q/s", "cv", "InferLine $/h", "IL miss", "vs optimum",
+        "CG-Mean ×cost", "CG-Mean miss", "CG-Peak ×cost", "CG-Peak miss",
+    ):  # fmt: skip
+        cases.add_column(col, justify="right")
+    for c in figures["cases"]:
+        head = (c["pipeline"], f"{c['slo_s'] * 1000:.0f}", f"{c['rate_qps']:g}", f"{c['cv']:g}")
+        if not c.get("inferline_feasible"):
+            cases.add_row(*head, "infeasible")
+            continue
+        cases.add_row(
+            *head,
+            f"{c['inferline_cost']:.3f}",
+            f"{c['inferline_heldout_miss']:.2%}",
+            f"{c['gap_to_optimum']:.3f}" if "gap_to_optimum" in c else "—",
+            f"{c.get('cg-mean_cost_ratio', math.nan):.2f}",
+            f"{c.get('cg-mean_heldout_miss', math.nan):.1%}",
+            f"{c.get('cg-peak_cost_ratio', math.nan):.2f}",
+            f"{c.get('cg-peak_heldout_miss', math.nan):.1%}",
+        )
+    timing = Table(title="planning time, 10-minute 200-q/s trace, SLO 150 ms")
+    for col in ("pipeline", "seconds", "estimator calls"):
+        timing.add_column(col, justify="right")
+    for name, t in figures["timing_10min_200qps"].items():
+        timing.add_row(name, f"{t['planning_time_s']:.2f}", str(t["estimator_calls"]))
+    verdict_table = Table(title="verdict", show_header=False)
+    for key, value in figures["verdict"].items():
+        verdict_table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
+    return [cases, timing, verdict_table]

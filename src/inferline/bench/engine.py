@@ -9,7 +9,6 @@ latency is the engine (queueing, IPC, serialisation) rather than ``predict``.
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
 import tempfile
@@ -19,11 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from rich.table import Table
 
-from inferline.engine._replay import replay, replay_summary
+from inferline.engine import replay, replay_summary
 from inferline.engine.testing import ServedEngine, served_engine, write_bundle
 
-__all__ = ["engine_benchmark_table", "run_engine_benchmark"]
+__all__ = ["run_engine_benchmark", "tables"]
 
 _NOOP = "inferline.engine.testing:NoOp"
 _MODEL = "noop"
@@ -152,10 +152,8 @@ def run_engine_benchmark(
     }
 
 
-def engine_benchmark_table(figures: dict[str, Any]) -> Any:
-    """A rich Table of the figures, for the readable (non ``--json``) output."""
-    from rich.table import Table
-
+def tables(figures: dict[str, Any]) -> list[Table]:
+    """The readable output of :func:`run_engine_benchmark`'s figures."""
     load = figures["load_average_1m_before"]
     table = Table(
         title=f"engine benchmark: {figures['pipeline']} (load avg {load}, {figures['cpus']} CPUs)"
@@ -185,11 +183,4 @@ def engine_benchmark_table(figures: dict[str, Any]) -> Any:
         + f"{figures['target']['p99_s'] * 1000:.0f} ms: "
         + ("met" if figures["target_met"] else "NOT met")
     )
-    return table
-
-
-if __name__ == "__main__":  # python -m inferline.engine._bench [RATES...]
-    import sys
-
-    rates = tuple(float(r) for r in sys.argv[1:]) or (200.0, 500.0, 1000.0, 1500.0, 2000.0)
-    print(json.dumps(run_engine_benchmark(rates_qps=rates), indent=2))
+    return [table]

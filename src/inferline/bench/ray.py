@@ -37,13 +37,19 @@ from typing import Any
 
 import numpy as np
 import yaml
+from rich.table import Table
 
-from inferline.engine._replay import ReplayResult, replay, replay_summary
+from inferline import Bundle, load_bundle
+from inferline.engine import ReplayResult, replay, replay_summary
 from inferline.engine.testing import ServedEngine, free_port, served_engine
-from inferline.pipeline import save_config
+from inferline.estimator import Estimator
+from inferline.pipeline import PipelineConfig, save_config
+from inferline.planner import plan_inferline
 from inferline.ray_backend.testing import LocalRayCluster, SleepModel, SleepPrep, SleepStage
+from inferline.tuner import InferLineTuner, QueueLengthPolicy, TunerConfig, simulate_tuned
+from inferline.workload import Segment, Trace, gamma_trace, piecewise_trace, save_trace
 
-__all__ = ["RayBenchmarkSettings", "ray_benchmark_table", "run_ray_benchmark"]
+__all__ = ["RayBenchmarkSettings", "run_ray_benchmark", "tables"]
 
 _MODEL = "sleep-pipeline"
 _PRICE_PER_CPU_HOUR = 0.0425
@@ -153,9 +159,7 @@ def _write_bundle(folder: Path, repeats: int, max_units: int) -> Path:
     return folder / "pipeline.yaml"
 
 
-def _poisson(rate_qps: float, duration_s: float, seed: int) -> Any:
-    from inferline.workload import gamma_trace
-
+def _poisson(rate_qps: float, duration_s: float, seed: int) -> Trace:
     return gamma_trace(rate_qps, 1.0, duration_s, seed)
 
 
@@ -399,246 +403,266 @@ def _windows(result: ReplayResult, width_s: float, slo_s: float) -> dict[str, li
 # --- the benchmark ---------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class _Setup:
+    """The profiled bundle, both plans and every trace, written under a temporary folder."""
+
+    settings: RayBenchmarkSettings
+    pipeline_file: Path
+    bundle: Bundle
+    plan_a: PipelineConfig  # part 1: planned for ``rate_qps``
+    plan_a_file: Path
+    eval_trace: Trace
+    warm: np.ndarray
+    plan_b: PipelineConfig  # part 2: planned for ``low_rate_qps``
+    plan_b_file: Path
+    planning_b: Trace
+    planning_b_file: Path
+    step: Trace
+    warm_b: np.ndarray
+
+    @property
+    def total_cpus(self) -> int:
+        return self.settings.head_cpus + self.settings.worker_cpus
+
+
+def _prepare(settings: RayBenchmarkSettings, tmp: Path, progress: Callable[[str], None]) -> _Setup:
+    """Profile the sleeping stages in-process, then plan both parts with the Planner."""
+    progress("profiling the stages")
+    total_cpus = settings.head_cpus + settings.worker_cpus
+    pipeline_file = _write_bundle(tmp / "bundle", settings.profile_repeats, total_cpus)
+    bundle = load_bundle(pipeline_file)
+    progress("planning")
+    seed, slo = settings.seed, settings.slo_s
+    planning_a = _poisson(settings.rate_qps, settings.planning_duration_s, seed)
+    plan_a = plan_inferline(bundle.pipeline, bundle.profiles, planning_a, slo, seed=seed).config
+    save_config(plan_a, tmp / "plan_a.yaml")
+    low, high = settings.low_rate_qps, settings.high_rate_qps
+    planning_b = _poisson(low, settings.planning_duration_s, seed + 3)
+    plan_b = plan_inferline(bundle.pipeline, bundle.profiles, planning_b, slo, seed=seed).config
+    save_config(plan_b, tmp / "plan_b.yaml")
+    save_trace(planning_b, tmp / "planning_b.csv")
+    segments = [
+        Segment(settings.low_s, low),
+        Segment(settings.high_s, high),
+        Segment(settings.tail_s, low),
+    ]
+    return _Setup(
+        settings=settings,
+        pipeline_file=pipeline_file,
+        bundle=bundle,
+        plan_a=plan_a,
+        plan_a_file=tmp / "plan_a.yaml",
+        eval_trace=_poisson(settings.rate_qps, settings.duration_s, seed + 1),
+        warm=_poisson(settings.rate_qps, settings.warmup_s, seed + 2).arrival_s,
+        plan_b=plan_b,
+        plan_b_file=tmp / "plan_b.yaml",
+        planning_b=planning_b,
+        planning_b_file=tmp / "planning_b.csv",
+        step=piecewise_trace(segments, seed + 4),
+        warm_b=_poisson(low, 3.0, seed + 5).arrival_s,
+    )
+
+
+def _estimated(setup: _Setup) -> dict[str, Any]:
+    """Part 1's plan and the Estimator's figures for it on the evaluation trace."""
+    slo, bundle = setup.settings.slo_s, setup.bundle
+    estimate = Estimator(
+        bundle.pipeline, bundle.profiles, setup.eval_trace, slo_s=slo, seed=setup.settings.seed
+    ).run(setup.plan_a)
+    return {
+        "plan": {n: c.model_dump() for n, c in setup.plan_a.stages.items()},
+        "rate_qps": setup.settings.rate_qps,
+        "queries": setup.eval_trace.n_queries,
+        "estimated": {
+            "p50_s": estimate.p50_s,
+            "p99_s": estimate.p99_s,
+            "miss_rate": estimate.miss_rate,
+            "utilization": {n: s.utilization for n, s in estimate.stages.items()},
+        },
+    }
+
+
+def _step_description(setup: _Setup) -> dict[str, Any]:
+    s = setup.settings
+    return {
+        "plan": {n: c.model_dump() for n, c in setup.plan_b.stages.items()},
+        "step": {
+            "low_qps": s.low_rate_qps,
+            "high_qps": s.high_rate_qps,
+            "segments_s": [s.low_s, s.high_s, s.tail_s],
+            "queries": setup.step.n_queries,
+        },
+        "cluster_cpus": setup.total_cpus,
+    }
+
+
+def _tuner_on_step(setup: _Setup, ray_args: Sequence[str]) -> tuple[dict[str, Any], ReplayResult]:
+    """Part 2: ``serve --backend ray --tune`` from the low-rate plan through the rate step."""
+    slo = setup.settings.slo_s
+    tune_args = ("--tune", "--planning-trace", str(setup.planning_b_file))
+    with served_engine(
+        setup.pipeline_file, setup.plan_b_file, *ray_args, *tune_args, start_timeout_s=180
+    ) as engine:
+        replay(engine.url, setup.warm_b, slo_s=slo, model=_MODEL)
+        with _Poller(lambda: _inferline_sample(engine)) as poller:
+            result = replay(engine.url, setup.step.arrival_s, slo_s=slo, model=_MODEL, timeout_s=20)
+        status = engine.status()
+    timeline = _inferline_timeline(poller.points)
+    totals = [
+        sum(s["target"][i] for s in timeline["stages"].values())
+        for i in range(len(timeline["time_s"]))
+    ]
+    figures = {
+        **_summary(result),
+        "replica_seconds": _replica_seconds(timeline["time_s"], totals),
+        "max_replicas": {n: max(s["target"]) for n, s in timeline["stages"].items()},
+        "activation_s": status["activation_s"],
+        "changes": status["tuner"]["changes"],
+        "trimmed_to_cluster": status["ray"]["tuner_trimmed"],
+        "timeline": timeline,
+    }
+    return figures, result
+
+
+def _ray_serve_runs(
+    setup: _Setup, cluster: LocalRayCluster, progress: Callable[[str], None]
+) -> tuple[dict[str, Any], dict[str, Any], ReplayResult]:
+    """Both parts as a plain Ray Serve application: part 1 with the planned replicas, part 2
+    with Ray Serve's request-based autoscaler (the cluster's CPUs shared evenly: the budget
+    InferLine's tuner has). Returns part 1's figures, part 2's and part 2's replay."""
+    from inferline.ray_backend import RayServeAutoscaling, build_serve_app  # imports ray
+
+    slo, pipeline = setup.settings.slo_s, setup.bundle.pipeline
+    autoscaling = RayServeAutoscaling()
+    max_replicas = dict.fromkeys(_STAGES, setup.total_cpus // len(_STAGES))
+    with _ray_serve_session(cluster) as port:
+        progress("part 1: the pipeline as a Ray Serve application")
+        app = build_serve_app(pipeline, setup.plan_a)
+        same_plan, _, _ = _run_serve_app(port, app, setup.eval_trace, setup.warm, slo, poll=False)
+        progress("part 2: Ray Serve's autoscaler")
+        app = build_serve_app(
+            pipeline, setup.plan_b, autoscaling=autoscaling, max_replicas=max_replicas
+        )
+        step_out, points, result = _run_serve_app(
+            port, app, setup.step, setup.warm_b, slo, poll=True
+        )
+    timeline = _serve_timeline(points, list(_STAGES))
+    all_counts = [
+        sum(s["all"][i] for s in timeline["stages"].values())
+        for i in range(len(timeline["time_s"]))
+    ]
+    activations = _serve_activations(points, list(_STAGES))
+    step = {
+        **step_out,
+        "autoscaling": {"settings": asdict(autoscaling), "max_replicas": max_replicas},
+        "replica_seconds": _replica_seconds(timeline["time_s"], all_counts),
+        "max_replicas": {n: max(s["all"], default=0) for n, s in timeline["stages"].items()},
+        "activation_s": {
+            "median": statistics.median(activations) if activations else None,
+            "count": len(activations),
+            "resolution_s": 0.5,
+        },
+        "timeline": timeline,
+    }
+    return same_plan, step, result
+
+
+def _simulated_step(setup: _Setup, activation_s: float) -> dict[str, Any]:
+    """Part 2 in the Estimator: the InferLine tuner and the queue-length baseline (Ray
+    Serve's autoscaler's rule) on the same step, with the measured activation time."""
+    from inferline.ray_backend import RayServeAutoscaling  # imports ray
+
+    pipeline, profiles = setup.bundle.pipeline, setup.bundle.profiles
+    tuner = InferLineTuner(
+        TunerConfig.from_plan(pipeline, profiles, setup.plan_b, setup.planning_b)
+    )
+    serve_like = RayServeAutoscaling()
+    queue = QueueLengthPolicy(
+        stages=pipeline.stage_names,
+        max_replicas=dict.fromkeys(pipeline.stage_names, setup.total_cpus // len(_STAGES)),
+        target_ongoing_requests=dict.fromkeys(
+            pipeline.stage_names, serve_like.target_ongoing_requests
+        ),
+        upscale_delay_s=serve_like.upscale_delay_s,
+        downscale_delay_s=serve_like.downscale_delay_s,
+    )
+    simulated: dict[str, Any] = {"activation_s": activation_s}
+    for policy in (tuner, queue):
+        sim = simulate_tuned(
+            pipeline, profiles, setup.plan_b, setup.step, setup.settings.slo_s, policy,
+            activation_s=activation_s, seed=setup.settings.seed,
+        )  # fmt: skip
+        simulated[policy.name] = {
+            "miss_rate": sim.miss_rate,
+            "p99_s": sim.p99_s,
+            "cost_dollars": sim.cost_dollars,
+            "max_replicas": dict(
+                zip(sim.stage_names, sim.replicas.max(axis=0).tolist(), strict=True)
+            ),
+        }
+    return simulated
+
+
 def run_ray_benchmark(
     settings: RayBenchmarkSettings | None = None,
     *,
-    output: Path | None = None,
+    out_dir: Path | None = None,
     progress: Callable[[str], None] = lambda _: None,
 ) -> dict[str, Any]:
-    """Run both parts (module docstring); returns JSON-ready figures, and with ``output``
+    """Run both parts (module docstring); returns JSON-ready figures, and with ``out_dir``
     writes ``ray.json`` and ``ray_autoscaling.png`` there."""
-    from inferline._bundle import load_bundle
-    from inferline.estimator import Estimator
-    from inferline.planner import plan_inferline
-    from inferline.ray_backend._serve_app import RayServeAutoscaling, build_serve_app
-    from inferline.tuner import InferLineTuner, QueueLengthPolicy, TunerConfig, simulate_tuned
-    from inferline.workload import Segment, piecewise_trace, save_trace
-
     settings = settings or RayBenchmarkSettings()
     started = time.monotonic()
-    load_before = os.getloadavg()[0]
-    total_cpus = settings.head_cpus + settings.worker_cpus
     slo = settings.slo_s
     figures: dict[str, Any] = {
         "settings": asdict(settings),
         "cpus_here": os.cpu_count(),
-        "load_average_1m_before": round(load_before, 2),
+        "load_average_1m_before": round(os.getloadavg()[0], 2),
     }
-    with tempfile.TemporaryDirectory(prefix="inferline-bench-ray-") as tmp_text:
-        tmp = Path(tmp_text)
-        progress("profiling the stages")
-        pipeline_file = _write_bundle(tmp / "bundle", settings.profile_repeats, total_cpus)
-        bundle = load_bundle(pipeline_file)
-        pipeline, profiles = bundle.pipeline, bundle.profiles
-        figures["profiles"] = yaml.safe_load((tmp / "bundle" / "profiles.yaml").read_text())
-
-        # --- part 1: same plan and trace on three runtimes ---------------------------
-        progress("planning")
-        seed = settings.seed
-        plan_a = plan_inferline(
-            pipeline,
-            profiles,
-            _poisson(settings.rate_qps, settings.planning_duration_s, seed),
-            slo,
-            seed=seed,
-        )
-        plan_a_file = tmp / "plan_a.yaml"
-        save_config(plan_a.config, plan_a_file)
-        eval_trace = _poisson(settings.rate_qps, settings.duration_s, seed + 1)
-        warm = _poisson(settings.rate_qps, settings.warmup_s, seed + 2).arrival_s
-        estimate = Estimator(pipeline, profiles, eval_trace, slo_s=slo, seed=seed).run(
-            plan_a.config
-        )
-        part1: dict[str, Any] = {
-            "plan": {n: c.model_dump() for n, c in plan_a.config.stages.items()},
-            "rate_qps": settings.rate_qps,
-            "queries": eval_trace.n_queries,
-            "estimated": {
-                "p50_s": estimate.p50_s,
-                "p99_s": estimate.p99_s,
-                "miss_rate": estimate.miss_rate,
-                "utilization": {n: s.utilization for n, s in estimate.stages.items()},
-            },
-        }
+    with tempfile.TemporaryDirectory(prefix="inferline-bench-ray-") as tmp:
+        setup = _prepare(settings, Path(tmp), progress)
+        figures["profiles"] = yaml.safe_load((Path(tmp) / "bundle" / "profiles.yaml").read_text())
+        same_plan = _estimated(setup)
         progress("part 1: the embedded engine")
-        with served_engine(pipeline_file, plan_a_file, "--slo-s", str(slo)) as engine:
-            part1["engine"] = _measure_engine(engine, eval_trace, warm, slo)
+        with served_engine(setup.pipeline_file, setup.plan_a_file, "--slo-s", str(slo)) as engine:
+            same_plan["engine"] = _measure_engine(engine, setup.eval_trace, setup.warm, slo)
         progress(
             f"starting a 2-node Ray cluster ({settings.head_cpus} + {settings.worker_cpus} CPUs)"
         )
+        step = _step_description(setup)
+        results: dict[str, ReplayResult] = {}
         with LocalRayCluster((settings.head_cpus, settings.worker_cpus)) as cluster:
             ray_args = ("--backend", "ray", "--address", cluster.address, "--slo-s", str(slo))
             progress("part 1: the Ray backend")
             with served_engine(
-                pipeline_file, plan_a_file, *ray_args, start_timeout_s=180
+                setup.pipeline_file, setup.plan_a_file, *ray_args, start_timeout_s=180
             ) as engine:
-                part1["ray"] = _measure_engine(engine, eval_trace, warm, slo)
-
-            # --- part 2: the rate step --------------------------------------------------
-            low, high = settings.low_rate_qps, settings.high_rate_qps
-            planning_b = _poisson(low, settings.planning_duration_s, seed + 3)
-            plan_b = plan_inferline(pipeline, profiles, planning_b, slo, seed=seed)
-            plan_b_file = tmp / "plan_b.yaml"
-            save_config(plan_b.config, plan_b_file)
-            planning_file = tmp / "planning_b.csv"
-            save_trace(planning_b, planning_file)
-            step = piecewise_trace(
-                [
-                    Segment(settings.low_s, low),
-                    Segment(settings.high_s, high),
-                    Segment(settings.tail_s, low),
-                ],
-                seed + 4,
-            )
-            warm_b = _poisson(low, 3.0, seed + 5).arrival_s
-            part2: dict[str, Any] = {
-                "plan": {n: c.model_dump() for n, c in plan_b.config.stages.items()},
-                "step": {
-                    "low_qps": low,
-                    "high_qps": high,
-                    "segments_s": [settings.low_s, settings.high_s, settings.tail_s],
-                    "queries": step.n_queries,
-                },
-                "cluster_cpus": total_cpus,
-            }
-            results: dict[str, ReplayResult] = {}
+                same_plan["ray"] = _measure_engine(engine, setup.eval_trace, setup.warm, slo)
             progress("part 2: InferLine's tuner on the Ray backend")
-            with served_engine(
-                pipeline_file,
-                plan_b_file,
-                *ray_args,
-                "--tune",
-                "--planning-trace",
-                str(planning_file),
-                start_timeout_s=180,
-            ) as engine:
-                replay(engine.url, warm_b, slo_s=slo, model=_MODEL)
-                with _Poller(lambda: _inferline_sample(engine)) as poller:
-                    result = replay(
-                        engine.url, step.arrival_s, slo_s=slo, model=_MODEL, timeout_s=20
-                    )
-                status = engine.status()
-            results["inferline"] = result
-            timeline = _inferline_timeline(poller.points)
-            totals = [
-                sum(s["target"][i] for s in timeline["stages"].values())
-                for i in range(len(timeline["time_s"]))
-            ]
-            part2["inferline"] = {
-                **_summary(result),
-                "replica_seconds": _replica_seconds(timeline["time_s"], totals),
-                "max_replicas": {n: max(s["target"]) for n, s in timeline["stages"].items()},
-                "activation_s": status["activation_s"],
-                "changes": status["tuner"]["changes"],
-                "trimmed_to_cluster": status["ray"]["tuner_trimmed"],
-                "timeline": timeline,
-            }
-
+            step["inferline"], results["inferline"] = _tuner_on_step(setup, ray_args)
             if settings.include_ray_serve:
-                with _ray_serve_session(cluster) as port:
-                    progress("part 1: the pipeline as a Ray Serve application")
-                    part1["ray_serve"], _, _ = _run_serve_app(
-                        port,
-                        build_serve_app(pipeline, plan_a.config),
-                        eval_trace,
-                        warm,
-                        slo,
-                        poll=False,
-                    )
-                    progress("part 2: Ray Serve's autoscaler")
-                    autoscaling = RayServeAutoscaling()
-                    # the cluster's CPUs shared evenly: the budget InferLine's tuner has
-                    max_replicas = dict.fromkeys(_STAGES, total_cpus // len(_STAGES))
-                    serve_out, points, serve_result = _run_serve_app(
-                        port,
-                        build_serve_app(
-                            pipeline,
-                            plan_b.config,
-                            autoscaling=autoscaling,
-                            max_replicas=max_replicas,
-                        ),
-                        step,
-                        warm_b,
-                        slo,
-                        poll=True,
-                    )
-                results["ray_serve"] = serve_result
-                serve_timeline = _serve_timeline(points, list(_STAGES))
-                all_counts = [
-                    sum(s["all"][i] for s in serve_timeline["stages"].values())
-                    for i in range(len(serve_timeline["time_s"]))
-                ]
-                activations = _serve_activations(points, list(_STAGES))
-                part2["ray_serve"] = {
-                    **serve_out,
-                    "autoscaling": {
-                        "settings": asdict(autoscaling),
-                        "max_replicas": max_replicas,
-                    },
-                    "replica_seconds": _replica_seconds(serve_timeline["time_s"], all_counts),
-                    "max_replicas": {
-                        n: max(s["all"], default=0) for n, s in serve_timeline["stages"].items()
-                    },
-                    "activation_s": {
-                        "median": statistics.median(activations) if activations else None,
-                        "count": len(activations),
-                        "resolution_s": 0.5,
-                    },
-                    "timeline": serve_timeline,
-                }
+                same_plan["ray_serve"], step["ray_serve"], results["ray_serve"] = _ray_serve_runs(
+                    setup, cluster, progress
+                )
             if cluster.alive_groups():
                 leftover = cluster.query()["alive_actors"]
                 figures["leftover_actors_before_cluster_stop"] = leftover
-
-        # --- part 2, simulated: the same step with the Estimator -----------------------
-        measured_activation = part2["inferline"]["activation_s"]["median"] or 5.0
-        tuner = InferLineTuner(TunerConfig.from_plan(pipeline, profiles, plan_b.config, planning_b))
-        serve_like = RayServeAutoscaling()
-        queue = QueueLengthPolicy(
-            stages=pipeline.stage_names,
-            max_replicas=dict.fromkeys(pipeline.stage_names, total_cpus // len(_STAGES)),
-            target_ongoing_requests=dict.fromkeys(
-                pipeline.stage_names, serve_like.target_ongoing_requests
-            ),
-            upscale_delay_s=serve_like.upscale_delay_s,
-            downscale_delay_s=serve_like.downscale_delay_s,
-        )
-        simulated = {}
-        for policy in (tuner, queue):
-            sim = simulate_tuned(
-                pipeline,
-                profiles,
-                plan_b.config,
-                step,
-                slo,
-                policy,
-                activation_s=float(measured_activation),
-                seed=seed,
-            )
-            simulated[policy.name] = {
-                "miss_rate": sim.miss_rate,
-                "p99_s": sim.p99_s,
-                "cost_dollars": sim.cost_dollars,
-                "max_replicas": dict(
-                    zip(sim.stage_names, sim.replicas.max(axis=0).tolist(), strict=True)
-                ),
-            }
-        part2["simulated"] = {"activation_s": measured_activation, **simulated}
-        for name in ("inferline", "ray_serve"):
-            if name in part2:
-                part2[name]["cost_dollars"] = (
-                    part2[name]["replica_seconds"] * _PRICE_PER_CPU_HOUR / 3600.0
-                )
-                part2[name]["windows"] = _windows(results[name], 5.0, slo)
-    figures["same_plan"] = part1
-    figures["rate_step"] = part2
+        activation = step["inferline"]["activation_s"]["median"] or 5.0
+        step["simulated"] = _simulated_step(setup, float(activation))
+    for name, result in results.items():
+        step[name]["cost_dollars"] = step[name]["replica_seconds"] * _PRICE_PER_CPU_HOUR / 3600.0
+        step[name]["windows"] = _windows(result, 5.0, slo)
+    figures["same_plan"] = same_plan
+    figures["rate_step"] = step
     figures["load_average_1m_after"] = round(os.getloadavg()[0], 2)
     figures["wall_s"] = round(time.monotonic() - started, 1)
-    if output is not None:
-        output.mkdir(parents=True, exist_ok=True)
-        (output / "ray.json").write_text(json.dumps(figures, indent=1) + "\n")
-        _plot(figures, output / "ray_autoscaling.png")
-        figures["written"] = [str(output / "ray.json"), str(output / "ray_autoscaling.png")]
+    figures["written"] = []
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        figures["written"] = [str(out_dir / "ray.json"), str(out_dir / "ray_autoscaling.png")]
+        (out_dir / "ray.json").write_text(json.dumps(figures, indent=1) + "\n")
+        _plot(figures, out_dir / "ray_autoscaling.png")
     return figures
 
 
@@ -698,9 +722,9 @@ def _plot(figures: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def ray_benchmark_table(figures: dict[str, Any]) -> list[Any]:
-    """Rich tables of the figures, for the readable (non ``--json``) output."""
-    from rich.table import Table
+def tables(figures: dict[str, Any]) -> list[Table]:
+    """The readable output of :func:`run_ray_benchmark`'s figures: estimated against
+    measured for the same plan, the rate step, and the wall time and files written."""
 
     def ms(value: float | None) -> str:
         return "-" if value is None else f"{value * 1000:.1f}"
@@ -770,4 +794,7 @@ def ray_benchmark_table(figures: dict[str, Any]) -> list[Any]:
             "",
             "",
         )
+    two.caption = f"wall time {figures['wall_s']:.0f} s" + "".join(
+        f"; wrote {path}" for path in figures.get("written", [])
+    )
     return [one, two]

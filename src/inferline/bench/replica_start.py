@@ -18,21 +18,26 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from inferline._bundle import Bundle, load_bundle
-from inferline.engine._engine import Engine, EngineOptions
-from inferline.engine._launcher import proc_stat
+from rich.table import Table
+
+from inferline import Bundle, load_bundle
+from inferline.engine import Engine, EngineOptions
 from inferline.errors import ConfigError
 from inferline.pipeline import PipelineConfig, StageConfig
 
-__all__ = ["replica_start_table", "run_replica_start_benchmark"]
+__all__ = ["run_replica_start_benchmark", "tables"]
 
 _TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 
 
 def _cpu_s(pid: int) -> float | None:
     """User + system CPU seconds of ``pid`` so far (Linux /proc), None elsewhere."""
-    fields = proc_stat(pid)
-    return None if fields is None else (int(fields[11]) + int(fields[12])) / _TICKS_PER_S
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            fields = f.read().rpartition(")")[2].split()  # the fields after the command name
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / _TICKS_PER_S
 
 
 def _plan(pipeline_stages: Sequence[str], hardware: str, stage: str, extra: int) -> PipelineConfig:
@@ -115,9 +120,8 @@ def run_replica_start_benchmark(
     }
 
 
-def replica_start_table(figures: dict[str, Any]) -> Any:
-    from rich.table import Table
-
+def tables(figures: dict[str, Any]) -> list[Table]:
+    """The readable output of :func:`run_replica_start_benchmark`'s figures."""
     table = Table(
         title=f"adding one '{figures['stage']}' replica ({figures['hardware']}), "
         f"medians of {figures['repeats']}"
@@ -133,4 +137,4 @@ def replica_start_table(figures: dict[str, Any]) -> Any:
             "n/a" if cpu is None else f"{cpu:.2f}",
         )
     table.caption = f"forked replicas are ready {figures['activation_speedup']:.1f}x sooner"
-    return table
+    return [table]

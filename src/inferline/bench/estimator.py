@@ -25,14 +25,15 @@ import time
 from typing import Any
 
 import numpy as np
+from rich.table import Table
 
-from inferline.estimator._simpy_model import simulate_with_simpy
-from inferline.estimator._simulate import Estimator
+from inferline.bench.simpy_model import simulate_with_simpy
+from inferline.estimator import Estimator
 from inferline.pipeline import Edge, Pipeline, PipelineConfig, Stage, StageConfig
 from inferline.profiles import BatchProfile, HardwareCatalogue, HardwareType, ProfilePoint, Profiles
 from inferline.workload import Trace, gamma_trace
 
-__all__ = ["benchmark_workload", "run_estimator_benchmark"]
+__all__ = ["benchmark_workload", "run_estimator_benchmark", "tables"]
 
 _HARDWARE = "cpu-1"
 _BATCH_SIZES = (1, 2, 4, 8, 16)
@@ -134,3 +135,13 @@ def run_estimator_benchmark(
         "utilization": {name: s.utilization for name, s in result.stages.items()},
         "mean_batch_size": {name: s.mean_batch_size for name, s in result.stages.items()},
     }
+
+
+def tables(figures: dict[str, Any]) -> list[Table]:
+    """The readable output: every figure of ``figures`` (as ``--json`` prints them) a row."""
+    table = Table(title="estimator benchmark", show_header=False)
+    for key, value in figures.items():
+        if isinstance(value, dict):
+            value = ", ".join(f"{k} {v:.3g}" for k, v in value.items())
+        table.add_row(key, f"{value:,.4g}" if isinstance(value, float) else str(value))
+    return [table]

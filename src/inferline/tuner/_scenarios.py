@@ -48,14 +48,8 @@ from inferline.errors import ConfigError
 from inferline.pipeline import Pipeline, PipelineConfig
 from inferline.planner import plan_cg_mean, plan_inferline
 from inferline.profiles import Profiles
-from inferline.tuner._policy import (
-    CoarseGrainedAutoscaler,
-    InferLineTuner,
-    NoTuner,
-    Policy,
-    QueueLengthPolicy,
-    TunerConfig,
-)
+from inferline.tuner import make_policy
+from inferline.tuner._policy import CoarseGrainedAutoscaler
 from inferline.tuner._simulate import TunedResult, simulate_tuned
 from inferline.workload import (
     Segment,
@@ -77,7 +71,6 @@ __all__ = [
     "RECOMMENDED_MARGIN",
     "Scenario",
     "azure_rate_trace",
-    "make_policy",
     "markdown_table",
     "run_tuner_benchmark",
     "run_tuner_seeds",
@@ -112,39 +105,6 @@ class Scenario:
     planning: Trace
     evaluation: Trace
     description: str
-
-
-def make_policy(
-    name: str,
-    pipeline: Pipeline,
-    profiles: Profiles,
-    config: PipelineConfig,
-    planning_trace: Trace,
-    slo_s: float | None = None,
-) -> Policy:
-    """Build a policy by its command-line name for ``config`` planned on ``planning_trace``.
-
-    ``slo_s`` is handed to the InferLine tuner (its queued-work rule needs it);
-    ``inferline+opt-in`` also switches on its opt-in departures from SPEC §2.7.
-    """
-    if name == "none":
-        return NoTuner()
-    if name in ("inferline", OPT_IN_POLICY):
-        opt_in = name == OPT_IN_POLICY
-        tuner_config = TunerConfig.from_plan(
-            pipeline, profiles, config, planning_trace,
-            slo_s=slo_s, anticipate_growth=opt_in, floor_at_plan=opt_in,
-        )  # fmt: skip
-        return InferLineTuner(tuner_config, name=name)
-    if name in ("cg-autoscale", "il+cg-autoscale"):
-        return CoarseGrainedAutoscaler.from_plan(pipeline, profiles, config, planning_trace)
-    if name == "queue-length":
-        return QueueLengthPolicy.from_plan(pipeline, profiles, config)
-    raise ConfigError(
-        f"unknown policy {name!r}; choose one of none, inferline, {OPT_IN_POLICY}, "
-        "cg-autoscale, queue-length",
-        field="policy",
-    )
 
 
 def azure_rate_trace(
@@ -291,7 +251,11 @@ def run_tuner_benchmark(
                         activation_s=activation_s, seed=seed,
                     )  # fmt: skip
                 else:
-                    rules = {MARGIN_POLICY: OPT_IN_POLICY, CG_MARGIN_POLICY: "cg-autoscale"}
+                    rules = {
+                        MARGIN_POLICY: OPT_IN_POLICY,
+                        CG_MARGIN_POLICY: "cg-autoscale",
+                        "il+cg-autoscale": "cg-autoscale",
+                    }
                     policy = make_policy(
                         rules.get(pol, pol), bundle.pipeline, bundle.profiles, cfg, sc.planning,
                         slo_s=slo,

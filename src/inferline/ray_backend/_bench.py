@@ -411,7 +411,7 @@ def run_ray_benchmark(
     from inferline.estimator import Estimator
     from inferline.planner import plan_inferline
     from inferline.ray_backend._serve_app import RayServeAutoscaling, build_serve_app
-    from inferline.tuner import InferLineTuner, QueueLengthPolicy, TunerConfig, simulate_tuned
+    from inferline.tuner import QueueLengthPolicy, make_policy, simulate_tuned
     from inferline.workload import Segment, piecewise_trace, save_trace
 
     settings = settings or RayBenchmarkSettings()
@@ -592,7 +592,7 @@ def run_ray_benchmark(
 
         # --- part 2, simulated: the same step with the Estimator -----------------------
         measured_activation = part2["inferline"]["activation_s"]["median"] or 5.0
-        tuner = InferLineTuner(TunerConfig.from_plan(pipeline, profiles, plan_b.config, planning_b))
+        tuner = make_policy("inferline", pipeline, profiles, plan_b.config, planning_b)
         serve_like = RayServeAutoscaling()
         queue = QueueLengthPolicy(
             stages=pipeline.stage_names,

@@ -7,7 +7,9 @@ its stage's resources (``cpu-N`` → N CPUs; a GPU name → one GPU of that type
 by Ray anywhere on the cluster. The plan is checked against the cluster's resources
 before anything is deployed.
 
-Names load on first use, so importing this package does not import ``ray``.
+Names load on first use, so importing this package does not import ``ray``. Test support
+(a local multi-node cluster) lives in :mod:`inferline.ray_backend.testing`; the benchmark is
+``inferline bench ray``.
 """
 
 from __future__ import annotations
@@ -32,22 +34,18 @@ from inferline.ray_backend._resources import (
 )
 
 if TYPE_CHECKING:
-    from inferline.ray_backend._bench import RayBenchmarkSettings, run_ray_benchmark
     from inferline.ray_backend._cluster import RayConnection, connect
     from inferline.ray_backend._replica import RayReplica, RayReplicaFactory
     from inferline.ray_backend._serve import RayBackendOptions, RayServing, serve_on_ray
     from inferline.ray_backend._serve_app import RayServeAutoscaling, build_serve_app
-    from inferline.ray_backend.testing import LocalRayCluster
 
 __all__ = [
     "ClusterResources",
     "ClusterUnreachableError",
     "InsufficientResourcesError",
-    "LocalRayCluster",
     "NodeResources",
     "RayBackendError",
     "RayBackendOptions",
-    "RayBenchmarkSettings",
     "RayConnection",
     "RayNotInstalledError",
     "RayReplica",
@@ -62,13 +60,10 @@ __all__ = [
     "fit_to_capacity",
     "plan_demand",
     "ray_resources_for",
-    "run_ray_benchmark",
     "serve_on_ray",
 ]
 
 _LAZY = {
-    "RayBenchmarkSettings": "inferline.ray_backend._bench",
-    "run_ray_benchmark": "inferline.ray_backend._bench",
     "RayConnection": "inferline.ray_backend._cluster",
     "connect": "inferline.ray_backend._cluster",
     "RayReplica": "inferline.ray_backend._replica",
@@ -78,7 +73,6 @@ _LAZY = {
     "serve_on_ray": "inferline.ray_backend._serve",
     "RayServeAutoscaling": "inferline.ray_backend._serve_app",
     "build_serve_app": "inferline.ray_backend._serve_app",
-    "LocalRayCluster": "inferline.ray_backend.testing",
 }
 
 

@@ -35,9 +35,13 @@ __all__ = ["ServedPipeline", "serve"]
 class ServedPipeline:
     """A running ``inferline serve`` child process; stop it with :meth:`stop` or a ``with``."""
 
-    def __init__(self, engine: ServedEngine, stack: contextlib.ExitStack) -> None:
+    def __init__(
+        self, engine: ServedEngine, stack: contextlib.ExitStack, stop_timeout_s: float
+    ) -> None:
         self._engine = engine
         self._stack = stack
+        self._stop_timeout_s = stop_timeout_s
+        self._final_log: str | None = None
         self.url = engine.url
         self.returncode: int | None = None
 
@@ -70,13 +74,19 @@ class ServedPipeline:
         return dict(self._call("POST", "/v2/control/plan", {"stages": stages}))
 
     def log(self) -> str:
-        """What the child process has printed so far (its announcements, tuner changes)."""
-        return self._engine.log()
+        """What the child process has printed (its announcements, tuner changes); after
+        :meth:`stop`, all of it."""
+        return self._final_log if self._final_log is not None else self._engine.log()
 
     def stop(self) -> int:
         """Drain in-flight queries, stop the replicas and the process; returns its exit code."""
         if self.returncode is None:
-            self._stack.close()
+            try:
+                self._engine.shutdown(timeout_s=self._stop_timeout_s)
+                with contextlib.suppress(OSError):
+                    self._final_log = self._engine.log()
+            finally:
+                self._stack.close()  # the log's folder, and any process left in the session
             self.returncode = int(self._engine.process.wait())
         return self.returncode
 
@@ -169,7 +179,7 @@ def serve(
             )
         except (RuntimeError, TimeoutError) as exc:
             raise EngineError(f"inferline serve did not start: {exc}") from None
-        return ServedPipeline(engine, stack)
+        return ServedPipeline(engine, stack, stop_timeout_s=drain_timeout_s + 15.0)
     except BaseException:
         stack.close()
         raise

@@ -108,3 +108,24 @@ def test_the_planner_is_chosen_by_name_and_checks_its_arguments() -> None:
     with pytest.raises(il.ConfigError) as err:
         il.plan(bundle.pipeline, bundle.profiles, trace, 0.0)
     assert err.value.field == "slo_s"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"slo_s": 0.0}, "slo_s"),
+        ({"max_queue": 0}, "max_queue"),
+        ({"drain_timeout_s": -1.0}, "drain_timeout_s"),
+        ({"tune": "magic", "planning_rate": 5.0}, "policy"),
+        ({"tune": "inferline"}, "planning_trace"),
+        ({"tune": "inferline", "planning_rate": 5.0, "holdoff_s": -1.0}, "scale_down_holdoff_s"),
+        ({"tune": "none", "planning_rate": 5.0, "lookback_s": 5.0}, "lookback_s"),
+    ],
+)
+def test_serve_checks_its_options_before_starting_a_process(
+    kwargs: dict[str, object], field: str
+) -> None:
+    bundle = REFERENCE.parent / "text-pipeline"
+    with pytest.raises(il.ConfigError) as err:
+        il.serve(bundle, bundle / "plan.yaml", **kwargs)  # type: ignore[arg-type]
+    assert err.value.field == field

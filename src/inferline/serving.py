@@ -19,11 +19,12 @@ import json
 import tempfile
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 from inferline._bundle import Bundle
 from inferline.engine import EngineError, EngineOptions, RequestError
 from inferline.engine.testing import ServedEngine, served_engine
+from inferline.errors import ConfigError
 from inferline.pipeline import PipelineConfig, load_config, save_config
 from inferline.planner import Plan
 from inferline.tuner import policy_for_bundle, policy_options
@@ -124,6 +125,10 @@ def serve(
     planning_rate: float | None = None,
     holdoff_s: float | None = None,
     lookback_s: float | None = None,
+    backend: Literal["engine", "ray"] = "engine",
+    address: str | None = None,
+    num_cpus: int | None = None,
+    placement: Literal["spread", "pack"] = "spread",
     start_timeout_s: float = 120.0,
 ) -> ServedPipeline:
     """Serve ``bundle``'s pipeline with ``plan`` on a free port of 127.0.0.1, as
@@ -133,14 +138,31 @@ def serve(
     ``max_queue``, ``drain_timeout_s``, ``fork_replicas``; ``tune`` names a replica policy
     (:func:`inferline.tuner.available_policies`) run live on the workload the plan was made
     for (``planning_trace`` or ``planning_rate``), with the InferLine Tuner's ``holdoff_s``
-    and ``lookback_s``. Options are checked here (ConfigError naming the field) before a
+    and ``lookback_s``. ``backend="ray"`` runs the replicas as Ray actors (docs/ray.md) on
+    the cluster at ``address`` or on a local one of ``num_cpus`` CPUs, ``placement``
+    ``spread`` or ``pack``. Options are checked here (ConfigError naming the field) before a
     process starts; :class:`~inferline.engine.EngineError` if the engine does not start
     within ``start_timeout_s`` (its log in the message).
     """
     root = bundle.root if isinstance(bundle, Bundle) else Path(bundle)
     config = _config(plan)
     EngineOptions(slo_s=slo_s, max_queue=max_queue, drain_timeout_s=drain_timeout_s)
+    ray_args: list[str] = []
+    if backend == "ray":
+        from inferline.ray_backend import RayBackendOptions
+
+        RayBackendOptions(address=address, num_cpus=num_cpus, placement=placement)
+        ray_args = ["--backend", "ray", "--placement", placement]
+        ray_args += ["--address", address] if address is not None else []
+        ray_args += ["--num-cpus", str(num_cpus)] if num_cpus is not None else []
+    elif backend != "engine":
+        raise ConfigError(f"unknown backend {backend!r}; use 'engine' or 'ray'", field="backend")
+    elif address is not None or num_cpus is not None or placement != "spread":
+        raise ConfigError(
+            "address, num_cpus and placement apply to the Ray backend", field="backend"
+        )
     args = [
+        *ray_args,
         *("--slo-s", repr(slo_s), "--max-queue", str(max_queue)),
         *("--drain-timeout-s", repr(drain_timeout_s)),
         "--shed" if shed else "--no-shed",

@@ -83,7 +83,8 @@ def test_the_entry_points_take_what_the_commands_take() -> None:
     ]  # fmt: skip
     assert list(inspect.signature(il.serve).parameters) == [
         "bundle", "plan", "slo_s", "shed", "max_queue", "drain_timeout_s", "fork_replicas",
-        "tune", "planning_trace", "planning_rate", "holdoff_s", "lookback_s", "start_timeout_s",
+        "tune", "planning_trace", "planning_rate", "holdoff_s", "lookback_s",
+        "backend", "address", "num_cpus", "placement", "start_timeout_s",
     ]  # fmt: skip
     for method in ("apply", "status", "plan", "stop", "log", "__enter__", "__exit__"):
         assert callable(getattr(il.ServedPipeline, method))
@@ -120,6 +121,11 @@ def test_the_planner_is_chosen_by_name_and_checks_its_arguments() -> None:
         ({"tune": "inferline"}, "planning_trace"),
         ({"tune": "inferline", "planning_rate": 5.0, "holdoff_s": -1.0}, "scale_down_holdoff_s"),
         ({"tune": "none", "planning_rate": 5.0, "lookback_s": 5.0}, "lookback_s"),
+        ({"backend": "kubernetes"}, "backend"),
+        ({"num_cpus": 2}, "backend"),
+        ({"backend": "ray", "num_cpus": 0}, "num_cpus"),
+        ({"backend": "ray", "placement": "random"}, "placement"),
+        ({"backend": "ray", "address": "h:1", "num_cpus": 2}, "num_cpus"),
     ],
 )
 def test_serve_checks_its_options_before_starting_a_process(

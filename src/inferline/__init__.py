@@ -1,9 +1,16 @@
 """InferLine: latency-aware provisioning, simulation and serving of ML inference pipelines.
 
 The public API is what ``__all__`` lists; modules whose names start with ``_`` are internal.
+Each command has its function: ``inferline profile`` → :func:`profile_bundle`, ``plan`` →
+:func:`plan`, ``simulate`` → :func:`simulate`, ``tune-sim`` → :func:`tune_simulate`,
+``serve`` → :func:`serve`, ``replay`` → :func:`replay`, ``validate`` →
+:func:`validate_bundle`. The components' own packages (``inferline.tuner``,
+``inferline.engine``, ...) hold the rest of their public API.
 """
 
+from inferline._api import plan, replay
 from inferline._bundle import Bundle, load_bundle
+from inferline.engine import EngineError, ReplayResult, replay_summary
 from inferline.errors import (
     ConfigError,
     InfeasibleError,
@@ -23,6 +30,7 @@ from inferline.pipeline import (
     load_pipeline,
     save_config,
 )
+from inferline.planner import Plan
 from inferline.profiler import (
     ProfileOptions,
     ProfileReport,
@@ -42,6 +50,8 @@ from inferline.profiles import (
     load_hardware,
     load_profiles,
 )
+from inferline.serving import ServedPipeline, serve
+from inferline.tuner import TunedResult, available_policies, policy_options, tune_simulate
 from inferline.workload import (
     Segment,
     Trace,
@@ -63,6 +73,7 @@ __all__ = [
     "Bundle",
     "ConfigError",
     "Edge",
+    "EngineError",
     "EngineOverhead",
     "Estimator",
     "HardwareCatalogue",
@@ -72,21 +83,26 @@ __all__ = [
     "Pipeline",
     "PipelineConfig",
     "PipelineError",
+    "Plan",
     "ProfileError",
     "ProfileOptions",
     "ProfilePoint",
     "ProfileReport",
     "ProfilerError",
     "Profiles",
+    "ReplayResult",
     "Segment",
+    "ServedPipeline",
     "SimulationResult",
     "Stage",
     "StageConfig",
     "StageStats",
     "Trace",
     "TraceError",
+    "TunedResult",
     "ValidateOptions",
     "ValidationReport",
+    "available_policies",
     "gamma_trace",
     "load_bundle",
     "load_config",
@@ -96,13 +112,19 @@ __all__ = [
     "load_timestamp_csv",
     "load_trace",
     "piecewise_trace",
+    "plan",
+    "policy_options",
     "profile_bundle",
     "ramp_trace",
+    "replay",
+    "replay_summary",
     "rescale_to_mean_rate",
     "rescale_to_peak_rate",
     "save_config",
     "save_trace",
+    "serve",
     "simulate",
     "split_trace",
+    "tune_simulate",
     "validate_bundle",
 ]

@@ -50,10 +50,9 @@ from inferline.errors import ConfigError
 from inferline.pipeline import Pipeline, PipelineConfig
 from inferline.planner import plan_cg_mean, plan_inferline
 from inferline.profiles import Profiles
-from inferline.tuner import CoarseGrainedAutoscaler, TunedResult, simulate_tuned
 
 # the policy factory stays in the tuner package until its policy registry replaces it
-from inferline.tuner._scenarios import OPT_IN_POLICY, make_policy
+from inferline.tuner import CoarseGrainedAutoscaler, TunedResult, make_policy, simulate_tuned
 from inferline.workload import (
     Segment,
     Trace,
@@ -84,6 +83,7 @@ __all__ = [
     "tables",
 ]
 
+OPT_IN_POLICY = "inferline+opt-in"
 MARGIN_POLICY = "inferline+opt-in+margin"
 CG_MARGIN_POLICY = "cg-autoscale+margin"
 #: The Planner margin of ``MARGIN_POLICY`` (docs/tuner.md: the sweep behind the choice).
@@ -258,7 +258,11 @@ def run_tuner_benchmark(
                         activation_s=activation_s, seed=seed,
                     )  # fmt: skip
                 else:
-                    rules = {MARGIN_POLICY: OPT_IN_POLICY, CG_MARGIN_POLICY: "cg-autoscale"}
+                    rules = {
+                        MARGIN_POLICY: OPT_IN_POLICY,
+                        CG_MARGIN_POLICY: "cg-autoscale",
+                        "il+cg-autoscale": "cg-autoscale",
+                    }
                     policy = make_policy(
                         rules.get(pol, pol), bundle.pipeline, bundle.profiles, cfg, sc.planning,
                         slo_s=slo,

@@ -7,14 +7,14 @@ import json
 import math
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from functools import wraps
 from typing import Any, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
 
-from inferline.errors import InferLineError
+from inferline.errors import ConfigError, InferLineError
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -71,3 +71,16 @@ def user_errors(func: Callable[P, R]) -> Callable[P, R]:
             raise typer.Exit(code=exc.exit_code) from None
 
     return wrapper
+
+
+@contextlib.contextmanager
+def as_options(flags: Mapping[str, str]) -> Iterator[None]:
+    """Report a ConfigError about a field that an option filled (``flags``: field -> option)
+    as that option's error, so the library's checks are the command's."""
+    try:
+        yield
+    except ConfigError as exc:
+        flag = flags.get(exc.field or "")
+        if flag is None or exc.source is not None:
+            raise
+        raise type(exc)(exc.problem, source="<argument>", field=flag) from None

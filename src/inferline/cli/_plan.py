@@ -5,16 +5,25 @@ from __future__ import annotations
 import math
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, cast
 
 import typer
 from rich.table import Table
 
 from inferline._bundle import load_bundle
-from inferline.cli._common import JSON_OPTION, print_json, stdout, user_errors
-from inferline.errors import ConfigError
+from inferline.cli._common import JSON_OPTION, as_options, print_json, stdout, user_errors
 from inferline.planner import PLANNERS, plan
+from inferline.profiles import LatencyStat
 from inferline.workload import load_trace
+
+#: Fields of the planner the command fills from its options, for errors naming the option.
+FLAGS = {
+    "planner": "--planner",
+    "slo_s": "--slo-s",
+    "margin": "--margin",
+    "latency_stat": "--latency-stat",
+    "max_seconds": "--max-seconds",
+}
 
 
 def _ms(seconds: float) -> str:
@@ -52,34 +61,13 @@ def plan_command(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Plan per-stage hardware, batch size and replicas for the cheapest cost under the SLO."""
-    if not slo_s > 0:
-        raise ConfigError(f"must be positive, got {slo_s}", source="<argument>", field="--slo-s")
-    if not 0.0 <= margin < 1.0:
-        raise ConfigError(
-            f"must be a fraction in [0, 1), got {margin}", source="<argument>", field="--margin"
-        )
-    if planner not in PLANNERS:
-        raise ConfigError(
-            f"unknown planner {planner!r}; valid planners: {', '.join(PLANNERS)}",
-            source="<argument>",
-            field="--planner",
-        )
-    if latency_stat not in ("median", "p99"):
-        raise ConfigError(
-            f"{latency_stat!r} is not one of median, p99",
-            source="<argument>",
-            field="--latency-stat",
-        )
-    if max_seconds is not None and not max_seconds > 0:
-        raise ConfigError(
-            f"must be positive, got {max_seconds}", source="<argument>", field="--max-seconds"
-        )
     loaded = load_bundle(bundle)
     workload = load_trace(trace)
     with (
         stdout.status(f"planning with {planner} …", spinner="dots")
         if not as_json
-        else nullcontext()
+        else nullcontext(),
+        as_options(FLAGS),
     ):
         result = plan(
             planner,
@@ -89,7 +77,7 @@ def plan_command(
             slo_s,
             seed=seed,
             margin=margin,
-            latency_stat=latency_stat,  # type: ignore[arg-type]  # checked above
+            latency_stat=cast(LatencyStat, latency_stat),  # checked there
             max_seconds=max_seconds,
         )
     if output is not None:

@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated, Literal, cast
 
 import typer
 
-from inferline._files import load_yaml_mapping
-from inferline.cli._common import stderr, user_errors
+from inferline.cli._common import as_options, stderr, user_errors
 from inferline.errors import ConfigError
-
-if TYPE_CHECKING:
-    from inferline.tuner import InferLineTuner
 
 
 @user_errors
@@ -69,24 +65,36 @@ def serve_command(
             "rate (qps; 300 s, seed 0).",
         ),
     ] = None,
+    policy: Annotated[
+        str | None,
+        typer.Option(
+            "--policy",
+            help="With --tune: the replica policy (inferline, inferline+opt-in, none, "
+            "cg-autoscale, queue-length; docs/tuner.md). Default: inferline.",
+        ),
+    ] = None,
     holdoff_s: Annotated[
-        float,
-        typer.Option("--holdoff-s", help="With --tune: seconds between a change and a scale-down."),
-    ] = 15.0,
+        float | None,
+        typer.Option(
+            "--holdoff-s",
+            help="With --tune: seconds between a change and a scale-down (InferLine, 15).",
+        ),
+    ] = None,
     lookback_s: Annotated[
-        float,
+        float | None,
         typer.Option(
             "--lookback-s",
-            help="With --tune: a scale-down provisions for the busiest 5-s bucket of this window.",
+            help="With --tune: a scale-down provisions for the busiest 5-s bucket of this "
+            "window (InferLine, 30).",
         ),
-    ] = 30.0,
+    ] = None,
     tuner_opt_in: Annotated[
         bool,
         typer.Option(
             "--tuner-opt-in",
             help="With --tune: also the Tuner's opt-in rules, departures from SPEC §2.7 "
             "(scale up for the rate expected when a new replica serves; never below the "
-            "plan); docs/tuner.md.",
+            "plan); docs/tuner.md. Same as --policy inferline+opt-in.",
         ),
     ] = False,
     backend: Annotated[
@@ -130,20 +138,17 @@ def serve_command(
     ] = True,
 ) -> None:
     """Serve a pipeline over HTTP (Open Inference Protocol V2) with the given plan."""
-    from inferline.engine._engine import EngineOptions
-    from inferline.engine._server import serve
+    from inferline.engine import EngineOptions, serve
+    from inferline.tuner import policy_for_bundle, policy_options
 
-    for value, name in ((slo_s, "--slo-s"), (drain_timeout_s, "--drain-timeout-s")):
-        if not value > 0:
-            raise ConfigError(f"must be positive, got {value}", source="<argument>", field=name)
-    for count, name in ((max_queue, "--max-queue"), (max_body_bytes, "--max-body-bytes")):
-        if count < 1:
-            raise ConfigError(f"must be at least 1, got {count}", source="<argument>", field=name)
     if not 0 <= port <= 65535:
         raise ConfigError(f"not a TCP port: {port}", source="<argument>", field="--port")
-    for value, name in ((holdoff_s, "--holdoff-s"), (lookback_s, "--lookback-s")):
-        if not value >= 0:
-            raise ConfigError(f"must be ≥ 0, got {value}", source="<argument>", field=name)
+    if max_body_bytes < 1:
+        raise ConfigError(
+            f"must be at least 1, got {max_body_bytes}",
+            source="<argument>",
+            field="--max-body-bytes",
+        )
     if backend not in ("engine", "ray"):
         raise ConfigError(
             f"unknown backend {backend!r}; use 'engine' or 'ray'",
@@ -160,72 +165,75 @@ def serve_command(
                 raise ConfigError(
                     "only applies with --backend ray", source="<argument>", field=name
                 )
-    if placement not in ("spread", "pack"):
+    tuning = {
+        "--policy": policy,
+        "--planning-trace": planning_trace,
+        "--planning-rate": planning_rate,
+        "--holdoff-s": holdoff_s,
+        "--lookback-s": lookback_s,
+        "--tuner-opt-in": tuner_opt_in or None,
+    }
+    if not tune and any(v is not None for v in tuning.values()):
+        only = [flag for flag, v in tuning.items() if v is not None]
         raise ConfigError(
-            f"unknown placement {placement!r}; use 'spread' or 'pack'",
-            source="<argument>",
-            field="--placement",
-        )
-    if num_cpus is not None and address is not None:
-        raise ConfigError(
-            "--num-cpus sizes a local cluster; a cluster at --address has the CPUs its "
-            "nodes were started with (ray start --num-cpus)",
-            source="<argument>",
-            field="--num-cpus",
-        )
-    if num_cpus is not None and num_cpus < 1:
-        raise ConfigError(
-            f"must be at least 1, got {num_cpus}", source="<argument>", field="--num-cpus"
-        )
-    if not tune and (planning_trace is not None or planning_rate is not None or tuner_opt_in):
-        raise ConfigError(
-            "--planning-trace, --planning-rate and --tuner-opt-in only apply with --tune",
+            f"{', '.join(only)} only {'applies' if len(only) == 1 else 'apply'} with --tune",
             source="<argument>",
             field="--tune",
         )
-    policy = (
-        live_tuner(
-            bundle,
-            config,
-            planning_trace,
-            planning_rate,
-            holdoff_s,
-            lookback_s,
-            slo_s,
-            opt_in=tuner_opt_in,
+    if tuner_opt_in and policy not in (None, OPT_IN):
+        raise ConfigError(
+            f"--tuner-opt-in means --policy {OPT_IN}; give one of them",
+            source="<argument>",
+            field="--tuner-opt-in",
         )
-        if tune
-        else None
-    )
+    with as_options(OPTION_FLAGS):
+        options = EngineOptions(
+            slo_s=slo_s,
+            max_queue=max_queue,
+            shed_late=shed,
+            drain_timeout_s=drain_timeout_s,
+            fork_replicas=fork_replicas,
+        )
+        ray_options = None
+        if backend == "ray":
+            from inferline.ray_backend import RayBackendOptions
+
+            ray_options = RayBackendOptions(
+                address=address,
+                num_cpus=num_cpus,
+                placement=cast(Literal["spread", "pack"], placement),  # checked there
+            )
+        chosen = None
+        if tune:
+            name = policy or (OPT_IN if tuner_opt_in else "inferline")
+            fields = {"scale_down_holdoff_s": holdoff_s, "lookback_s": lookback_s}
+            chosen = policy_for_bundle(
+                name,
+                bundle,
+                config,
+                planning_trace=planning_trace,
+                planning_rate=planning_rate,
+                slo_s=slo_s,
+                options=policy_options(name, **{k: v for k, v in fields.items() if v is not None}),
+            )
     logging.basicConfig(level=logging.INFO, format="inferline: %(message)s")
-    options = EngineOptions(
-        slo_s=slo_s,
-        max_queue=max_queue,
-        shed_late=shed,
-        drain_timeout_s=drain_timeout_s,
-        fork_replicas=fork_replicas,
-    )
 
     def announce(line: str) -> None:
         stderr.print(line, highlight=False, soft_wrap=True)
 
-    if backend == "ray":
-        from inferline.ray_backend._serve import RayBackendOptions, serve_on_ray
+    if ray_options is not None:
+        from inferline.ray_backend import serve_on_ray
 
         serve_on_ray(
             bundle,
             config,
-            ray_options=RayBackendOptions(
-                address=address,
-                num_cpus=num_cpus,
-                placement="pack" if placement == "pack" else "spread",
-            ),
+            ray_options=ray_options,
             host=host,
             port=port,
             options=options,
             max_body_bytes=max_body_bytes,
             announce=announce,
-            policy=policy,
+            policy=chosen,
         )
         return
     serve(
@@ -236,89 +244,22 @@ def serve_command(
         options=options,
         max_body_bytes=max_body_bytes,
         announce=announce,
-        policy=policy,
+        policy=chosen,
     )
 
 
-#: Length of the Poisson planning trace ``--planning-rate`` stands for.
-PLANNING_RATE_DURATION_S = 300.0
-
-
-def live_tuner(
-    bundle: Path,
-    plan: Path,
-    planning_trace: Path | None,
-    planning_rate: float | None,
-    holdoff_s: float = 15.0,
-    lookback_s: float = 30.0,
-    slo_s: float | None = None,
-    *,
-    opt_in: bool = False,
-) -> InferLineTuner:
-    """The InferLine Tuner for ``inferline serve --tune`` (ConfigError, exit 2, if an input
-    it needs is missing)."""
-    from inferline._bundle import load_bundle
-    from inferline.pipeline import load_config, load_pipeline
-    from inferline.tuner import InferLineTuner, TunerConfig
-    from inferline.tuner._scenarios import OPT_IN_POLICY
-    from inferline.workload import gamma_trace, load_trace
-
-    pipeline_file = bundle if bundle.is_file() else bundle / "pipeline.yaml"
-    if pipeline_file.exists():
-        from inferline.pipeline._io import pipeline_from_mapping
-
-        _, spec = pipeline_from_mapping(
-            load_yaml_mapping(pipeline_file, ConfigError), pipeline_file
-        )
-        missing = [
-            name
-            for name in (spec.hardware, spec.profiles)
-            if not (pipeline_file.parent / name).exists()
-        ]
-        if missing:
-            raise ConfigError(
-                f"--tune needs the bundle's profiles, but {' and '.join(missing)} "
-                f"{'is' if len(missing) == 1 else 'are'} missing from {pipeline_file.parent} "
-                "(their format: docs/bundles.md)",
-                source=bundle,
-                field="--tune",
-            )
-    if planning_trace is None and planning_rate is None:
-        raise ConfigError(
-            "--tune needs the workload the plan was made for: give --planning-trace FILE "
-            "or --planning-rate QPS",
-            source="<argument>",
-            field="--tune",
-        )
-    if planning_trace is not None and planning_rate is not None:
-        raise ConfigError(
-            "give --planning-trace or --planning-rate, not both",
-            source="<argument>",
-            field="--planning-rate",
-        )
-    loaded = load_bundle(bundle)
-    load_pipeline(pipeline_file)  # the same checks serving makes
-    plan_config = load_config(plan)
-    if planning_trace is not None:
-        trace = load_trace(planning_trace)
-    else:
-        assert planning_rate is not None
-        if not planning_rate > 0:
-            raise ConfigError(
-                f"must be positive, got {planning_rate}",
-                source="<argument>",
-                field="--planning-rate",
-            )
-        trace = gamma_trace(planning_rate, 1.0, PLANNING_RATE_DURATION_S, seed=0)
-    config = TunerConfig.from_plan(
-        loaded.pipeline,
-        loaded.profiles,
-        plan_config,
-        trace,
-        scale_down_holdoff_s=holdoff_s,
-        lookback_s=lookback_s,
-        slo_s=slo_s,
-        anticipate_growth=opt_in,
-        floor_at_plan=opt_in,
-    )
-    return InferLineTuner(config, name=OPT_IN_POLICY if opt_in else "inferline")
+OPT_IN = "inferline+opt-in"
+#: Option fields the command fills from its options, for errors that name the option.
+OPTION_FLAGS = {
+    "slo_s": "--slo-s",
+    "max_queue": "--max-queue",
+    "drain_timeout_s": "--drain-timeout-s",
+    "address": "--address",
+    "num_cpus": "--num-cpus",
+    "placement": "--placement",
+    "policy": "--policy",
+    "planning_trace": "--planning-trace",
+    "planning_rate": "--planning-rate",
+    "scale_down_holdoff_s": "--holdoff-s",
+    "lookback_s": "--lookback-s",
+}

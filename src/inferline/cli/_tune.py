@@ -9,12 +9,17 @@ import typer
 from rich.table import Table
 
 from inferline._bundle import load_bundle
-from inferline.cli._common import JSON_OPTION, print_json, stdout, user_errors
-from inferline.errors import ConfigError
+from inferline.cli._common import JSON_OPTION, as_options, print_json, stdout, user_errors
 from inferline.pipeline import load_config
-from inferline.workload import load_trace, split_trace
+from inferline.workload import load_trace
 
-POLICIES = ("inferline", "inferline+opt-in", "none", "cg-autoscale", "queue-length")
+#: Fields of tune_simulate the command fills from its options, for errors naming the option.
+FLAGS = {
+    "slo_s": "--slo-s",
+    "policy": "--policy",
+    "activation_s": "--activation-s",
+    "tick_s": "--tick-s",
+}
 
 
 @user_errors
@@ -32,7 +37,7 @@ def tune_sim_command(
         typer.Option(
             "--policy",
             help="inferline, inferline+opt-in (with the opt-in departures from SPEC §2.7), "
-            "none, cg-autoscale or queue-length.",
+            "none, cg-autoscale or queue-length (docs/tuner.md).",
         ),
     ] = "inferline",
     planning_trace: Annotated[
@@ -51,33 +56,24 @@ def tune_sim_command(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Simulate a plan under a replica policy on a trace (time-varying Estimator)."""
-    from inferline.tuner import simulate_tuned
-    from inferline.tuner._scenarios import make_policy
+    from inferline.tuner import tune_simulate
 
-    if not slo_s > 0:
-        raise ConfigError(f"must be positive, got {slo_s}", source="<argument>", field="--slo-s")
-    if policy not in POLICIES:
-        raise ConfigError(
-            f"unknown policy {policy!r}; choose one of {', '.join(POLICIES)}",
-            source="<argument>",
-            field="--policy",
-        )
     loaded = load_bundle(bundle)
     cfg = load_config(plan)
     workload = load_trace(trace)
-    sample = load_trace(planning_trace) if planning_trace else split_trace(workload, 0.25)[0]
-    chosen = make_policy(policy, loaded.pipeline, loaded.profiles, cfg, sample, slo_s=slo_s)
-    result = simulate_tuned(
-        loaded.pipeline,
-        loaded.profiles,
-        cfg,
-        workload,
-        slo_s,
-        chosen,
-        activation_s=activation_s,
-        tick_s=tick_s,
-        seed=seed,
-    )
+    with as_options(FLAGS):
+        result = tune_simulate(
+            loaded.pipeline,
+            loaded.profiles,
+            cfg,
+            workload,
+            slo_s,
+            policy=policy,
+            planning_trace=load_trace(planning_trace) if planning_trace else None,
+            activation_s=activation_s,
+            tick_s=tick_s,
+            seed=seed,
+        )
     summary = result.summary()
     if as_json:
         print_json(summary)

@@ -77,10 +77,12 @@ class EngineOptions:
     drain_timeout_s: float = 30.0  # graceful shutdown: wait this long for in-flight queries
 
     def __post_init__(self) -> None:
-        if not self.slo_s > 0:
-            raise ValueError(f"slo_s must be positive, got {self.slo_s}")
-        if self.max_queue < 1 or self.max_in_flight < 1 or self.retries < 0:
-            raise ValueError("max_queue and max_in_flight must be >= 1, retries >= 0")
+        for name in ("slo_s", "start_timeout_s", "drain_timeout_s"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"must be positive, got {getattr(self, name)!r}", field=name)
+        for name, low in (("max_queue", 1), ("max_in_flight", 1), ("retries", 0)):
+            if getattr(self, name) < low:
+                raise ConfigError(f"must be ≥ {low}, got {getattr(self, name)!r}", field=name)
 
 
 @dataclass(frozen=True, slots=True)

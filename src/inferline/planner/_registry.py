@@ -50,13 +50,20 @@ def plan(
     latency_stat: LatencyStat = "median",
     max_seconds: float | None = None,
 ) -> Plan:
-    """Run the planner called ``name``; ``max_seconds`` bounds the exhaustive search only."""
+    """Run the planner called ``name``; ``max_seconds`` bounds the exhaustive search only.
+    Arguments are checked first (ConfigError naming the field)."""
     if name not in PLANNERS:
         raise ConfigError(
-            f"unknown planner {name!r}; valid planners: {', '.join(PLANNERS)}",
-            source="<argument>",
-            field="planner",
+            f"unknown planner {name!r}; valid planners: {', '.join(PLANNERS)}", field="planner"
         )
+    if not slo_s > 0:
+        raise ConfigError(f"must be positive, got {slo_s}", field="slo_s")
+    if not 0.0 <= margin < 1.0:
+        raise ConfigError(f"must be a fraction in [0, 1), got {margin}", field="margin")
+    if latency_stat not in ("median", "p99"):
+        raise ConfigError(f"{latency_stat!r} is not one of median, p99", field="latency_stat")
+    if max_seconds is not None and not max_seconds > 0:
+        raise ConfigError(f"must be positive, got {max_seconds}", field="max_seconds")
     if name == "exhaustive" and max_seconds is not None:
         return plan_exhaustive(
             pipeline,

@@ -7,7 +7,9 @@ its stage's resources (``cpu-N`` → N CPUs; a GPU name → one GPU of that type
 by Ray anywhere on the cluster. The plan is checked against the cluster's resources
 before anything is deployed.
 
-Names load on first use, so importing this package does not import ``ray``.
+Names load on first use, so importing this package does not import ``ray``. Test support
+(a local multi-node cluster) lives in :mod:`inferline.ray_backend.testing`; the benchmark is
+``inferline bench ray``.
 """
 
 from __future__ import annotations
@@ -36,13 +38,11 @@ if TYPE_CHECKING:
     from inferline.ray_backend._replica import RayReplica, RayReplicaFactory
     from inferline.ray_backend._serve import RayBackendOptions, RayServing, serve_on_ray
     from inferline.ray_backend._serve_app import RayServeAutoscaling, build_serve_app
-    from inferline.ray_backend.testing import LocalRayCluster
 
 __all__ = [
     "ClusterResources",
     "ClusterUnreachableError",
     "InsufficientResourcesError",
-    "LocalRayCluster",
     "NodeResources",
     "RayBackendError",
     "RayBackendOptions",
@@ -73,7 +73,6 @@ _LAZY = {
     "serve_on_ray": "inferline.ray_backend._serve",
     "RayServeAutoscaling": "inferline.ray_backend._serve_app",
     "build_serve_app": "inferline.ray_backend._serve_app",
-    "LocalRayCluster": "inferline.ray_backend.testing",
 }
 
 

@@ -21,9 +21,10 @@ from typing import Any, Literal
 from inferline.engine._engine import Engine, EngineOptions
 from inferline.engine._errors import RequestError
 from inferline.engine._server import load_serving_inputs, run_loop, serve_async
+from inferline.errors import ConfigError
 from inferline.pipeline import Pipeline, PipelineConfig
 from inferline.ray_backend._cluster import RayConnection, connect
-from inferline.ray_backend._errors import InsufficientResourcesError, RayBackendError
+from inferline.ray_backend._errors import InsufficientResourcesError
 from inferline.ray_backend._replica import RayReplicaFactory
 from inferline.ray_backend._resources import (
     ClusterResources,
@@ -64,14 +65,23 @@ class RayBackendOptions:
 
     def __post_init__(self) -> None:
         if self.placement not in ("spread", "pack"):
-            raise ValueError(f"placement must be 'spread' or 'pack', got {self.placement!r}")
-        if self.address is not None and self.num_cpus is not None:
-            raise RayBackendError(
-                "--num-cpus sizes a local cluster; it cannot be used with --address "
-                "(a cluster's CPUs are set by `ray start --num-cpus` on each node)"
+            raise ConfigError(
+                f"unknown placement {self.placement!r}; use 'spread' or 'pack'", field="placement"
             )
-        if not self.connect_timeout_s > 0 or self.resource_wait_s < 0:
-            raise ValueError("connect_timeout_s must be positive, resource_wait_s >= 0")
+        if self.num_cpus is not None and self.address is not None:
+            raise ConfigError(
+                "num_cpus sizes a local cluster; a cluster at an address has the CPUs its "
+                "nodes were started with (ray start --num-cpus)",
+                field="num_cpus",
+            )
+        if self.num_cpus is not None and self.num_cpus < 1:
+            raise ConfigError(f"must be at least 1, got {self.num_cpus}", field="num_cpus")
+        if not self.connect_timeout_s > 0:
+            raise ConfigError(
+                f"must be positive, got {self.connect_timeout_s}", field="connect_timeout_s"
+            )
+        if not self.resource_wait_s >= 0:
+            raise ConfigError(f"must be ≥ 0, got {self.resource_wait_s}", field="resource_wait_s")
 
 
 class RayServing:

@@ -1,0 +1,70 @@
+"""The top-level entry points that have no single home package: :func:`plan` and :func:`replay`
+(``inferline plan`` and ``inferline replay`` in Python)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from inferline.engine import ReplayResult
+from inferline.engine import replay as replay_arrivals
+from inferline.pipeline import Pipeline
+from inferline.planner import Plan
+from inferline.planner import plan as run_planner
+from inferline.profiles import LatencyStat, Profiles
+from inferline.workload import Trace, load_trace
+
+__all__ = ["plan", "replay"]
+
+
+def plan(
+    pipeline: Pipeline,
+    profiles: Profiles,
+    trace: Trace,
+    slo_s: float,
+    *,
+    planner: str = "inferline",
+    seed: int = 0,
+    margin: float = 0.0,
+    latency_stat: LatencyStat = "median",
+    max_seconds: float | None = None,
+) -> Plan:
+    """The cheapest configuration meeting the P99 ``slo_s`` on ``trace``, as ``inferline plan``
+    computes it. ``planner``: ``inferline`` (the greedy search), ``cg-mean``, ``cg-peak`` or
+    ``exhaustive`` (bounded by ``max_seconds``); ``margin``: plan for a P99 of
+    ``slo_s × (1 − margin)``. Save it with :meth:`Plan.save`; ``Plan.config`` is the plan."""
+    return run_planner(
+        planner,
+        pipeline,
+        profiles,
+        trace,
+        slo_s,
+        seed=seed,
+        margin=margin,
+        latency_stat=latency_stat,
+        max_seconds=max_seconds,
+    )
+
+
+def replay(
+    url: str,
+    trace: Trace | str | Path | npt.NDArray[np.float64],
+    *,
+    slo_s: float,
+    bodies: Sequence[bytes] = (),
+    model: str | None = None,
+    timeout_s: float = 30.0,
+) -> ReplayResult:
+    """Send ``trace``'s queries open-loop to the engine at ``url`` (as ``inferline replay``):
+    query ``i`` at its arrival time from now, each body from ``bodies`` in turn (default: one
+    FP32 number). ``inferline.replay_summary`` reduces the result to P50/P99, misses, errors."""
+    if isinstance(trace, Trace):
+        arrivals = trace.arrival_s
+    elif isinstance(trace, str | Path):
+        arrivals = load_trace(trace).arrival_s
+    else:
+        arrivals = np.asarray(trace, dtype=np.float64)
+    return replay_arrivals(url, arrivals, bodies, slo_s=slo_s, model=model, timeout_s=timeout_s)

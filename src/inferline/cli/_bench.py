@@ -235,12 +235,12 @@ def ray_bench(
 ) -> None:
     """InferLine on Ray vs the embedded engine vs Ray Serve: estimated and measured P99 for one
     plan, and the InferLine Tuner vs Ray Serve's autoscaler on a rate step (docs/ray.md)."""
+    from inferline.ray_backend import import_ray
     from inferline.ray_backend._bench import (
         RayBenchmarkSettings,
         ray_benchmark_table,
         run_ray_benchmark,
     )
-    from inferline.ray_backend._cluster import import_ray
 
     import_ray()
     try:

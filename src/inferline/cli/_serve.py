@@ -130,8 +130,7 @@ def serve_command(
     ] = True,
 ) -> None:
     """Serve a pipeline over HTTP (Open Inference Protocol V2) with the given plan."""
-    from inferline.engine._engine import EngineOptions
-    from inferline.engine._server import serve
+    from inferline.engine import EngineOptions, serve
 
     for value, name in ((slo_s, "--slo-s"), (drain_timeout_s, "--drain-timeout-s")):
         if not value > 0:
@@ -210,7 +209,7 @@ def serve_command(
         stderr.print(line, highlight=False, soft_wrap=True)
 
     if backend == "ray":
-        from inferline.ray_backend._serve import RayBackendOptions, serve_on_ray
+        from inferline.ray_backend import RayBackendOptions, serve_on_ray
 
         serve_on_ray(
             bundle,
@@ -265,7 +264,7 @@ def live_tuner(
 
     pipeline_file = bundle if bundle.is_file() else bundle / "pipeline.yaml"
     if pipeline_file.exists():
-        from inferline.pipeline._io import pipeline_from_mapping
+        from inferline.pipeline import pipeline_from_mapping
 
         _, spec = pipeline_from_mapping(
             load_yaml_mapping(pipeline_file, ConfigError), pipeline_file

@@ -21,7 +21,9 @@ from typing import Any
 import numpy as np
 
 from inferline.engine._replay import replay, replay_summary
-from inferline.engine.testing import ServedEngine, served_engine, write_bundle
+from inferline.engine.process import EngineProcess as ServedEngine
+from inferline.engine.process import start_engine as served_engine
+from inferline.engine.testing import write_bundle
 
 __all__ = ["engine_benchmark_table", "run_engine_benchmark"]
 

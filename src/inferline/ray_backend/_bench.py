@@ -38,8 +38,10 @@ from typing import Any
 import numpy as np
 import yaml
 
-from inferline.engine._replay import ReplayResult, replay, replay_summary
-from inferline.engine.testing import ServedEngine, free_port, served_engine
+from inferline.engine import ReplayResult, replay, replay_summary
+from inferline.engine.process import EngineProcess as ServedEngine
+from inferline.engine.process import free_port
+from inferline.engine.process import start_engine as served_engine
 from inferline.pipeline import save_config
 from inferline.ray_backend.testing import LocalRayCluster, SleepModel, SleepPrep, SleepStage
 

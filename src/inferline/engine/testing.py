@@ -30,7 +30,13 @@ from inferline.engine._hardware import resources_for
 from inferline.engine._replica import Replica
 from inferline.engine._stage import StageModel, Tensor
 from inferline.engine._wire import FrameReader, pack
-from inferline.engine.batching import declared_outputs, load_stage, run_batch, stage_specs
+from inferline.engine.batching import (
+    add_import_path,
+    declared_outputs,
+    load_stage,
+    run_batch,
+    stage_specs,
+)
 from inferline.engine.process import EngineProcess, free_port, start_engine
 
 __all__ = [
@@ -146,6 +152,8 @@ class InMemoryReplica(Replica):
         self._declared: tuple[Any, ...] = ()
         self._gone = asyncio.Event()
         self.spec: dict[str, Any] = {}
+        #: Batches received while the stage is held (``InMemoryReplicaFactory.hold``).
+        self.parked: list[tuple[int, list[Any]]] = []
 
     def __repr__(self) -> str:
         return f"<in-memory replica {self.id} of {self.stage} {self.state.value}>"
@@ -167,6 +175,7 @@ class InMemoryReplica(Replica):
             return
         spec = self.spec
         try:
+            add_import_path(spec.get("sys_path", []))
             self._model = load_stage(spec)
         except Exception as exc:
             detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
@@ -195,6 +204,9 @@ class InMemoryReplica(Replica):
     def _run(self, batch_id: int, items: list[Any]) -> None:
         if not self.alive:
             return
+        if self.stage in self._factory.held:
+            self.parked.append((batch_id, items))
+            return
         self._factory.batches += 1
         if self._factory.death_rule(self, items):
             self.die()
@@ -207,6 +219,12 @@ class InMemoryReplica(Replica):
         except Exception as exc:
             reply = ("failed", batch_id, f"{type(exc).__name__}: {exc}")
         self._reply(reply)
+
+    def resume(self) -> None:
+        """Run the parked batches (in the next loop steps, in the order they came)."""
+        parked, self.parked = self.parked, []
+        for batch_id, items in parked:
+            self._loop.call_soon(self._run, batch_id, items)
 
     def die(self, exit_code: int = -9) -> None:
         """End now, like a process that exits or is killed: the engine loses the replica
@@ -235,7 +253,9 @@ class InMemoryReplicaFactory:
 
     ``death_rule`` picks the batches on which a replica dies instead of answering
     (default: a batch with Echo's ``crash`` instruction, which would otherwise end this
-    process). ``batches`` and ``deaths`` count what happened.
+    process). :meth:`hold` keeps a stage's batches running until :meth:`release`, so a
+    test decides when each finishes (or kills the replica mid-batch). ``batches`` and
+    ``deaths`` count what happened.
     """
 
     def __init__(self, death_rule: DeathRule = _echo_crash, *, pid_base: int = 1_000_000) -> None:
@@ -244,6 +264,7 @@ class InMemoryReplicaFactory:
         self.replicas: list[InMemoryReplica] = []
         self.batches = 0
         self.deaths = 0
+        self.held: set[str] = set()
 
     def __call__(
         self,
@@ -260,3 +281,18 @@ class InMemoryReplicaFactory:
     def alive(self, stage: str | None = None) -> list[InMemoryReplica]:
         """The replicas (of ``stage``) that have not died or stopped."""
         return [r for r in self.replicas if r.alive and stage in (None, r.stage)]
+
+    def hold(self, *stages: str) -> None:
+        """Batches of these stages stay running (unanswered) until :meth:`release`."""
+        self.held.update(stages)
+
+    def release(self, *stages: str) -> None:
+        """Let the held batches of ``stages`` (all held stages if none given) finish."""
+        for stage in stages or tuple(self.held):
+            self.held.discard(stage)
+            for replica in self.alive(stage):
+                replica.resume()
+
+    def running(self, stage: str) -> list[InMemoryReplica]:
+        """The live replicas of ``stage`` that the engine has given a batch."""
+        return [r for r in self.alive(stage) if r.batch is not None]

@@ -124,7 +124,9 @@ def pipeline(spec: dict[str, Any]) -> Pipeline:
     return pipeline_from_mapping(spec, "<test>")[0]
 
 
-def plan(spec: dict[str, Any], replicas: dict[str, int] | None = None, batch_size: int = 4) -> Any:
+def plan(
+    spec: dict[str, Any], replicas: dict[str, int] | None = None, batch_size: int = 4
+) -> dict[str, Any]:
     counts = replicas or {}
     return {
         "stages": {
@@ -599,16 +601,19 @@ def test_control_plan_errors_are_4xx_or_500_and_leave_the_plan_alone() -> None:
         async with served(CHAIN) as s:
             before = (await s.call("GET", "/v2/control/plan")).body
             path = "/v2/control/plan"
-            bad = [
+            stages = before["stages"]
+            zero_batch = {"hardware": "cpu-1", "batch_size": 0, "replicas": 1}
+            bad: list[tuple[bytes | dict[str, Any], int, str]] = [
                 (b"{oops", 400, "malformed JSON in the plan"),
                 (b"[]", 400, 'the plan must be a JSON object {"stages": {...}}'),
-                ({"stages": {"source": {"hardware": "cpu-1", "batch_size": 4, "replicas": 1}}},
-                 400, "stage(s) fragile are not configured"),
-                ({"stages": {**before["stages"], "ghost": before["stages"]["source"]}},
-                 400, "unknown stage(s) ghost"),
-                ({"stages": {**before["stages"], "source": {"hardware": "cpu-1",
-                  "batch_size": 0, "replicas": 1}}}, 400, "batch_size"),
-            ]  # fmt: skip
+                (
+                    {"stages": {"source": stages["source"]}},
+                    400,
+                    "stage(s) fragile are not configured",
+                ),
+                ({"stages": {**stages, "ghost": stages["source"]}}, 400, "unknown stage(s) ghost"),
+                ({"stages": {**stages, "source": zero_batch}}, 400, "stages.source.batch_size"),
+            ]
             for body, code, words in bad:
                 answer = await s.call("POST", path, body)
                 assert (answer.status, answer.starts) == (code, 1), body

@@ -20,11 +20,12 @@ the user-facing API (``import inferline as il``) for no user's benefit. Anything
 from __future__ import annotations
 
 import ast
+import importlib.util
 from pathlib import Path
 
-import inferline
-
-ROOT = Path(inferline.__file__).parent
+_SPEC = importlib.util.find_spec("inferline")  # found, not imported: no numba to load
+assert _SPEC is not None and _SPEC.submodule_search_locations
+ROOT = Path(next(iter(_SPEC.submodule_search_locations)))
 
 #: Modules that other engineers move out of their package this round (issue 13: benchmarks
 #: to ``inferline/bench/``, the time-varying simulation to ``estimator/``). Imports to and
@@ -101,6 +102,22 @@ def test_no_module_imports_another_packages_private_names() -> None:
         "from that package's __init__ or a public module (docs/engine.md lists the "
         "engine's):\n" + "\n".join(found)
     )
+
+
+def test_examples_and_scripts_use_only_public_names() -> None:
+    """What users copy from: the examples, scripts and benchmarks of the checkout."""
+    checkout = Path(__file__).resolve().parents[2]
+    files = [
+        p
+        for folder in ("examples", "scripts", "benchmarks")
+        for p in (checkout / folder).rglob("*.py")
+    ]
+    found = [
+        f"{path.relative_to(checkout)}:{problem}"
+        for path in sorted(files)
+        for problem in violations("__user__", False, path.read_text())
+    ]
+    assert files and not found, "\n".join(found)
 
 
 def test_moving_modules_still_exist() -> None:

@@ -34,8 +34,7 @@ from rich.console import Console
 from rich.table import Table
 
 from inferline import load_bundle, load_config, save_trace
-from inferline.engine._replay import ReplayResult, replay, replay_summary
-from inferline.engine.testing import ServedEngine, served_engine
+from inferline.engine import EngineProcess, ReplayResult, replay, replay_summary, start_engine
 from inferline.workload import Trace, bundled_trace_path, load_timestamp_csv
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -85,7 +84,7 @@ def sample_requests(path: Path, n: int) -> None:
 
 
 def watch_replicas(
-    engine: ServedEngine, price: dict[str, float], stop: threading.Event, show: bool
+    engine: EngineProcess, price: dict[str, float], stop: threading.Event, show: bool
 ) -> dict[str, Any]:
     """Poll the engine's status: integrate cost from the replicas running, print changes."""
     seen = 0
@@ -122,7 +121,7 @@ def serve_and_replay(
         extra += ["--tune", "--planning-trace", str(tune)]
     console.print(f"[dim]$ inferline serve {BUNDLE.name} --config plan.yaml {shlex.join(extra)}[/]")
     bodies = [line.encode() for line in requests.read_text().splitlines()]
-    with served_engine(BUNDLE, plan, *extra, start_timeout_s=240.0) as engine:
+    with start_engine(BUNDLE, plan, *extra, start_timeout_s=240.0) as engine:
         console.print("[dim]$ inferline replay URL --trace evaluation.csv --requests …[/]")
         stop = threading.Event()
         box: dict[str, Any] = {}

@@ -14,7 +14,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from inferline.engine.testing import served_engine
+from inferline.engine import start_engine
 from inferline.workload import bundled_trace_path
 
 HERE = Path(__file__).resolve().parent
@@ -57,7 +57,7 @@ def main() -> None:
         print(
             f"$ inferline serve {BUNDLE} --config {BUNDLE / 'plan.yaml'} --port <free>", flush=True
         )
-        with served_engine(BUNDLE, BUNDLE / "plan.yaml", "--slo-s", str(SLO_S)) as engine:
+        with start_engine(BUNDLE, BUNDLE / "plan.yaml", "--slo-s", str(SLO_S)) as engine:
             inferline(
                 "replay",
                 engine.url,

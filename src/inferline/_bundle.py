@@ -7,12 +7,13 @@ from pathlib import Path
 
 from inferline._files import load_yaml_mapping
 from inferline.errors import ConfigError, PipelineError
-from inferline.pipeline import Pipeline, PipelineConfig
-from inferline.pipeline._config import check_config
-from inferline.pipeline._io import (
+from inferline.pipeline import (
     MeasuredPaths,
+    Pipeline,
+    PipelineConfig,
     PipelineFile,
     apply_measured_paths,
+    check_config,
     load_measured_paths,
     pipeline_from_mapping,
 )

@@ -21,7 +21,7 @@ from ray.exceptions import ActorDiedError
 from inferline.engine._engine import Engine, EngineOptions
 from inferline.engine._stage import Tensor
 from inferline.engine._tensor import InferRequest
-from inferline.engine._worker import _load, _run_batch
+from inferline.engine.batching import load_stage, run_batch
 from inferline.pipeline import Pipeline, PipelineConfig
 from inferline.ray_backend import _actor, _replica
 from inferline.ray_backend._replica import RayReplicaFactory
@@ -70,7 +70,7 @@ class FakeActor:
 
     def _setup(self, spec: dict[str, Any]) -> concurrent.futures.Future[Any]:
         self.spec = spec
-        self.model = _load(spec)
+        self.model = load_stage(spec)
         done: concurrent.futures.Future[Any] = concurrent.futures.Future()
         done.set_result(("ready", {"pid": next(_pids), "node_id": "n1", "node_ip": "x"}))
         return done
@@ -82,7 +82,7 @@ class FakeActor:
             return future
 
         def work() -> Any:
-            results, predict_s = _run_batch(
+            results, predict_s = run_batch(
                 self.model, self.spec["stage"], items, tuple(self.spec["successors"]), ()
             )
             return ("done", batch_id, results, predict_s)

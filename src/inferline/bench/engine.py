@@ -21,7 +21,8 @@ import numpy as np
 from rich.table import Table
 
 from inferline.engine import replay, replay_summary
-from inferline.engine.testing import ServedEngine, served_engine, write_bundle
+from inferline.engine.process import EngineProcess, start_engine
+from inferline.engine.testing import write_bundle
 
 __all__ = ["run_engine_benchmark", "tables"]
 
@@ -41,7 +42,7 @@ def _median(values: Sequence[float | None]) -> float | None:
 
 
 def _overhead(
-    engine: ServedEngine, rate_qps: float, duration_s: float, seed: int
+    engine: EngineProcess, rate_qps: float, duration_s: float, seed: int
 ) -> dict[str, Any]:
     engine.request("DELETE", "/v2/control/stats")
     arrivals = _poisson(rate_qps, duration_s, np.random.default_rng(seed))
@@ -95,7 +96,7 @@ def run_engine_benchmark(
             [("first", "second")],
             {"first": stage, "second": stage},
         )
-        with served_engine(pipeline, plan, "--slo-s", "1.0") as engine:
+        with start_engine(pipeline, plan, "--slo-s", "1.0") as engine:
             warm = _poisson(overhead_rate_qps, 1.0, np.random.default_rng(seed + 999))
             replay(engine.url, warm, slo_s=1.0, model=_MODEL)
             overhead = _overhead(engine, overhead_rate_qps, overhead_duration_s, seed)

@@ -41,7 +41,7 @@ from rich.table import Table
 
 from inferline import Bundle, load_bundle
 from inferline.engine import ReplayResult, replay, replay_summary
-from inferline.engine.testing import ServedEngine, free_port, served_engine
+from inferline.engine.process import EngineProcess, free_port, start_engine
 from inferline.estimator import Estimator
 from inferline.pipeline import PipelineConfig, save_config
 from inferline.planner import plan_inferline
@@ -226,7 +226,7 @@ def _mean_batch(visits: dict[str, int], before: dict[str, int], after: dict[str,
     }
 
 
-def _measure_engine(engine: ServedEngine, trace: Any, warm: Any, slo_s: float) -> dict[str, Any]:
+def _measure_engine(engine: EngineProcess, trace: Any, warm: Any, slo_s: float) -> dict[str, Any]:
     replay(engine.url, warm, slo_s=slo_s, model=_MODEL)
     engine.request("DELETE", "/v2/control/stats")
     before = _batches_run(engine.status())
@@ -246,7 +246,7 @@ def _measure_engine(engine: ServedEngine, trace: Any, warm: Any, slo_s: float) -
     return out
 
 
-def _inferline_sample(engine: ServedEngine) -> dict[str, Any]:
+def _inferline_sample(engine: EngineProcess) -> dict[str, Any]:
     conn = http.client.HTTPConnection("127.0.0.1", engine.port, timeout=5)
     try:
         conn.request("GET", "/v2/control/status")
@@ -501,7 +501,7 @@ def _tuner_on_step(setup: _Setup, ray_args: Sequence[str]) -> tuple[dict[str, An
     """Part 2: ``serve --backend ray --tune`` from the low-rate plan through the rate step."""
     slo = setup.settings.slo_s
     tune_args = ("--tune", "--planning-trace", str(setup.planning_b_file))
-    with served_engine(
+    with start_engine(
         setup.pipeline_file, setup.plan_b_file, *ray_args, *tune_args, start_timeout_s=180
     ) as engine:
         replay(engine.url, setup.warm_b, slo_s=slo, model=_MODEL)
@@ -625,7 +625,7 @@ def run_ray_benchmark(
         figures["profiles"] = yaml.safe_load((Path(tmp) / "bundle" / "profiles.yaml").read_text())
         same_plan = _estimated(setup)
         progress("part 1: the embedded engine")
-        with served_engine(setup.pipeline_file, setup.plan_a_file, "--slo-s", str(slo)) as engine:
+        with start_engine(setup.pipeline_file, setup.plan_a_file, "--slo-s", str(slo)) as engine:
             same_plan["engine"] = _measure_engine(engine, setup.eval_trace, setup.warm, slo)
         progress(
             f"starting a 2-node Ray cluster ({settings.head_cpus} + {settings.worker_cpus} CPUs)"
@@ -635,7 +635,7 @@ def run_ray_benchmark(
         with LocalRayCluster((settings.head_cpus, settings.worker_cpus)) as cluster:
             ray_args = ("--backend", "ray", "--address", cluster.address, "--slo-s", str(slo))
             progress("part 1: the Ray backend")
-            with served_engine(
+            with start_engine(
                 setup.pipeline_file, setup.plan_a_file, *ray_args, start_timeout_s=180
             ) as engine:
                 same_plan["ray"] = _measure_engine(engine, setup.eval_trace, setup.warm, slo)

@@ -323,7 +323,7 @@ def ray_bench(
     """InferLine on Ray vs the embedded engine vs Ray Serve: estimated and measured P99 for one
     plan, and the InferLine Tuner vs Ray Serve's autoscaler on a rate step (docs/ray.md)."""
     from inferline.bench.ray import RayBenchmarkSettings, run_ray_benchmark, tables
-    from inferline.ray_backend._cluster import import_ray
+    from inferline.ray_backend import import_ray
 
     import_ray()  # a readable error, before anything runs, where Ray is not installed
 

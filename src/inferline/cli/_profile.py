@@ -17,10 +17,10 @@ from rich.progress import (
 from rich.table import Table
 
 from inferline.cli._common import JSON_OPTION, print_json, stderr, stdout, user_errors
-from inferline.profiler._probe import DRIFT_WARNING
+from inferline.profiler import DRIFT_WARNING
 
 if TYPE_CHECKING:
-    from inferline.profiler._profile import ProfileReport
+    from inferline.profiler import ProfileReport
 
 
 class RichProgress:
@@ -116,9 +116,13 @@ def profile_command(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Profile each stage on each hardware type here, record routing and engine overhead."""
-    from inferline.profiler._overhead import OverheadOptions
-    from inferline.profiler._profile import NullProgress, ProfileOptions, profile_bundle
-    from inferline.profiler._stats import RepetitionPolicy
+    from inferline.profiler import (
+        NullProgress,
+        OverheadOptions,
+        ProfileOptions,
+        RepetitionPolicy,
+        profile_bundle,
+    )
 
     options = ProfileOptions(
         nice=nice,

@@ -14,7 +14,7 @@ from inferline.errors import ConfigError
 
 
 def _bodies(inputs: list[str], requests: Path | None) -> list[bytes]:
-    from inferline.engine._replay import default_body, parse_input_option
+    from inferline.engine import default_body, parse_input_option
 
     if inputs and requests is not None:
         raise ConfigError("give --input or --requests, not both", source="<argument>")
@@ -79,7 +79,7 @@ def replay_command(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Replay a trace open-loop against a running engine; print P50/P99, misses, errors, rate."""
-    from inferline.engine._replay import replay, replay_summary
+    from inferline.engine import replay, replay_summary
     from inferline.workload import load_trace
 
     if not slo_s > 0:

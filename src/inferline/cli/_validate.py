@@ -96,7 +96,7 @@ def validate_command(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Serve a plan on the real engine and compare measured with estimated P50/P99/misses."""
-    from inferline.profiler._validate import ValidateOptions, validate_bundle
+    from inferline.profiler import ValidateOptions, validate_bundle
 
     options = ValidateOptions(
         nice=nice,

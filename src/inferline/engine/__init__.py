@@ -7,6 +7,12 @@ Prometheus metrics. Architecture and semantics: docs/engine.md.
 
 The stage API is imported eagerly (replica processes import it); the front-end
 pieces load on first use so a replica does not pay for uvicorn and pydantic.
+
+Other packages use the engine only through the names below and its public modules:
+:mod:`inferline.engine.batching` (running a stage's batches: the worker process, the Ray
+actor and in-memory test replicas share it), :mod:`inferline.engine.process` (an engine
+served in a child process: the profiler and the benchmarks) and
+:mod:`inferline.engine.testing` (test stages and in-memory replicas).
 """
 
 from __future__ import annotations
@@ -17,10 +23,20 @@ from inferline.engine._errors import EngineError, RequestError, StageLoadError
 from inferline.engine._stage import DATATYPES, StageModel, Tensor, TensorSpec
 
 if TYPE_CHECKING:
-    from inferline.engine._engine import Answer, Engine, EngineOptions
+    from inferline.engine._engine import Answer, Engine, EngineOptions, ReplicaFactory
+    from inferline.engine._hardware import ReplicaResources, resources_for, thread_environment
     from inferline.engine._http import EngineApp
-    from inferline.engine._replay import ReplayResult, replay, replay_summary
-    from inferline.engine._server import serve
+    from inferline.engine._replay import (
+        ReplayResult,
+        default_body,
+        parse_input_option,
+        replay,
+        replay_summary,
+    )
+    from inferline.engine._replica import Replica, ReplicaState
+    from inferline.engine._server import load_serving_inputs, run_loop, serve, serve_async
+    from inferline.engine._tensor import InferRequest, parse_infer_request
+    from inferline.engine.process import EngineProcess, free_port, start_engine
 
 __all__ = [
     "DATATYPES",
@@ -29,26 +45,58 @@ __all__ = [
     "EngineApp",
     "EngineError",
     "EngineOptions",
+    "EngineProcess",
+    "InferRequest",
     "ReplayResult",
+    "Replica",
+    "ReplicaFactory",
+    "ReplicaResources",
+    "ReplicaState",
     "RequestError",
     "StageLoadError",
     "StageModel",
     "Tensor",
     "TensorSpec",
+    "default_body",
+    "free_port",
+    "load_serving_inputs",
+    "parse_infer_request",
+    "parse_input_option",
     "replay",
     "replay_summary",
+    "resources_for",
+    "run_loop",
     "serve",
+    "serve_async",
+    "start_engine",
+    "thread_environment",
 ]
 
 _LAZY = {
     "Answer": "inferline.engine._engine",
     "Engine": "inferline.engine._engine",
     "EngineOptions": "inferline.engine._engine",
+    "ReplicaFactory": "inferline.engine._engine",
+    "ReplicaResources": "inferline.engine._hardware",
+    "resources_for": "inferline.engine._hardware",
+    "thread_environment": "inferline.engine._hardware",
     "EngineApp": "inferline.engine._http",
     "ReplayResult": "inferline.engine._replay",
+    "default_body": "inferline.engine._replay",
+    "parse_input_option": "inferline.engine._replay",
     "replay": "inferline.engine._replay",
     "replay_summary": "inferline.engine._replay",
+    "Replica": "inferline.engine._replica",
+    "ReplicaState": "inferline.engine._replica",
+    "load_serving_inputs": "inferline.engine._server",
+    "run_loop": "inferline.engine._server",
     "serve": "inferline.engine._server",
+    "serve_async": "inferline.engine._server",
+    "InferRequest": "inferline.engine._tensor",
+    "parse_infer_request": "inferline.engine._tensor",
+    "EngineProcess": "inferline.engine.process",
+    "free_port": "inferline.engine.process",
+    "start_engine": "inferline.engine.process",
 }
 
 

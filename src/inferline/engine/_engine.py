@@ -37,7 +37,8 @@ from inferline.pipeline import Pipeline, PipelineConfig, StageConfig
 __all__ = ["Answer", "Engine", "EngineOptions", "ReplicaFactory"]
 
 #: Makes one replica: (replica id, stage, hardware, on_message, on_lost) -> Replica. The
-#: default starts a local worker process; the Ray backend passes one that creates an actor.
+#: default starts a local worker process; the Ray backend passes one that creates an actor;
+#: unit tests pass ``inferline.engine.testing.InMemoryReplicaFactory`` (no processes).
 ReplicaFactory = Callable[
     [int, str, str, Callable[[Replica, Any], None], Callable[[Replica], None]], Replica
 ]

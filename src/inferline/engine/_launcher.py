@@ -399,7 +399,7 @@ def _become_worker(
 
 def template_main(argv: Sequence[str]) -> int:
     """Import the stage (and its ``preload()``), then fork a replica per request."""
-    from inferline.engine._worker import add_import_path, import_stage
+    from inferline.engine.batching import add_import_path, import_stage
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     body = json.loads(argv[0])

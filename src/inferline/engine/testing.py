@@ -1,4 +1,4 @@
-"""Test support: stages that obey instructions, and a served engine in a child process.
+"""Test support: stages that obey instructions, in-memory replicas, bundles on disk.
 
 Stages (a no-op, and an echo that obeys instructions) for tests, benchmarks and examples.
 
@@ -8,27 +8,51 @@ tensors, or a predecessor's output that passed them on):
 - ``sleep_s`` (FP64 [1]): the batch takes the largest requested time, as a model would;
 - ``crash`` (BOOL [1], true): the replica process exits at once, mid-batch;
 - ``fail`` (BOOL [1], true): ``predict`` raises, so the batch's queries get a 500.
+
+:class:`InMemoryReplicaFactory` makes an :class:`~inferline.engine.Engine`'s replicas
+inside the test's own event loop (no processes), so routing, retries and the HTTP API
+can be tested in the unit tier. ``served_engine``/``ServedEngine``/``free_port`` are the
+names tests use for :mod:`inferline.engine.process`'s ``start_engine``, ``EngineProcess``
+and ``free_port``.
 """
 
 from __future__ import annotations
 
-import contextlib
-import http.client
-import json
+import asyncio
 import os
-import signal
-import socket
-import subprocess
-import sys
-import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+import traceback
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from inferline.engine._hardware import resources_for
+from inferline.engine._replica import Replica
 from inferline.engine._stage import StageModel, Tensor
+from inferline.engine._wire import FrameReader, pack
+from inferline.engine.batching import (
+    add_import_path,
+    declared_outputs,
+    load_stage,
+    run_batch,
+    stage_specs,
+)
+from inferline.engine.process import EngineProcess, free_port, start_engine
 
-__all__ = ["Echo", "NoOp", "ServedEngine", "free_port", "served_engine", "write_bundle"]
+__all__ = [
+    "Echo",
+    "InMemoryReplica",
+    "InMemoryReplicaFactory",
+    "NoOp",
+    "ServedEngine",
+    "crash_requested",
+    "free_port",
+    "served_engine",
+    "write_bundle",
+]
+
+ServedEngine = EngineProcess
+served_engine = start_engine
 
 
 class NoOp(StageModel):
@@ -46,11 +70,16 @@ def _flag(value: Any, name: str) -> Any:
     return None
 
 
+def crash_requested(inputs: Sequence[Any]) -> bool:
+    """Whether an input of the batch carries Echo's ``crash`` instruction."""
+    return any(_flag(x, "crash") is True for x in inputs)
+
+
 class Echo(StageModel):
     """Returns its input unchanged after obeying ``sleep_s``, ``crash`` and ``fail``."""
 
     def predict(self, inputs: list[Any]) -> list[Any]:
-        if any(_flag(x, "crash") is True for x in inputs):
+        if crash_requested(inputs):
             os._exit(17)
         if any(_flag(x, "fail") is True for x in inputs):
             raise RuntimeError("asked to fail by the 'fail' input")
@@ -58,16 +87,6 @@ class Echo(StageModel):
         if sleep_s > 0:
             time.sleep(sleep_s)
         return inputs
-
-
-# --- a served engine in a child process (tests, benchmark) -----------------------------------
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def write_bundle(
@@ -93,128 +112,187 @@ def write_bundle(
     return folder / "pipeline.yaml", folder / "plan.yaml"
 
 
-class ServedEngine:
-    """An ``inferline serve`` child process (its own session, so its replicas go with it)."""
+# --- replicas in this process (unit tests of the front-end) -----------------------------------
 
-    def __init__(self, process: subprocess.Popen[bytes], port: int, log_path: Path) -> None:
-        self.process = process
-        self.port = port
-        self.url = f"http://127.0.0.1:{port}"
-        self.log_path = log_path
+#: Decides whether a replica dies on a batch: (the replica, the batch's inputs) -> bool.
+DeathRule = Callable[["InMemoryReplica", list[Any]], bool]
 
-    def request(
-        self, method: str, path: str, body: bytes | str | None = None, timeout_s: float = 30.0
-    ) -> tuple[int, Any]:
-        """One HTTP request; returns (status, parsed JSON body or raw text)."""
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout_s)
+
+def _echo_crash(_replica: InMemoryReplica, inputs: list[Any]) -> bool:
+    return crash_requested(inputs)
+
+
+def _copy(message: Any) -> Any:
+    """The message as the other side of a socketpair would decode it (a pickled copy)."""
+    return FrameReader().feed(pack(message))[0]
+
+
+class InMemoryReplica(Replica):
+    """A replica whose "process" is this event loop: it loads the stage with
+    :func:`~inferline.engine.batching.load_stage` and runs each batch with
+    :func:`~inferline.engine.batching.run_batch` in a callback of its own, so every
+    message reaches the engine one loop step later, as from a socket, and pickled, as
+    over one. It dies (the engine sees its end of stream) on :meth:`die`, on a batch its
+    factory's death rule picks, or when told to stop."""
+
+    def __init__(
+        self,
+        replica_id: int,
+        stage: str,
+        hardware: str,
+        on_message: Callable[[Replica, Any], None],
+        on_lost: Callable[[Replica], None],
+        factory: InMemoryReplicaFactory,
+    ) -> None:
+        super().__init__(replica_id, stage, hardware, resources_for(hardware), on_message, on_lost)
+        self._factory = factory
+        self._loop = asyncio.get_running_loop()
+        self._model: Any = None
+        self._successors: tuple[str, ...] = ()
+        self._declared: tuple[Any, ...] = ()
+        self._gone = asyncio.Event()
+        self.spec: dict[str, Any] = {}
+        #: Batches received while the stage is held (``InMemoryReplicaFactory.hold``).
+        self.parked: list[tuple[int, list[Any]]] = []
+
+    def __repr__(self) -> str:
+        return f"<in-memory replica {self.id} of {self.stage} {self.state.value}>"
+
+    def __hash__(self) -> int:
+        return self.id
+
+    @property
+    def alive(self) -> bool:
+        return not self._gone.is_set()
+
+    async def launch(self, spec: dict[str, Any]) -> None:
+        self.spec = spec
+        self.pid = self._factory.pid_base + self.id  # not an OS process: a unique number
+        self._loop.call_soon(self._setup)
+
+    def _setup(self) -> None:
+        if not self.alive:
+            return
+        spec = self.spec
         try:
-            payload = body.encode() if isinstance(body, str) else body
-            headers = {"Content-Type": "application/json"} if payload is not None else {}
-            conn.request(method, path, body=payload, headers=headers)
-            response = conn.getresponse()
-            raw = response.read()
-        finally:
-            conn.close()
+            add_import_path(spec.get("sys_path", []))
+            self._model = load_stage(spec)
+        except Exception as exc:
+            detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+            self._reply(("fatal", f"{detail} (while loading {spec['model']})"))
+            self.die(exit_code=2)
+            return
+        self._successors = tuple(spec["successors"])
+        self._declared = declared_outputs(self._model)
+        inputs = stage_specs(getattr(self._model, "inputs", ()))
+        self._reply(
+            ("ready", {"pid": self.pid, "inputs": inputs, "outputs": stage_specs(self._declared)})
+        )
+
+    def _reply(self, message: Any) -> None:
+        self.data_received(pack(message))  # decoded by the Replica's own frame reader
+
+    def send(self, message: Any) -> None:
+        if not self.alive:
+            return
+        message = _copy(message)
+        if message[0] == "batch":
+            self._loop.call_soon(self._run, message[1], message[2])
+        elif message[0] == "stop":
+            self._loop.call_soon(self.die, 0)
+
+    def _run(self, batch_id: int, items: list[Any]) -> None:
+        if not self.alive:
+            return
+        if self.stage in self._factory.held:
+            self.parked.append((batch_id, items))
+            return
+        self._factory.batches += 1
+        if self._factory.death_rule(self, items):
+            self.die()
+            return
         try:
-            return response.status, json.loads(raw)
-        except ValueError:
-            return response.status, raw.decode(errors="replace")
-
-    def infer(self, model: str, inputs: list[dict[str, Any]], **extra: Any) -> tuple[int, Any]:
-        body = json.dumps({"inputs": inputs, **extra})
-        return self.request("POST", f"/v2/models/{model}/infer", body)
-
-    def status(self) -> dict[str, Any]:
-        code, body = self.request("GET", "/v2/control/status")
-        assert code == 200, body
-        return dict(body)
-
-    def replica_pids(self, stage: str) -> list[int]:
-        """Process ids of the stage's replicas; one still being started has none yet."""
-        replicas = self.status()["stages"][stage]["replica_list"]
-        return [int(r["pid"]) for r in replicas if r["pid"] is not None]
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def wait_ready(self, timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the engine exited ({self.process.returncode}):\n{self.log()}")
-            with contextlib.suppress(OSError):
-                if self.request("GET", "/v2/health/ready", timeout_s=2.0)[0] == 200:
-                    return
-            time.sleep(0.05)
-        raise TimeoutError(f"the engine was not ready within {timeout_s} s:\n{self.log()}")
-
-    def shutdown(self, timeout_s: float = 30.0) -> int:
-        """SIGINT (graceful drain) and wait; kill the whole session if it takes too long."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        return int(self.process.wait())
-
-    def kill(self) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait()
-
-
-def _die_with_parent() -> None:
-    """In the child before exec: SIGTERM (a graceful drain) if the test process dies."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        pr_set_pdeathsig = 1
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
-
-
-@contextlib.contextmanager
-def served_engine(
-    bundle: str | Path,
-    plan: str | Path,
-    *args: str,
-    start_timeout_s: float = 60.0,
-) -> Iterator[ServedEngine]:
-    """Run ``inferline serve BUNDLE --config PLAN ARGS`` on a free port until the block ends.
-
-    On exit the engine is shut down gracefully; whatever is left of its session
-    (replicas included) is killed, even when the block raised.
-    """
-    port = free_port()
-    with tempfile.TemporaryDirectory(prefix="inferline-serve-") as tmp:
-        log_path = Path(tmp) / "serve.log"
-        command = [
-            sys.executable,
-            "-c",
-            "from inferline.cli import main; main()",
-            "serve",
-            str(bundle),
-            "--config",
-            str(plan),
-            "--port",
-            str(port),
-            *args,
-        ]
-        with log_path.open("wb") as log:
-            process = subprocess.Popen(
-                command,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=_die_with_parent,
+            results, predict_s = run_batch(
+                self._model, self.stage, items, self._successors, self._declared
             )
-        served = ServedEngine(process, port, log_path)
+            reply: Any = ("done", batch_id, results, predict_s)
+        except Exception as exc:
+            reply = ("failed", batch_id, f"{type(exc).__name__}: {exc}")
+        self._reply(reply)
+
+    def resume(self) -> None:
+        """Run the parked batches (in the next loop steps, in the order they came)."""
+        parked, self.parked = self.parked, []
+        for batch_id, items in parked:
+            self._loop.call_soon(self._run, batch_id, items)
+
+    def die(self, exit_code: int = -9) -> None:
+        """End now, like a process that exits or is killed: the engine loses the replica
+        (and re-queues the batch it was running)."""
+        if not self.alive:
+            return
+        self.exit_code = exit_code
+        self._gone.set()
+        self._factory.deaths += exit_code != 0
+        self.connection_lost(None)
+
+    def terminate(self) -> None:
+        self._loop.call_soon(self.die)
+
+    async def wait_exit(self, timeout_s: float) -> int | None:
         try:
-            served.wait_ready(start_timeout_s)
-            yield served
-        finally:
-            with contextlib.suppress(Exception):
-                served.shutdown(timeout_s=20.0)
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)  # stragglers of the session
+            await asyncio.wait_for(self._gone.wait(), timeout_s)
+        except TimeoutError:
+            self.die()
+        return self.exit_code
+
+
+class InMemoryReplicaFactory:
+    """An :class:`~inferline.engine.Engine` ``replica_factory`` making
+    :class:`InMemoryReplica` s; keeps every replica it made, in order.
+
+    ``death_rule`` picks the batches on which a replica dies instead of answering
+    (default: a batch with Echo's ``crash`` instruction, which would otherwise end this
+    process). :meth:`hold` keeps a stage's batches running until :meth:`release`, so a
+    test decides when each finishes (or kills the replica mid-batch). ``batches`` and
+    ``deaths`` count what happened.
+    """
+
+    def __init__(self, death_rule: DeathRule = _echo_crash, *, pid_base: int = 1_000_000) -> None:
+        self.death_rule = death_rule
+        self.pid_base = pid_base
+        self.replicas: list[InMemoryReplica] = []
+        self.batches = 0
+        self.deaths = 0
+        self.held: set[str] = set()
+
+    def __call__(
+        self,
+        replica_id: int,
+        stage: str,
+        hardware: str,
+        on_message: Callable[[Replica, Any], None],
+        on_lost: Callable[[Replica], None],
+    ) -> Replica:
+        replica = InMemoryReplica(replica_id, stage, hardware, on_message, on_lost, self)
+        self.replicas.append(replica)
+        return replica
+
+    def alive(self, stage: str | None = None) -> list[InMemoryReplica]:
+        """The replicas (of ``stage``) that have not died or stopped."""
+        return [r for r in self.replicas if r.alive and stage in (None, r.stage)]
+
+    def hold(self, *stages: str) -> None:
+        """Batches of these stages stay running (unanswered) until :meth:`release`."""
+        self.held.update(stages)
+
+    def release(self, *stages: str) -> None:
+        """Let the held batches of ``stages`` (all held stages if none given) finish."""
+        for stage in stages or tuple(self.held):
+            self.held.discard(stage)
+            for replica in self.alive(stage):
+                replica.resume()
+
+    def running(self, stage: str) -> list[InMemoryReplica]:
+        """The live replicas of ``stage`` that the engine has given a batch."""
+        return [r for r in self.alive(stage) if r.batch is not None]

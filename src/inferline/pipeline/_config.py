@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from inferline._files import load_yaml_mapping, parse_model
 from inferline.errors import ConfigError, ProfileError
 
-__all__ = ["PipelineConfig", "StageConfig", "load_config", "save_config"]
+__all__ = ["PipelineConfig", "StageConfig", "check_config", "load_config", "save_config"]
 
 
 class StageConfig(BaseModel):

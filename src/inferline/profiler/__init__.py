@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from inferline.profiler._errors import ProfilerError
     from inferline.profiler._overhead import OverheadOptions
+    from inferline.profiler._probe import DRIFT_WARNING
     from inferline.profiler._profile import (
         NullProgress,
         ProfileOptions,
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     )
 
 __all__ = [
+    "DRIFT_WARNING",
     "NullProgress",
     "OverheadOptions",
     "ProfileOptions",
@@ -58,6 +60,7 @@ _LAZY = {
     "StageProfileReport": "inferline.profiler._profile",
     "available_hardware": "inferline.profiler._profile",
     "profile_bundle": "inferline.profiler._profile",
+    "DRIFT_WARNING": "inferline.profiler._probe",
     "load_samples": "inferline.profiler._samples",
     "RepetitionPolicy": "inferline.profiler._stats",
     "ValidateOptions": "inferline.profiler._validate",

@@ -15,8 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from inferline.engine._hardware import ReplicaResources
-from inferline.engine._replica import Replica
+from inferline.engine import Replica, ReplicaResources
 from inferline.profiler._errors import ProfilerError
 
 __all__ = ["BatchRun", "StageWorker"]

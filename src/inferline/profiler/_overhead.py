@@ -27,12 +27,10 @@ from typing import Any
 import numpy as np
 import yaml
 
-from inferline.engine._hardware import resources_for
-from inferline.engine._replay import replay, replay_summary
-from inferline.engine.testing import served_engine
+from inferline.engine import replay, replay_summary, resources_for
+from inferline.engine.process import start_engine
 from inferline.errors import ConfigError, InferLineError
-from inferline.pipeline import Pipeline
-from inferline.pipeline._io import MeasuredPaths
+from inferline.pipeline import MeasuredPaths, Pipeline
 from inferline.profiler._errors import ProfilerError
 from inferline.profiler._harness import StageWorker
 from inferline.profiler._measure import _Pool, measure_batch_size
@@ -179,7 +177,7 @@ def measure_overhead(
         measured: list[tuple[float, list[tuple[int, int, Any, dict[str, Any]]]]] = []
         saturated: float | None = None
         try:
-            with served_engine(
+            with start_engine(
                 bundle, plan, "--slo-s", "10", start_timeout_s=options.start_timeout_s
             ) as engine:
                 offset = 0
@@ -194,11 +192,11 @@ def measure_overhead(
                         query_bodies = [
                             encoded[(offset + i) % len(encoded)] for i in range(arrivals.size)
                         ]
-                        engine.request("DELETE", "/v2/control/stats")
+                        engine.reset_stats()
                         result = replay(
                             engine.url, arrivals, query_bodies, slo_s=10.0, model=pipeline.name
                         )
-                        _, stats = engine.request("GET", "/v2/control/stats")
+                        stats = engine.stats()
                         results.append((offset, int(arrivals.size), result, stats))
                         offset += arrivals.size
                     summary = replay_summary(results[-1][2])

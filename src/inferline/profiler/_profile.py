@@ -23,12 +23,11 @@ from typing import Any, Protocol, TypeVar
 import yaml
 
 from inferline._bundle import BundleFiles, read_bundle_files
-from inferline.engine._hardware import ReplicaResources, resources_for
-from inferline.engine._stage import TensorSpec
+from inferline.engine import ReplicaResources, TensorSpec, resources_for
 from inferline.errors import ConfigError, InferLineError
-from inferline.pipeline import Pipeline
-from inferline.pipeline._io import (
+from inferline.pipeline import (
     MeasuredPaths,
+    Pipeline,
     load_measured_paths,
     measured_paths_to_mapping,
 )
@@ -238,7 +237,7 @@ class ProfileReport:
 
 def run_async(main: Coroutine[Any, Any, T]) -> T:
     """Run a coroutine on a fresh event loop (uvloop when installed, as the engine does)."""
-    from inferline.engine._server import run_loop
+    from inferline.engine import run_loop
 
     result: T = run_loop(main)
     return result

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, ClassVar
 
-from inferline.engine._stage import StageModel, Tensor
+from inferline.engine import StageModel, Tensor
 
 __all__ = ["PATH_TENSOR", "Relay", "relay_module_source"]
 

@@ -17,9 +17,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from inferline.engine._errors import RequestError
-from inferline.engine._stage import Tensor, TensorSpec
-from inferline.engine._tensor import parse_infer_request
+from inferline.engine import RequestError, Tensor, TensorSpec, parse_infer_request
 from inferline.profiler._errors import ProfilerError
 from inferline.profiler._stats import digest
 

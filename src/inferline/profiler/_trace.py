@@ -14,8 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from inferline.pipeline import Pipeline
-from inferline.pipeline._io import MeasuredPaths
+from inferline.pipeline import MeasuredPaths, Pipeline
 from inferline.profiler._errors import ProfilerError
 from inferline.profiler._harness import StageWorker
 from inferline.profiler._stats import edge_counts

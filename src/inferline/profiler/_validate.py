@@ -18,16 +18,21 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from inferline._bundle import Bundle, check_config_for, load_bundle
-from inferline.engine._hardware import resources_for
+from inferline.engine import resources_for
 from inferline.errors import ConfigError, InferLineError
 from inferline.estimator import Estimator, ServiceTime, SimulationResult
-from inferline.pipeline import PipelineConfig, StageConfig, load_config, save_config
-from inferline.pipeline._io import MeasuredPaths
+from inferline.pipeline import (
+    MeasuredPaths,
+    PipelineConfig,
+    StageConfig,
+    load_config,
+    save_config,
+)
 from inferline.planner import plan
 from inferline.profiler._errors import ProfilerError
 from inferline.profiler._profile import available_hardware
@@ -35,6 +40,9 @@ from inferline.profiler._samples import encode_bodies, load_samples
 from inferline.profiler._stats import json_digest, scheduling_priority
 from inferline.profiles import Profiles
 from inferline.workload import Trace, load_trace, rescale_to_mean_rate, split_trace
+
+if TYPE_CHECKING:
+    from inferline.engine.process import EngineProcess
 
 __all__ = [
     "CorePlan",
@@ -336,7 +344,7 @@ def _set_affinity(pid: int, cores: set[int]) -> None:
             os.sched_setaffinity(tid, cores)
 
 
-def _pin(engine: Any, plan: CorePlan) -> None:
+def _pin(engine: EngineProcess, plan: CorePlan) -> None:
     shared = set(plan.shared)
     _set_affinity(engine.process.pid, shared)
     for name, stage in engine.status()["stages"].items():
@@ -527,7 +535,7 @@ def _validate_bundle(
     options: ValidateOptions,
     status: Callable[[str], None],
 ) -> ValidationReport:
-    from inferline.engine.testing import served_engine
+    from inferline.engine.process import start_engine
 
     started = time.monotonic()
     bundle = load_bundle(bundle_dir)
@@ -578,7 +586,7 @@ def _validate_bundle(
         save_config(config, plan_file)
         status(f"starting the engine ({sum(c.replicas for c in config.stages.values())} replicas)")
         try:
-            with served_engine(
+            with start_engine(
                 bundle.root,
                 plan_file,
                 "--slo-s",
@@ -656,7 +664,7 @@ def _validate_bundle(
 
 
 def _serve_run(
-    engine: Any,
+    engine: EngineProcess,
     run: _Prepared,
     profiles: Profiles,
     config: PipelineConfig,
@@ -666,7 +674,7 @@ def _serve_run(
     status: Callable[[str], None],
 ) -> ValidationRun:
     """Warm up, replay one run against the served engine, and pair it with its estimate."""
-    from inferline.engine._replay import replay, replay_summary
+    from inferline.engine import replay, replay_summary
 
     arrivals = run.trace.arrival_s
     rate = float(run.trace.mean_rate_qps)
@@ -685,7 +693,7 @@ def _serve_run(
             model=bundle.pipeline.name,
             timeout_s=options.replay_timeout_s,
         )
-    engine.request("DELETE", "/v2/control/stats")
+    engine.reset_stats()
     load_before = os.getloadavg()[0]
     status(
         f"{run.label}: replaying {arrivals.size} queries over {run.trace.duration_s:.1f} s "
@@ -700,7 +708,7 @@ def _serve_run(
         timeout_s=options.replay_timeout_s,
     )
     measured = replay_summary(result)
-    _, stats = engine.request("GET", "/v2/control/stats")
+    stats = engine.stats()
     if measured["errors"]:
         measured["first_error"] = next(iter(result.errors.values()), "")
     estimated = run.estimated

@@ -34,7 +34,7 @@ from inferline.ray_backend._resources import (
 )
 
 if TYPE_CHECKING:
-    from inferline.ray_backend._cluster import RayConnection, connect
+    from inferline.ray_backend._cluster import RayConnection, connect, import_ray
     from inferline.ray_backend._replica import RayReplica, RayReplicaFactory
     from inferline.ray_backend._serve import RayBackendOptions, RayServing, serve_on_ray
     from inferline.ray_backend._serve_app import RayServeAutoscaling, build_serve_app
@@ -58,6 +58,7 @@ __all__ = [
     "check_plan_resources",
     "connect",
     "fit_to_capacity",
+    "import_ray",
     "plan_demand",
     "ray_resources_for",
     "serve_on_ray",
@@ -66,6 +67,7 @@ __all__ = [
 _LAZY = {
     "RayConnection": "inferline.ray_backend._cluster",
     "connect": "inferline.ray_backend._cluster",
+    "import_ray": "inferline.ray_backend._cluster",
     "RayReplica": "inferline.ray_backend._replica",
     "RayReplicaFactory": "inferline.ray_backend._replica",
     "RayBackendOptions": "inferline.ray_backend._serve",

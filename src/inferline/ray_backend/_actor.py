@@ -1,7 +1,7 @@
 """The Ray actor behind one replica: the embedded engine's worker loop, as actor methods.
 
 The actor runs exactly the code of an embedded replica process
-(:mod:`inferline.engine._worker`): ``setup`` imports the stage class and runs its
+(:mod:`inferline.engine.batching`): ``setup`` imports the stage class and runs its
 ``setup()`` (answering ``("ready", info)`` or ``("fatal", message)``, as the worker's
 first message does), and ``run`` runs one batch (``("done", ...)`` / ``("failed", ...)``).
 Its default concurrency group has one thread, so batches run one at a time, as on a
@@ -13,7 +13,7 @@ Start-up cost: this module is shipped to the workers *by value* (cloudpickle) an
 nothing of InferLine at module level, so that unpickling the class does not run
 ``inferline/__init__.py`` (the estimator, numba, the planner: ~0.8 s of CPU and ~50 MB per
 actor). ``setup`` first installs the same lazy ``inferline`` package stub the embedded
-engine's replicas use, then imports only the worker code.
+engine's replicas use, then imports only the batch-running code.
 """
 
 from __future__ import annotations
@@ -77,18 +77,20 @@ class _StageActor:
         self._successors = tuple(spec["successors"])
         try:
             _install_package_stub()
-            from inferline.engine._stage import TensorSpec
-            from inferline.engine._worker import _load, _run_batch, _specs
+            from inferline.engine.batching import (
+                declared_outputs,
+                load_stage,
+                run_batch,
+                stage_specs,
+            )
 
-            self._run_batch = _run_batch
-            model = _load(spec)
+            self._run_batch = run_batch
+            model = load_stage(spec)
         except BaseException as exc:
             detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
             return ("fatal", f"{detail} (while loading {spec['model']})")
         self._model = model
-        self._declared = tuple(
-            s for s in getattr(model, "outputs", ()) if isinstance(s, TensorSpec)
-        )
+        self._declared = declared_outputs(model)
         context = _ray.get_runtime_context()
         return (
             "ready",
@@ -96,8 +98,8 @@ class _StageActor:
                 "pid": os.getpid(),
                 "node_id": context.get_node_id(),
                 "node_ip": _ray.util.get_node_ip_address(),
-                "inputs": _specs(getattr(model, "inputs", ())),
-                "outputs": _specs(self._declared),
+                "inputs": stage_specs(getattr(model, "inputs", ())),
+                "outputs": stage_specs(self._declared),
             },
         )
 

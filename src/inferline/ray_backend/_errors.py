@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-from inferline.engine._errors import EngineError
+from inferline.engine import EngineError
 
 __all__ = [
     "ClusterUnreachableError",

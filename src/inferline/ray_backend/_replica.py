@@ -1,6 +1,6 @@
 """A replica that is a Ray actor, behind the embedded engine's :class:`Replica` interface.
 
-The front-end (:class:`~inferline.engine._engine.Engine`) keeps its central EDF queue per
+The front-end (:class:`~inferline.engine.Engine`) keeps its central EDF queue per
 stage and its dispatch; only the transport changes. Where an embedded replica writes a
 frame on its socketpair, a :class:`RayReplica` calls an actor method; where it reads
 frames, the actor call's result is delivered on the event loop (a callback from Ray's
@@ -17,8 +17,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from inferline.engine._hardware import ReplicaResources, thread_environment
-from inferline.engine._replica import Replica, ReplicaState
+from inferline.engine import Replica, ReplicaResources, ReplicaState, thread_environment
 from inferline.ray_backend._resources import RayReplicaResources, ray_resources_for
 
 __all__ = ["RayReplica", "RayReplicaFactory"]

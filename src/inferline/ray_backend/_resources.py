@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from inferline.engine._hardware import resources_for
+from inferline.engine import resources_for
 from inferline.pipeline import PipelineConfig
 from inferline.ray_backend._errors import InsufficientResourcesError
 

@@ -18,9 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from inferline.engine._engine import Engine, EngineOptions
-from inferline.engine._errors import RequestError
-from inferline.engine._server import load_serving_inputs, run_loop, serve_async
+from inferline.engine import (
+    Engine,
+    EngineOptions,
+    RequestError,
+    load_serving_inputs,
+    run_loop,
+    serve_async,
+)
 from inferline.errors import ConfigError
 from inferline.pipeline import Pipeline, PipelineConfig
 from inferline.ray_backend._cluster import RayConnection, connect

@@ -25,10 +25,8 @@ from typing import Any
 
 from ray import serve as _serve
 
-from inferline.engine._hardware import thread_environment
-from inferline.engine._stage import TensorSpec
-from inferline.engine._tensor import parse_infer_request
-from inferline.engine._worker import _load, _run_batch
+from inferline.engine import parse_infer_request, thread_environment
+from inferline.engine.batching import declared_outputs, load_stage, run_batch
 from inferline.pipeline import Pipeline, PipelineConfig
 from inferline.ray_backend._resources import ray_resources_for
 
@@ -77,10 +75,8 @@ class _StageDeployment:
                 sys.path.insert(0, folder)
         self._stage: str = spec["stage"]
         self._successors = tuple(spec["successors"])
-        self._model = _load(spec)
-        self._declared = tuple(
-            s for s in getattr(self._model, "outputs", ()) if isinstance(s, TensorSpec)
-        )
+        self._model = load_stage(spec)
+        self._declared = declared_outputs(self._model)
         # one replica per process: the batch queue of this process takes the plan's size
         run: Any = self.run
         run.set_max_batch_size(int(spec["batch_size"]))
@@ -92,7 +88,7 @@ class _StageDeployment:
     async def run(self, items: list[Any]) -> list[Any]:
         # predict() blocks: run it off the replica's event loop, which keeps queueing
         results, predict_s = await asyncio.to_thread(
-            _run_batch, self._model, self._stage, items, self._successors, self._declared
+            run_batch, self._model, self._stage, items, self._successors, self._declared
         )
         self._batch_sizes[len(items)] = self._batch_sizes.get(len(items), 0) + 1
         self._predict_s += predict_s

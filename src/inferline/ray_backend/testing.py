@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from inferline.engine._stage import StageModel
+from inferline.engine import StageModel
 
 __all__ = [
     "LocalRayCluster",

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from inferline._files import load_yaml_mapping
 from inferline.errors import ConfigError, PipelineError
-from inferline.pipeline import Pipeline, PipelineConfig
+from inferline.pipeline import Pipeline, PipelineConfig, load_config
 from inferline.pipeline._config import check_config
 from inferline.pipeline._io import (
     MeasuredPaths,
@@ -18,7 +18,14 @@ from inferline.pipeline._io import (
 )
 from inferline.profiles import Profiles, load_hardware, load_profiles
 
-__all__ = ["Bundle", "BundleFiles", "check_config_for", "load_bundle", "read_bundle_files"]
+__all__ = [
+    "Bundle",
+    "BundleFiles",
+    "check_config_for",
+    "load_bundle",
+    "load_plan_for",
+    "read_bundle_files",
+]
 
 
 @dataclass(frozen=True)
@@ -105,3 +112,11 @@ def check_config_for(
         {h.name: h.max_units for h in profiles.hardware},
         source,
     )
+
+
+def load_plan_for(path: str | Path, bundle: Bundle) -> PipelineConfig:
+    """The plan or configuration file at ``path``, checked against ``bundle`` (errors name
+    ``path``)."""
+    config = load_config(path)
+    check_config_for(config, bundle.pipeline, bundle.profiles, str(path))
+    return config

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from inferline.cli import app
 
 runner = CliRunner()
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def run(*args: str) -> tuple[int, str, str]:
@@ -277,3 +278,42 @@ def test_real_process_error_has_no_traceback(tmp_path: Path) -> None:
     )
     assert done.returncode == 2
     assert "Traceback" not in done.stderr and "pipeline.yaml" in done.stderr
+
+
+def test_a_misspelt_plan_stage_is_named_with_the_file_and_the_known_stages(
+    tmp_path: Path, reference_bundle: Path, trace_file: Path
+) -> None:
+    plan = tmp_path / "misspelt.yaml"
+    stages = yaml.safe_load((reference_bundle / "configs/balanced.yaml").read_text())["stages"]
+    stages["alexnett"] = stages.pop("alexnet")
+    plan.write_text(yaml.safe_dump({"stages": stages}))
+    needles = (
+        f"{plan}, field 'stages.alexnett'",
+        "unknown stage 'alexnett' (did you mean 'alexnet'?)",
+        "the pipeline has preprocess, alexnet",
+    )
+    common = ("--trace", str(trace_file), "--slo-s", "0.15")
+    code, _, err = run("simulate", str(reference_bundle), "--config", str(plan), *common)
+    assert_user_error(code, err, *needles)
+    code, _, err = run("tune-sim", str(reference_bundle), "--plan", str(plan), *common)
+    assert_user_error(code, err, *needles)  # was a KeyError traceback
+
+
+def test_serve_names_the_plan_file_it_cannot_use(tmp_path: Path) -> None:
+    bundle = ROOT / "tests" / "data" / "sleepy"
+    plan = tmp_path / "serve-plan.yaml"
+    plan.write_text(
+        yaml.safe_dump(
+            {
+                "stages": {
+                    name: {"hardware": "cpu-1", "batch_size": 1, "replicas": 1}
+                    for name in ("parse", "modle", "fallback")
+                }
+            }
+        )
+    )
+    code, _, err = run("serve", str(bundle), "--config", str(plan), "--port", "0")
+    assert_user_error(
+        code, err, f"{plan}, field 'stages.modle'", "unknown stage 'modle' (did you mean 'model'?)"
+    )
+    assert "<plan>" not in err

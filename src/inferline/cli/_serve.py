@@ -257,8 +257,8 @@ def live_tuner(
 ) -> InferLineTuner:
     """The InferLine Tuner for ``inferline serve --tune`` (ConfigError, exit 2, if an input
     it needs is missing)."""
-    from inferline._bundle import load_bundle
-    from inferline.pipeline import load_config, load_pipeline
+    from inferline._bundle import load_bundle, load_plan_for
+    from inferline.pipeline import load_pipeline
     from inferline.tuner import InferLineTuner, TunerConfig
     from inferline.tuner._scenarios import OPT_IN_POLICY
     from inferline.workload import gamma_trace, load_trace
@@ -298,7 +298,7 @@ def live_tuner(
         )
     loaded = load_bundle(bundle)
     load_pipeline(pipeline_file)  # the same checks serving makes
-    plan_config = load_config(plan)
+    plan_config = load_plan_for(plan, loaded)
     if planning_trace is not None:
         trace = load_trace(planning_trace)
     else:

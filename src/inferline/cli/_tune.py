@@ -8,10 +8,9 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from inferline._bundle import load_bundle
+from inferline._bundle import load_bundle, load_plan_for
 from inferline.cli._common import JSON_OPTION, print_json, stdout, user_errors
 from inferline.errors import ConfigError
-from inferline.pipeline import load_config
 from inferline.workload import load_trace, split_trace
 
 POLICIES = ("inferline", "inferline+opt-in", "none", "cg-autoscale", "queue-length")
@@ -63,7 +62,7 @@ def tune_sim_command(
             field="--policy",
         )
     loaded = load_bundle(bundle)
-    cfg = load_config(plan)
+    cfg = load_plan_for(plan, loaded)
     workload = load_trace(trace)
     sample = load_trace(planning_trace) if planning_trace else split_trace(workload, 0.25)[0]
     chosen = make_policy(policy, loaded.pipeline, loaded.profiles, cfg, sample, slo_s=slo_s)

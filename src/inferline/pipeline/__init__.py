@@ -1,6 +1,12 @@
 """Pipelines: the DAG of stages, its file format, and per-stage configurations."""
 
-from inferline.pipeline._config import PipelineConfig, StageConfig, load_config, save_config
+from inferline.pipeline._config import (
+    PipelineConfig,
+    StageConfig,
+    check_stage_names,
+    load_config,
+    save_config,
+)
 from inferline.pipeline._graph import Edge, Pipeline, Stage
 from inferline.pipeline._io import load_pipeline
 
@@ -10,6 +16,7 @@ __all__ = [
     "PipelineConfig",
     "Stage",
     "StageConfig",
+    "check_stage_names",
     "load_config",
     "load_pipeline",
     "save_config",

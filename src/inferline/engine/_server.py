@@ -140,10 +140,7 @@ async def serve_async(
                 clock=engine.elapsed_s,
                 tick_s=tick_s,
                 apply=tuner_apply,
-                on_change=lambda c: announce(
-                    f"tuner: t={c.time_s:.1f}s stage '{c.stage}' {c.before} -> {c.after} "
-                    f"replicas ({c.reason})"
-                ),
+                on_change=lambda c: announce(f"tuner: {c.describe()}"),
             )
             engine.status_extras["tuner"] = tuner.status
             tuner.warm_up()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -317,3 +318,16 @@ def test_serve_names_the_plan_file_it_cannot_use(tmp_path: Path) -> None:
         code, err, f"{plan}, field 'stages.modle'", "unknown stage 'modle' (did you mean 'model'?)"
     )
     assert "<plan>" not in err
+
+
+def test_replay_against_no_server_is_a_usage_error_naming_the_url(tmp_path: Path) -> None:
+    with socket.socket() as sock:  # a port nothing listens on: bound, then closed
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    trace = tmp_path / "t.csv"
+    trace.write_text("arrival_s\n0.0\n0.1\n")
+    for extra in ((), ("--model", "m")):  # asking for the model first, or sending at once
+        code, _, err = run("replay", url, "--trace", str(trace), "--slo-s", "1", *extra)
+        assert_user_error(code, err, f"the server at {url} is not reachable", "refused")
+        assert "--model" not in err

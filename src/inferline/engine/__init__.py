@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from inferline.engine._errors import EngineError, RequestError, StageLoadError
+from inferline.engine._errors import EngineError, RequestError, StageLoadError, UnreachableError
 from inferline.engine._stage import DATATYPES, StageModel, Tensor, TensorSpec
 
 if TYPE_CHECKING:
@@ -36,6 +36,7 @@ __all__ = [
     "StageModel",
     "Tensor",
     "TensorSpec",
+    "UnreachableError",
     "replay",
     "replay_summary",
     "run_engine_benchmark",

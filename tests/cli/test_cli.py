@@ -72,22 +72,6 @@ def test_simulate_json_contract(reference_bundle: Path, trace_file: Path) -> Non
     assert summary["p50_s"] <= summary["p95_s"] <= summary["p99_s"]
 
 
-def test_simulate_readable_output(reference_bundle: Path, trace_file: Path) -> None:
-    config = reference_bundle / "configs" / "gpu-heavy.yaml"
-    code, out, _ = run(
-        "simulate",
-        str(reference_bundle),
-        "--config",
-        str(config),
-        "--trace",
-        str(trace_file),
-        "--slo-s",
-        "0.15",
-    )
-    assert code == 0
-    assert "P99 ms" in out and "alexnet" in out
-
-
 def test_trace_load_rescales_the_bundled_real_trace(tmp_path: Path) -> None:
     from inferline.workload import bundled_trace_path
 

@@ -14,12 +14,20 @@ from inferline.pipeline import (
     PipelineFile,
     apply_measured_paths,
     check_config,
+    load_config,
     load_measured_paths,
     pipeline_from_mapping,
 )
 from inferline.profiles import Profiles, load_hardware, load_profiles
 
-__all__ = ["Bundle", "BundleFiles", "check_config_for", "load_bundle", "read_bundle_files"]
+__all__ = [
+    "Bundle",
+    "BundleFiles",
+    "check_config_for",
+    "load_bundle",
+    "load_plan_for",
+    "read_bundle_files",
+]
 
 
 @dataclass(frozen=True)
@@ -106,3 +114,11 @@ def check_config_for(
         {h.name: h.max_units for h in profiles.hardware},
         source,
     )
+
+
+def load_plan_for(path: str | Path, bundle: Bundle) -> PipelineConfig:
+    """The plan or configuration file at ``path``, checked against ``bundle`` (errors name
+    ``path``)."""
+    config = load_config(path)
+    check_config_for(config, bundle.pipeline, bundle.profiles, str(path))
+    return config

@@ -15,7 +15,8 @@ with the code in :attr:`InferLineError.exit_code`.
     ├── InfeasibleError            no configuration can meet the SLO (exit 3)
     └── EngineError                the serving engine cannot start or run as asked
         ├── StageLoadError         a stage class cannot be imported or set up (exit 2)
-        └── RequestError           one HTTP request is rejected (carries its status)
+        ├── RequestError           one HTTP request is rejected (carries its status)
+        └── UnreachableError       nothing answers at a server's address (exit 2)
 
 The engine's branch lives in :mod:`inferline.engine` (``inferline.engine._errors``).
 """

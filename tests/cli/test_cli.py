@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ from typer.testing import CliRunner
 from inferline.cli import app
 
 runner = CliRunner()
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def run(*args: str) -> tuple[int, str, str]:
@@ -68,22 +70,6 @@ def test_simulate_json_contract(reference_bundle: Path, trace_file: Path) -> Non
         assert {"utilization", "mean_queue_s", "mean_batch_size"} <= set(stats)
         assert 0 < stats["utilization"] < 1
     assert summary["p50_s"] <= summary["p95_s"] <= summary["p99_s"]
-
-
-def test_simulate_readable_output(reference_bundle: Path, trace_file: Path) -> None:
-    config = reference_bundle / "configs" / "gpu-heavy.yaml"
-    code, out, _ = run(
-        "simulate",
-        str(reference_bundle),
-        "--config",
-        str(config),
-        "--trace",
-        str(trace_file),
-        "--slo-s",
-        "0.15",
-    )
-    assert code == 0
-    assert "P99 ms" in out and "alexnet" in out
 
 
 def test_trace_load_rescales_the_bundled_real_trace(tmp_path: Path) -> None:
@@ -277,3 +263,55 @@ def test_real_process_error_has_no_traceback(tmp_path: Path) -> None:
     )
     assert done.returncode == 2
     assert "Traceback" not in done.stderr and "pipeline.yaml" in done.stderr
+
+
+def test_a_misspelt_plan_stage_is_named_with_the_file_and_the_known_stages(
+    tmp_path: Path, reference_bundle: Path, trace_file: Path
+) -> None:
+    plan = tmp_path / "misspelt.yaml"
+    stages = yaml.safe_load((reference_bundle / "configs/balanced.yaml").read_text())["stages"]
+    stages["alexnett"] = stages.pop("alexnet")
+    plan.write_text(yaml.safe_dump({"stages": stages}))
+    needles = (
+        f"{plan}, field 'stages.alexnett'",
+        "unknown stage 'alexnett' (did you mean 'alexnet'?)",
+        "the pipeline has preprocess, alexnet",
+    )
+    common = ("--trace", str(trace_file), "--slo-s", "0.15")
+    code, _, err = run("simulate", str(reference_bundle), "--config", str(plan), *common)
+    assert_user_error(code, err, *needles)
+    code, _, err = run("tune-sim", str(reference_bundle), "--plan", str(plan), *common)
+    assert_user_error(code, err, *needles)  # was a KeyError traceback
+
+
+def test_serve_names_the_plan_file_it_cannot_use(tmp_path: Path) -> None:
+    bundle = ROOT / "tests" / "data" / "sleepy"
+    plan = tmp_path / "serve-plan.yaml"
+    plan.write_text(
+        yaml.safe_dump(
+            {
+                "stages": {
+                    name: {"hardware": "cpu-1", "batch_size": 1, "replicas": 1}
+                    for name in ("parse", "modle", "fallback")
+                }
+            }
+        )
+    )
+    code, _, err = run("serve", str(bundle), "--config", str(plan), "--port", "0")
+    assert_user_error(
+        code, err, f"{plan}, field 'stages.modle'", "unknown stage 'modle' (did you mean 'model'?)"
+    )
+    assert "<plan>" not in err
+
+
+def test_replay_against_no_server_is_a_usage_error_naming_the_url(tmp_path: Path) -> None:
+    with socket.socket() as sock:  # a port nothing listens on: bound, then closed
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    trace = tmp_path / "t.csv"
+    trace.write_text("arrival_s\n0.0\n0.1\n")
+    for extra in ((), ("--model", "m")):  # asking for the model first, or sending at once
+        code, _, err = run("replay", url, "--trace", str(trace), "--slo-s", "1", *extra)
+        assert_user_error(code, err, f"the server at {url} is not reachable", "refused")
+        assert "--model" not in err

@@ -19,7 +19,7 @@ import pytest
 
 from inferline.engine.testing import ServedEngine, served_engine
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(300)]
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 TEXT = EXAMPLES / "text-pipeline"

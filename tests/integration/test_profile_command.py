@@ -271,3 +271,39 @@ def test_overhead_options_reach_the_measurement(cascade: Path) -> None:
     assert overhead.per_query_percentiles_s == overhead.per_query_by_rate[0][1]
     assert overhead.per_query_percentiles_s[-1] >= overhead.per_query_s
     assert "30, 80 q/s" in overhead.source
+
+
+def test_a_changed_import_path_or_samples_function_is_profiled_again(tmp_path: Path) -> None:
+    """The cache keys on what a stage's import path names, not only its module's source:
+    pointing a stage at another class of the same module, or the bundle at another samples
+    function, measures again (both were reused before)."""
+    folder = tmp_path / "sleepy"
+    shutil.copytree(DATA / "sleepy", folder)
+    with (folder / "sleepy_stages.py").open("a") as f:
+        f.write("\n\nclass FallbackTwin(Fallback):\n    pass\n")
+    (folder / "more_samples.py").write_text(
+        "from sleepy_stages import samples\n\n\n"
+        "def shifted(n, seed):\n    return samples(n, seed + 1)\n"
+    )
+    options = ProfileOptions(
+        samples=24, max_batch=2, hardware=("cpu-1",), repetitions=QUICK, overhead=False
+    )
+
+    def measured() -> dict[str, tuple[int, ...]]:
+        report = profile_bundle(folder, options)
+        return {r.stage: r.measured_sizes for r in report.profiles} | {
+            "paths": () if report.paths_reused else (1,)
+        }
+
+    everything = {"parse": (1, 2), "model": (1, 2), "fallback": (1, 2), "paths": (1,)}
+    assert measured() == everything
+    assert set(measured().values()) == {()}  # unchanged: all reused
+
+    edit_pipeline = yaml.safe_load((folder / "pipeline.yaml").read_text())
+    edit_pipeline["stages"][2]["model"] = "sleepy_stages:FallbackTwin"
+    (folder / "pipeline.yaml").write_text(yaml.safe_dump(edit_pipeline))
+    assert measured() == {"parse": (), "model": (), "fallback": (1, 2), "paths": (1,)}
+
+    edit_pipeline["samples"] = "more_samples:shifted"
+    (folder / "pipeline.yaml").write_text(yaml.safe_dump(edit_pipeline))
+    assert measured() == everything  # other inputs: other timings and paths

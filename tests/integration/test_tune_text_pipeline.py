@@ -21,7 +21,7 @@ import yaml
 from inferline.engine._replay import ReplayResult, replay, replay_summary
 from inferline.engine.testing import served_engine
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(300)]
 
 BUNDLE = Path(__file__).resolve().parents[2] / "examples" / "text-pipeline"
 HOLDOFF_S = 4.0

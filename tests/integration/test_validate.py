@@ -103,6 +103,7 @@ def test_validate_estimates_the_p99_the_engine_delivers(tmp_path: Path) -> None:
 TEXT = Path(__file__).resolve().parents[2] / "examples" / "text-pipeline"
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_validate_on_the_real_text_pipeline(tmp_path: Path) -> None:
     """The same check on real models (langid, MiniLM, scikit-learn), from the bundle's

@@ -27,6 +27,8 @@ from inferline.profiles import BatchProfile, HardwareCatalogue, HardwareType, Pr
 from inferline.workload import Trace, gamma_trace
 
 QUERIES = 4_000_000
+#: Tests simulating QUERIES queries: a few seconds each, most of this tier's time.
+SLOW = pytest.mark.slow
 SERVICE_S = 1.0
 HARDWARE = HardwareCatalogue((HardwareType("unit", price_per_hour=1.0),))
 
@@ -97,6 +99,7 @@ def test_erlang_c_known_values() -> None:
     assert erlang_c_mean_wait(1.0, 1.0, 2) == pytest.approx(1 / 3)
 
 
+@SLOW
 @pytest.mark.parametrize("servers", [1, 2, 4])
 @pytest.mark.parametrize("rho", [0.5, 0.7, 0.9])
 def test_mmc_mean_wait_matches_erlang_c(servers: int, rho: float) -> None:
@@ -119,6 +122,7 @@ def test_md_c_formula_known_values() -> None:
     assert md_c_mean_wait(0.01 * 4, SERVICE_S, 4) < 1e-6
 
 
+@SLOW
 @pytest.mark.parametrize("rho", [0.5, 0.7, 0.9])
 def test_md1_mean_wait_matches_pollaczek_khinchine(rho: float) -> None:
     _, result = run_queue(rho, 1, seed=11)
@@ -126,6 +130,7 @@ def test_md1_mean_wait_matches_pollaczek_khinchine(rho: float) -> None:
     assert result.stages["server"].mean_queue_s == pytest.approx(theory, rel=0.02)
 
 
+@SLOW
 @pytest.mark.parametrize("servers", [2, 4])
 @pytest.mark.parametrize("rho", [0.5, 0.7, 0.9])
 def test_mdc_mean_wait_matches_exact_theory(servers: int, rho: float) -> None:
@@ -134,6 +139,7 @@ def test_mdc_mean_wait_matches_exact_theory(servers: int, rho: float) -> None:
     assert result.stages["server"].mean_queue_s == pytest.approx(theory, rel=0.02)
 
 
+@SLOW
 @pytest.mark.parametrize("servers", [1, 4])
 def test_littles_law_for_servers(servers: int) -> None:
     """Busy servers on average = λ·S (Little's law applied to the servers)."""
@@ -144,6 +150,7 @@ def test_littles_law_for_servers(servers: int) -> None:
     assert stats.utilization == pytest.approx(trace.mean_rate_qps * SERVICE_S / servers, rel=1e-3)
 
 
+@SLOW
 def test_littles_law_for_the_system() -> None:
     """Time-average number in system, sampled at random instants, = λ·W."""
     trace, result = run_queue(0.8, 2, seed=7)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import numpy as np
@@ -107,6 +108,31 @@ def test_step_observes_decides_and_applies_only_changed_counts() -> None:
     assert status["policy"] == "scripted" and status["n_changes"] == 1
     assert status["changes"] == [
         {"time_s": 2.0, "stage": "a", "from": 1, "to": 3, "reason": "scripted"}
+    ]
+
+
+def test_each_change_is_reported_once(caplog: pytest.LogCaptureFixture) -> None:
+    """`serve --tune` logs at INFO (logging.basicConfig) and passes ``on_change`` to print
+    the changes: each change must come out once, not once per channel."""
+    printed: list[tuple[str, int, int]] = []
+    scaler = Autoscaler(
+        FakeEngine(1, 2),
+        Scripted([{"a": 3, "b": 1}]),
+        clock=Clock(),
+        on_change=lambda c: printed.append((c.stage, c.before, c.after)),
+    )
+    with caplog.at_level(logging.DEBUG):
+        run(scaler.step())
+    logged = [r.getMessage() for r in caplog.records if "replicas" in r.getMessage()]
+    assert printed == [("a", 1, 3), ("b", 2, 1)] and logged == []
+
+    caplog.clear()  # without on_change the changes are logged, once each
+    scaler = Autoscaler(FakeEngine(1, 2), Scripted([{"a": 3, "b": 1}]), clock=Clock())
+    with caplog.at_level(logging.INFO, logger="inferline.engine"):
+        run(scaler.step())
+    assert [r.getMessage() for r in caplog.records] == [
+        "tuner: t=0.0s stage 'a' 1 -> 3 replicas (scripted)",
+        "tuner: t=0.0s stage 'b' 2 -> 1 replicas (scripted)",
     ]
 
 

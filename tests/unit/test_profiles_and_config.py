@@ -94,6 +94,19 @@ def test_config_checks(cfg: PipelineConfig, needle: str) -> None:
         check_config_for(cfg, Pipeline.chain("ab", ["a", "b"]), small_profiles(), "plan.yaml")
 
 
+def test_a_misspelt_stage_is_named_before_the_one_it_leaves_unconfigured() -> None:
+    with pytest.raises(ConfigError) as info:
+        check_config_for(
+            config(a=("cpu", 1, 1), bb=("cpu", 1, 1)),
+            Pipeline.chain("ab", ["a", "b"]),
+            small_profiles(),
+            "plans/p.yaml",
+        )
+    message = str(info.value)
+    assert message.startswith("plans/p.yaml, field 'stages.bb': unknown stage 'bb'")
+    assert "did you mean 'b'?" in message and "the pipeline has a, b" in message
+
+
 def test_config_file_round_trip_ignores_plan_metadata(tmp_path: Path) -> None:
     cfg = config(a=("cpu", 1, 3), b=("gpu", 2, 2))
     path = tmp_path / "plan.yaml"

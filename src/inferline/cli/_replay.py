@@ -78,7 +78,10 @@ def replay_command(
     ] = 30.0,
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """Replay a trace open-loop against a running engine; print P50/P99, misses, errors, rate."""
+    """Replay a trace open-loop against a running engine; print P50/P99, misses, errors, rate.
+
+    Exits 1 when every query failed, 2 when nothing answers at URL.
+    """
     from inferline.engine import replay, replay_summary
     from inferline.workload import load_trace
 
@@ -101,7 +104,25 @@ def replay_command(
         summary["output"] = str(output)
     if as_json:
         print_json(summary)
-        return
+    else:
+        _print_table(summary, trace, slo_s, output)
+    if summary["sent"] and not summary["ok"]:
+        first = min(result.errors.items(), default=(0, "no message"))
+        stderr.print(
+            f"[bold red]error:[/] all {summary['sent']} queries failed (answers by status: "
+            f"{_status_counts(summary)}); query {first[0]}: {first[1]}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(code=1)
+
+
+def _status_counts(summary: dict[str, Any]) -> str:
+    """Non-200 answers by status (0: no answer, -1: timed out)."""
+    return ", ".join(f"{k}: {v}" for k, v in summary["status_counts"].items() if k != "200")
+
+
+def _print_table(summary: dict[str, Any], trace: Path, slo_s: float, output: Path | None) -> None:
     table = Table(title=f"replay of {trace.name} (SLO {slo_s * 1000:.0f} ms)")
     for col in ("sent", "ok", "errors", "P50 ms", "P99 ms", "miss rate", "achieved q/s"):
         table.add_column(col, justify="right")
@@ -120,7 +141,6 @@ def replay_command(
     )
     stdout.print(table)
     if summary["errors"]:
-        counts = ", ".join(f"{k}: {v}" for k, v in summary["status_counts"].items() if k != "200")
-        stdout.print(f"non-200 answers by status: {counts}")
+        stdout.print(f"non-200 answers by status: {_status_counts(summary)}")
     if output is not None:
         stdout.print(f"per-query results → {output}")

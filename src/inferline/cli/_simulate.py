@@ -8,11 +8,10 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from inferline._bundle import load_bundle
+from inferline._bundle import load_bundle, load_plan_for
 from inferline.cli._common import JSON_OPTION, print_json, stdout, user_errors
 from inferline.errors import ConfigError
 from inferline.estimator import Estimator
-from inferline.pipeline import load_config
 from inferline.workload import load_trace
 
 
@@ -35,7 +34,7 @@ def simulate_command(
     if not slo_s > 0:
         raise ConfigError(f"must be positive, got {slo_s}", source="<argument>", field="--slo-s")
     loaded = load_bundle(bundle)
-    cfg = load_config(config)
+    cfg = load_plan_for(config, loaded)
     workload = load_trace(trace)
     estimator = Estimator(
         loaded.pipeline,

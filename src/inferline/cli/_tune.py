@@ -8,9 +8,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from inferline._bundle import load_bundle
+from inferline._bundle import load_bundle, load_plan_for
 from inferline.cli._common import JSON_OPTION, as_options, print_json, stdout, user_errors
-from inferline.pipeline import load_config
 from inferline.workload import load_trace
 
 #: Fields of tune_simulate the command fills from its options, for errors naming the option.
@@ -59,7 +58,7 @@ def tune_sim_command(
     from inferline.tuner import tune_simulate
 
     loaded = load_bundle(bundle)
-    cfg = load_config(plan)
+    cfg = load_plan_for(plan, loaded)
     workload = load_trace(trace)
     with as_options(FLAGS):
         result = tune_simulate(

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from inferline.engine._errors import EngineError, RequestError, StageLoadError
+from inferline.engine._errors import EngineError, RequestError, StageLoadError, UnreachableError
 from inferline.engine._stage import DATATYPES, StageModel, Tensor, TensorSpec
 
 if TYPE_CHECKING:
@@ -57,6 +57,7 @@ __all__ = [
     "StageModel",
     "Tensor",
     "TensorSpec",
+    "UnreachableError",
     "default_body",
     "free_port",
     "load_serving_inputs",

@@ -12,6 +12,9 @@ The engine measures each replica's activation (start request → ready message);
 when the policy has a :class:`~inferline.tuner.TunerConfig` the median measured
 activation replaces its assumed ``activation_s``.
 
+Each applied change is reported once, to ``on_change`` (``inferline serve`` prints it)
+or, without one, as an INFO line of the ``inferline.engine`` logger.
+
 The clock and the apply function are injected so the loop is testable without
 sleeps or processes: :meth:`Autoscaler.step` is one tick.
 """
@@ -66,6 +69,12 @@ class ScaleChange:
     after: int
     reason: str
 
+    def describe(self) -> str:
+        return (
+            f"t={self.time_s:.1f}s stage '{self.stage}' {self.before} -> {self.after} "
+            f"replicas ({self.reason})"
+        )
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "time_s": round(self.time_s, 3),
@@ -74,6 +83,10 @@ class ScaleChange:
             "to": self.after,
             "reason": self.reason,
         }
+
+
+def _log_change(change: ScaleChange) -> None:
+    log.info("tuner: %s", change.describe())
 
 
 class Autoscaler:
@@ -96,7 +109,7 @@ class Autoscaler:
         self.tick_s = tick_s
         self._clock = clock  # seconds since the engine's start
         self._apply = apply or (lambda config: engine.apply(config, wait=False))
-        self._on_change = on_change
+        self._on_change = on_change or _log_change  # one report per change, one channel
         self.changes: list[ScaleChange] = []
         self.n_changes = 0
         self.errors = 0
@@ -161,16 +174,7 @@ class Autoscaler:
             return []
         out = [ScaleChange(now, s, current[s], k, reason) for s, k in changed.items()]
         for change in out:
-            log.info(
-                "tuner: t=%.1fs stage '%s' %d -> %d replicas (%s)",
-                change.time_s,
-                change.stage,
-                change.before,
-                change.after,
-                change.reason,
-            )
-            if self._on_change is not None:
-                self._on_change(change)
+            self._on_change(change)
         self.changes.extend(out)
         self.n_changes += len(out)
         del self.changes[:-MAX_CHANGES]

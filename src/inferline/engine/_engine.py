@@ -32,7 +32,7 @@ from inferline.engine._replica import Batch, Replica, ReplicaState
 from inferline.engine._stage import Tensor, TensorSpec
 from inferline.engine._tensor import InferRequest
 from inferline.errors import ConfigError
-from inferline.pipeline import Pipeline, PipelineConfig, StageConfig
+from inferline.pipeline import Pipeline, PipelineConfig, StageConfig, check_stage_names
 
 __all__ = ["Answer", "Engine", "EngineOptions", "ReplicaFactory"]
 
@@ -903,22 +903,7 @@ def _summary(samples: deque[float]) -> dict[str, float | None]:
 
 def _check_plan(pipeline: Pipeline, config: PipelineConfig, source: str) -> None:
     """Every stage planned and no other (the plan file's other checks need profiles)."""
-    unknown = sorted(set(config.stages) - set(pipeline.stage_names))
-    if unknown:
-        raise ConfigError(
-            f"unknown stage(s) {', '.join(unknown)}; the pipeline has "
-            f"{', '.join(pipeline.stage_names)}",
-            source=source,
-            field=f"stages.{unknown[0]}",
-        )
-    missing = [n for n in pipeline.stage_names if n not in config.stages]
-    if missing:
-        raise ConfigError(
-            f"stage(s) {', '.join(missing)} are not configured; give each "
-            "hardware, batch_size and replicas",
-            source=source,
-            field=f"stages.{missing[0]}",
-        )
+    check_stage_names(config, pipeline.stage_names, source)
 
 
 def plan_from_mapping(data: Any, source: str = "plan") -> PipelineConfig:

@@ -5,14 +5,15 @@
     InferLineError
     └── EngineError                the engine cannot start or run as asked (exit 1)
         ├── StageLoadError         a stage class cannot be imported or its setup() failed (exit 2)
-        └── RequestError           one HTTP request is rejected; ``status`` is its HTTP code
+        ├── RequestError           one HTTP request is rejected; ``status`` is its HTTP code
+        └── UnreachableError       nothing answers at a server's address (exit 2)
 """
 
 from __future__ import annotations
 
 from inferline.errors import InferLineError
 
-__all__ = ["EngineError", "RequestError", "StageLoadError"]
+__all__ = ["EngineError", "RequestError", "StageLoadError", "UnreachableError"]
 
 
 class EngineError(InferLineError):
@@ -31,3 +32,17 @@ class RequestError(EngineError):
     def __init__(self, status: int, message: str) -> None:
         self.status = status
         super().__init__(message)
+
+
+class UnreachableError(EngineError):
+    """No server answers at the address a client was given (not running, wrong URL): a
+    usage or connection error, so exit 2."""
+
+    exit_code = 2
+
+    def __init__(self, url: str, reason: object) -> None:
+        self.url = url
+        super().__init__(
+            f"the server at {url} is not reachable ({reason}); start it (inferline serve …) "
+            "or check the URL"
+        )

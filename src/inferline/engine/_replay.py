@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 import numpy as np
 import numpy.typing as npt
 
-from inferline.engine._errors import EngineError
+from inferline.engine._errors import EngineError, UnreachableError
 from inferline.engine._stage import DATATYPES
 from inferline.errors import ConfigError
 
@@ -167,9 +167,15 @@ def discover_model(url: str, timeout_s: float = 5.0) -> str:
     try:
         with urllib.request.urlopen(f"{url.rstrip('/')}/v2/control/status", timeout=timeout_s) as r:
             return str(json.load(r)["model"])
-    except (urllib.error.URLError, OSError, ValueError, KeyError) as exc:
+    except urllib.error.HTTPError as exc:  # it answered, but not as an InferLine engine
         raise EngineError(
             f"cannot ask {url} which model it serves ({exc}); pass --model NAME"
+        ) from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise UnreachableError(url, getattr(exc, "reason", None) or exc) from None
+    except (ValueError, KeyError) as exc:
+        raise EngineError(
+            f"cannot ask {url} which model it serves ({exc!r}); pass --model NAME"
         ) from None
 
 
@@ -351,7 +357,7 @@ async def replay_async(
             client.idle.append(await client.open())
     except OSError as exc:
         client.close()
-        raise EngineError(f"cannot connect to {url}: {exc}") from None
+        raise UnreachableError(url, exc.strerror or exc) from None
     t0 = time.perf_counter() + 0.01
     recorder.t0 = t0
     n = offsets.size

@@ -26,7 +26,13 @@ from inferline.engine._engine import Engine, EngineOptions
 from inferline.engine._errors import EngineError
 from inferline.engine._http import EngineApp
 from inferline.errors import ConfigError
-from inferline.pipeline import Pipeline, PipelineConfig, load_config, load_pipeline
+from inferline.pipeline import (
+    Pipeline,
+    PipelineConfig,
+    check_stage_names,
+    load_config,
+    load_pipeline,
+)
 from inferline.tuner import Policy
 
 __all__ = ["load_serving_inputs", "run_loop", "serve"]
@@ -44,7 +50,9 @@ def load_serving_inputs(
         raise ConfigError(
             "no pipeline.yaml here; give a bundle folder or its pipeline.yaml", source=bundle
         )
-    return load_pipeline(pipeline_file), load_config(plan), pipeline_file.parent
+    pipeline, config = load_pipeline(pipeline_file), load_config(plan)
+    check_stage_names(config, pipeline.stage_names, source=str(plan))
+    return pipeline, config, pipeline_file.parent
 
 
 def run_loop(main: Coroutine[Any, Any, Any]) -> Any:
@@ -132,10 +140,7 @@ async def serve_async(
                 clock=engine.elapsed_s,
                 tick_s=tick_s,
                 apply=tuner_apply,
-                on_change=lambda c: announce(
-                    f"tuner: t={c.time_s:.1f}s stage '{c.stage}' {c.before} -> {c.after} "
-                    f"replicas ({c.reason})"
-                ),
+                on_change=lambda c: announce(f"tuner: {c.describe()}"),
             )
             engine.status_extras["tuner"] = tuner.status
             tuner.warm_up()

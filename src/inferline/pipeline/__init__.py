@@ -4,6 +4,7 @@ from inferline.pipeline._config import (
     PipelineConfig,
     StageConfig,
     check_config,
+    check_stage_names,
     load_config,
     save_config,
 )
@@ -28,6 +29,7 @@ __all__ = [
     "StageConfig",
     "apply_measured_paths",
     "check_config",
+    "check_stage_names",
     "load_config",
     "load_measured_paths",
     "load_pipeline",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from inferline._files import load_yaml_mapping, parse_model
 from inferline.errors import ConfigError, ProfileError
 
-__all__ = ["PipelineConfig", "StageConfig", "check_config", "load_config", "save_config"]
+__all__ = [
+    "PipelineConfig",
+    "StageConfig",
+    "check_config",
+    "check_stage_names",
+    "load_config",
+    "save_config",
+]
 
 
 class StageConfig(BaseModel):
@@ -63,6 +71,27 @@ def save_config(
     Path(path).write_text(yaml.safe_dump(body, sort_keys=False), encoding="utf-8")
 
 
+def check_stage_names(config: PipelineConfig, stage_names: tuple[str, ...], source: str) -> None:
+    """Every stage of the pipeline configured and no other. An unknown name is reported
+    first (with the known ones): a misspelt stage also leaves the real one unconfigured."""
+    unknown = [name for name in config.stages if name not in stage_names]
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], stage_names, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise ConfigError(
+            f"unknown stage '{unknown[0]}'{hint}; the pipeline has {', '.join(stage_names)}",
+            source=source,
+            field=f"stages.{unknown[0]}",
+        )
+    for name in stage_names:
+        if name not in config.stages:
+            raise ConfigError(
+                f"stage '{name}' is not configured; give it hardware, batch_size and replicas",
+                source=source,
+                field=f"stages.{name}",
+            )
+
+
 def check_config(
     config: PipelineConfig,
     stage_names: tuple[str, ...],
@@ -71,21 +100,9 @@ def check_config(
     source: str,
 ) -> None:
     """Every stage configured, on profiled hardware, within profiled batch sizes and limits."""
-    for name in stage_names:
-        if name not in config.stages:
-            raise ConfigError(
-                f"stage '{name}' is not configured; give it hardware, batch_size and replicas",
-                source=source,
-                field=f"stages.{name}",
-            )
+    check_stage_names(config, stage_names, source)
     units: dict[str, int] = {}
     for name, stage in config.stages.items():
-        if name not in stage_names:
-            raise ConfigError(
-                f"unknown stage '{name}'; the pipeline has {', '.join(stage_names)}",
-                source=source,
-                field=f"stages.{name}",
-            )
         if stage.hardware not in max_units:
             raise ProfileError(
                 f"unknown hardware '{stage.hardware}'; the catalogue has "

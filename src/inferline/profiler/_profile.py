@@ -5,8 +5,10 @@ the real stages in replica workers to record each query's path and capture each 
 inputs; time every stage alone on every hardware type of the catalogue that exists on
 this machine across batch sizes; serve the DAG with no-op stages to measure the
 engine's own overhead; write ``profiles.yaml`` and ``paths.yaml``. A re-run reuses
-every measurement whose key (stage, hardware, batch size, hash of the stage's module
-source, machine) is unchanged, unless ``force``.
+every measurement whose key is unchanged, unless ``force``: a profile point's is its
+stage, hardware and batch size, the stage's import path and module source, the sample
+bodies, the replica's threads and device, the idle time before a batch, the inferline
+version and the machine (docs/profiler.md, "Caching").
 """
 
 from __future__ import annotations
@@ -47,10 +49,12 @@ from inferline.profiler._stats import (
     RepetitionPolicy,
     batch_sizes,
     cached_points,
+    code_key,
     digest,
     json_digest,
     machine_fingerprint,
     measured_on,
+    measurement_key,
     scheduling_priority,
 )
 from inferline.profiler._trace import run_samples, summarise_paths
@@ -88,7 +92,9 @@ _PROFILES_HEADER = """\
 # engine's replica worker (socketpair + pickle, predict and route in the worker):
 # what a replica is busy for. `engine_overhead` is the serving engine's own time on
 # top (per batch and per query), which the Estimator adds. A re-run reuses points
-# whose stage module (code_hash) and machine are unchanged; `--force` re-measures.
+# whose key (code_hash: the stage's import path and module source, the samples, the
+# replica's threads, the idle time, the inferline version) and machine are unchanged;
+# `--force` re-measures.
 """
 _PATHS_HEADER = """\
 # Written by `inferline profile` (docs/profiler.md): the routing the real stages chose
@@ -382,12 +388,33 @@ def _profile_bundle(
     paths_file = files.paths_file or root / "paths.yaml"
     sizes = batch_sizes(options.max_batch)
     usable, skipped = available_hardware(hardware, options.hardware)
+    from inferline import __version__
+
     machine = machine_fingerprint()
-    stage_hash = {s: module_source_hash(str(models[s]), root) for s in pipeline.stage_names}
-    samples_hash = module_source_hash(spec.samples, root)
+    # The samples are always called: what they return is part of every cache key.
+    task = progress.start(f"calling {spec.samples}({options.samples}, {options.seed})", 1)
+    bodies = load_samples(root, spec.samples, options.samples, options.seed)
+    progress.finish(task)
+    samples_hash = json_digest(bodies)
+    stage_code = {
+        s: code_key(str(models[s]), module_source_hash(str(models[s]), root))
+        for s in pipeline.stage_names
+    }
     paths_key = digest(
-        [samples_hash, *(stage_hash[s] for s in pipeline.stage_names), str(options.samples)]
+        [spec.samples, samples_hash, *(stage_code[s] for s in pipeline.stage_names), __version__]
     )
+    point_key = {
+        (stage, hw_name): measurement_key(
+            stage_code[stage],
+            samples_hash,
+            resources.threads,
+            resources.device,
+            options.repetitions.idle_s,
+            __version__,
+        )
+        for hw_name, resources in usable
+        for stage in pipeline.stage_names
+    }
 
     reuse: dict[tuple[str, str], dict[int, ProfilePoint]] = {}
     todo: dict[tuple[str, str], list[int]] = {}
@@ -395,7 +422,7 @@ def _profile_bundle(
         for stage in pipeline.stage_names:
             key = (stage, hw_name)
             prior = None if options.force or existing is None else existing.entries.get(key)
-            cached = cached_points(prior, stage_hash[stage], machine, sizes)
+            cached = cached_points(prior, point_key[key], machine, sizes)
             reuse[key] = cached
             left = [b for b in sizes if b not in cached]
             if left:
@@ -413,11 +440,6 @@ def _profile_bundle(
         not options.force and old_overhead is not None and old_overhead.key == overhead_key
     )
     need_run = bool(todo) or not paths_ok
-    bodies: list[dict[str, Any]] = []
-    if need_run or (options.overhead and not overhead_cached):
-        task = progress.start(f"calling {spec.samples}({options.samples}, {options.seed})", 1)
-        bodies = load_samples(root, spec.samples, options.samples, options.seed)
-        progress.finish(task)
     when = measured_on()
     measured: dict[tuple[str, str], dict[int, LatencySummary]] = {}
     probe_before = machine_speed_probe() if need_run else None
@@ -434,7 +456,7 @@ def _profile_bundle(
                 paths_meta={
                     "samples_function": spec.samples,
                     "code_hash": paths_key,
-                    "samples_hash": json_digest(bodies),
+                    "samples_hash": samples_hash,
                     "measured_on": when,
                 },
             )
@@ -442,7 +464,9 @@ def _profile_bundle(
     else:
         assert old_paths is not None
         paths = old_paths
-        progress.note(f"routing: reusing {paths_file.name} (same samples and stage code)")
+        progress.note(
+            f"routing: reusing {paths_file.name} (same samples, stage import paths and code)"
+        )
 
     overhead = old_overhead
     overhead_reused = False
@@ -483,7 +507,7 @@ def _profile_bundle(
                     measured_on=measured_on(threads[hw_name].threads)
                     if fresh
                     else (existing.entries[key].measured_on if existing is not None else when),
-                    code_hash=stage_hash[stage],
+                    code_hash=point_key[key],
                     machine=machine,
                 )
                 reports.append(

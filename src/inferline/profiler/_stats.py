@@ -28,9 +28,11 @@ __all__ = [
     "RepetitionPolicy",
     "batch_sizes",
     "cached_points",
+    "code_key",
     "digest",
     "machine_fingerprint",
     "measured_on",
+    "measurement_key",
     "scheduling_priority",
     "summarise",
 ]
@@ -192,11 +194,26 @@ def measured_on(threads: int | None = None, today: _dt.date | None = None) -> st
     )
 
 
+def code_key(import_path: str, source_hash: str) -> str:
+    """What a stage's code is: the class its import path names and its module's source."""
+    return digest(["code", import_path, source_hash])
+
+
+def measurement_key(
+    code: str, samples_hash: str, threads: int, device: str, idle_s: float, version: str
+) -> str:
+    """Everything besides the machine a measured point depends on: the stage's code
+    (:func:`code_key`), the sample bodies its inputs come from, the replica's threads and
+    device, the idle time before each timed batch and the inferline version."""
+    return digest(["point", code, samples_hash, str(threads), device, repr(idle_s), version])
+
+
 def cached_points(
-    existing: BatchProfile | None, code_hash: str, machine: str, sizes: Sequence[int]
+    existing: BatchProfile | None, key: str, machine: str, sizes: Sequence[int]
 ) -> dict[int, ProfilePoint]:
-    """Points of ``existing`` the Profiler may reuse: same code hash and machine, wanted size."""
-    if existing is None or existing.code_hash != code_hash or existing.machine != machine:
+    """Points of ``existing`` the Profiler may reuse: same key (``code_hash``, see
+    :func:`measurement_key`) and machine, wanted size."""
+    if existing is None or existing.code_hash != key or existing.machine != machine:
         return {}
     wanted = set(sizes)
     return {p.batch_size: p for p in existing.points if p.batch_size in wanted}

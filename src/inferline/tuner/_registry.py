@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from inferline._bundle import load_bundle, read_bundle_files
+from inferline._bundle import check_config_for, load_bundle, load_plan_for, read_bundle_files
 from inferline.errors import ConfigError
-from inferline.pipeline import Pipeline, PipelineConfig, load_config
+from inferline.pipeline import Pipeline, PipelineConfig
 from inferline.profiles import Profiles
 from inferline.tuner._policy import (
     CoarseGrainedAutoscaler,
@@ -324,7 +324,11 @@ def policy_for_bundle(
         )
     trace = planning_workload(planning_trace, planning_rate)
     loaded = load_bundle(bundle)
-    config = plan if isinstance(plan, PipelineConfig) else load_config(plan)
+    if isinstance(plan, PipelineConfig):
+        config = plan
+        check_config_for(config, loaded.pipeline, loaded.profiles, "<plan>")
+    else:
+        config = load_plan_for(plan, loaded)
     return make_policy(
         name, loaded.pipeline, loaded.profiles, config, trace, slo_s=slo_s, options=options
     )

@@ -29,6 +29,31 @@ def serve_command(
     host: Annotated[
         str, typer.Option("--host", help="Address to bind; the default serves this machine only.")
     ] = "127.0.0.1",
+    control_port: Annotated[
+        int | None,
+        typer.Option(
+            "--control-port",
+            help="Serve the control endpoints that change the deployment (POST "
+            "/v2/control/plan, DELETE /v2/control/stats) on their own listener at this port "
+            "(0 picks a free one) instead of the data port.",
+        ),
+    ] = None,
+    control_host: Annotated[
+        str,
+        typer.Option(
+            "--control-host", help="With --control-port: the address the control listener binds."
+        ),
+    ] = "127.0.0.1",
+    control_token: Annotated[
+        str | None,
+        typer.Option(
+            "--control-token",
+            help="Bearer token the control endpoints require (Authorization: Bearer TOKEN); "
+            "default: $INFERLINE_CONTROL_TOKEN, which other users cannot read from the "
+            "process list. Needed when control is reachable from a network.",
+            show_default=False,
+        ),
+    ] = None,
     slo_s: Annotated[
         float,
         typer.Option("--slo-s", help="Per-query deadline = arrival + this: EDF order, shedding."),
@@ -130,6 +155,7 @@ def serve_command(
     ] = True,
 ) -> None:
     """Serve a pipeline over HTTP (Open Inference Protocol V2) with the given plan."""
+    from inferline.engine._control import ControlOptions, check_exposure, resolve_token
     from inferline.engine._engine import EngineOptions
     from inferline.engine._server import serve
 
@@ -141,6 +167,14 @@ def serve_command(
             raise ConfigError(f"must be at least 1, got {count}", source="<argument>", field=name)
     if not 0 <= port <= 65535:
         raise ConfigError(f"not a TCP port: {port}", source="<argument>", field="--port")
+    if control_port is None and control_host != "127.0.0.1":
+        raise ConfigError(
+            "only applies with --control-port", source="<argument>", field="--control-host"
+        )
+    control = ControlOptions(
+        token=resolve_token(control_token), host=control_host, port=control_port
+    )
+    check_exposure(host, control.host, control.port, control.token)  # before anything starts
     for value, name in ((holdoff_s, "--holdoff-s"), (lookback_s, "--lookback-s")):
         if not value >= 0:
             raise ConfigError(f"must be ≥ 0, got {value}", source="<argument>", field=name)
@@ -226,6 +260,7 @@ def serve_command(
             max_body_bytes=max_body_bytes,
             announce=announce,
             policy=policy,
+            control=control,
         )
         return
     serve(
@@ -237,6 +272,7 @@ def serve_command(
         max_body_bytes=max_body_bytes,
         announce=announce,
         policy=policy,
+        control=control,
     )
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from inferline.engine._control import ControlOptions
 from inferline.engine._engine import Engine, EngineOptions
 from inferline.engine._errors import RequestError
 from inferline.engine._server import load_serving_inputs, run_loop, serve_async
@@ -222,6 +223,7 @@ def serve_on_ray(
     max_body_bytes: int = 8 << 20,
     announce: Callable[[str], None] = print,
     policy: Policy | None = None,
+    control: ControlOptions | None = None,
 ) -> None:
     """Serve ``bundle``'s pipeline with ``plan`` on a Ray cluster until interrupted.
 
@@ -279,6 +281,7 @@ def serve_on_ray(
                 max_body_bytes=max_body_bytes,
                 announce=announce,
                 policy=policy,
+                control=control,
             )
         )
 
@@ -295,6 +298,7 @@ async def _serve(
     max_body_bytes: int,
     announce: Callable[[str], None],
     policy: Policy | None,
+    control: ControlOptions | None,
 ) -> None:
     engine = serving.make_engine(pipeline, config, options, root)
     await serve_async(
@@ -308,4 +312,5 @@ async def _serve(
         policy=policy,
         engine=engine,
         tuner_apply=serving.tuner_apply,
+        control=control,
     )

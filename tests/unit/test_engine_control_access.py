@@ -158,7 +158,7 @@ def test_loopback_addresses() -> None:
 
 
 def test_control_reachable_from_a_network_needs_a_token() -> None:
-    with pytest.raises(ConfigError, match="--host 0.0.0.0 would open the control API"):
+    with pytest.raises(ConfigError, match=r"--host 0\.0\.0\.0 would open the control API"):
         check_exposure("0.0.0.0", "127.0.0.1", None, None)
     with pytest.raises(ConfigError, match="--control-host"):
         check_exposure("127.0.0.1", "0.0.0.0", 9000, None)

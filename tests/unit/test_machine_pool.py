@@ -55,13 +55,16 @@ def test_a_hundred_thousand_replicas_are_refused_naming_the_stage_and_resource()
     with pytest.raises(CapacityError) as caught:
         check_plan_fits(plan(a=("cpu-1", 4, 1), big=("cpu-1", 4, 100_000)), TWO_CORES)
     assert caught.value.stage == "big" and caught.value.resource == "cpu threads"
-    assert "stage 'big'" in str(caught.value) and "100001 replica threads" in str(caught.value)
+    assert "stage 'big' exceeds the machine's cpu threads" in str(caught.value)
+    assert "100001 replica threads" in str(caught.value)
     assert caught.value.exit_code == 2
 
 
 def test_threads_count_by_hardware_name_capped_at_the_cores() -> None:
     # cpu-2 is 2 threads: 5 of them are 10 threads > 8
-    with pytest.raises(CapacityError, match="stage 'a': 5 replica"):
+    with pytest.raises(
+        CapacityError, match="stage 'a' exceeds the machine's cpu threads: 5 replica"
+    ):
         check_plan_fits(plan(a=("cpu-2", 1, 5)), TWO_CORES)
     # cpu-64 on 2 cores runs 2 threads, so 4 of them fit
     check_plan_fits(plan(a=("cpu-64", 1, 4)), TWO_CORES)

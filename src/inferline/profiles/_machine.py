@@ -133,8 +133,8 @@ def check_plan_fits(plan: PipelineConfig, pool: MachinePool | None) -> None:
     for name, c in plan.stages.items():
         if c.batch_size > max_batch:
             raise CapacityError(
-                f"stage '{name}': batch_size {c.batch_size} exceeds the largest allowed, "
-                f"{max_batch}",
+                f"stage '{name}' exceeds the batch_size limit: batch_size {c.batch_size} > "
+                f"{max_batch}, the largest a stage may be given",
                 stage=name,
                 resource="batch_size",
             )
@@ -146,7 +146,7 @@ def check_plan_fits(plan: PipelineConfig, pool: MachinePool | None) -> None:
         stage = max(threads, key=lambda s: threads[s])
         c = plan.stages[stage]
         raise CapacityError(
-            f"stage '{stage}': {c.replicas} replica(s) × "
+            f"stage '{stage}' exceeds the machine's cpu threads: {c.replicas} replica(s) × "
             f"{resources_for(c.hardware, pool.cores).threads} thread(s) on '{c.hardware}' "
             f"bring the plan to {total} replica threads; this machine allows "
             f"{pool.max_threads} ({pool.cores} usable cores, "
@@ -160,7 +160,8 @@ def check_plan_fits(plan: PipelineConfig, pool: MachinePool | None) -> None:
     if count > pool.max_replicas:
         stage = max(replicas, key=lambda s: replicas[s])
         raise CapacityError(
-            f"stage '{stage}': {replicas[stage]} replica(s) bring the plan to {count} "
+            f"stage '{stage}' exceeds the machine's memory: {replicas[stage]} replica(s) "
+            f"bring the plan to {count} "
             f"replica processes; this machine's memory ({pool.memory_bytes >> 20} MiB, "
             f"{pool.frontend_memory_bytes >> 20} MiB kept for the front-end) holds at most "
             f"{pool.max_replicas} at {pool.replica_memory_bytes >> 20} MiB each",

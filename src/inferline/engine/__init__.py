@@ -18,6 +18,7 @@ from inferline.engine._stage import DATATYPES, StageModel, Tensor, TensorSpec
 
 if TYPE_CHECKING:
     from inferline.engine._bench import run_engine_benchmark
+    from inferline.engine._control import ControlOptions
     from inferline.engine._engine import Answer, Engine, EngineOptions
     from inferline.engine._http import EngineApp
     from inferline.engine._replay import ReplayResult, replay, replay_summary
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DATATYPES",
     "Answer",
+    "ControlOptions",
     "Engine",
     "EngineApp",
     "EngineError",
@@ -44,6 +46,7 @@ __all__ = [
 
 _LAZY = {
     "Answer": "inferline.engine._engine",
+    "ControlOptions": "inferline.engine._control",
     "Engine": "inferline.engine._engine",
     "EngineOptions": "inferline.engine._engine",
     "EngineApp": "inferline.engine._http",

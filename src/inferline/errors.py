@@ -13,6 +13,8 @@ with the code in :attr:`InferLineError.exit_code`.
     │   ├── ProfileError           a profile or hardware catalogue is invalid or lacks an entry
     │   └── TraceError             a trace is unsorted, empty, unreadable or malformed
     ├── InfeasibleError            no configuration can meet the SLO (exit 3)
+    ├── CapacityError              a plan does not fit the machine (exit 2; the control API
+    │                              answers 409); names the stage and the resource
     └── EngineError                the serving engine cannot start or run as asked
         ├── StageLoadError         a stage class cannot be imported or set up (exit 2)
         ├── RequestError           one HTTP request is rejected (carries its status)
@@ -26,6 +28,7 @@ from __future__ import annotations
 from pathlib import Path
 
 __all__ = [
+    "CapacityError",
     "ConfigError",
     "InfeasibleError",
     "InferLineError",
@@ -81,3 +84,19 @@ class InfeasibleError(InferLineError):
     """No configuration can meet the requested SLO."""
 
     exit_code = 3
+
+
+class CapacityError(InferLineError):
+    """A plan asks for more than the machine (or pool) it would run on offers.
+
+    ``stage`` is the stage named in the message, ``resource`` what ran out
+    (``"cpu threads"``, ``"memory"``, ``"batch_size"``). ``serve`` exits 2; the
+    control API answers 409 and starts nothing.
+    """
+
+    exit_code = 2
+
+    def __init__(self, problem: str, *, stage: str, resource: str) -> None:
+        self.stage = stage
+        self.resource = resource
+        super().__init__(problem)

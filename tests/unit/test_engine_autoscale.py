@@ -235,3 +235,37 @@ def test_warm_up_loads_the_envelope_kernel_for_the_real_tuner() -> None:
     tuner = Autoscaler(engine, policy, clock=Clock())
     tuner.warm_up()  # must not raise nor apply
     assert engine.applied == []
+
+
+def test_decisions_beyond_the_machine_are_capped_and_marked() -> None:
+    from inferline.engine._metrics import EngineMetrics
+    from inferline.profiles import MachinePool
+
+    # 2 cores: 8 replica threads; b is cpu-2 (2 threads a replica)
+    engine, clock = FakeEngine(1, 1), Clock()
+    policy = Scripted([{"a": 10, "b": 1}, {"a": 10, "b": 1}, {"a": 2, "b": 1}])
+    scaler = Autoscaler(
+        engine, policy, clock=clock, machine=MachinePool(cores=2, memory_bytes=8 << 30)
+    )
+    clock.t = 1.0
+    (change,) = run(scaler.step())
+    assert (change.stage, change.before, change.after) == ("a", 1, 6)  # 6 + 2 = 8 threads
+    assert "capped at the machine's capacity" in change.reason
+    clock.t = 2.0
+    assert run(scaler.step()) == []  # still wants 10: capped again, nothing to change
+    limited = scaler.status()["capacity_limited"]
+    assert limited["decisions"] == {"a": 2}
+    assert limited["now"] == {"a": {"time_s": 2.0, "wanted": 10, "allowed": 6}}
+
+    metrics = EngineMetrics(["a", "b"])
+    state = {"queue_length": 0, "busy": 0, "replicas": 1, "ready": 1, "starting": 0}
+    stages = {s: {**state, "draining": 0} for s in ("a", "b")}
+    metrics.watch(lambda: {"stages": stages, "in_flight": 0, "tuner": scaler.status()})
+    text = metrics.render().decode()
+    assert 'inferline_tuner_capacity_limited_total{stage="a"} 2.0' in text
+    assert 'inferline_tuner_capacity_limited_now{stage="a"} 1.0' in text
+    assert 'inferline_tuner_capacity_limited_now{stage="b"} 0.0' in text
+
+    clock.t = 3.0  # a decision within the machine clears the mark
+    (change,) = run(scaler.step())
+    assert (change.after, scaler.status()["capacity_limited"]["now"]) == (2, {})

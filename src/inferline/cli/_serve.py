@@ -25,6 +25,31 @@ def serve_command(
     host: Annotated[
         str, typer.Option("--host", help="Address to bind; the default serves this machine only.")
     ] = "127.0.0.1",
+    control_port: Annotated[
+        int | None,
+        typer.Option(
+            "--control-port",
+            help="Serve the control endpoints that change the deployment (POST "
+            "/v2/control/plan, DELETE /v2/control/stats) on their own listener at this port "
+            "(0 picks a free one) instead of the data port.",
+        ),
+    ] = None,
+    control_host: Annotated[
+        str,
+        typer.Option(
+            "--control-host", help="With --control-port: the address the control listener binds."
+        ),
+    ] = "127.0.0.1",
+    control_token: Annotated[
+        str | None,
+        typer.Option(
+            "--control-token",
+            help="Bearer token the control endpoints require (Authorization: Bearer TOKEN); "
+            "default: $INFERLINE_CONTROL_TOKEN, which other users cannot read from the "
+            "process list. Needed when control is reachable from a network.",
+            show_default=False,
+        ),
+    ] = None,
     slo_s: Annotated[
         float,
         typer.Option("--slo-s", help="Per-query deadline = arrival + this: EDF order, shedding."),
@@ -138,7 +163,8 @@ def serve_command(
     ] = True,
 ) -> None:
     """Serve a pipeline over HTTP (Open Inference Protocol V2) with the given plan."""
-    from inferline.engine import EngineOptions, serve
+    from inferline.engine import ControlOptions, EngineOptions, serve
+    from inferline.engine._control import check_exposure, resolve_token
     from inferline.tuner import policy_for_bundle, policy_options
 
     if not 0 <= port <= 65535:
@@ -149,6 +175,14 @@ def serve_command(
             source="<argument>",
             field="--max-body-bytes",
         )
+    if control_port is None and control_host != "127.0.0.1":
+        raise ConfigError(
+            "only applies with --control-port", source="<argument>", field="--control-host"
+        )
+    control = ControlOptions(
+        token=resolve_token(control_token), host=control_host, port=control_port
+    )
+    check_exposure(host, control.host, control.port, control.token)  # before anything starts
     if backend not in ("engine", "ray"):
         raise ConfigError(
             f"unknown backend {backend!r}; use 'engine' or 'ray'",
@@ -234,6 +268,7 @@ def serve_command(
             max_body_bytes=max_body_bytes,
             announce=announce,
             policy=chosen,
+            control=control,
         )
         return
     serve(
@@ -245,6 +280,7 @@ def serve_command(
         max_body_bytes=max_body_bytes,
         announce=announce,
         policy=chosen,
+        control=control,
     )
 
 

@@ -23,6 +23,7 @@ from inferline.engine._errors import EngineError, RequestError, StageLoadError, 
 from inferline.engine._stage import DATATYPES, StageModel, Tensor, TensorSpec
 
 if TYPE_CHECKING:
+    from inferline.engine._control import ControlOptions
     from inferline.engine._engine import Answer, Engine, EngineOptions, ReplicaFactory
     from inferline.engine._hardware import ReplicaResources, resources_for, thread_environment
     from inferline.engine._http import EngineApp
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DATATYPES",
     "Answer",
+    "ControlOptions",
     "Engine",
     "EngineApp",
     "EngineError",
@@ -75,6 +77,7 @@ __all__ = [
 
 _LAZY = {
     "Answer": "inferline.engine._engine",
+    "ControlOptions": "inferline.engine._control",
     "Engine": "inferline.engine._engine",
     "EngineOptions": "inferline.engine._engine",
     "ReplicaFactory": "inferline.engine._engine",

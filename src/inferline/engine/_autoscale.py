@@ -8,6 +8,11 @@ the policy's ``decide`` for targets, and applies changed counts through
 :meth:`Engine.apply` — the code path of ``POST /v2/control/plan`` — with batch
 sizes and hardware unchanged and without waiting for new replicas to load.
 
+With a machine pool (the engine's host), a decision that would not fit is capped at
+what fits (:func:`~inferline.profiles.fit_plan`: decreases kept, increases granted in
+turn while the plan fits) and recorded as capacity-limited: the status's
+``capacity_limited`` section and the ``inferline_tuner_capacity_limited`` metrics.
+
 The engine measures each replica's activation (start request → ready message);
 when the policy has a :class:`~inferline.tuner.TunerConfig` the median measured
 activation replaces its assumed ``activation_s``.
@@ -32,6 +37,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from inferline.pipeline import PipelineConfig
+from inferline.profiles import MachinePool, fit_plan
 from inferline.tuner import Observation, Policy, TunerConfig
 
 __all__ = ["Autoscaler", "ScaleChange", "TunedEngine"]
@@ -101,6 +107,7 @@ class Autoscaler:
         tick_s: float = 1.0,
         apply: Callable[[PipelineConfig], Awaitable[None]] | None = None,
         on_change: Callable[[ScaleChange], None] | None = None,
+        machine: MachinePool | None = None,
     ) -> None:
         if not tick_s > 0:
             raise ValueError(f"tick_s must be positive, got {tick_s}")
@@ -110,6 +117,11 @@ class Autoscaler:
         self._clock = clock  # seconds since the engine's start
         self._apply = apply or (lambda config: engine.apply(config, wait=False))
         self._on_change = on_change or _log_change  # one report per change, one channel
+        self.machine = machine
+        #: Per stage: decisions capped at what fits the machine (count), and the latest
+        #: capped one ({"time_s", "wanted", "allowed"}) while the stage's last decision was.
+        self.capacity_limited: dict[str, int] = {}
+        self.capacity_limited_now: dict[str, dict[str, Any]] = {}
         self.changes: list[ScaleChange] = []
         self.n_changes = 0
         self.errors = 0
@@ -157,15 +169,16 @@ class Autoscaler:
         observation = Observation(arrivals, current, self.engine.outstanding())
         targets, self._state = self.policy.decide(self._state, observation, now)
         changed = {s: int(k) for s, k in targets.items() if s in current and int(k) != current[s]}
+        if self.machine is not None and changed:
+            changed = self._fit(config, changed, now)
+        elif not changed:
+            self.capacity_limited_now.clear()
         if not changed:
             return []
         reason = str(getattr(self._state, "last_reason", "") or self.policy.name)
-        new = PipelineConfig(
-            stages={
-                name: c.model_copy(update={"replicas": changed[name]}) if name in changed else c
-                for name, c in config.stages.items()
-            }
-        )
+        if any(s in self.capacity_limited_now for s in changed):
+            reason += "; capped at the machine's capacity"
+        new = _with_replicas(config, changed)
         try:
             await self._apply(new)
         except Exception as exc:  # a failed change is logged; the next tick tries again
@@ -179,6 +192,30 @@ class Autoscaler:
         self.n_changes += len(out)
         del self.changes[:-MAX_CHANGES]
         return out
+
+    def _fit(self, config: PipelineConfig, changed: dict[str, int], now: float) -> dict[str, int]:
+        """The changed counts cut back to what fits the machine; records what was capped."""
+        assert self.machine is not None
+        fitted, limited = fit_plan(_with_replicas(config, changed), self.machine, config)
+        self.capacity_limited_now = {}
+        for stage, wanted in limited.items():
+            allowed = fitted.stages[stage].replicas
+            self.capacity_limited[stage] = self.capacity_limited.get(stage, 0) + 1
+            self.capacity_limited_now[stage] = {
+                "time_s": round(now, 3),
+                "wanted": wanted,
+                "allowed": allowed,
+            }
+            log.warning(
+                "tuner: stage '%s' wants %d replicas; the machine has room for %d",
+                stage,
+                wanted,
+                allowed,
+            )
+        current = {name: c.replicas for name, c in config.stages.items()}
+        return {
+            s: fitted.stages[s].replicas for s in changed if fitted.stages[s].replicas != current[s]
+        }
 
     async def run(self) -> None:
         """Tick until cancelled."""
@@ -213,4 +250,17 @@ class Autoscaler:
             "n_changes": self.n_changes,
             "errors": self.errors,
             "changes": [c.as_dict() for c in self.changes],
+            "capacity_limited": {
+                "decisions": dict(self.capacity_limited),
+                "now": dict(self.capacity_limited_now),
+            },
         }
+
+
+def _with_replicas(config: PipelineConfig, counts: dict[str, int]) -> PipelineConfig:
+    return PipelineConfig(
+        stages={
+            name: c.model_copy(update={"replicas": counts[name]}) if name in counts else c
+            for name, c in config.stages.items()
+        }
+    )

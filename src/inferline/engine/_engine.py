@@ -31,8 +31,9 @@ from inferline.engine._queue import StageDispatcher
 from inferline.engine._replica import Batch, Replica, ReplicaState
 from inferline.engine._stage import Tensor, TensorSpec
 from inferline.engine._tensor import InferRequest
-from inferline.errors import ConfigError
+from inferline.errors import CapacityError, ConfigError
 from inferline.pipeline import Pipeline, PipelineConfig, StageConfig, check_stage_names
+from inferline.profiles import MachinePool, check_plan_fits, machine_pool_for_host
 
 __all__ = ["Answer", "Engine", "EngineOptions", "ReplicaFactory"]
 
@@ -193,6 +194,10 @@ class Engine:
     ``await apply(config)`` to change the plan, ``await stop()`` to drain and shut down.
     ``replica_factory`` makes each replica: a local worker process by default, a Ray actor
     with the Ray backend (``inferline.ray_backend``); queues and dispatch are the same.
+    ``machine``: the pool the replicas draw from; every plan (the first and each one
+    applied) must fit it (:func:`~inferline.profiles.check_plan_fits`). Default: this
+    host when replicas are local worker processes; none (batch sizes bounded only) with
+    a ``replica_factory``, whose replicas live elsewhere.
     """
 
     def __init__(
@@ -204,9 +209,16 @@ class Engine:
         bundle_root: str | Path | None = None,
         clock: Callable[[], float] = time.monotonic,
         replica_factory: ReplicaFactory | None = None,
+        machine: MachinePool | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.options = options or EngineOptions()
+        _check_plan(pipeline, config, source="<plan>")
+        if machine is None and replica_factory is None:
+            machine = machine_pool_for_host()
+        #: The machine the replicas draw from (``None``: they live elsewhere).
+        self.machine = machine
+        check_plan_fits(config, machine)  # CapacityError before anything is started
         self._launcher: WorkerLauncher | None = None
         if replica_factory is None:
             launcher = WorkerLauncher(fork=self.options.fork_replicas)
@@ -215,7 +227,6 @@ class Engine:
         self._replica_factory = replica_factory
         self._clock = clock
         self._sys_path = [str(Path(bundle_root).resolve())] if bundle_root is not None else []
-        _check_plan(pipeline, config, source="<plan>")
         missing = [s.name for s in pipeline.stages if not s.model]
         if missing:
             raise EngineError(
@@ -755,6 +766,10 @@ class Engine:
             _check_plan(self.pipeline, config, source="plan")
         except ConfigError as exc:
             raise RequestError(400, str(exc)) from None
+        try:
+            check_plan_fits(config, self.machine)
+        except CapacityError as exc:
+            raise RequestError(409, f"the plan does not fit this machine: {exc}") from None
         if self._closing:
             raise RequestError(503, "the engine is shutting down")
         async with self._plan_lock:
@@ -862,8 +877,14 @@ class Engine:
                 "while_serving": len(self.serving_activation_s),
             },
             "stages": stages,
+            **({"machine": self._machine_status()} if self.machine is not None else {}),
             **{name: section() for name, section in self.status_extras.items()},
         }
+
+    def _machine_status(self) -> dict[str, Any]:
+        assert self.machine is not None
+        threads = self.machine.threads_of(self.config)
+        return {**self.machine.as_dict(), "planned_threads": sum(threads.values())}
 
     def stats(self) -> dict[str, Any]:
         """Per-stage time split of recent visits: queue wait, residence, predict, overhead.

@@ -27,10 +27,14 @@ class StageLoadError(EngineError):
 
 
 class RequestError(EngineError):
-    """An inference or control request is rejected with an HTTP ``status`` and a message."""
+    """An inference or control request is rejected with an HTTP ``status`` and a message
+    (and extra response ``headers``, e.g. ``WWW-Authenticate`` with a 401)."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(
+        self, status: int, message: str, *, headers: tuple[tuple[bytes, bytes], ...] = ()
+    ) -> None:
         self.status = status
+        self.headers = headers
         super().__init__(message)
 
 

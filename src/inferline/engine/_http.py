@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from inferline import __version__ as _version
+from inferline.engine._control import ControlAccess
 from inferline.engine._engine import Answer, Engine, plan_from_mapping
 from inferline.engine._errors import EngineError, RequestError
 from inferline.engine._tensor import parse_infer_request
@@ -34,10 +35,18 @@ class _DisconnectedError(Exception):
 class EngineApp:
     """ASGI app serving one engine's pipeline as one OIP model named after the pipeline."""
 
-    def __init__(self, engine: Engine, *, max_body_bytes: int = 8 << 20) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        max_body_bytes: int = 8 << 20,
+        access: ControlAccess | None = None,
+    ) -> None:
         self.engine = engine
         self.model = engine.pipeline.name
         self.max_body_bytes = max_body_bytes
+        #: Guards the control endpoints (listener, token); see engine/_control.py.
+        self.access = access or ControlAccess()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -49,13 +58,14 @@ class EngineApp:
             # No "Connection: close" after a 413: uvicorn's parser then reads and drops the
             # rest of the body and the connection stays in step; closing with unread data
             # would reset it and could destroy the answer before the client reads it.
-            await _send_json(send, exc.status, {"error": str(exc)})
+            await _send_json(send, exc.status, {"error": str(exc)}, exc.headers)
         except _DisconnectedError:
             return
 
     async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]
         method: str = scope["method"]
+        self.access.check_listener(path, scope)
         if path.startswith("/v2/models/"):
             await self._model_route(path[len("/v2/models/") :], method, scope, receive, send)
         elif path in ("/v2", "/v2/"):
@@ -133,6 +143,7 @@ class EngineApp:
         self, action: str, method: str, scope: Scope, receive: Receive, send: Send
     ) -> None:
         engine = self.engine
+        self.access.check(method, action, scope)
         if action == "status":
             _allow(method, "GET")
             await _send_json(send, 200, engine.status())
@@ -200,12 +211,24 @@ async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-async def _send_json(send: Send, status: int, obj: Any) -> None:
+async def _send_json(
+    send: Send, status: int, obj: Any, extra: tuple[tuple[bytes, bytes], ...] = ()
+) -> None:
     body = json.dumps(obj, separators=(",", ":")).encode()
-    await _send(send, status, body, _JSON[1])
+    await _send(send, status, body, _JSON[1], extra)
 
 
-async def _send(send: Send, status: int, body: bytes, content_type: bytes) -> None:
-    headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
+async def _send(
+    send: Send,
+    status: int,
+    body: bytes,
+    content_type: bytes,
+    extra: tuple[tuple[bytes, bytes], ...] = (),
+) -> None:
+    headers = [
+        (b"content-type", content_type),
+        (b"content-length", str(len(body)).encode()),
+        *extra,
+    ]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

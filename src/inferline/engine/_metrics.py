@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 __all__ = ["EngineMetrics", "StageMetrics"]
@@ -48,7 +48,7 @@ class _StateCollector(Collector):
     def __init__(self, snapshot: Callable[[], dict[str, Any]]) -> None:
         self._snapshot = snapshot
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         status = self._snapshot()
         queue = GaugeMetricFamily(
             "inferline_stage_queue_length", "Queries waiting in the stage's queue", labels=["stage"]
@@ -81,6 +81,16 @@ class _StateCollector(Collector):
             )
             act.add_metric([], activation)
             yield act
+        machine = status.get("machine")
+        if machine is not None:
+            threads = GaugeMetricFamily(
+                "inferline_machine_replica_threads",
+                "Replica threads the plan in force uses ('planned') and the machine allows ('max')",
+                labels=["kind"],
+            )
+            threads.add_metric(["planned"], machine["planned_threads"])
+            threads.add_metric(["max"], machine["max_threads"])
+            yield threads
         tuner = status.get("tuner")
         if tuner is not None:
             changes = GaugeMetricFamily(
@@ -88,9 +98,31 @@ class _StateCollector(Collector):
             )
             changes.add_metric([], tuner["n_changes"])
             yield changes
+            limited = tuner.get("capacity_limited")
+            if limited is not None:
+                yield from _capacity_limited(limited, list(status["stages"]))
 
     def describe(self) -> Iterator[GaugeMetricFamily]:
         return iter(())
+
+
+def _capacity_limited(
+    limited: dict[str, Any], stages: list[str]
+) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+    count = CounterMetricFamily(
+        "inferline_tuner_capacity_limited",
+        "Tuner decisions capped at what fits the machine",
+        labels=["stage"],
+    )
+    now = GaugeMetricFamily(
+        "inferline_tuner_capacity_limited_now",
+        "1 while the stage's latest tuner decision was capped at what fits the machine",
+        labels=["stage"],
+    )
+    for stage in stages:
+        count.add_metric([stage], limited["decisions"].get(stage, 0))
+        now.add_metric([stage], 1 if stage in limited["now"] else 0)
+    yield from (count, now)
 
 
 class EngineMetrics:

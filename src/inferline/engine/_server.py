@@ -22,6 +22,7 @@ from typing import Any
 import uvicorn
 
 from inferline.engine._autoscale import Autoscaler
+from inferline.engine._control import ControlAccess, ControlOptions, check_exposure, resolve_token
 from inferline.engine._engine import Engine, EngineOptions
 from inferline.engine._errors import EngineError
 from inferline.engine._http import EngineApp
@@ -117,8 +118,14 @@ async def serve_async(
     tick_s: float = 1.0,
     engine: Engine | None = None,
     tuner_apply: Callable[[PipelineConfig], Awaitable[None]] | None = None,
+    control: ControlOptions | None = None,
 ) -> None:
     """Start the replicas, serve HTTP until SIGINT/SIGTERM, drain, stop the replicas.
+
+    ``control``: where the control endpoints are served and the token they need
+    (default: on the data listener, token from ``INFERLINE_CONTROL_TOKEN`` if set).
+    Before anything is bound or started, control reachable from a network without a
+    token is refused (ConfigError), and so is a plan beyond the machine (CapacityError).
 
     With ``policy``, a live tuner (:class:`Autoscaler`) sets the replica counts
     every ``tick_s`` seconds from the arrivals the engine sees, applying them with
@@ -126,10 +133,26 @@ async def serve_async(
     prepared, not yet started engine (e.g. with the Ray backend's replicas) instead of
     one built from ``pipeline``, ``config`` and ``options``.
     """
+    control = control or ControlOptions.from_environment()
+    if control.token is not None:
+        resolve_token(control.token)  # the same checks as the CLI's
+    check_exposure(host, control.host, control.port, control.token)
+    if control.port is not None and control.port == port and port != 0:
+        raise ConfigError(
+            f"--control-port {port} is the data port; give the control listener its own",
+            source="<argument>",
+            field="--control-port",
+        )
     options = engine.options if engine is not None else (options or EngineOptions())
-    sock = _listen(host, port)
     if engine is None:
         engine = Engine(pipeline, config, options, bundle_root=bundle_root)
+    sockets = [_listen(host, port)]
+    if control.port is not None:
+        try:
+            sockets.append(_listen(control.host, control.port))
+        except EngineError:
+            sockets[0].close()
+            raise
     tuner: Autoscaler | None = None
     try:
         await engine.start()
@@ -140,13 +163,16 @@ async def serve_async(
                 clock=engine.elapsed_s,
                 tick_s=tick_s,
                 apply=tuner_apply,
+                machine=engine.machine,
                 on_change=lambda c: announce(f"tuner: {c.describe()}"),
             )
             engine.status_extras["tuner"] = tuner.status
             tuner.warm_up()
             tuner.start()
         gc.freeze()  # startup objects leave the collector's view: shorter full collections
-        app = EngineApp(engine, max_body_bytes=max_body_bytes)
+        control_port = sockets[1].getsockname()[1] if len(sockets) > 1 else None
+        access = ControlAccess(token=control.token, control_port=control_port)
+        app = EngineApp(engine, max_body_bytes=max_body_bytes, access=access)
         server = uvicorn.Server(
             uvicorn.Config(
                 app,
@@ -162,7 +188,7 @@ async def serve_async(
                 date_header=False,
             )
         )
-        bound_host, bound_port = sock.getsockname()[:2]
+        bound_host, bound_port = sockets[0].getsockname()[:2]
         replicas = sum(c.replicas for c in config.stages.values())
         tuned = f"; tuner '{policy.name}' on" if policy is not None else ""
         announce(
@@ -170,14 +196,26 @@ async def serve_async(
             f"http://{bound_host}:{bound_port}  (SLO {options.slo_s:g} s{tuned}; "
             "Ctrl-C drains and stops)"
         )
+        announce(_describe_control(sockets, access))
         with _quiet_signals():
-            await server.serve(sockets=[sock])
+            await server.serve(sockets=sockets)
         announce("draining: waiting for in-flight queries, then stopping the replicas")
     finally:
-        sock.close()
+        for sock in sockets:
+            sock.close()
         if tuner is not None:
             await tuner.stop()
         await engine.stop()
+
+
+def _describe_control(sockets: list[socket.socket], access: ControlAccess) -> str:
+    where = (
+        "on the data port"
+        if len(sockets) == 1
+        else "on http://{}:{}".format(*sockets[1].getsockname()[:2])
+    )
+    token = "bearer token required" if access.token is not None else "no token"
+    return f"control (POST /v2/control/plan, DELETE /v2/control/stats): {where}, {token}"
 
 
 def serve(
@@ -190,8 +228,10 @@ def serve(
     max_body_bytes: int = 8 << 20,
     announce: Callable[[str], None] = print,
     policy: Policy | None = None,
+    control: ControlOptions | None = None,
 ) -> None:
-    """Serve ``bundle``'s pipeline with ``plan`` until interrupted (blocking)."""
+    """Serve ``bundle``'s pipeline with ``plan`` until interrupted (blocking); ``control``
+    as in :func:`serve_async`."""
     pipeline, config, root = load_serving_inputs(bundle, plan)
     run_loop(
         serve_async(
@@ -204,5 +244,6 @@ def serve(
             max_body_bytes=max_body_bytes,
             announce=announce,
             policy=policy,
+            control=control,
         )
     )

@@ -14,6 +14,7 @@ import contextlib
 import http.client
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -40,22 +41,53 @@ def free_port() -> int:
 
 
 class EngineProcess:
-    """An ``inferline serve`` child process (its own session, so its replicas go with it)."""
+    """An ``inferline serve`` child process (its own session, so its replicas go with it).
 
-    def __init__(self, process: subprocess.Popen[bytes], port: int, log_path: Path) -> None:
+    ``control_token``: the bearer token its control endpoints need (sent with every
+    ``/v2/control/`` request); ``control_port``: its control listener, where those
+    requests go, or ``None`` when control is on the data port.
+    """
+
+    def __init__(
+        self,
+        process: subprocess.Popen[bytes],
+        port: int,
+        log_path: Path,
+        *,
+        control_token: str | None = None,
+        control_port: int | None = None,
+    ) -> None:
         self.process = process
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self.log_path = log_path
+        self.control_token = control_token
+        self.control_port = control_port
 
     def request(
-        self, method: str, path: str, body: bytes | str | None = None, timeout_s: float = 30.0
+        self,
+        method: str,
+        path: str,
+        body: bytes | str | None = None,
+        timeout_s: float = 30.0,
+        *,
+        authorize: bool = True,
+        port: int | None = None,
     ) -> tuple[int, Any]:
-        """One HTTP request; returns (status, parsed JSON body or raw text)."""
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout_s)
+        """One HTTP request; returns (status, parsed JSON body or raw text).
+
+        A ``/v2/control/`` request goes to the control listener if there is one and
+        carries the token (unless ``authorize=False``); ``port`` overrides where it goes.
+        """
+        control = path.startswith("/v2/control/")
+        if port is None:
+            port = self.control_port if control and self.control_port else self.port
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout_s)
         try:
             payload = body.encode() if isinstance(body, str) else body
             headers = {"Content-Type": "application/json"} if payload is not None else {}
+            if control and authorize and self.control_token is not None:
+                headers["Authorization"] = f"Bearer {self.control_token}"
             conn.request(method, path, body=payload, headers=headers)
             response = conn.getresponse()
             raw = response.read()
@@ -160,6 +192,8 @@ def start_engine(
     plan: str | Path,
     *serve_args: str,
     start_timeout_s: float = 60.0,
+    control_token: str | bool = True,
+    control_port: bool = False,
 ) -> Iterator[EngineProcess]:
     """Run ``inferline serve BUNDLE --config PLAN SERVE_ARGS`` on a free port until the
     block ends; yields once the engine is ready.
@@ -169,8 +203,30 @@ def start_engine(
     in a session of its own, and gets SIGTERM if this process dies. On exit the engine
     is stopped gracefully; whatever is left of its session (replicas included) is killed,
     even when the block raised.
+
+    ``control_token``: the control token the server is given (in its environment, not
+    on its command line): ``True`` a random one, ``False`` none. ``control_port``: serve
+    control on its own loopback listener (a second free port). :meth:`EngineProcess.request`
+    sends control requests there, with the token.
     """
+    from inferline.engine._control import TOKEN_ENV
+
     port = free_port()
+    token: str | None = None
+    if control_token is True:
+        token = secrets.token_urlsafe(24)
+    elif isinstance(control_token, str):
+        token = control_token
+    env = {k: v for k, v in os.environ.items() if k != TOKEN_ENV}
+    if token is not None:
+        env[TOKEN_ENV] = token
+    control_args: list[str] = []
+    cport: int | None = None
+    if control_port:
+        cport = free_port()
+        while cport == port:
+            cport = free_port()
+        control_args = ["--control-port", str(cport)]
     with tempfile.TemporaryDirectory(prefix="inferline-serve-") as tmp:
         log_path = Path(tmp) / "serve.log"
         command = [
@@ -183,6 +239,7 @@ def start_engine(
             str(plan),
             "--port",
             str(port),
+            *control_args,
             *serve_args,
         ]
         with log_path.open("wb") as log:
@@ -192,8 +249,9 @@ def start_engine(
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
                 preexec_fn=_die_with_parent,
+                env=env,
             )
-        served = EngineProcess(process, port, log_path)
+        served = EngineProcess(process, port, log_path, control_token=token, control_port=cport)
         try:
             served.wait_ready(start_timeout_s)
             yield served

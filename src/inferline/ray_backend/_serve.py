@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from inferline.engine import (
+    ControlOptions,
     Engine,
     EngineOptions,
     RequestError,
@@ -237,6 +238,7 @@ def serve_on_ray(
     max_body_bytes: int = 8 << 20,
     announce: Callable[[str], None] = print,
     policy: Policy | None = None,
+    control: ControlOptions | None = None,
 ) -> None:
     """Serve ``bundle``'s pipeline with ``plan`` on a Ray cluster until interrupted.
 
@@ -294,6 +296,7 @@ def serve_on_ray(
                 max_body_bytes=max_body_bytes,
                 announce=announce,
                 policy=policy,
+                control=control,
             )
         )
 
@@ -310,6 +313,7 @@ async def _serve(
     max_body_bytes: int,
     announce: Callable[[str], None],
     policy: Policy | None,
+    control: ControlOptions | None,
 ) -> None:
     engine = serving.make_engine(pipeline, config, options, root)
     await serve_async(
@@ -323,4 +327,5 @@ async def _serve(
         policy=policy,
         engine=engine,
         tuner_apply=serving.tuner_apply,
+        control=control,
     )

@@ -1,0 +1,285 @@
+"""A machine as a resource pool: what one host offers the replicas of a plan (SPEC §2.2).
+
+Replicas served on one host share its cores and memory with the front-end. A
+:class:`MachinePool` knows the host's usable cores (the CPU affinity mask, capped by
+a cgroup CPU quota), its memory (``/proc/meminfo``, capped by a cgroup limit) and the
+GPUs it can see, and keeps a reserve for the front-end. :func:`check_plan_fits` is
+the one capacity check: the engine runs it before it starts anything (``serve``, a
+plan posted to the control API), the live tuner caps its decisions with
+:func:`fit_plan`. A replica's threads come from its hardware name
+(:func:`resources_for`: ``cpu-N`` is N threads).
+
+The engine's bound is deliberately loose: replicas' threads may oversubscribe the
+cores left after the front-end's reserve by up to :data:`MAX_THREADS_PER_CORE`, so
+every plan that merely runs slowly still starts, while a plan no machine of this
+size can host (100,000 replicas, a batch of a million) is refused. A planner that
+wants the sum of replica threads *within* the machine builds its pool with
+``max_threads_per_core=1``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from inferline._hardware_names import ReplicaResources, resources_for
+from inferline.errors import CapacityError
+from inferline.pipeline import PipelineConfig
+
+__all__ = [
+    "FRONTEND_MEMORY_BYTES",
+    "FRONTEND_RESERVE_CORES",
+    "MAX_BATCH_SIZE",
+    "MAX_THREADS_PER_CORE",
+    "REPLICA_MEMORY_BYTES",
+    "MachinePool",
+    "ReplicaResources",
+    "check_plan_fits",
+    "fit_plan",
+    "machine_pool_for_host",
+    "resources_for",
+]
+
+#: Largest batch size a stage may be given (a replica's batch is held in memory whole
+#: and sent over a pipe in one message).
+MAX_BATCH_SIZE = 4096
+#: Cores kept for the front-end (HTTP parsing, queues, dispatch: about 0.6-0.8 ms of
+#: CPU per query measured); replicas keep at least one core whatever the host.
+FRONTEND_RESERVE_CORES = 1.0
+#: Replica threads allowed per core left for replicas: the engine's oversubscription
+#: bound. 8 keeps every shipped plan (the largest served one: 6 threads) startable on
+#: 2 cores (8 threads there) while refusing plans no machine of the size can serve.
+MAX_THREADS_PER_CORE = 8.0
+#: Memory counted per replica process. A NoOp replica forked from its stage's template
+#: is 17 MiB resident (5 MiB proportional) here, a stage with a real model far more; a
+#: small figure, so that only plans no machine of the size could hold are refused.
+REPLICA_MEMORY_BYTES = 32 << 20
+#: Memory kept for the front-end process.
+FRONTEND_MEMORY_BYTES = 256 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class MachinePool:
+    """One host's resources for replicas, after the front-end's reserve.
+
+    ``cores``: usable cores; ``memory_bytes``: usable memory; ``gpus``: visible GPUs
+    (reported, not yet allotted: a GPU replica counts one thread against the cores).
+    """
+
+    cores: int
+    memory_bytes: int
+    gpus: int = 0
+    frontend_reserve_cores: float = FRONTEND_RESERVE_CORES
+    max_threads_per_core: float = MAX_THREADS_PER_CORE
+    replica_memory_bytes: int = REPLICA_MEMORY_BYTES
+    frontend_memory_bytes: int = FRONTEND_MEMORY_BYTES
+    max_batch_size: int = MAX_BATCH_SIZE
+
+    def __post_init__(self) -> None:
+        if self.cores < 1 or self.memory_bytes < 1 or self.gpus < 0:
+            raise ValueError("a machine has at least one core and some memory")
+        if self.frontend_reserve_cores < 0 or not self.max_threads_per_core > 0:
+            raise ValueError("the reserve must be >= 0 and threads per core positive")
+        if self.replica_memory_bytes < 1 or self.frontend_memory_bytes < 0:
+            raise ValueError("a replica needs some memory; the front-end's share is >= 0")
+        if self.max_batch_size < 1:
+            raise ValueError("max_batch_size must be at least 1")
+
+    @property
+    def replica_cores(self) -> float:
+        """Cores left for replicas after the front-end's reserve (at least one)."""
+        return max(1.0, self.cores - self.frontend_reserve_cores)
+
+    @property
+    def max_threads(self) -> int:
+        """Replica threads this pool allows in all."""
+        return max(1, math.floor(self.replica_cores * self.max_threads_per_core + 1e-9))
+
+    @property
+    def max_replicas(self) -> int:
+        """Replica processes the memory left after the front-end's share can hold."""
+        left = self.memory_bytes - self.frontend_memory_bytes
+        return max(1, left // self.replica_memory_bytes)
+
+    def threads_of(self, plan: PipelineConfig) -> dict[str, int]:
+        """Replica threads per stage of ``plan`` on this machine."""
+        return {
+            name: c.replicas * resources_for(c.hardware, self.cores).threads
+            for name, c in plan.stages.items()
+        }
+
+    def as_dict(self) -> dict[str, float | int]:
+        """The pool as JSON (the ``machine`` section of the engine's status)."""
+        return {
+            "cores": self.cores,
+            "memory_bytes": self.memory_bytes,
+            "gpus": self.gpus,
+            "frontend_reserve_cores": self.frontend_reserve_cores,
+            "max_threads_per_core": self.max_threads_per_core,
+            "max_threads": self.max_threads,
+            "max_replicas": self.max_replicas,
+            "max_batch_size": self.max_batch_size,
+        }
+
+
+def check_plan_fits(plan: PipelineConfig, pool: MachinePool | None) -> None:
+    """Raise :class:`CapacityError` naming the stage and resource if ``plan`` cannot run
+    on ``pool``; with no pool (replicas elsewhere, e.g. on Ray) only batch sizes are
+    bounded, by :data:`MAX_BATCH_SIZE`."""
+    max_batch = pool.max_batch_size if pool is not None else MAX_BATCH_SIZE
+    for name, c in plan.stages.items():
+        if c.batch_size > max_batch:
+            raise CapacityError(
+                f"stage '{name}' exceeds the batch_size limit: batch_size {c.batch_size} > "
+                f"{max_batch}, the largest a stage may be given",
+                stage=name,
+                resource="batch_size",
+            )
+    if pool is None:
+        return
+    threads = pool.threads_of(plan)
+    total = sum(threads.values())
+    if total > pool.max_threads:
+        stage = max(threads, key=lambda s: threads[s])
+        c = plan.stages[stage]
+        raise CapacityError(
+            f"stage '{stage}' exceeds the machine's cpu threads: {c.replicas} replica(s) × "
+            f"{resources_for(c.hardware, pool.cores).threads} thread(s) on '{c.hardware}' "
+            f"bring the plan to {total} replica threads; this machine allows "
+            f"{pool.max_threads} ({pool.cores} usable cores, "
+            f"{pool.frontend_reserve_cores:g} kept for the front-end, "
+            f"× {pool.max_threads_per_core:g} threads per core)",
+            stage=stage,
+            resource="cpu threads",
+        )
+    replicas = {name: c.replicas for name, c in plan.stages.items()}
+    count = sum(replicas.values())
+    if count > pool.max_replicas:
+        stage = max(replicas, key=lambda s: replicas[s])
+        raise CapacityError(
+            f"stage '{stage}' exceeds the machine's memory: {replicas[stage]} replica(s) "
+            f"bring the plan to {count} "
+            f"replica processes; this machine's memory ({pool.memory_bytes >> 20} MiB, "
+            f"{pool.frontend_memory_bytes >> 20} MiB kept for the front-end) holds at most "
+            f"{pool.max_replicas} at {pool.replica_memory_bytes >> 20} MiB each",
+            stage=stage,
+            resource="memory",
+        )
+
+
+def _fits(plan: PipelineConfig, pool: MachinePool) -> bool:
+    try:
+        check_plan_fits(plan, pool)
+    except CapacityError:
+        return False
+    return True
+
+
+def fit_plan(
+    plan: PipelineConfig, pool: MachinePool, current: PipelineConfig
+) -> tuple[PipelineConfig, dict[str, int]]:
+    """``plan`` with its replica increases over ``current`` cut back until it fits.
+
+    Decreases are kept; the increases are granted one replica at a time, stage by stage
+    in turn, while the plan fits. Returns the fitted plan and, per stage that got fewer
+    replicas than asked, the count asked for (empty when ``plan`` fits as it is).
+    """
+    if _fits(plan, pool):
+        return plan, {}
+    wanted = {name: c.replicas for name, c in plan.stages.items()}
+    counts = {
+        name: min(k, current.stages[name].replicas) if name in current.stages else 1
+        for name, k in wanted.items()
+    }
+
+    def with_counts(counts: Mapping[str, int]) -> PipelineConfig:
+        return PipelineConfig(
+            stages={
+                name: c.model_copy(update={"replicas": counts[name]})
+                for name, c in plan.stages.items()
+            }
+        )
+
+    growing = [name for name in wanted if wanted[name] > counts[name]]
+    progress = True
+    while progress:
+        progress = False
+        for name in growing:
+            if counts[name] >= wanted[name]:
+                continue
+            counts[name] += 1
+            if _fits(with_counts(counts), pool):
+                progress = True
+            else:
+                counts[name] -= 1
+    limited = {name: wanted[name] for name in wanted if counts[name] < wanted[name]}
+    return with_counts(counts), limited
+
+
+# --- the host -------------------------------------------------------------------------------
+
+
+def _usable_cores() -> int:
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        cores = os.cpu_count() or 1
+    with contextlib.suppress(OSError, ValueError):
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            cores = min(cores, max(1, math.ceil(int(quota) / int(period))))
+    return max(1, cores)
+
+
+def _memory_bytes() -> int:
+    total = 0
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                total = int(line.split()[1]) * 1024
+                break
+    if not total:
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    with contextlib.suppress(OSError, ValueError):
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit != "max":
+            total = min(total, int(limit)) if total else int(limit)
+    return max(1, total)
+
+
+def _visible_gpus() -> int:
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        ids = [v for v in visible.split(",") if v.strip() and v.strip() != "-1"]
+        if not ids or visible.strip() == "NoDevFiles":
+            return 0
+        gpus_here = _nvidia_gpus()
+        return min(len(ids), gpus_here) if gpus_here else len(ids)
+    return _nvidia_gpus()
+
+
+def _nvidia_gpus() -> int:
+    try:
+        return len(list(Path("/proc/driver/nvidia/gpus").iterdir()))
+    except OSError:
+        return 0
+
+
+def machine_pool_for_host(
+    *,
+    frontend_reserve_cores: float = FRONTEND_RESERVE_CORES,
+    max_threads_per_core: float = MAX_THREADS_PER_CORE,
+) -> MachinePool:
+    """This host as a pool: usable cores, memory and visible GPUs, read now."""
+    return MachinePool(
+        cores=_usable_cores(),
+        memory_bytes=_memory_bytes(),
+        gpus=_visible_gpus(),
+        frontend_reserve_cores=frontend_reserve_cores,
+        max_threads_per_core=max_threads_per_core,
+    )

@@ -1,4 +1,4 @@
-"""The engine driven by tritonclient.http, unmodified: the protocol as a third-party client speaks it.
+"""The engine driven by tritonclient.http, unmodified, as a third-party client speaks OIP.
 
 tritonclient sends inputs as binary tensor data by default (``set_data_from_numpy``) and
 asks for binary outputs; its ``get_inference_statistics`` reads the statistics extension.
@@ -7,7 +7,6 @@ asks for binary outputs; its ``get_inference_statistics`` reads the statistics e
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -206,6 +206,35 @@ def replica_start(
     stdout.print(replica_start_table(figures))
 
 
+@app.command("fuzz")
+@user_errors
+def fuzz(
+    requests: Annotated[int, typer.Option("--requests", help="Malformed requests to send.")] = 2000,
+    valid_after: Annotated[
+        int, typer.Option("--valid-after", help="Valid requests sent afterwards.")
+    ] = 50,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Malformed requests over real HTTP to a served engine: status classes, drops, and after."""
+    from inferline.bench.fuzz import fuzz_table, run_fuzz_benchmark
+
+    with Progress(console=stdout, disable=as_json, transient=True) as progress:
+        task = progress.add_task("sending malformed requests", total=requests)
+        figures = run_fuzz_benchmark(
+            requests,
+            valid_after=valid_after,
+            seed=seed,
+            on_progress=lambda n: progress.update(task, completed=n),
+        )
+    if as_json:
+        print_json(figures)
+    else:
+        stdout.print(fuzz_table(figures))
+    if not figures["passed"]:
+        raise typer.Exit(1)
+
+
 class _NoStatus:
     def __enter__(self) -> None:
         return None

@@ -1,0 +1,1 @@
+"""Benchmarks: one module per benchmark, each with its runner and its renderer."""

@@ -30,6 +30,7 @@ from typing import Any
 __all__ = [
     "FUZZ_MODEL",
     "FuzzCase",
+    "fuzz_bundle",
     "fuzz_table",
     "malformed_case",
     "run_fuzz_benchmark",
@@ -262,7 +263,8 @@ def _raw_request(port: int, case: FuzzCase, timeout_s: float) -> int | None:
         return response.status
 
 
-def _fuzz_bundle(folder: Path) -> tuple[Path, Path]:
+def fuzz_bundle(folder: Path) -> tuple[Path, Path]:
+    """Write the one-stage no-op pipeline (model ``fuzz``) and its plan into ``folder``."""
     from inferline.engine.testing import write_bundle
 
     return write_bundle(
@@ -290,7 +292,7 @@ def run_fuzz_benchmark(
     by_kind: dict[str, Counter[str]] = {}
     five_xx: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="inferline-fuzz-") as tmp:
-        pipeline, plan = _fuzz_bundle(Path(tmp))
+        pipeline, plan = fuzz_bundle(Path(tmp))
         with served_engine(pipeline, plan) as served:
             started = time.perf_counter()
             for i in range(requests):

@@ -235,6 +235,23 @@ def fuzz(
         raise typer.Exit(1)
 
 
+@app.command("wire")
+@user_errors
+def wire(
+    queries: Annotated[int, typer.Option("--queries", help="Requests per encoding.")] = 50,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """One 224×224×3 FP32 image as JSON against binary tensor data: bytes, latency, CPU."""
+    from inferline.bench.wire import run_wire_benchmark, wire_table
+
+    with stdout.status("sending images …", spinner="dots") if not as_json else _NoStatus():
+        figures = run_wire_benchmark(queries)
+    if as_json:
+        print_json(figures)
+        return
+    stdout.print(wire_table(figures))
+
+
 class _NoStatus:
     def __enter__(self) -> None:
         return None

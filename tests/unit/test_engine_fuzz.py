@@ -192,3 +192,22 @@ def test_deep_nesting_is_refused_before_parsing(harness: Harness) -> None:
     body = b'{"inputs": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
     status, answer = harness.request(FuzzCase("deep", "POST", INFER, body))
     assert status == 400 and "more than 64 levels deep" in json.loads(answer)["error"]
+
+
+@pytest.mark.parametrize(
+    ("data", "datatype"),
+    [(["\ud800"], "BYTES"), ([1e308], "FP16"), ([-1e308], "FP32")],
+)
+def test_odd_valid_values_come_back_as_binary(harness: Harness, data: Any, datatype: str) -> None:
+    doc = {
+        "inputs": [{"name": "x", "shape": [1], "datatype": datatype, "data": data}],
+        "parameters": {"binary_data_output": True},
+    }
+    status, answer = harness.request(FuzzCase("odd", "POST", INFER, json.dumps(doc).encode()))
+    assert status == 200, answer
+
+
+def test_invalid_utf8_in_a_string_is_400(harness: Harness) -> None:
+    body = json.dumps(valid_body(random.Random(0))).encode().replace(b"hello", b"he\xed\xa0\x80o")
+    status, answer = harness.request(FuzzCase("utf8", "POST", INFER, body))
+    assert status == 400 and "malformed JSON" in json.loads(answer)["error"]

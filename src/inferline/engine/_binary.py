@@ -96,11 +96,13 @@ def _encode(output: dict[str, Any]) -> bytes:
     if datatype == "BYTES":
         parts: list[bytes] = []
         for item in data:
-            blob = item if isinstance(item, bytes) else str(item).encode()
+            # JSON may carry lone surrogates ("\ud800"): pass them through as bytes
+            blob = item if isinstance(item, bytes) else str(item).encode("utf-8", "surrogatepass")
             parts.append(_LENGTH.pack(len(blob)))
             parts.append(blob)
         return b"".join(parts)
-    return bytes(np.asarray(data, dtype=_DTYPES[datatype]).tobytes())
+    with np.errstate(over="ignore"):  # 1e308 as FP32 is inf, as Triton casts it
+        return bytes(np.asarray(data, dtype=_DTYPES[datatype]).tobytes())
 
 
 def encode_response(

@@ -284,7 +284,7 @@ def parse_infer_request(
         head, binary = body, _BinaryReader(b"")
     _check_depth(head)
     try:
-        doc = json.loads(head)
+        doc = json.loads(head.decode("utf-8"))  # strict: json.loads(bytes) passes surrogates
     except (ValueError, UnicodeDecodeError) as exc:
         raise _bad(f"malformed JSON in the request body: {exc}") from None
     except RecursionError:  # pragma: no cover - _check_depth stops such bodies first

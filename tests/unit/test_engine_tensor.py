@@ -108,3 +108,105 @@ def test_tensors_and_frames_round_trip() -> None:
 def test_hardware_names_set_threads_and_device(hardware: str, threads: int, device: str) -> None:
     resources = resources_for(hardware, cores=2)
     assert (resources.threads, resources.device) == (threads, device)
+
+
+# --- binary tensor data extension ----------------------------------------------------------
+
+
+def binary_body(
+    inputs: list[tuple[dict[str, object], bytes]], **extra: object
+) -> tuple[bytes, int]:
+    head = json.dumps({"inputs": [meta for meta, _ in inputs], **extra}).encode()
+    return head + b"".join(raw for _, raw in inputs), len(head)
+
+
+def bin_input(
+    name: str, shape: list[int], datatype: str, raw: bytes
+) -> tuple[dict[str, object], bytes]:
+    meta = {"name": name, "shape": shape, "datatype": datatype}
+    return {**meta, "parameters": {"binary_data_size": len(raw)}}, raw
+
+
+def length_prefixed(*items: bytes) -> bytes:
+    return b"".join(len(item).to_bytes(4, "little") + item for item in items)
+
+
+def test_binary_inputs_decode_in_order() -> None:
+    image = np.arange(6, dtype="<f4").reshape(2, 3)
+    raw, n = binary_body(
+        [
+            bin_input("image", [2, 3], "FP32", image.tobytes()),
+            bin_input("words", [2], "BYTES", length_prefixed(b"ab", "é".encode())),
+            bin_input("flags", [2], "BOOL", b"\x01\x00"),
+        ],
+        outputs=[{"name": "image", "parameters": {"binary_data": True}}, {"name": "words"}],
+    )
+    req = parse_infer_request(raw, {}, n)
+    assert req.inputs["image"] == Tensor("image", "FP32", (2, 3), image.reshape(-1).tolist())
+    assert req.inputs["words"].data == ["ab", "é"]
+    assert req.inputs["flags"].data == [True, False]
+    assert req.outputs == ("image", "words") and req.binary_outputs == ("image",)
+
+
+def test_binary_data_output_asks_for_every_output() -> None:
+    raw, n = binary_body(
+        [bin_input("x", [1], "INT64", (7).to_bytes(8, "little"))],
+        parameters={"binary_data_output": True},
+    )
+    req = parse_infer_request(raw, {}, n)
+    assert req.inputs["x"].data == [7] and req.binary_outputs == ()
+
+
+@pytest.mark.parametrize(
+    ("inputs", "header_delta", "tail", "message"),
+    [
+        ([bin_input("x", [3], "FP32", b"\0" * 8)], 0, b"", "binary_data_size is 8 bytes but"),
+        ([bin_input("x", [1], "FP32", b"\0" * 4)], 0, b"\0", "1 bytes of binary data"),
+        ([bin_input("x", [2], "BYTES", length_prefixed(b"a"))], 0, b"", "holds 1"),
+        ([bin_input("x", [1], "BYTES", b"\x09\0\0\0ab")], 0, b"", "says 9 bytes"),
+        ([bin_input("x", [1], "BYTES", length_prefixed(b"\xff"))], 0, b"", "not UTF-8"),
+        ([bin_input("x", [1], "FP32", b"\0" * 4)], 10**6, b"", "Inference-Header-Content-Length"),
+        ([bin_input("x", [1], "FP32", b"\0" * 4)], -1, b"", "malformed JSON"),
+    ],
+)
+def test_bad_binary_requests_say_what_is_wrong(
+    inputs: list[tuple[dict[str, object], bytes]], header_delta: int, tail: bytes, message: str
+) -> None:
+    raw, n = binary_body(inputs)
+    with pytest.raises(RequestError, match=re.escape(message)) as err:
+        parse_infer_request(raw + tail, {}, n + header_delta)
+    assert err.value.status == 400
+
+
+def test_binary_size_over_the_limit_is_413() -> None:
+    meta = {
+        "name": "x",
+        "shape": [1],
+        "datatype": "FP32",
+        "parameters": {"binary_data_size": 1 << 40},
+    }
+    head = json.dumps({"inputs": [meta]}).encode()
+    with pytest.raises(RequestError, match="binary_data_size is 1099511627776 bytes") as err:
+        parse_infer_request(head, {}, len(head))
+    assert err.value.status == 413
+
+
+def test_binary_response_puts_chosen_outputs_after_the_json() -> None:
+    from inferline.engine._binary import encode_response
+
+    response = {
+        "model_name": "m",
+        "outputs": [
+            {"name": "a", "datatype": "INT32", "shape": [2], "data": [1, 2]},
+            {"name": "s", "datatype": "BYTES", "shape": [1], "data": ["hé"]},
+        ],
+    }
+    body, n = encode_response(response, None)
+    assert n is not None
+    head = json.loads(body[:n])
+    sizes = [o["parameters"]["binary_data_size"] for o in head["outputs"]]
+    assert sizes == [8, 7] and all("data" not in o for o in head["outputs"])
+    assert body[n:] == np.array([1, 2], "<i4").tobytes() + length_prefixed("hé".encode())
+    body, n = encode_response(response, ("s",))
+    assert n is not None and json.loads(body[:n])["outputs"][0]["data"] == [1, 2]
+    assert encode_response(response, ())[1] is None  # nothing asked: plain JSON

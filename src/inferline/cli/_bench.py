@@ -16,6 +16,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import RenderableType
+from rich.progress import Progress
 
 from inferline.cli._common import (
     JSON_OPTION,
@@ -216,6 +217,46 @@ def replica_start(
 
     with _running(as_json, "adding and removing replicas"):
         figures = run_replica_start_benchmark(bundle, stage, hardware=hardware, repeats=repeats)
+    _report(figures, as_json, tables)
+
+
+@app.command("fuzz")
+@user_errors
+def fuzz(
+    requests: Annotated[int, typer.Option("--requests", help="Malformed requests to send.")] = 2000,
+    valid_after: Annotated[
+        int, typer.Option("--valid-after", help="Valid requests sent afterwards.")
+    ] = 50,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Malformed requests over real HTTP to a served engine: status classes, drops, and after."""
+    from inferline.bench.fuzz import run_fuzz_benchmark, tables
+
+    with Progress(console=stdout, disable=as_json, transient=True) as progress:
+        task = progress.add_task("sending malformed requests", total=requests)
+        figures = run_fuzz_benchmark(
+            requests,
+            valid_after=valid_after,
+            seed=seed,
+            on_progress=lambda n: progress.update(task, completed=n),
+        )
+    _report(figures, as_json, tables)
+    if not figures["passed"]:
+        raise typer.Exit(1)
+
+
+@app.command("wire")
+@user_errors
+def wire(
+    queries: Annotated[int, typer.Option("--queries", help="Requests per encoding.")] = 50,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """One 224×224×3 FP32 image as JSON against binary tensor data: bytes, latency, CPU."""
+    from inferline.bench.wire import run_wire_benchmark, tables
+
+    with _running(as_json, "sending images"):
+        figures = run_wire_benchmark(queries)
     _report(figures, as_json, tables)
 
 

@@ -8,13 +8,17 @@ body is ``{"error": "..."}`` with the protocol's status codes.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from inferline import __version__ as _version
+from inferline.engine._binary import HEADER as _BINARY_HEADER
+from inferline.engine._binary import encode_response
 from inferline.engine._control import ControlAccess
 from inferline.engine._engine import Answer, Engine, plan_from_mapping
 from inferline.engine._errors import EngineError, RequestError
+from inferline.engine._statistics import ModelStats
 from inferline.engine._tensor import parse_infer_request
 
 __all__ = ["EngineApp"]
@@ -26,6 +30,8 @@ Send = Callable[[Message], Awaitable[None]]
 
 _JSON = (b"content-type", b"application/json")
 _VERSION = "1"
+#: Protocol extensions served (listed in the server metadata, GET /v2).
+EXTENSIONS = ("binary_tensor_data", "statistics")
 
 
 class _DisconnectedError(Exception):
@@ -47,6 +53,7 @@ class EngineApp:
         self.max_body_bytes = max_body_bytes
         #: Guards the control endpoints (listener, token); see engine/_control.py.
         self.access = access or ControlAccess()
+        self.model_stats = ModelStats()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -71,7 +78,9 @@ class EngineApp:
         elif path in ("/v2", "/v2/"):
             _allow(method, "GET")
             await _send_json(
-                send, 200, {"name": "inferline", "version": _version, "extensions": []}
+                send,
+                200,
+                {"name": "inferline", "version": _version, "extensions": list(EXTENSIONS)},
             )
         elif path == "/v2/health/live":
             _allow(method, "GET")
@@ -91,6 +100,10 @@ class EngineApp:
     async def _model_route(
         self, rest: str, method: str, scope: Scope, receive: Receive, send: Send
     ) -> None:
+        if rest == "stats":  # every model's statistics: this server has one
+            _allow(method, "GET")
+            await self._stats(send)
+            return
         parts = rest.split("/")
         name = parts[0]
         if len(parts) >= 3 and parts[1] == "versions":
@@ -108,6 +121,9 @@ class EngineApp:
         elif action == "":
             _allow(method, "GET")
             await _send_json(send, 200, self._metadata())
+        elif action == "stats":
+            _allow(method, "GET")
+            await self._stats(send)
         elif action == "ready":
             _allow(method, "GET")
             ready = self.engine.ready
@@ -126,18 +142,37 @@ class EngineApp:
         }
 
     async def _infer(self, scope: Scope, receive: Receive, send: Send) -> None:
-        body = await _read_body(scope, receive, self.max_body_bytes)
-        request = parse_infer_request(body, self.engine.input_specs)
+        start_ns = time.perf_counter_ns()
+        try:
+            body = await _read_body(scope, receive, self.max_body_bytes)
+            request = parse_infer_request(body, self.engine.input_specs, _json_length(scope))
+        except RequestError:
+            self.model_stats.record(False, time.perf_counter_ns() - start_ns, 0, 0)
+            raise
+        parsed_ns = time.perf_counter_ns()
         answer: Answer = await self.engine.submit(request)
         if answer.status != 200:
+            self.model_stats.record(False, time.perf_counter_ns() - start_ns, 0, 0)
             await _send_json(send, answer.status, {"error": answer.error})
             return
+        answered_ns = time.perf_counter_ns()
         response: dict[str, Any] = {"model_name": self.model, "model_version": _VERSION}
         if request.id is not None:
             response["id"] = request.id
         response["parameters"] = {"path": "+".join(answer.path)}
         response["outputs"] = answer.outputs
-        await _send_json(send, 200, response)
+        binary = request.binary_outputs
+        body, json_length = encode_response(response, None if binary == () else binary or ())
+        if json_length is None:
+            await _send(send, 200, body, _JSON[1])
+        else:
+            header = (_BINARY_HEADER, str(json_length).encode())
+            await _send(send, 200, body, b"application/octet-stream", (header,))
+        end_ns = time.perf_counter_ns()
+        self.model_stats.record(True, end_ns - start_ns, parsed_ns - start_ns, end_ns - answered_ns)
+
+    async def _stats(self, send: Send) -> None:
+        await _send_json(send, 200, self.model_stats.render(self.engine, self.model, _VERSION))
 
     async def _control(
         self, action: str, method: str, scope: Scope, receive: Receive, send: Send
@@ -177,6 +212,19 @@ class EngineApp:
             await _send_json(send, 200, engine.stats())
         else:
             raise RequestError(404, f"no such endpoint: {method} /v2/control/{action}")
+
+
+def _json_length(scope: Scope) -> int | None:
+    """The Inference-Header-Content-Length header (binary tensor data extension), if sent."""
+    for key, value in scope["headers"]:
+        if key == _BINARY_HEADER:
+            try:
+                return int(value)
+            except ValueError:
+                raise RequestError(
+                    400, "the Inference-Header-Content-Length header is not a number"
+                ) from None
+    return None
 
 
 def _allow(method: str, expected: str) -> None:

@@ -1,0 +1,1 @@
+"""Benchmarks behind SPEC §4's targets, one module per benchmark (``inferline bench``)."""

@@ -1,0 +1,183 @@
+"""``inferline bench overload``: goodput under overload, with and without shedding (SPEC §4).
+
+One stage of :class:`~inferline.engine.testing.Echo` replicas, each batch sleeping
+``batch_time_s`` whatever its size, so the stage's capacity is known: replicas ×
+batch size / batch time (200 q/s by default: 20 ms per batch of up to 4). Each run
+serves it in a fresh ``inferline serve`` child process (``--shed`` or ``--no-shed``),
+replays open-loop Poisson arrivals at a multiple of that capacity from this process,
+and counts the answers within the SLO. Without shedding an overloaded queue grows
+without bound; the replay stops waiting ``tail_s`` after its last send and the queries
+still unanswered then count as late.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from inferline.engine._replay import replay
+from inferline.engine.testing import served_engine, write_bundle
+
+__all__ = ["OverloadSettings", "overload_table", "run_overload_benchmark"]
+
+_MODEL = "overload"
+
+
+@dataclass(frozen=True, slots=True)
+class OverloadSettings:
+    """What the benchmark serves and sends (times in seconds)."""
+
+    batch_time_s: float = 0.02
+    batch_size: int = 4
+    replicas: int = 1
+    slo_s: float = 0.2
+    load_factors: tuple[float, ...] = (1.0, 1.5, 2.0, 3.0)
+    duration_s: float = 6.0  # arrivals per run
+    tail_s: float = 2.0  # after the last send, wait this long for answers
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not (self.batch_time_s > 0 and self.slo_s > 0 and self.duration_s > 0):
+            raise ValueError("batch_time_s, slo_s and duration_s must be positive")
+        if self.batch_size < 1 or self.replicas < 1:
+            raise ValueError("batch_size and replicas must be >= 1")
+        if not self.load_factors or min(self.load_factors) <= 0:
+            raise ValueError("load_factors must be positive")
+
+    @property
+    def capacity_qps(self) -> float:
+        return self.replicas * self.batch_size / self.batch_time_s
+
+
+def poisson_arrivals(rate_qps: float, duration_s: float, seed: int) -> np.ndarray:
+    """Poisson arrival times in [0, duration_s): a Poisson count, placed uniformly."""
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.uniform(0.0, duration_s, rng.poisson(rate_qps * duration_s)))
+
+
+def run_overload_benchmark(
+    settings: OverloadSettings | None = None,
+    progress: Callable[[str], None] = lambda _text: None,
+) -> dict[str, Any]:
+    """One run per load factor and shedding mode; figures as a JSON-ready dict."""
+    s = settings or OverloadSettings()
+    body = json.dumps(
+        {"inputs": [{"name": "sleep_s", "shape": [1], "datatype": "FP64", "data": [s.batch_time_s]}]}
+    ).encode()
+    started = time.perf_counter()
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="inferline-overload-") as tmp:
+        pipeline, plan = write_bundle(
+            Path(tmp),
+            _MODEL,
+            {"only": "inferline.engine.testing:Echo"},
+            [],
+            {"only": {"hardware": "cpu-1", "batch_size": s.batch_size, "replicas": s.replicas}},
+        )
+        for k, factor in enumerate(s.load_factors):
+            for shed in (False, True):
+                progress(f"{factor:g}× capacity, {'with' if shed else 'without'} shedding")
+                runs.append(_run(s, pipeline, plan, body, factor, shed, s.seed + k))
+    return {
+        "settings": {**asdict(s), "capacity_qps": s.capacity_qps},
+        "runs": runs,
+        "wall_s": time.perf_counter() - started,
+    }
+
+
+def _run(
+    s: OverloadSettings,
+    pipeline: Path,
+    plan: Path,
+    body: bytes,
+    factor: float,
+    shed: bool,
+    seed: int,
+) -> dict[str, Any]:
+    rate_qps = factor * s.capacity_qps
+    arrivals = poisson_arrivals(rate_qps, s.duration_s, seed)
+    flag = "--shed" if shed else "--no-shed"
+    with served_engine(pipeline, plan, flag, "--slo-s", f"{s.slo_s:g}") as engine:
+        for _ in range(4):  # the first batches give shedding its observed batch times
+            engine.request("POST", f"/v2/models/{_MODEL}/infer", body)
+        result = replay(
+            engine.url, arrivals, [body], slo_s=s.slo_s, model=_MODEL, timeout_s=s.tail_s
+        )
+    return overload_figures(result.status, result.latency_s, s, factor, shed)
+
+
+def overload_figures(
+    status: np.ndarray,
+    latency_s: np.ndarray,
+    s: OverloadSettings,
+    factor: float,
+    shed: bool,
+) -> dict[str, Any]:
+    """Goodput (answers within the SLO per second of arrivals), P99 of the 200s, outcomes."""
+    ok = status == 200
+    within = ok & (np.nan_to_num(latency_s, nan=np.inf) <= s.slo_s)
+    sent = int(status.size)
+    goodput_qps = float(within.sum()) / s.duration_s
+    return {
+        "load_factor": factor,
+        "shed": shed,
+        "offered_qps": sent / s.duration_s,
+        "sent": sent,
+        "within_slo": int(within.sum()),
+        "late": int((ok & ~within).sum()),
+        "shed_503": int((status == 503).sum()),
+        "other": int((~ok & (status != 503)).sum()),
+        "goodput_qps": goodput_qps,
+        "goodput_of_capacity": goodput_qps / s.capacity_qps,
+        "p99_ok_s": float(np.percentile(latency_s[ok], 99)) if ok.any() else None,
+        "shed_fraction": float((status == 503).mean()) if sent else 0.0,
+    }
+
+
+def overload_table(figures: dict[str, Any]) -> Any:
+    """A rich Table of the figures, for the readable (non ``--json``) output."""
+    from rich.table import Table
+
+    settings = figures["settings"]
+    table = Table(
+        title=(
+            f"goodput under overload: capacity {settings['capacity_qps']:g} q/s "
+            f"({settings['replicas']} × batch {settings['batch_size']} per "
+            f"{settings['batch_time_s'] * 1000:g} ms), SLO {settings['slo_s'] * 1000:g} ms, "
+            f"{settings['duration_s']:g} s of Poisson arrivals per run"
+        )
+    )
+    columns: Sequence[str] = (
+        "load",
+        "shedding",
+        "offered q/s",
+        "goodput q/s",
+        "of capacity",
+        "P99 of 200s ms",
+        "late 200s",
+        "shed",
+        "unanswered",
+    )
+    for col in columns:
+        table.add_column(col, justify="right")
+    for run in figures["runs"]:
+        p99 = run["p99_ok_s"]
+        table.add_row(
+            f"{run['load_factor']:g}×",
+            "on" if run["shed"] else "off",
+            f"{run['offered_qps']:.0f}",
+            f"{run['goodput_qps']:.0f}",
+            f"{run['goodput_of_capacity']:.0%}",
+            "—" if p99 is None else f"{p99 * 1000:.0f}",
+            str(run["late"]),
+            f"{run['shed_fraction']:.0%}",
+            str(run["other"]),
+        )
+    return table

@@ -206,6 +206,56 @@ def replica_start(
     stdout.print(replica_start_table(figures))
 
 
+@app.command("overload")
+@user_errors
+def overload(
+    factors: Annotated[
+        str, typer.Option("--factors", help="Offered loads, as multiples of capacity.")
+    ] = "1,1.5,2,3",
+    duration_s: Annotated[
+        float, typer.Option("--duration-s", help="Seconds of arrivals per run.")
+    ] = 6.0,
+    slo_s: Annotated[float, typer.Option("--slo-s", help="Latency objective, s.")] = 0.2,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    output: Annotated[
+        Path | None,
+        typer.Option("-o", "--output", help="Also write the figures to this JSON file."),
+    ] = None,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Goodput and P99 at 1×–3× a stage's capacity, with and without shedding."""
+    from inferline.bench.overload import OverloadSettings, overload_table, run_overload_benchmark
+
+    try:
+        settings = OverloadSettings(
+            load_factors=tuple(float(f) for f in factors.split(",") if f.strip()),
+            duration_s=duration_s,
+            slo_s=slo_s,
+            seed=seed,
+        )
+    except ValueError as exc:
+        raise ConfigError(str(exc), source="<argument>", field="--factors") from None
+    if as_json:
+        figures = run_overload_benchmark(settings)
+    else:
+        with stdout.status("running the overload benchmark …", spinner="dots") as status:
+            figures = run_overload_benchmark(
+                settings, progress=lambda text: status.update(f"{text} …")
+            )
+    if output is not None:
+        import json
+
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(figures, indent=2) + "\n")
+    if as_json:
+        print_json(figures)
+        return
+    stdout.print(overload_table(figures))
+    stdout.print(f"wall time {figures['wall_s']:.0f} s")
+    if output is not None:
+        stdout.print(f"→ {output}")
+
+
 class _NoStatus:
     def __enter__(self) -> None:
         return None

@@ -7,9 +7,10 @@ deadline: at admission to each stage's queue (docs/engine.md, "Failures and over
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Sequence
 
-__all__ = ["BatchTimes", "completion_estimate_s"]
+__all__ = ["BatchTimes", "EstimateError", "completion_estimate_s"]
 
 
 class BatchTimes:
@@ -80,3 +81,33 @@ def completion_estimate_s(
     starts = sorted(max(now_s, f) for f in free_at_s)
     start_s = starts[slot] + rounds * batch_s(batch_size)
     return start_s + batch_s(own + 1) + path_s
+
+
+class EstimateError:
+    """How late answers came compared with their admission estimate: a margin to add.
+
+    Keeps the last ``window`` errors (answer time − estimated finish, seconds) and, every
+    ``every`` of them, sets ``margin_s`` to their ``quantile`` (never below 0). What the
+    estimate misses (a batch slower than its average, a replica descheduled on a busy
+    machine, the front-end's own delays) then shortens the queue admission allows.
+    """
+
+    __slots__ = ("_errors", "_every", "_quantile", "_since", "margin_s")
+
+    def __init__(self, window: int = 500, every: int = 50, quantile: float = 0.95) -> None:
+        if window < 1 or every < 1 or not 0.0 <= quantile <= 1.0:
+            raise ValueError("window and every must be >= 1 and quantile in [0, 1]")
+        self._errors: deque[float] = deque(maxlen=window)
+        self._every = every
+        self._quantile = quantile
+        self._since = 0
+        self.margin_s = 0.0
+
+    def record(self, error_s: float) -> None:
+        self._errors.append(error_s)
+        self._since += 1
+        if self._since >= self._every:
+            self._since = 0
+            ordered = sorted(self._errors)
+            k = min(len(ordered) - 1, int(self._quantile * len(ordered)))
+            self.margin_s = max(0.0, ordered[k])

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from inferline._files import parse_model
-from inferline.engine._admission import completion_estimate_s
+from inferline.engine._admission import EstimateError, completion_estimate_s
 from inferline.engine._errors import EngineError, RequestError, StageLoadError
 from inferline.engine._failures import FailureLog
 from inferline.engine._hardware import resources_for
@@ -104,6 +104,7 @@ class _Query:
         "arrival_s",
         "deadline_s",
         "done",
+        "estimate_s",
         "future",
         "pending",
         "resolved",
@@ -129,6 +130,7 @@ class _Query:
         self.deadline_s = deadline_s
         self.future = future
         self.done = False
+        self.estimate_s: float | None = None  # admission's estimated finish (shedding)
         self.pending = list(n_preds)  # unresolved predecessors per stage
         self.routed_from: dict[int, list[int]] = {}  # stage -> predecessors that chose it
         self.values: dict[int, Any] = {}  # outputs that feed a successor
@@ -227,6 +229,7 @@ class Engine:
             )
         self.metrics = EngineMetrics(pipeline.stage_names)
         self._failure_log = FailureLog(clock=clock)
+        self._estimate_error = EstimateError()
         self.metrics.watch(self.status)
         names = pipeline.stage_names
         self._stages: list[_StageRuntime] = []
@@ -421,21 +424,8 @@ class Engine:
         if st.broken is not None and st.count(*_LIVE) == 0:
             self._fail(query, 503, f"stage '{st.name}' has no running replica ({st.broken})")
             return
-        if self.options.shed_late:
-            finish_s = self._finish_estimate_s(st, query, now)
-            slo_s = self.options.slo_s
-            if (
-                finish_s is not None
-                and finish_s > query.deadline_s - self.options.shed_slack * slo_s
-            ):
-                self._fail(
-                    query,
-                    503,
-                    f"shed: the query would finish about {finish_s - query.arrival_s:.3f} s "
-                    f"after arrival (stage '{st.name}' has "
-                    f"{len(st.dispatcher.queue)} queued), past its deadline ({slo_s:g} s)",
-                )
-                return
+        if self.options.shed_late and self._shed_at_admission(st, query, now):
+            return
         if not st.dispatcher.enqueue(_Visit(query, value, now), query.deadline_s, query.seq):
             self._fail(
                 query,
@@ -445,6 +435,26 @@ class Engine:
             )
             return
         self._request_dispatch()
+
+    def _shed_at_admission(self, st: _StageRuntime, query: _Query, now: float) -> bool:
+        """Answer 503 now if ``query``, queued at ``st``, would finish past its deadline
+        (less the slack, plus the margin recent estimate errors call for)."""
+        finish_s = self._finish_estimate_s(st, query, now)
+        if finish_s is None:
+            return False
+        query.estimate_s = finish_s
+        slo_s = self.options.slo_s
+        finish_s += self._estimate_error.margin_s
+        if finish_s <= query.deadline_s - self.options.shed_slack * slo_s:
+            return False
+        self._fail(
+            query,
+            503,
+            f"shed: the query would finish about {finish_s - query.arrival_s:.3f} s after "
+            f"arrival (stage '{st.name}' has {len(st.dispatcher.queue)} queued), past its "
+            f"deadline ({slo_s:g} s)",
+        )
+        return True
 
     def _finish_estimate_s(self, st: _StageRuntime, query: _Query, now: float) -> float | None:
         """When ``query`` would finish its path if queued at ``st`` now (None: no basis yet)."""
@@ -615,6 +625,8 @@ class Engine:
             outputs = [t for t in outputs if t["name"] in query.want]
         path = tuple(self._stages[i].name for i in sorted(query.visited, key=rank.__getitem__))
         self._answer(query, Answer(200, outputs, path, latency_s=now - query.arrival_s))
+        if query.estimate_s is not None:
+            self._estimate_error.record(now - query.estimate_s)
 
     def _fail(self, query: _Query, status: int, message: str) -> None:
         if not query.done:

@@ -31,7 +31,7 @@ LINE = re.compile(
     r"stage 'short' failed (\d+) quer(?:y|ies) \(batch\): TypeError: predict returned"
 )
 HELD = re.compile(r"\((\d+) quer(?:y|ies)\) not logged since the last line")
-METRIC = re.compile(r'inferline_failed_queries_total\{stage="short",kind="batch"\} (\S+)')
+METRIC = re.compile(r'inferline_failed_queries_total\{kind="batch",stage="short"\} (\S+)')
 
 
 def wait_for_log(read: Callable[[], str], pattern: re.Pattern[str], count: int) -> str:

@@ -10,8 +10,10 @@ from typing import Any
 
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
 from inferline.bench.overload import OverloadSettings, run_overload_benchmark
+from inferline.cli import app
 from inferline.engine._replay import replay
 from inferline.engine.testing import served_engine, write_bundle
 
@@ -82,3 +84,19 @@ def test_shedding_keeps_goodput_near_capacity_at_twice_the_load() -> None:
 def _run_once(settings: OverloadSettings, shed: bool) -> dict[str, Any]:
     figures = run_overload_benchmark(replace(settings, shed_modes=(shed,)))
     return dict(figures["runs"][0])
+
+
+def test_bench_overload_command_json_and_readable(tmp_path: Path) -> None:
+    runner = CliRunner()
+    out = tmp_path / "figures" / "overload.json"
+    args = ["bench", "overload", "--factors", "2", "--duration-s", "1"]
+    result = runner.invoke(app, [*args, "--json", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    figures = json.loads(result.stdout)  # exactly one JSON object
+    assert [(r["load_factor"], r["shed"]) for r in figures["runs"]] == [(2.0, False), (2.0, True)]
+    assert json.loads(out.read_text()) == figures
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "goodput under overload" in result.stdout and "2×" in result.stdout
+    result = runner.invoke(app, ["bench", "overload", "--factors", "two"])
+    assert result.exit_code == 2 and "--factors" in result.output

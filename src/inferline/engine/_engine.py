@@ -437,15 +437,23 @@ class Engine:
         self._request_dispatch()
 
     def _shed_at_admission(self, st: _StageRuntime, query: _Query, now: float) -> bool:
-        """Answer 503 now if ``query``, queued at ``st``, would finish past its deadline
-        (less the slack, plus the margin recent estimate errors call for)."""
+        """Answer 503 now if ``query``, queued at ``st``, would finish past its deadline.
+
+        Entering the pipeline (a source stage), the estimate plus the margin recent errors
+        call for must leave the slack free; at a later stage, where the query has used
+        replica time already, only a query that would miss the deadline itself is shed.
+        The error margin learns from the estimates made on entry.
+        """
         finish_s = self._finish_estimate_s(st, query, now)
         if finish_s is None:
             return False
-        query.estimate_s = finish_s
+        entering = not st.preds
+        if entering and query.estimate_s is None:
+            query.estimate_s = finish_s
         slo_s = self.options.slo_s
         finish_s += self._estimate_error.margin_s
-        if finish_s <= query.deadline_s - self.options.shed_slack * slo_s:
+        limit_s = query.deadline_s - (self.options.shed_slack * slo_s if entering else 0.0)
+        if finish_s <= limit_s:
             return False
         self._fail(
             query,
@@ -942,6 +950,7 @@ class Engine:
             "slo_s": self.options.slo_s,
             "shed_late": self.options.shed_late,
             "shed_slack": self.options.shed_slack,
+            "shed_margin_s": self._estimate_error.margin_s,
             "in_flight": len(self._queries),
             "uptime_s": round(self.elapsed_s(), 3),
             "activation_s": {

@@ -1,8 +1,9 @@
 """``inferline bench overload``: goodput under overload, with and without shedding (SPEC §4).
 
-One stage of :class:`~inferline.engine.testing.Echo` replicas, each batch sleeping
-``batch_time_s`` whatever its size, so the stage's capacity is known: replicas ×
-batch size / batch time (200 q/s by default: 20 ms per batch of up to 4). Each run
+A chain of ``stages`` (1 by default) stages of :class:`~inferline.engine.testing.Echo`
+replicas, each batch sleeping ``batch_time_s`` whatever its size, so the capacity is
+known: replicas × batch size / batch time (200 q/s by default: 20 ms per batch of up
+to 4, the same at every stage). Each run
 serves it in a fresh ``inferline serve`` child process (``--shed`` or ``--no-shed``),
 replays open-loop Poisson arrivals at a multiple of that capacity from this process,
 and counts the answers within the SLO. Without shedding an overloaded queue grows
@@ -12,6 +13,7 @@ still unanswered then count as late.
 
 from __future__ import annotations
 
+import itertools
 import json
 import tempfile
 import time
@@ -37,6 +39,7 @@ class OverloadSettings:
     batch_time_s: float = 0.02
     batch_size: int = 4
     replicas: int = 1
+    stages: int = 1  # a chain of this many identical stages
     slo_s: float = 0.2
     load_factors: tuple[float, ...] = (1.0, 1.5, 2.0, 3.0)
     shed_modes: tuple[bool, ...] = (False, True)  # serve --no-shed, --shed
@@ -47,8 +50,8 @@ class OverloadSettings:
     def __post_init__(self) -> None:
         if not (self.batch_time_s > 0 and self.slo_s > 0 and self.duration_s > 0):
             raise ValueError("batch_time_s, slo_s and duration_s must be positive")
-        if self.batch_size < 1 or self.replicas < 1:
-            raise ValueError("batch_size and replicas must be >= 1")
+        if self.batch_size < 1 or self.replicas < 1 or self.stages < 1:
+            raise ValueError("batch_size, replicas and stages must be >= 1")
         if not self.load_factors or min(self.load_factors) <= 0:
             raise ValueError("load_factors must be positive")
 
@@ -79,12 +82,14 @@ def run_overload_benchmark(
     started = time.perf_counter()
     runs = []
     with tempfile.TemporaryDirectory(prefix="inferline-overload-") as tmp:
+        names = [f"s{k + 1}" for k in range(s.stages)]
+        entry = {"hardware": "cpu-1", "batch_size": s.batch_size, "replicas": s.replicas}
         pipeline, plan = write_bundle(
             Path(tmp),
             _MODEL,
-            {"only": "inferline.engine.testing:Echo"},
-            [],
-            {"only": {"hardware": "cpu-1", "batch_size": s.batch_size, "replicas": s.replicas}},
+            dict.fromkeys(names, "inferline.engine.testing:Echo"),
+            list(itertools.pairwise(names)),
+            dict.fromkeys(names, entry),
         )
         for k, factor in enumerate(s.load_factors):
             for shed in s.shed_modes:
@@ -155,8 +160,9 @@ def overload_table(figures: dict[str, Any]) -> Any:
     table = Table(
         title=(
             f"goodput under overload: capacity {settings['capacity_qps']:g} q/s "
-            f"({settings['replicas']} × batch {settings['batch_size']} per "
-            f"{settings['batch_time_s'] * 1000:g} ms), SLO {settings['slo_s'] * 1000:g} ms, "
+            f"({settings['stages']} stage(s) of {settings['replicas']} × batch "
+            f"{settings['batch_size']} per {settings['batch_time_s'] * 1000:g} ms), "
+            f"SLO {settings['slo_s'] * 1000:g} ms, "
             f"{settings['duration_s']:g} s of Poisson arrivals per run"
         )
     )

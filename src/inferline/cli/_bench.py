@@ -216,6 +216,9 @@ def overload(
         float, typer.Option("--duration-s", help="Seconds of arrivals per run.")
     ] = 6.0,
     slo_s: Annotated[float, typer.Option("--slo-s", help="Latency objective, s.")] = 0.2,
+    stages: Annotated[
+        int, typer.Option("--stages", help="A chain of this many identical stages.")
+    ] = 1,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     output: Annotated[
         Path | None,
@@ -227,14 +230,21 @@ def overload(
     from inferline.bench.overload import OverloadSettings, overload_table, run_overload_benchmark
 
     try:
+        load_factors = tuple(float(f) for f in factors.split(",") if f.strip())
+    except ValueError:
+        raise ConfigError(
+            f"not a list of numbers: {factors!r}", source="<argument>", field="--factors"
+        ) from None
+    try:
         settings = OverloadSettings(
-            load_factors=tuple(float(f) for f in factors.split(",") if f.strip()),
+            load_factors=load_factors,
             duration_s=duration_s,
             slo_s=slo_s,
+            stages=stages,
             seed=seed,
         )
     except ValueError as exc:
-        raise ConfigError(str(exc), source="<argument>", field="--factors") from None
+        raise ConfigError(str(exc), source="<argument>") from None
     if as_json:
         figures = run_overload_benchmark(settings)
     else:

@@ -474,9 +474,15 @@ class Engine:
             for r in st.replicas
             if r.state is ReplicaState.READY
         ]
+        if not free_at_s:
+            return None
+        queue = st.dispatcher.queue
+        # Entering the pipeline now, a query's deadline (now + the one SLO) is the latest
+        # so far: all the queue is ahead of it. Later stages count (a scan of the queue).
+        ahead = len(queue) if not st.preds else queue.count_ahead(query.deadline_s, query.seq)
         return completion_estimate_s(
             now,
-            st.dispatcher.queue.count_ahead(query.deadline_s, query.seq),
+            ahead,
             st.dispatcher.batch_size,
             free_at_s,
             times.estimate_s,

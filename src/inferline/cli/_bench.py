@@ -20,6 +20,7 @@ from rich.progress import Progress
 
 from inferline.cli._common import (
     JSON_OPTION,
+    as_options,
     print_json,
     stderr,
     stdout,
@@ -217,6 +218,45 @@ def replica_start(
 
     with _running(as_json, "adding and removing replicas"):
         figures = run_replica_start_benchmark(bundle, stage, hardware=hardware, repeats=repeats)
+    _report(figures, as_json, tables)
+
+
+@app.command("overload")
+@user_errors
+def overload(
+    factors: Annotated[
+        str, typer.Option("--factors", help="Offered loads, as multiples of capacity.")
+    ] = "1,1.5,2,3",
+    duration_s: Annotated[
+        float, typer.Option("--duration-s", help="Seconds of arrivals per run.")
+    ] = 6.0,
+    slo_s: Annotated[float, typer.Option("--slo-s", help="Latency objective, s.")] = 0.2,
+    stages: Annotated[
+        int, typer.Option("--stages", help="A chain of this many identical stages.")
+    ] = 1,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    out: Annotated[
+        Path | None,
+        typer.Option("-o", "--out", help="Also write overload.json into this folder."),
+    ] = None,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Goodput and P99 at 1×–3× a stage's capacity, with and without shedding."""
+    from inferline.bench.overload import OverloadSettings, run_overload_benchmark, tables
+
+    with as_options(
+        {"load_factors": "--factors", "duration_s": "--duration-s", "slo_s": "--slo-s",
+         "stages": "--stages"}
+    ):  # fmt: skip
+        settings = OverloadSettings(
+            load_factors=_numbers(factors, "--factors"),
+            duration_s=duration_s,
+            slo_s=slo_s,
+            stages=stages,
+            seed=seed,
+        )
+    with _running(as_json, "running the overload benchmark") as progress:
+        figures = run_overload_benchmark(settings, out_dir=out, progress=progress)
     _report(figures, as_json, tables)
 
 

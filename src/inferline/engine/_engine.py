@@ -23,7 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from inferline._files import parse_model
+from inferline.engine._admission import EstimateError, completion_estimate_s
 from inferline.engine._errors import EngineError, RequestError, StageLoadError
+from inferline.engine._failures import FailureLog
 from inferline.engine._hardware import resources_for
 from inferline.engine._launcher import WorkerLauncher
 from inferline.engine._metrics import EngineMetrics, StageMetrics
@@ -73,6 +75,7 @@ class EngineOptions:
     max_queue: int = 10_000  # per stage; a query that finds its stage's queue full gets 503
     max_in_flight: int = 50_000  # admitted, unanswered queries; beyond it 503 at once
     shed_late: bool = False  # 503 a query that cannot meet its deadline instead of serving it
+    shed_slack: float = 0.1  # admission keeps this fraction of the SLO for estimate errors
     retries: int = 1  # times a query is re-run after its replica died under it
     start_timeout_s: float = 120.0  # a replica's process start + setup()
     fork_replicas: bool = True  # fork local replicas from a per-stage template (Linux)
@@ -85,6 +88,8 @@ class EngineOptions:
         for name, low in (("max_queue", 1), ("max_in_flight", 1), ("retries", 0)):
             if getattr(self, name) < low:
                 raise ConfigError(f"must be ≥ {low}, got {getattr(self, name)!r}", field=name)
+        if not 0.0 <= self.shed_slack < 1.0:
+            raise ConfigError(f"must be in [0, 1), got {self.shed_slack!r}", field="shed_slack")
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +108,7 @@ class _Query:
         "arrival_s",
         "deadline_s",
         "done",
+        "estimate_s",
         "future",
         "pending",
         "resolved",
@@ -128,6 +134,7 @@ class _Query:
         self.deadline_s = deadline_s
         self.future = future
         self.done = False
+        self.estimate_s: float | None = None  # admission's estimated finish (shedding)
         self.pending = list(n_preds)  # unresolved predecessors per stage
         self.routed_from: dict[int, list[int]] = {}  # stage -> predecessors that chose it
         self.values: dict[int, Any] = {}  # outputs that feed a successor
@@ -175,6 +182,7 @@ class _StageRuntime:
         self.preds: tuple[int, ...] = ()
         self.succs: tuple[int, ...] = ()
         self.succ_by_name: dict[str, int] = {}
+        self.certain_succs: tuple[int, ...] = ()  # successors every query visits (p = 1)
         self.join = False
         self.start_failures = 0
         self.broken: str | None = None
@@ -234,6 +242,8 @@ class Engine:
                 f"file ({pipeline.source}); the engine needs 'module:Class' for each stage"
             )
         self.metrics = EngineMetrics(pipeline.stage_names)
+        self._failure_log = FailureLog(clock=clock)
+        self._estimate_error = EstimateError()
         self.metrics.watch(self.status)
         names = pipeline.stage_names
         self._stages: list[_StageRuntime] = []
@@ -261,6 +271,11 @@ class Engine:
             st.preds = tuple(index[p] for p in pipeline.predecessors(st.name))
             st.succs = tuple(index[s] for s in pipeline.successors(st.name))
             st.succ_by_name = {names[s]: s for s in st.succs}
+            st.certain_succs = tuple(
+                index[e.target]
+                for e in pipeline.edges
+                if e.source == st.name and e.probability >= 1.0
+            )
             st.join = len(st.preds) > 1
         self._stage_index = index
         self._sources = tuple(index[s] for s in pipeline.sources)
@@ -423,6 +438,8 @@ class Engine:
         if st.broken is not None and st.count(*_LIVE) == 0:
             self._fail(query, 503, f"stage '{st.name}' has no running replica ({st.broken})")
             return
+        if self.options.shed_late and self._shed_at_admission(st, query, now):
+            return
         if not st.dispatcher.enqueue(_Visit(query, value, now), query.deadline_s, query.seq):
             self._fail(
                 query,
@@ -432,6 +449,70 @@ class Engine:
             )
             return
         self._request_dispatch()
+
+    def _shed_at_admission(self, st: _StageRuntime, query: _Query, now: float) -> bool:
+        """Answer 503 now if ``query``, queued at ``st``, would finish past its deadline.
+
+        Entering the pipeline (a source stage), the estimate plus the margin recent errors
+        call for must leave the slack free; at a later stage, where the query has used
+        replica time already, only a query that would miss the deadline itself is shed.
+        The error margin learns from the estimates made on entry.
+        """
+        finish_s = self._finish_estimate_s(st, query, now)
+        if finish_s is None:
+            return False
+        entering = not st.preds
+        if entering and query.estimate_s is None:
+            query.estimate_s = finish_s
+        slo_s = self.options.slo_s
+        finish_s += self._estimate_error.margin_s
+        limit_s = query.deadline_s - (self.options.shed_slack * slo_s if entering else 0.0)
+        if finish_s <= limit_s:
+            return False
+        self._fail(
+            query,
+            503,
+            f"shed: the query would finish about {finish_s - query.arrival_s:.3f} s after "
+            f"arrival (stage '{st.name}' has {len(st.dispatcher.queue)} queued), past its "
+            f"deadline ({slo_s:g} s)",
+        )
+        return True
+
+    def _finish_estimate_s(self, st: _StageRuntime, query: _Query, now: float) -> float | None:
+        """When ``query`` would finish its path if queued at ``st`` now (None: no basis yet)."""
+        times = st.dispatcher.times
+        if not times:
+            return None
+        free_at_s = [
+            now if r.batch is None else r.batch.sent_s + times.estimate_s(len(r.batch.visits))
+            for r in st.replicas
+            if r.state is ReplicaState.READY
+        ]
+        if not free_at_s:
+            return None
+        queue = st.dispatcher.queue
+        # Entering the pipeline now, a query's deadline (now + the one SLO) is the latest
+        # so far: all the queue is ahead of it. Later stages count (a scan of the queue).
+        ahead = len(queue) if not st.preds else queue.count_ahead(query.deadline_s, query.seq)
+        return completion_estimate_s(
+            now,
+            ahead,
+            st.dispatcher.batch_size,
+            free_at_s,
+            times.estimate_s,
+            self._path_s(st),
+        )
+
+    def _path_s(self, st: _StageRuntime) -> float:
+        """Expected service of the stages every query visits after ``st`` (their recent
+        batch times along the longest such chain)."""
+        return max(
+            (
+                self._stages[j].dispatcher.service_estimate_s + self._path_s(self._stages[j])
+                for j in st.certain_succs
+            ),
+            default=0.0,
+        )
 
     def _request_dispatch(self) -> None:
         # Deferred to the end of this loop iteration so that every arrival and result
@@ -446,7 +527,7 @@ class Engine:
         for st in self._stages:
             if not st.dispatcher.queue:
                 continue
-            assignment = st.dispatcher.assign()
+            assignment = st.dispatcher.assign(self._path_s(st) if self.options.shed_late else 0.0)
             for visit in assignment.shed:
                 self._fail(
                     visit.query,
@@ -467,10 +548,12 @@ class Engine:
         if batch is None:
             return
         now = self._clock()
-        st.dispatcher.record_service(predict_s)
+        # the replica's whole turn (IPC and pickling included) is what the queue waits for
+        st.dispatcher.record_service(now - batch.sent_s, len(batch.visits))
         st.metrics.service_s.observe(predict_s)
         st.predict_s.append(predict_s)
         observe = st.metrics.stage_latency_s.observe
+        failed, first_error = 0, ""
         for visit, (value, routes, tensors, error) in zip(batch.visits, results, strict=True):
             residence_s = now - visit.enqueued_s
             observe(residence_s)
@@ -481,18 +564,31 @@ class Engine:
             if query.done:
                 continue
             if error is not None:
+                failed, first_error = failed + 1, first_error or error
                 self._fail(query, 500, f"stage '{st.name}': {error}")
                 continue
             self._finish_visit(query, st, value, routes, tensors, now)
+        if failed:
+            self._report_failure(st, "output", first_error, failed)
         self._request_dispatch()
 
     def _on_failed(self, r: Replica, st: _StageRuntime, batch_id: int, message: str) -> None:
         batch = self._take_batch(r, st, batch_id)
         if batch is None:
             return
-        for visit in batch.visits:
-            self._fail(visit.query, 500, f"stage '{st.name}' failed on its batch: {message}")
+        live = [visit.query for visit in batch.visits if not visit.query.done]
+        for query in live:
+            self._fail(query, 500, f"stage '{st.name}' failed on its batch: {message}")
+        if live:
+            self._report_failure(st, "batch", message, len(live))
         self._request_dispatch()
+
+    def _report_failure(self, st: _StageRuntime, kind: str, error: str, n_queries: int) -> None:
+        """Count ``n_queries`` failed at ``st`` and log it (rate-limited per stage)."""
+        self.metrics.failed_queries.labels(st.name, kind).inc(n_queries)
+        line = self._failure_log.line(st.name, kind, error, n_queries)
+        if line is not None:
+            log.error("%s", line)
 
     def _take_batch(self, r: Replica, st: _StageRuntime, batch_id: int) -> Batch | None:
         batch = r.batch
@@ -557,6 +653,8 @@ class Engine:
             outputs = [t for t in outputs if t["name"] in query.want]
         path = tuple(self._stages[i].name for i in sorted(query.visited, key=rank.__getitem__))
         self._answer(query, Answer(200, outputs, path, latency_s=now - query.arrival_s))
+        if query.estimate_s is not None:
+            self._estimate_error.record(now - query.estimate_s)
 
     def _fail(self, query: _Query, status: int, message: str) -> None:
         if not query.done:
@@ -680,12 +778,14 @@ class Engine:
         self._changed_now()
 
     def _retry(self, st: _StageRuntime, batch: Batch, r: Replica) -> None:
+        lost = 0
         for visit in batch.visits:
             query = visit.query
             if query.done:
                 continue
             visit.attempts += 1
             if visit.attempts > self.options.retries or self._closing:
+                lost += 1
                 self._fail(
                     query,
                     500,
@@ -694,6 +794,10 @@ class Engine:
                 )
             elif not st.dispatcher.enqueue(visit, query.deadline_s, query.seq):
                 self._fail(query, 503, f"stage '{st.name}' queue is full; cannot retry")
+        if lost:
+            self._report_failure(
+                st, "replica_died", f"replica process {r.pid} died running the batch", lost
+            )
         self._request_dispatch()
 
     def _stop_replica(self, r: Replica) -> None:
@@ -869,6 +973,8 @@ class Engine:
             "ready": self.ready,
             "slo_s": self.options.slo_s,
             "shed_late": self.options.shed_late,
+            "shed_slack": self.options.shed_slack,
+            "shed_margin_s": self._estimate_error.margin_s,
             "in_flight": len(self._queries),
             "uptime_s": round(self.elapsed_s(), 3),
             "activation_s": {

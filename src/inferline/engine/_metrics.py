@@ -175,6 +175,14 @@ class EngineMetrics:
             ["stage"],
             registry=r,
         )
+        self.failed_queries = Counter(
+            "inferline_failed_queries",
+            "Queries answered 500 by the stage that failed them and how: 'batch' (predict "
+            "raised or returned the wrong number of outputs), 'output' (one output could not "
+            "be converted or routed), 'replica_died' (the replica died running it, retries spent)",
+            ["stage", "kind"],
+            registry=r,
+        )
         self.stages = {name: StageMetrics(self, name) for name in stages}
         self._codes: dict[int, Any] = {}
 

@@ -15,6 +15,8 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
+from inferline.engine._admission import BatchTimes
+
 __all__ = ["Assignment", "StageDispatcher", "StageQueue"]
 
 T = TypeVar("T")
@@ -43,6 +45,11 @@ class StageQueue(Generic[T]):
         heapq.heappush(self._heap, (deadline_s, seq, next(self._tiebreak), item))
         return True
 
+    def count_ahead(self, deadline_s: float, seq: int) -> int:
+        """Queued items that leave before one keyed (``deadline_s``, ``seq``) would."""
+        key = (deadline_s, seq)
+        return sum(1 for entry in self._heap if (entry[0], entry[1]) < key)
+
     def pop(self) -> tuple[float, T]:
         deadline_s, _, _, item = heapq.heappop(self._heap)
         return deadline_s, item
@@ -67,8 +74,9 @@ class StageDispatcher(Generic[T, R]):
 
     Replicas are opaque hashable handles. ``alive(item)`` drops queries already answered
     elsewhere (another branch failed) without dispatching them. With ``shed_late`` a query
-    that would finish after its deadline even if served now (now + the recent batch service
-    time > deadline) is returned in ``shed`` instead of being dispatched.
+    that would finish after its deadline even if served now (now + the observed time of a
+    batch of the size being formed + ``path_s``, the rest of its path) is returned in
+    ``shed`` instead of being dispatched. ``times`` holds the observed batch times.
     """
 
     def __init__(
@@ -87,8 +95,7 @@ class StageDispatcher(Generic[T, R]):
         self._clock = clock
         self._alive = alive
         self._idle: deque[R] = deque()
-        self._smoothing = service_smoothing
-        self.service_estimate_s = 0.0
+        self.times = BatchTimes(service_smoothing)
 
     @property
     def batch_size(self) -> int:
@@ -120,22 +127,29 @@ class StageDispatcher(Generic[T, R]):
             return False
         return True
 
-    def record_service(self, service_s: float) -> None:
-        """Feed a measured batch service time into the shedding estimate (EWMA)."""
-        if self.service_estimate_s == 0.0:
-            self.service_estimate_s = service_s
-        else:
-            a = self._smoothing
-            self.service_estimate_s = (1 - a) * self.service_estimate_s + a * service_s
+    def record_service(self, service_s: float, batch_size: int = 1) -> None:
+        """Feed a measured batch time into the shedding estimates (exponential averages)."""
+        self.times.record(batch_size, service_s)
 
-    def assign(self) -> Assignment[T, R]:
-        """Fill every idle replica with up to ``batch_size`` queries, in EDF order."""
+    @property
+    def service_estimate_s(self) -> float:
+        """The recent batch time, whatever the batch size (0.0 before any batch)."""
+        return self.times.typical_s
+
+    def assign(self, path_s: float = 0.0) -> Assignment[T, R]:
+        """Fill every idle replica with up to ``batch_size`` queries, in EDF order.
+
+        ``path_s``: the expected service of the stages after this one on a query's path.
+        """
         result: Assignment[T, R] = Assignment()
         queue = self.queue
         if not queue or not self._idle:
             return result
-        limit = self._clock() + self.service_estimate_s if self.shed_late else None
+        now = self._clock()
         while self._idle and queue:
+            limit = None
+            if self.shed_late:
+                limit = now + self.times.estimate_s(min(len(queue), self._batch_size)) + path_s
             batch: list[T] = []
             while queue and len(batch) < self._batch_size:
                 deadline_s, item = queue.pop()

@@ -273,6 +273,7 @@ class _Client:
         self.port = port
         self.recorder = recorder
         self.idle: list[_Connection] = []
+        self.opened: list[_Connection] = []
         self.connecting = 0
         self._requests = [
             (
@@ -290,6 +291,7 @@ class _Client:
     async def open(self) -> _Connection:
         loop = asyncio.get_running_loop()
         _, conn = await loop.create_connection(lambda: _Connection(self), self.host, self.port)
+        self.opened.append(conn)
         return conn
 
     def send(self, i: int) -> None:
@@ -314,9 +316,12 @@ class _Client:
         conn.send(i)
 
     def close(self) -> None:
-        for conn in self.idle:
+        """Close every connection, busy ones too (their queries stay timed out)."""
+        for conn in self.opened:
+            conn.current = -1
             if conn.transport is not None:
                 conn.transport.close()
+        self.opened.clear()
         self.idle.clear()
         for task in self._tasks:
             task.cancel()

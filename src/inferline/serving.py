@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from inferline._bundle import Bundle
 from inferline.engine import EngineError, EngineOptions, RequestError
-from inferline.engine.testing import ServedEngine, served_engine
+from inferline.engine.process import EngineProcess, start_engine
 from inferline.errors import ConfigError
 from inferline.pipeline import PipelineConfig, load_config, save_config
 from inferline.planner import Plan
@@ -37,7 +37,7 @@ class ServedPipeline:
     """A running ``inferline serve`` child process; stop it with :meth:`stop` or a ``with``."""
 
     def __init__(
-        self, engine: ServedEngine, stack: contextlib.ExitStack, stop_timeout_s: float
+        self, engine: EngineProcess, stack: contextlib.ExitStack, stop_timeout_s: float
     ) -> None:
         self._engine = engine
         self._stack = stack
@@ -83,7 +83,7 @@ class ServedPipeline:
         """Drain in-flight queries, stop the replicas and the process; returns its exit code."""
         if self.returncode is None:
             try:
-                self._engine.shutdown(timeout_s=self._stop_timeout_s)
+                self._engine.stop(timeout_s=self._stop_timeout_s)
                 with contextlib.suppress(OSError):
                     self._final_log = self._engine.log()
             finally:
@@ -130,6 +130,7 @@ def serve(
     num_cpus: int | None = None,
     placement: Literal["spread", "pack"] = "spread",
     start_timeout_s: float = 120.0,
+    control_token: str | None = None,
 ) -> ServedPipeline:
     """Serve ``bundle``'s pipeline with ``plan`` on a free port of 127.0.0.1, as
     ``inferline serve BUNDLE --config PLAN`` does; returns once it answers queries.
@@ -142,7 +143,9 @@ def serve(
     the cluster at ``address`` or on a local one of ``num_cpus`` CPUs, ``placement``
     ``spread`` or ``pack``. Options are checked here (ConfigError naming the field) before a
     process starts; :class:`~inferline.engine.EngineError` if the engine does not start
-    within ``start_timeout_s`` (its log in the message).
+    within ``start_timeout_s`` (its log in the message). The engine's control endpoints
+    need ``control_token`` (a random one by default, known to the handle only), so other
+    local users cannot change the deployment.
     """
     root = bundle.root if isinstance(bundle, Bundle) else Path(bundle)
     config = _config(plan)
@@ -197,7 +200,13 @@ def serve(
                     args += [flag, repr(value)]
         try:
             engine = stack.enter_context(
-                served_engine(root, plan_file, *args, start_timeout_s=start_timeout_s)
+                start_engine(
+                    root,
+                    plan_file,
+                    *args,
+                    start_timeout_s=start_timeout_s,
+                    control_token=control_token if control_token is not None else True,
+                )
             )
         except (RuntimeError, TimeoutError) as exc:
             raise EngineError(f"inferline serve did not start: {exc}") from None

@@ -469,7 +469,7 @@ def test_unknown_paths_models_and_versions_are_404() -> None:
                 ("GET", "/v2/models/other", "unknown model 'other'; this server serves 'chain'"),
                 ("POST", "/v2/models/other/infer", "unknown model 'other'"),
                 ("GET", "/v2/models/chain/versions/2", "has no version '2'"),
-                ("GET", "/v2/models/chain/stats", "no such endpoint"),
+                ("GET", "/v2/models/chain/nothing", "no such endpoint"),
                 ("GET", "/v2/control/nothing", "no such endpoint: GET /v2/control/nothing"),
             ]:
                 answer = await s.call(method, path)
@@ -609,9 +609,9 @@ def test_control_plan_errors_are_4xx_or_500_and_leave_the_plan_alone() -> None:
                 (
                     {"stages": {"source": stages["source"]}},
                     400,
-                    "stage(s) fragile are not configured",
+                    "stage 'fragile' is not configured",
                 ),
-                ({"stages": {**stages, "ghost": stages["source"]}}, 400, "unknown stage(s) ghost"),
+                ({"stages": {**stages, "ghost": stages["source"]}}, 400, "unknown stage 'ghost'"),
                 ({"stages": {**stages, "source": zero_batch}}, 400, "stages.source.batch_size"),
             ]
             for body, code, words in bad:

@@ -27,23 +27,6 @@ _SPEC = importlib.util.find_spec("inferline")  # found, not imported: no numba t
 assert _SPEC is not None and _SPEC.submodule_search_locations
 ROOT = Path(next(iter(_SPEC.submodule_search_locations)))
 
-#: Modules that other engineers move out of their package this round (issue 13: benchmarks
-#: to ``inferline/bench/``, the time-varying simulation to ``estimator/``). Imports to and
-#: from them are tolerated until they are gone; once a file no longer exists the test fails
-#: and asks for its entry to be removed, so the list cannot outlive the move.
-MOVING = frozenset(
-    {
-        "inferline.estimator._bench",
-        "inferline.engine._bench",
-        "inferline.engine._start_bench",
-        "inferline.ray_backend._bench",
-        "inferline.reports._planner_bench",
-        "inferline.tuner._scenarios",
-        "inferline.tuner._simulate",
-        "inferline.tuner._kernel_timevarying",
-    }
-)
-
 
 def _module_name(path: Path) -> str:
     parts = path.relative_to(ROOT.parent).with_suffix("").parts
@@ -78,16 +61,15 @@ def _owner(module: str) -> str | None:
 def violations(importer: str, is_package: bool, source: str) -> list[str]:
     """``line: imports what`` for each import of another package's private module or name."""
     found = []
-    if importer not in MOVING:
-        for line, target, name in _imports(importer, is_package, source):
-            owner = _owner(target)
-            if owner is None or _owner(importer) == owner or target in MOVING:
-                continue
-            private = any(p.startswith("_") for p in target.split(".")[2:])
-            if private or (name is not None and name.startswith("_")):
-                found.append(
-                    f"{line}: imports {target}.{name}" if name else f"{line}: imports {target}"
-                )
+    for line, target, name in _imports(importer, is_package, source):
+        owner = _owner(target)
+        if owner is None or _owner(importer) == owner:
+            continue
+        private = any(p.startswith("_") for p in target.split(".")[2:])
+        if private or (name is not None and name.startswith("_")):
+            found.append(
+                f"{line}: imports {target}.{name}" if name else f"{line}: imports {target}"
+            )
     return found
 
 
@@ -120,11 +102,6 @@ def test_examples_and_scripts_use_only_public_names() -> None:
     assert files and not found, "\n".join(found)
 
 
-def test_moving_modules_still_exist() -> None:
-    gone = sorted(m for m in MOVING if not (ROOT.parent / (m.replace(".", "/") + ".py")).exists())
-    assert not gone, f"these modules have moved; delete them from MOVING: {', '.join(gone)}"
-
-
 def test_the_check_catches_each_kind_of_crossing() -> None:
     """The walker itself: each way of crossing a seam is found, the allowed ones are not."""
     source = (
@@ -148,10 +125,9 @@ def test_the_check_catches_each_kind_of_crossing() -> None:
     ]
 
 
-def test_a_package_may_use_its_own_internals_and_moving_modules_are_tolerated() -> None:
+def test_a_package_may_use_its_own_internals() -> None:
     own = "from inferline.engine._worker import serve\nfrom . import _wire\n"
     assert violations("inferline.engine._server", False, own) == []
     assert violations("inferline.engine", True, "from ._stage import Tensor\n") == []
-    moving = "from inferline.estimator._kernel import _before\n"
-    assert violations("inferline.tuner._kernel_timevarying", False, moving) == []
-    assert violations("inferline.tuner._policy", False, moving) != []
+    other = "from inferline.estimator._kernel import _before\n"
+    assert violations("inferline.tuner._policy", False, other) != []

@@ -41,8 +41,8 @@ RAY_BACKEND = {
     "ClusterResources", "ClusterUnreachableError", "InsufficientResourcesError",
     "NodeResources", "RayBackendError", "RayBackendOptions", "RayConnection",
     "RayNotInstalledError", "RayReplica", "RayReplicaFactory", "RayReplicaResources",
-    "RayServeAutoscaling", "RayServing", "build_serve_app", "check_available_resources",
-    "check_plan_resources", "connect", "fit_to_capacity", "plan_demand", "ray_resources_for",
+    "RayServing", "check_available_resources", "check_plan_resources", "connect",
+    "fit_to_capacity", "import_ray", "plan_demand", "ray_resources_for",
     "serve_on_ray",
 }  # fmt: skip
 
@@ -84,7 +84,7 @@ def test_the_entry_points_take_what_the_commands_take() -> None:
     assert list(inspect.signature(il.serve).parameters) == [
         "bundle", "plan", "slo_s", "shed", "max_queue", "drain_timeout_s", "fork_replicas",
         "tune", "planning_trace", "planning_rate", "holdoff_s", "lookback_s",
-        "backend", "address", "num_cpus", "placement", "start_timeout_s",
+        "backend", "address", "num_cpus", "placement", "start_timeout_s", "control_token",
     ]  # fmt: skip
     for method in ("apply", "status", "plan", "stop", "log", "__enter__", "__exit__"):
         assert callable(getattr(il.ServedPipeline, method))

@@ -297,7 +297,7 @@ def _run_serve_app(
 ) -> tuple[dict[str, Any], list[tuple[float, Any]], ReplayResult]:
     from ray import serve
 
-    from inferline.ray_backend._serve_app import serve_batch_stats, serve_replica_counts
+    from inferline.bench.ray_serve_peer import serve_batch_stats, serve_replica_counts
 
     started = time.monotonic()
     serve.run(app, name="pipeline", route_prefix="/")
@@ -531,7 +531,7 @@ def _ray_serve_runs(
     """Both parts as a plain Ray Serve application: part 1 with the planned replicas, part 2
     with Ray Serve's request-based autoscaler (the cluster's CPUs shared evenly: the budget
     InferLine's tuner has). Returns part 1's figures, part 2's and part 2's replay."""
-    from inferline.ray_backend import RayServeAutoscaling, build_serve_app  # imports ray
+    from inferline.bench.ray_serve_peer import RayServeAutoscaling, build_serve_app  # imports ray
 
     slo, pipeline = setup.settings.slo_s, setup.bundle.pipeline
     autoscaling = RayServeAutoscaling()
@@ -571,7 +571,7 @@ def _ray_serve_runs(
 def _simulated_step(setup: _Setup, activation_s: float) -> dict[str, Any]:
     """Part 2 in the Estimator: the InferLine tuner and the queue-length baseline (Ray
     Serve's autoscaler's rule) on the same step, with the measured activation time."""
-    from inferline.ray_backend import RayServeAutoscaling  # imports ray
+    from inferline.bench.ray_serve_peer import RayServeAutoscaling  # imports ray
 
     pipeline, profiles = setup.bundle.pipeline, setup.bundle.profiles
     tuner = InferLineTuner(

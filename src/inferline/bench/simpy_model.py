@@ -30,6 +30,7 @@ batch never completes at the instant it started.
 from __future__ import annotations
 
 import heapq
+import statistics
 from collections.abc import Generator
 from typing import Any, cast
 
@@ -37,8 +38,11 @@ import numpy as np
 import simpy
 
 from inferline._bundle import check_config_for
-from inferline.estimator._simulate import _Z99, Estimator
+from inferline.estimator import Estimator
 from inferline.pipeline import PipelineConfig
+
+#: z of the 99th percentile of a standard normal (the Estimator's lognormal service times).
+_Z99 = statistics.NormalDist().inv_cdf(0.99)
 
 __all__ = ["simulate_with_simpy"]
 

@@ -163,8 +163,13 @@ def serve_command(
     ] = True,
 ) -> None:
     """Serve a pipeline over HTTP (Open Inference Protocol V2) with the given plan."""
-    from inferline.engine import ControlOptions, EngineOptions, serve
-    from inferline.engine._control import check_exposure, resolve_token
+    from inferline.engine import (
+        ControlOptions,
+        EngineOptions,
+        check_exposure,
+        resolve_token,
+        serve,
+    )
     from inferline.tuner import policy_for_bundle, policy_options
 
     if not 0 <= port <= 65535:

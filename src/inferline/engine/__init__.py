@@ -23,7 +23,7 @@ from inferline.engine._errors import EngineError, RequestError, StageLoadError, 
 from inferline.engine._stage import DATATYPES, StageModel, Tensor, TensorSpec
 
 if TYPE_CHECKING:
-    from inferline.engine._control import ControlOptions
+    from inferline.engine._control import ControlOptions, check_exposure, resolve_token
     from inferline.engine._engine import Answer, Engine, EngineOptions, ReplicaFactory
     from inferline.engine._hardware import ReplicaResources, resources_for, thread_environment
     from inferline.engine._http import EngineApp
@@ -60,6 +60,7 @@ __all__ = [
     "Tensor",
     "TensorSpec",
     "UnreachableError",
+    "check_exposure",
     "default_body",
     "free_port",
     "load_serving_inputs",
@@ -67,6 +68,7 @@ __all__ = [
     "parse_input_option",
     "replay",
     "replay_summary",
+    "resolve_token",
     "resources_for",
     "run_loop",
     "serve",
@@ -78,6 +80,8 @@ __all__ = [
 _LAZY = {
     "Answer": "inferline.engine._engine",
     "ControlOptions": "inferline.engine._control",
+    "check_exposure": "inferline.engine._control",
+    "resolve_token": "inferline.engine._control",
     "Engine": "inferline.engine._engine",
     "EngineOptions": "inferline.engine._engine",
     "ReplicaFactory": "inferline.engine._engine",

@@ -37,7 +37,6 @@ if TYPE_CHECKING:
     from inferline.ray_backend._cluster import RayConnection, connect, import_ray
     from inferline.ray_backend._replica import RayReplica, RayReplicaFactory
     from inferline.ray_backend._serve import RayBackendOptions, RayServing, serve_on_ray
-    from inferline.ray_backend._serve_app import RayServeAutoscaling, build_serve_app
 
 __all__ = [
     "ClusterResources",
@@ -51,9 +50,7 @@ __all__ = [
     "RayReplica",
     "RayReplicaFactory",
     "RayReplicaResources",
-    "RayServeAutoscaling",
     "RayServing",
-    "build_serve_app",
     "check_available_resources",
     "check_plan_resources",
     "connect",
@@ -73,8 +70,6 @@ _LAZY = {
     "RayBackendOptions": "inferline.ray_backend._serve",
     "RayServing": "inferline.ray_backend._serve",
     "serve_on_ray": "inferline.ray_backend._serve",
-    "RayServeAutoscaling": "inferline.ray_backend._serve_app",
-    "build_serve_app": "inferline.ray_backend._serve_app",
 }
 
 

@@ -28,7 +28,7 @@ from ray import serve as _serve
 from inferline.engine import parse_infer_request, thread_environment
 from inferline.engine.batching import declared_outputs, load_stage, run_batch
 from inferline.pipeline import Pipeline, PipelineConfig
-from inferline.ray_backend._resources import ray_resources_for
+from inferline.ray_backend import ray_resources_for
 
 __all__ = ["RayServeAutoscaling", "build_serve_app", "serve_batch_stats", "serve_replica_counts"]
 

@@ -1,7 +1,9 @@
 """Property: no request, however malformed, gets a 5xx from the HTTP front-end.
 
-The engine runs in this process (one no-op replica, a real worker process: the smallest
-real thing that answers the valid requests); requests go straight into the ASGI app.
+The engine runs in this process with one no-op replica on the event loop
+(:class:`~inferline.engine.testing.InMemoryReplicaFactory`: the stage is loaded and its
+batches run with the same :mod:`inferline.engine.batching` code a worker process uses);
+requests go straight into the ASGI app.
 """
 
 from __future__ import annotations
@@ -18,9 +20,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from inferline.bench.fuzz import FUZZ_MODEL, FuzzCase, malformed_case, valid_body
-from inferline.engine import Engine
-from inferline.engine._http import EngineApp
-from inferline.engine.testing import write_bundle
+from inferline.engine import Engine, EngineApp
+from inferline.engine.testing import InMemoryReplicaFactory, write_bundle
 from inferline.pipeline import load_config, load_pipeline
 
 pytestmark = pytest.mark.timeout(120)
@@ -48,7 +49,7 @@ class Harness:
 
     @staticmethod
     async def _start(pipeline: Any, plan: Any) -> Engine:
-        engine = Engine(pipeline, plan)
+        engine = Engine(pipeline, plan, replica_factory=InMemoryReplicaFactory())
         await engine.start()
         return engine
 

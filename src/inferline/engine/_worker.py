@@ -1,6 +1,7 @@
 """A replica process: import the stage class, run setup(), then serve batches until told to stop.
 
-Started by the front-end as ``python -m inferline.engine._worker SPEC_JSON`` with one end
+Started by the front-end (``_launcher``: ``python -c BOOTSTRAP SPEC_JSON``, a bootstrap that
+imports this module without the whole package) with one end
 of a socketpair inherited as file descriptor ``SPEC_JSON["fd"]``, or forked from a stage
 template (``_launcher``) that has already imported the stage, which then calls ``serve``.
 The stage work itself (load, describe, run a batch) is :mod:`inferline.engine.batching`'s.

@@ -1,7 +1,7 @@
 """What a replica asks Ray for, and whether a cluster can host a plan (pure, no ``ray`` import).
 
 A hardware name becomes Ray resources through the engine's own reading of it
-(:func:`inferline.engine._hardware.resources_for`, uncapped by this machine's cores):
+(:func:`inferline.engine.resources_for`, uncapped by this machine's cores):
 ``cpu-N``/``...-Nvcpu``/c5 sizes → ``num_cpus=N``; a GPU name → ``num_gpus=1`` (and one
 CPU for the host thread), plus ``accelerator_type`` when the name contains a GPU model Ray
 knows (``v100`` → ``V100``, ``a100-80g`` → ``A100``, ...), so the replica lands on a node of

@@ -1,6 +1,6 @@
 """``inferline serve --backend ray``: the engine's front-end as a Ray driver, replicas as actors.
 
-The front-end is the embedded engine's (:class:`~inferline.engine._engine.Engine` behind
+The front-end is the embedded engine's (:class:`~inferline.engine.Engine` behind
 the same ASGI app and uvicorn server): the same OIP V2 / control / metrics API, the
 same central EDF queue per stage and dispatch, the same live tuner. Only the replicas
 differ: each is a Ray actor (:mod:`inferline.ray_backend._replica`) with the stage's

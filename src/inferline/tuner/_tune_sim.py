@@ -9,6 +9,7 @@ from inferline.pipeline import Pipeline, PipelineConfig
 from inferline.profiles import Profiles
 from inferline.tuner._policy import Policy
 from inferline.tuner._registry import PolicyOptions, make_policy
+from inferline.tuner._simulate import simulate_tuned
 from inferline.workload import Trace, split_trace
 
 if TYPE_CHECKING:
@@ -38,8 +39,6 @@ def tune_simulate(
     envelope); default: the first 25 % of ``trace``. ``activation_s``: the delay before an
     added replica serves.
     """
-    from inferline import tuner  # the package's simulator, wherever it lives
-
     if isinstance(policy, str):
         planning = planning_trace if planning_trace is not None else split_trace(trace, 0.25)[0]
         chosen = make_policy(
@@ -49,7 +48,7 @@ def tune_simulate(
         raise ConfigError("options go with a policy name, not a policy object", field="options")
     else:
         chosen = policy
-    return tuner.simulate_tuned(
+    return simulate_tuned(
         pipeline,
         profiles,
         plan,

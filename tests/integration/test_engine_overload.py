@@ -88,13 +88,13 @@ def _run_once(settings: OverloadSettings, shed: bool) -> dict[str, Any]:
 
 def test_bench_overload_command_json_and_readable(tmp_path: Path) -> None:
     runner = CliRunner()
-    out = tmp_path / "figures" / "overload.json"
+    out = tmp_path / "figures"
     args = ["bench", "overload", "--factors", "2", "--duration-s", "1"]
     result = runner.invoke(app, [*args, "--json", "-o", str(out)])
     assert result.exit_code == 0, result.output
     figures = json.loads(result.stdout)  # exactly one JSON object
     assert [(r["load_factor"], r["shed"]) for r in figures["runs"]] == [(2.0, False), (2.0, True)]
-    assert json.loads(out.read_text()) == figures
+    assert json.loads((out / "overload.json").read_text()) == figures
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "goodput under overload" in result.stdout and "2×" in result.stdout

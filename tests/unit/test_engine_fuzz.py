@@ -118,11 +118,13 @@ def test_generated_malformed_requests_get_no_5xx(harness: Harness, rng: random.R
     check(harness, malformed_case(rng))
 
 
+def _containers_of(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+
+
 _json = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
-    lambda inner: (
-        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
-    ),
+    _containers_of,
     max_leaves=20,
 )
 _FIELDS = ("name", "shape", "datatype", "data", "parameters")

@@ -287,7 +287,7 @@ def run_fuzz_benchmark(
     on_progress: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """Serve the no-op model, send ``requests`` malformed requests, then valid ones."""
-    from inferline.engine.testing import served_engine
+    from inferline.engine.process import start_engine
 
     rng = random.Random(seed)
     statuses: Counter[str] = Counter()
@@ -295,7 +295,7 @@ def run_fuzz_benchmark(
     five_xx: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="inferline-fuzz-") as tmp:
         pipeline, plan = fuzz_bundle(Path(tmp))
-        with served_engine(pipeline, plan) as served:
+        with start_engine(pipeline, plan) as served:
             started = time.perf_counter()
             for i in range(requests):
                 case = malformed_case(rng)

@@ -67,13 +67,13 @@ def _bodies(image: np.ndarray) -> dict[str, tuple[bytes, dict[str, str]]]:
 
 def run_wire_benchmark(queries: int = 50, *, seed: int = 0) -> dict[str, Any]:
     """Serve the no-op model and time ``queries`` image requests per encoding."""
-    from inferline.engine.testing import served_engine
+    from inferline.engine.process import start_engine
 
     image = np.random.default_rng(seed).random(SHAPE, dtype=np.float32)
     modes: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="inferline-wire-") as tmp:
         pipeline, plan = fuzz_bundle(Path(tmp))
-        with served_engine(pipeline, plan, "--max-body-bytes", str(16 << 20)) as served:
+        with start_engine(pipeline, plan, "--max-body-bytes", str(16 << 20)) as served:
             pids = [served.process.pid, *served.replica_pids("echo")]
             conn = http.client.HTTPConnection("127.0.0.1", served.port, timeout=60)
             path = f"/v2/models/{FUZZ_MODEL}/infer"

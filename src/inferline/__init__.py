@@ -15,6 +15,7 @@ from inferline.errors import (
     ConfigError,
     InfeasibleError,
     InferLineError,
+    MachineInfeasibleError,
     PipelineError,
     ProfileError,
     TraceError,
@@ -45,10 +46,12 @@ from inferline.profiles import (
     EngineOverhead,
     HardwareCatalogue,
     HardwareType,
+    MachinePool,
     ProfilePoint,
     Profiles,
     load_hardware,
     load_profiles,
+    parse_machine,
 )
 from inferline.serving import ServedPipeline, serve
 from inferline.tuner import TunedResult, available_policies, policy_options, tune_simulate
@@ -80,6 +83,8 @@ __all__ = [
     "HardwareType",
     "InfeasibleError",
     "InferLineError",
+    "MachineInfeasibleError",
+    "MachinePool",
     "Pipeline",
     "PipelineConfig",
     "PipelineError",
@@ -111,6 +116,7 @@ __all__ = [
     "load_profiles",
     "load_timestamp_csv",
     "load_trace",
+    "parse_machine",
     "piecewise_trace",
     "plan",
     "policy_options",

@@ -14,7 +14,7 @@ from inferline.engine import replay as replay_arrivals
 from inferline.pipeline import Pipeline
 from inferline.planner import Plan
 from inferline.planner import plan as run_planner
-from inferline.profiles import LatencyStat, Profiles
+from inferline.profiles import LatencyStat, MachinePool, Profiles
 from inferline.workload import Trace, load_trace
 
 __all__ = ["plan", "replay"]
@@ -31,11 +31,14 @@ def plan(
     margin: float = 0.0,
     latency_stat: LatencyStat = "median",
     max_seconds: float | None = None,
+    machine: MachinePool | None = None,
 ) -> Plan:
     """The cheapest configuration meeting the P99 ``slo_s`` on ``trace``, as ``inferline plan``
     computes it. ``planner``: ``inferline`` (the greedy search), ``cg-mean``, ``cg-peak`` or
     ``exhaustive`` (bounded by ``max_seconds``); ``margin``: plan for a P99 of
-    ``slo_s × (1 − margin)``. Save it with :meth:`Plan.save`; ``Plan.config`` is the plan."""
+    ``slo_s × (1 − margin)``; ``machine``: plan for that machine (``il.parse_machine("local")``,
+    ``il.MachinePool(cores=8, memory_bytes=None)``; MachineInfeasibleError when nothing fits).
+    Save it with :meth:`Plan.save`; ``Plan.config`` is the plan."""
     return run_planner(
         planner,
         pipeline,
@@ -46,6 +49,7 @@ def plan(
         margin=margin,
         latency_stat=latency_stat,
         max_seconds=max_seconds,
+        machine=machine,
     )
 
 

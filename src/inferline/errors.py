@@ -13,6 +13,8 @@ with the code in :attr:`InferLineError.exit_code`.
     │   ├── ProfileError           a profile or hardware catalogue is invalid or lacks an entry
     │   └── TraceError             a trace is unsorted, empty, unreadable or malformed
     ├── InfeasibleError            no configuration can meet the SLO (exit 3)
+    │   └── MachineInfeasibleError no configuration meets it on the machine planned for;
+    │                              carries the cheapest plan without the machine bound
     ├── CapacityError              a plan does not fit the machine (exit 2; the control API
     │                              answers 409); names the stage and the resource
     └── EngineError                the serving engine cannot start or run as asked
@@ -32,6 +34,7 @@ __all__ = [
     "ConfigError",
     "InfeasibleError",
     "InferLineError",
+    "MachineInfeasibleError",
     "PipelineError",
     "ProfileError",
     "TraceError",
@@ -84,6 +87,32 @@ class InfeasibleError(InferLineError):
     """No configuration can meet the requested SLO."""
 
     exit_code = 3
+
+
+class MachineInfeasibleError(InfeasibleError):
+    """Plans meet the SLO, but none fits the machine planned for.
+
+    ``needs_cores``/``has_cores`` (and ``needs_gpus``/``has_gpus``) compare the cheapest
+    plan without the machine bound, ``unbounded`` (an :class:`inferline.planner.Plan`),
+    with the machine, so the user knows what bigger machine or cluster to get.
+    """
+
+    def __init__(
+        self,
+        problem: str,
+        *,
+        needs_cores: int,
+        has_cores: int,
+        needs_gpus: int = 0,
+        has_gpus: int = 0,
+        unbounded: object = None,
+    ) -> None:
+        self.needs_cores = needs_cores
+        self.has_cores = has_cores
+        self.needs_gpus = needs_gpus
+        self.has_gpus = has_gpus
+        self.unbounded = unbounded
+        super().__init__(problem)
 
 
 class CapacityError(InferLineError):

@@ -16,14 +16,16 @@ REFERENCE = Path(__file__).resolve().parents[2] / "examples" / "reference"
 
 TOP_LEVEL = {
     # errors
-    "ConfigError", "EngineError", "InfeasibleError", "InferLineError", "PipelineError",
-    "ProfileError", "ProfilerError", "TraceError",
+    "ConfigError", "EngineError", "InfeasibleError", "InferLineError", "MachineInfeasibleError",
+    "PipelineError", "ProfileError", "ProfilerError", "TraceError",
     # bundle, pipeline, plan files
     "Bundle", "Edge", "Pipeline", "PipelineConfig", "Stage", "StageConfig", "load_bundle",
     "load_config", "load_pipeline", "save_config",
     # profiles and hardware
     "BatchProfile", "EngineOverhead", "HardwareCatalogue", "HardwareType", "ProfilePoint",
     "Profiles", "load_hardware", "load_profiles",
+    # the machine planned for
+    "MachinePool", "parse_machine",
     # workloads
     "Segment", "Trace", "gamma_trace", "load_timestamp_csv", "load_trace", "piecewise_trace",
     "ramp_trace", "rescale_to_mean_rate", "rescale_to_peak_rate", "save_trace", "split_trace",
@@ -75,7 +77,7 @@ def test_the_entry_points_take_what_the_commands_take() -> None:
     """The keyword names of the functions behind the commands (a rename breaks users)."""
     assert list(inspect.signature(il.plan).parameters) == [
         "pipeline", "profiles", "trace", "slo_s",
-        "planner", "seed", "margin", "latency_stat", "max_seconds",
+        "planner", "seed", "margin", "latency_stat", "max_seconds", "machine",
     ]  # fmt: skip
     assert list(inspect.signature(il.tune_simulate).parameters) == [
         "pipeline", "profiles", "plan", "trace", "slo_s",

@@ -10,10 +10,11 @@ from typing import Annotated, cast
 import typer
 from rich.table import Table
 
-from inferline._bundle import load_bundle
+from inferline._bundle import Bundle, load_bundle
 from inferline.cli._common import JSON_OPTION, as_options, print_json, stdout, user_errors
-from inferline.planner import PLANNERS, plan
-from inferline.profiles import LatencyStat
+from inferline.errors import MachineInfeasibleError
+from inferline.planner import PLANNERS, Plan, plan
+from inferline.profiles import LatencyStat, MachinePool, parse_machine
 from inferline.workload import load_trace
 
 #: Fields of the planner the command fills from its options, for errors naming the option.
@@ -58,28 +59,43 @@ def plan_command(
         Path | None,
         typer.Option("-o", "--output", help="Plan file to write (read by simulate --config)."),
     ] = None,
+    machine: Annotated[
+        str | None,
+        typer.Option(
+            "--machine",
+            help="Plan for a machine: 'local' (this host) or 'cores=N[,memory=16G][,gpus=K]', "
+            "optionally ',threads-per-core=T' (default 1); 'none' ignores the machine "
+            "section of hardware.yaml, which applies otherwise.",
+        ),
+    ] = None,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Plan per-stage hardware, batch size and replicas for the cheapest cost under the SLO."""
     loaded = load_bundle(bundle)
     workload = load_trace(trace)
-    with (
-        stdout.status(f"planning with {planner} …", spinner="dots")
-        if not as_json
-        else nullcontext(),
-        as_options(FLAGS),
-    ):
-        result = plan(
-            planner,
-            loaded.pipeline,
-            loaded.profiles,
-            workload,
-            slo_s,
-            seed=seed,
-            margin=margin,
-            latency_stat=cast(LatencyStat, latency_stat),  # checked there
-            max_seconds=max_seconds,
-        )
+    pool = _machine(machine, loaded)
+    try:
+        with (
+            stdout.status(f"planning with {planner} …", spinner="dots")
+            if not as_json
+            else nullcontext(),
+            as_options(FLAGS),
+        ):
+            result = plan(
+                planner,
+                loaded.pipeline,
+                loaded.profiles,
+                workload,
+                slo_s,
+                seed=seed,
+                margin=margin,
+                latency_stat=cast(LatencyStat, latency_stat),  # checked there
+                max_seconds=max_seconds,
+                machine=pool,
+            )
+    except MachineInfeasibleError as exc:
+        _show_unbounded(exc, loaded, trace, slo_s, margin, as_json=as_json)
+        raise
     if output is not None:
         result.save(output)
     if as_json:
@@ -88,11 +104,63 @@ def plan_command(
             summary["output"] = str(output)
         print_json(summary)
         return
-    verdict = "[green]feasible[/]" if result.feasible else "[bold red]INFEASIBLE[/]"
-    head = Table(
-        title=f"{result.planner} plan for {loaded.pipeline.name} on {trace.name} "
+    _print_plan(result, loaded, _title(result, loaded, trace, slo_s, margin))
+    if output is not None:
+        stdout.print(f"plan written to {output}")
+
+
+def _machine(flag: str | None, loaded: Bundle) -> MachinePool | None:
+    """The flag wins over the catalogue's ``machine`` section; ``none``: neither."""
+    if flag is None:
+        return loaded.profiles.hardware.machine
+    if flag.strip().lower() == "none":
+        return None
+    return parse_machine(flag)
+
+
+def _title(result: Plan, loaded: Bundle, trace: Path, slo_s: float, margin: float) -> str:
+    return (
+        f"{result.planner} plan for {loaded.pipeline.name} on {trace.name} "
         f"(SLO {slo_s * 1000:.0f} ms{f', margin {margin:g}' if margin else ''})"
     )
+
+
+def _show_unbounded(
+    exc: MachineInfeasibleError,
+    loaded: Bundle,
+    trace: Path,
+    slo_s: float,
+    margin: float,
+    *,
+    as_json: bool,
+) -> None:
+    """The cheapest plan without the machine bound, so the user sees what to get."""
+    unbounded = exc.unbounded
+    if not isinstance(unbounded, Plan):  # pragma: no cover - the planners always attach it
+        return
+    if as_json:
+        print_json(
+            {
+                "feasible": False,
+                "error": str(exc),
+                "needs_cores": exc.needs_cores,
+                "has_cores": exc.has_cores,
+                "needs_gpus": exc.needs_gpus,
+                "has_gpus": exc.has_gpus,
+                "unbounded": unbounded.summary(),
+            }
+        )
+        return
+    title = (
+        f"without the machine bound (needs {exc.needs_cores} cores, has {exc.has_cores}): "
+        + _title(unbounded, loaded, trace, slo_s, margin)
+    )
+    _print_plan(unbounded, loaded, title)
+
+
+def _print_plan(result: Plan, loaded: Bundle, title: str) -> None:
+    verdict = "[green]feasible[/]" if result.feasible else "[bold red]INFEASIBLE[/]"
+    head = Table(title=title)
     for col in (
         "verdict",
         "$/hour",
@@ -113,6 +181,8 @@ def plan_command(
         str(result.estimator_calls),
     )
     stdout.print(head)
+    if result.machine is not None:
+        stdout.print(result.machine.describe(), highlight=False, soft_wrap=True)
     prices = loaded.profiles.hardware.price_per_hour
     stages = Table(title="stages")
     for col in ("stage", "hardware", "batch", "replicas", "$/hour"):
@@ -131,5 +201,3 @@ def plan_command(
         stdout.print(f"  {line}", highlight=False, soft_wrap=True)
     if result.exhaustive_complete is False:
         stdout.print("[yellow]the exhaustive search ran out of time: not proven optimal[/]")
-    if output is not None:
-        stdout.print(f"plan written to {output}")

@@ -5,16 +5,18 @@
 coarse-grained baselines, :func:`plan_exhaustive` the optimum for small
 pipelines and :func:`lower_bound_cost` a latency-blind cost floor. All planners
 judge a configuration with the same Estimator on the same planning trace.
+Each takes an optional ``machine`` (a ``profiles.MachinePool``) to plan for.
 """
 
 from inferline.planner._baselines import lower_bound_cost, plan_cg_mean, plan_cg_peak
 from inferline.planner._exhaustive import plan_exhaustive
 from inferline.planner._inferline import plan_inferline
 from inferline.planner._registry import PLANNERS, Planner, plan
-from inferline.planner._result import Plan
+from inferline.planner._result import MachineUse, Plan
 
 __all__ = [
     "PLANNERS",
+    "MachineUse",
     "Plan",
     "Planner",
     "lower_bound_cost",

@@ -15,7 +15,9 @@ systems without per-stage planning do (paper §2, "Baselines"):
   (CG-Peak).
 
 The plan is then simulated on the planning trace (full run) and its feasibility
-reported, but never repaired: CG-Mean typically misses the SLO under bursts.
+reported, but never repaired: CG-Mean typically misses the SLO under bursts. With a
+machine the plan is checked against it and refused when it does not fit
+(:class:`~inferline.errors.MachineInfeasibleError`), never shrunk to fit.
 """
 
 from __future__ import annotations
@@ -27,9 +29,10 @@ from typing import Literal
 from inferline.errors import InfeasibleError
 from inferline.pipeline import Pipeline
 from inferline.planner._inferline import finish_plan
+from inferline.planner._machine import plan_on_machine
 from inferline.planner._result import Plan
 from inferline.planner._search import Key, Search
-from inferline.profiles import LatencyStat, Profiles
+from inferline.profiles import LatencyStat, MachinePool, Profiles
 from inferline.workload import Trace
 
 __all__ = ["lower_bound_cost", "plan_cg_mean", "plan_cg_peak"]
@@ -44,9 +47,12 @@ def plan_cg_mean(
     seed: int = 0,
     margin: float = 0.0,
     latency_stat: LatencyStat = "median",
+    machine: MachinePool | None = None,
 ) -> Plan:
     """Coarse-grained plan replicated for the trace's mean rate."""
-    return _plan_cg("mean", pipeline, profiles, trace, slo_s, seed, margin, latency_stat)
+    return _on_machine(
+        "mean", pipeline, profiles, trace, slo_s, seed, margin, latency_stat, machine
+    )
 
 
 def plan_cg_peak(
@@ -58,9 +64,34 @@ def plan_cg_peak(
     seed: int = 0,
     margin: float = 0.0,
     latency_stat: LatencyStat = "median",
+    machine: MachinePool | None = None,
 ) -> Plan:
     """Coarse-grained plan replicated for the peak rate over an SLO-long sliding window."""
-    return _plan_cg("peak", pipeline, profiles, trace, slo_s, seed, margin, latency_stat)
+    return _on_machine(
+        "peak", pipeline, profiles, trace, slo_s, seed, margin, latency_stat, machine
+    )
+
+
+def _on_machine(
+    rate_kind: Literal["mean", "peak"],
+    pipeline: Pipeline,
+    profiles: Profiles,
+    trace: Trace,
+    slo_s: float,
+    seed: int,
+    margin: float,
+    latency_stat: LatencyStat,
+    machine: MachinePool | None,
+) -> Plan:
+    """With a machine the plan is checked against it, not changed: the coarse-grained
+    planners replicate the whole pipeline and have nothing to trade."""
+
+    def run(_pool: MachinePool | None) -> Plan:
+        return _plan_cg(rate_kind, pipeline, profiles, trace, slo_s, seed, margin, latency_stat)
+
+    if machine is None:
+        return run(None)
+    return plan_on_machine(run, f"cg-{rate_kind}", machine, profiles, trace, searches=False)
 
 
 def _plan_cg(

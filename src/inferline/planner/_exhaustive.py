@@ -29,9 +29,10 @@ import time
 
 from inferline.pipeline import Pipeline
 from inferline.planner._inferline import finish_plan, initialize, minimize_cost
+from inferline.planner._machine import plan_on_machine
 from inferline.planner._result import Plan
 from inferline.planner._search import Key, Search, Setting
-from inferline.profiles import LatencyStat, Profiles
+from inferline.profiles import LatencyStat, MachinePool, Profiles
 from inferline.workload import Trace
 
 __all__ = ["plan_exhaustive"]
@@ -49,15 +50,46 @@ def plan_exhaustive(
     margin: float = 0.0,
     latency_stat: LatencyStat = "median",
     max_seconds: float = 300.0,
+    machine: MachinePool | None = None,
 ) -> Plan:
     """The optimum over per-stage (hardware, profiled batch, replicas), within ``max_seconds``.
 
     Raises :class:`~inferline.errors.InfeasibleError` like :func:`plan_inferline`
-    when the SLO cannot be met at all.
+    when the SLO cannot be met at all; ``machine`` as there (configurations that do not
+    fit it are skipped).
     """
+
+    def run(pool: MachinePool | None) -> Plan:
+        return _plan_exhaustive(
+            pipeline, profiles, trace, slo_s, seed, margin, latency_stat, max_seconds, pool
+        )
+
+    if machine is None:
+        return run(None)
+    return plan_on_machine(run, "exhaustive", machine, profiles, trace, searches=True)
+
+
+def _plan_exhaustive(
+    pipeline: Pipeline,
+    profiles: Profiles,
+    trace: Trace,
+    slo_s: float,
+    seed: int,
+    margin: float,
+    latency_stat: LatencyStat,
+    max_seconds: float,
+    pool: MachinePool | None,
+) -> Plan:
     started = time.perf_counter()
     search = Search(
-        pipeline, profiles, trace, slo_s, seed=seed, margin=margin, latency_stat=latency_stat
+        pipeline,
+        profiles,
+        trace,
+        slo_s,
+        seed=seed,
+        margin=margin,
+        latency_stat=latency_stat,
+        machine=pool,
     )
     greedy_log: list[str] = []
     upper = minimize_cost(search, initialize(search, greedy_log), greedy_log)
@@ -141,7 +173,7 @@ def _stage_options(search: Search, bound: float) -> list[list[tuple[float, Setti
         for (hw, b), low in floors[i].items():
             price = search.prices[hw]
             high = math.floor(budget / price + _EPS) if price > 0 else low
-            limit = search.limits[hw]
+            limit = search.free_units((), hw)  # max_units and the machine, stage alone
             if limit is not None:
                 high = min(high, limit)
             for k in range(low, high + 1):

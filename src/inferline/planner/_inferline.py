@@ -98,9 +98,10 @@ import time
 
 from inferline.errors import InfeasibleError
 from inferline.pipeline import Pipeline
+from inferline.planner._machine import plan_on_machine
 from inferline.planner._result import Plan
 from inferline.planner._search import Key, Search
-from inferline.profiles import LatencyStat, Profiles
+from inferline.profiles import LatencyStat, MachinePool, Profiles
 from inferline.workload import Trace
 
 __all__ = ["initialize", "minimize_cost", "next_batch", "next_cheaper_hardware", "plan_inferline"]
@@ -124,18 +125,50 @@ def plan_inferline(
     margin: float = 0.0,
     latency_stat: LatencyStat = "median",
     paper: bool = False,
+    machine: MachinePool | None = None,
 ) -> Plan:
     """The cheapest configuration the InferLine Planner finds whose estimated P99 meets the SLO.
 
     ``paper=True`` runs the published algorithm without the departures listed in
-    the module doc (for comparison).
+    the module doc (for comparison). ``machine``: plan for that machine (``_machine``);
+    :class:`~inferline.errors.MachineInfeasibleError` when no plan found fits it.
 
     Raises :class:`~inferline.errors.InfeasibleError` when the SLO is below the
     pipeline's batch-1 service time or no configuration within the bounds meets it.
     """
+
+    def run(pool: MachinePool | None) -> Plan:
+        return _plan_inferline(
+            pipeline, profiles, trace, slo_s, seed, margin, latency_stat, paper, pool
+        )
+
+    if machine is None:
+        return run(None)
+    name = "inferline" if not paper else "inferline-paper"
+    return plan_on_machine(run, name, machine, profiles, trace, searches=True)
+
+
+def _plan_inferline(
+    pipeline: Pipeline,
+    profiles: Profiles,
+    trace: Trace,
+    slo_s: float,
+    seed: int,
+    margin: float,
+    latency_stat: LatencyStat,
+    paper: bool,
+    pool: MachinePool | None,
+) -> Plan:
     started = time.perf_counter()
     search = Search(
-        pipeline, profiles, trace, slo_s, seed=seed, margin=margin, latency_stat=latency_stat
+        pipeline,
+        profiles,
+        trace,
+        slo_s,
+        seed=seed,
+        margin=margin,
+        latency_stat=latency_stat,
+        machine=pool,
     )
     log: list[str] = []
     key = initialize(search, log)

@@ -10,7 +10,7 @@ from inferline.planner._baselines import plan_cg_mean, plan_cg_peak
 from inferline.planner._exhaustive import plan_exhaustive
 from inferline.planner._inferline import plan_inferline
 from inferline.planner._result import Plan
-from inferline.profiles import LatencyStat, Profiles
+from inferline.profiles import LatencyStat, MachinePool, Profiles
 from inferline.workload import Trace
 
 __all__ = ["PLANNERS", "Planner", "plan"]
@@ -27,6 +27,7 @@ class Planner(Protocol):
         seed: int = ...,
         margin: float = ...,
         latency_stat: LatencyStat = ...,
+        machine: MachinePool | None = ...,
     ) -> Plan: ...
 
 
@@ -49,8 +50,10 @@ def plan(
     margin: float = 0.0,
     latency_stat: LatencyStat = "median",
     max_seconds: float | None = None,
+    machine: MachinePool | None = None,
 ) -> Plan:
-    """Run the planner called ``name``; ``max_seconds`` bounds the exhaustive search only.
+    """Run the planner called ``name``; ``max_seconds`` bounds the exhaustive search only;
+    ``machine``: plan for that machine (docs/planner.md, "Planning for a machine").
     Arguments are checked first (ConfigError naming the field)."""
     if name not in PLANNERS:
         raise ConfigError(
@@ -74,7 +77,15 @@ def plan(
             margin=margin,
             latency_stat=latency_stat,
             max_seconds=max_seconds,
+            machine=machine,
         )
     return PLANNERS[name](
-        pipeline, profiles, trace, slo_s, seed=seed, margin=margin, latency_stat=latency_stat
+        pipeline,
+        profiles,
+        trace,
+        slo_s,
+        seed=seed,
+        margin=margin,
+        latency_stat=latency_stat,
+        machine=machine,
     )

@@ -7,8 +7,66 @@ from pathlib import Path
 from typing import Any
 
 from inferline.pipeline import PipelineConfig, save_config
+from inferline.profiles import MachinePool
 
-__all__ = ["Plan"]
+__all__ = ["MachineUse", "Plan"]
+
+
+@dataclass(frozen=True)
+class MachineUse:
+    """The machine a plan was made for and how much of it the plan takes.
+
+    ``pool`` is the machine as the Planner saw it (``MachinePool.for_planning``): its
+    ``frontend_reserve_cores`` is the front-end's share at ``rate_qps`` (the planning
+    trace's mean rate) × ``frontend_cpu_s_per_query`` (measured by the Profiler when
+    ``cpu_measured``, else the default) plus a floor.
+    """
+
+    pool: MachinePool
+    rate_qps: float
+    frontend_cpu_s_per_query: float
+    cpu_measured: bool
+    replica_threads: int
+    gpu_replicas: int
+
+    def as_dict(self) -> dict[str, Any]:
+        """The ``machine`` section of a plan file and of ``plan --json``."""
+        pool = self.pool
+        return {
+            "label": pool.label,
+            "cores": pool.cores,
+            "memory_bytes": pool.memory_bytes,
+            "gpus": pool.gpus,
+            "frontend_share_cores": pool.frontend_reserve_cores,
+            "frontend_cpu_s_per_query": self.frontend_cpu_s_per_query,
+            "frontend_cpu_measured": self.cpu_measured,
+            "rate_qps": round(self.rate_qps, 4),
+            "threads_per_core": pool.max_threads_per_core,
+            "replica_cores": round(pool.replica_cores, 4),
+            "max_replica_threads": pool.max_threads,
+            "replica_threads": self.replica_threads,
+            "gpu_replicas": self.gpu_replicas,
+        }
+
+    def describe(self) -> str:
+        """One line: ``machine: 2 cores, front-end share 0.16 core, replicas use 1 of 1.84``."""
+        pool = self.pool
+        where = f" ({pool.label})" if pool.label and pool.label != f"{pool.cores} cores" else ""
+        gpus = (
+            f", {self.gpu_replicas} of {pool.gpus} GPU(s)" if pool.gpus or self.gpu_replicas else ""
+        )
+        per_core = (
+            ""
+            if pool.max_threads_per_core == 1
+            else f" at {pool.max_threads_per_core:g} threads/core"
+        )
+        cpu = "measured" if self.cpu_measured else "default"
+        return (
+            f"machine{where}: {pool.cores} cores, front-end share "
+            f"{pool.frontend_reserve_cores:.2f} core ({self.rate_qps:.0f} q/s × "
+            f"{self.frontend_cpu_s_per_query * 1000:.2f} ms CPU/query, {cpu}, + floor), "
+            f"replicas use {self.replica_threads} of {pool.replica_cores:.2f} cores{per_core}{gpus}"
+        )
 
 
 @dataclass(frozen=True)
@@ -35,6 +93,8 @@ class Plan:
     estimated_miss_rate: float | None = None
     #: Exhaustive search only: False when it stopped at its time budget.
     exhaustive_complete: bool | None = None
+    #: The machine planned for (``machine=``), None when planned without one.
+    machine: MachineUse | None = None
 
     def stages(self) -> dict[str, dict[str, Any]]:
         return {
@@ -60,6 +120,7 @@ class Plan:
         }
         if self.exhaustive_complete is not None:
             out["exhaustive_complete"] = self.exhaustive_complete
+        out["machine"] = self.machine.as_dict() if self.machine is not None else None
         return out
 
     def save(self, path: str | Path) -> None:
@@ -80,5 +141,7 @@ class Plan:
         }
         if self.exhaustive_complete is not None:
             extra["exhaustive_complete"] = self.exhaustive_complete
+        if self.machine is not None:
+            extra["machine"] = self.machine.as_dict()
         extra["log"] = list(self.log)
         save_config(self.config, path, extra=extra)

@@ -11,7 +11,8 @@ feasibility run stops as soon as more than ``floor(0.01 · n)`` queries have mis
 Two cheap, exact shortcuts avoid simulations that cannot succeed:
 
 * **Hardware limits**: a key that uses more units of a hardware type than exist
-  is infeasible.
+  is infeasible, and so is one that does not fit the machine planned for (a pool from
+  ``MachinePool.for_planning``: replica threads, GPU replicas, replica processes).
 * **Work floor**: every query that meets the target finishes within
   ``[t_first, t_last + target]``, so a stage must be able to do the work of all
   but the allowed 1 % of its visits in that span: ``replicas · μ* · span ≥
@@ -35,7 +36,7 @@ import numpy as np
 from inferline.errors import ConfigError, InfeasibleError
 from inferline.estimator import Estimator, SimulationResult
 from inferline.pipeline import Pipeline, PipelineConfig, StageConfig
-from inferline.profiles import BatchProfile, LatencyStat, Profiles
+from inferline.profiles import BatchProfile, LatencyStat, MachinePool, Profiles, resources_for
 from inferline.workload import Trace, peak_rate_qps
 
 __all__ = ["Key", "Outcome", "Search", "Setting"]
@@ -79,6 +80,7 @@ class Search:
         seed: int = 0,
         margin: float = 0.0,
         latency_stat: LatencyStat = "median",
+        machine: MachinePool | None = None,
     ) -> None:
         if not (isinstance(slo_s, int | float) and math.isfinite(slo_s) and slo_s > 0):
             raise ConfigError(f"the SLO must be positive seconds, got {slo_s!r}", field="slo_s")
@@ -100,6 +102,10 @@ class Search:
         self.scale = pipeline.scale_factors
         self.prices = profiles.hardware.price_per_hour
         self.limits = {h.name: h.max_units for h in profiles.hardware}
+        self.machine = machine
+        cores = machine.cores if machine is not None else None
+        self.threads = {h: resources_for(h, cores).threads for h in profiles.hardware.names}
+        self.gpu = {h: resources_for(h, cores).device == "cuda" for h in profiles.hardware.names}
         self.catalogue_index = {name: i for i, name in enumerate(profiles.hardware.names)}
         n = trace.n_queries
         self.n_queries = n
@@ -160,9 +166,22 @@ class Search:
         return min(max(2 * need, 4, floor + 1), _ABSOLUTE_REPLICA_GUARD)
 
     def free_units(self, key: Key, hardware: str, skip: int | None = None) -> int | None:
-        """Units of ``hardware`` left over by the other stages (None = unlimited)."""
+        """Units of ``hardware`` left over by the other stages (None = unlimited): within
+        its ``max_units`` and, when planning for a machine, its threads, GPUs and memory."""
         limit = self.limits[hardware]
-        return None if limit is None else limit - self.units_used(key, hardware, skip)
+        free = None if limit is None else limit - self.units_used(key, hardware, skip)
+        pool = self.machine
+        if pool is None:
+            return free
+        others = [(hw, k) for i, (hw, _, k) in enumerate(key) if i != skip]
+        threads_left = pool.max_threads - sum(self.threads[hw] * k for hw, k in others)
+        left = min(
+            threads_left // self.threads[hardware],
+            pool.max_replicas - sum(k for _, k in others),
+        )
+        if self.gpu[hardware]:
+            left = min(left, pool.max_gpus - sum(k for hw, k in others if self.gpu[hw]))
+        return left if free is None else min(free, left)
 
     # --- configurations ---------------------------------------------------------------------
     def cost(self, key: Key) -> float:
@@ -179,7 +198,18 @@ class Search:
             limit = self.limits[hw]
             if limit is not None and n > limit:
                 return False
-        return True
+        return self.machine_ok(key)
+
+    def machine_ok(self, key: Key) -> bool:
+        """True if ``key`` fits the machine planned for (or there is none)."""
+        pool = self.machine
+        if pool is None:
+            return True
+        return (
+            sum(self.threads[hw] * k for hw, _, k in key) <= pool.max_threads
+            and sum(k for hw, _, k in key if self.gpu[hw]) <= pool.max_gpus
+            and sum(k for _, _, k in key) <= pool.max_replicas
+        )
 
     def below_floor(self, key: Key) -> str | None:
         for name, (hw, b, k) in zip(self.names, key, strict=True):
@@ -212,7 +242,7 @@ class Search:
         if found is not None:
             return found
         if not self.units_ok(key):
-            outcome = self._unsimulated("exceeds a hardware limit")
+            outcome = self._unsimulated("exceeds a hardware limit or the machine")
         elif (stage := self.below_floor(key)) is not None:
             outcome = self._unsimulated(f"'{stage}' cannot keep up with the trace")
         elif self._dominated(key):

@@ -12,12 +12,19 @@ so that queries almost never queue. Two numbers come out (docs/profiler.md):
 - **per query**: each query's client-side latency minus the relay path's estimate (its
   critical path of relay round trips plus the per-batch part): HTTP parsing and answer,
   admission, the loopback. Median and 99th percentile.
+
+A third comes from the operating system: the **front-end's CPU per query**, the CPU time
+of the ``serve`` process (its replicas are processes of their own) over each round
+divided by the round's queries; the largest over the rates is kept. A Planner keeps
+that share of the machine for the front-end (``profiles.MachinePool.for_planning``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -94,6 +101,14 @@ def with_path(body: dict[str, Any], path: Sequence[str]) -> dict[str, Any]:
     """``body`` plus the ``inferline_path`` tensor a Relay routes by."""
     tensor = {"name": PATH_TENSOR, "shape": [1], "datatype": "BYTES", "data": ["+".join(path)]}
     return {**body, "inputs": [*body["inputs"], tensor]}
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of process ``pid`` (all its threads), None where unreadable."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return None
 
 
 def _poisson(rate_qps: float, duration_s: float, seed: int) -> np.ndarray:
@@ -175,6 +190,7 @@ def measure_overhead(
         harness_s = max(0.0, rt_s - predict_s)
         per_round_s = options.duration_s / options.rounds
         measured: list[tuple[float, list[tuple[int, int, Any, dict[str, Any]]]]] = []
+        cpu_per_query: dict[float, float] = {}
         saturated: float | None = None
         try:
             with start_engine(
@@ -187,15 +203,20 @@ def measure_overhead(
                     if warm.size:
                         replay(engine.url, warm, encoded, slo_s=10.0, model=pipeline.name)
                     results = []
+                    cpu_s, cpu_queries = 0.0, 0
                     for k in range(options.rounds):
                         arrivals = _poisson(rate, per_round_s, options.seed + 10 * k)
                         query_bodies = [
                             encoded[(offset + i) % len(encoded)] for i in range(arrivals.size)
                         ]
                         engine.reset_stats()
+                        before = _cpu_seconds(engine.process.pid)
                         result = replay(
                             engine.url, arrivals, query_bodies, slo_s=10.0, model=pipeline.name
                         )
+                        after = _cpu_seconds(engine.process.pid)
+                        if before is not None and after is not None:
+                            cpu_s, cpu_queries = cpu_s + after - before, cpu_queries + arrivals.size
                         stats = engine.stats()
                         results.append((offset, int(arrivals.size), result, stats))
                         offset += arrivals.size
@@ -210,6 +231,8 @@ def measure_overhead(
                         saturated = rate  # the front-end cannot keep up: stop here
                         break
                     measured.append((rate, results))
+                    if cpu_queries:
+                        cpu_per_query[rate] = cpu_s / cpu_queries
         except InferLineError:
             raise
         except (OSError, RuntimeError, TimeoutError) as exc:
@@ -261,6 +284,7 @@ def measure_overhead(
                 "per_query_p50_s": float(np.interp(50.0, PERCENTILE_GRID, values)),
                 "per_query_p99_s": float(np.interp(99.0, PERCENTILE_GRID, values)),
                 "client_p99_s_per_round": [replay_summary(r[2])["p99_s"] for r in results],
+                "frontend_cpu_s_per_query": cpu_per_query.get(rate),
                 "queries": sum(r[1] for r in results),
             }
         )
@@ -272,13 +296,15 @@ def measure_overhead(
         per_query_percentiles=tuple(float(q) for q in PERCENTILE_GRID),
         per_query_percentiles_s=base,
         per_query_by_rate=tuple(by_rate) if len(by_rate) > 1 else (),
+        frontend_cpu_s_per_query=(round(max(cpu_per_query.values()), 7) if cpu_per_query else None),
         source=(
             "inferline profile: the DAG served with no-op relay stages at "
             f"{', '.join(f'{r:g}' for r, _ in measured)} q/s, {options.rounds} x "
             f"{per_round_s:g} s each; per batch = median over stages of (time in stage - "
             f"predict) - the relay's harness round trip ({harness_s * 1e6:.0f} us), at the "
             "lowest rate; per query = client latency - relay path estimate; medians over "
-            "the rounds"
+            "the rounds; front-end CPU per query = the serve process's CPU time / queries, "
+            "the largest over the rates"
             + (f"; the engine could not keep up at {saturated:g} q/s" if saturated else "")
         ),
         measured_on=measured_on,

@@ -2,6 +2,8 @@
 
 from inferline.profiles._io import load_hardware, load_profiles, profiles_to_mapping
 from inferline.profiles._machine import (
+    DEFAULT_FRONTEND_CPU_S_PER_QUERY,
+    FRONTEND_FLOOR_CORES,
     FRONTEND_MEMORY_BYTES,
     FRONTEND_RESERVE_CORES,
     MAX_BATCH_SIZE,
@@ -11,7 +13,9 @@ from inferline.profiles._machine import (
     ReplicaResources,
     check_plan_fits,
     fit_plan,
+    machine_from_fields,
     machine_pool_for_host,
+    parse_machine,
     resources_for,
 )
 from inferline.profiles._model import (
@@ -25,6 +29,8 @@ from inferline.profiles._model import (
 )
 
 __all__ = [
+    "DEFAULT_FRONTEND_CPU_S_PER_QUERY",
+    "FRONTEND_FLOOR_CORES",
     "FRONTEND_MEMORY_BYTES",
     "FRONTEND_RESERVE_CORES",
     "MAX_BATCH_SIZE",
@@ -43,7 +49,9 @@ __all__ = [
     "fit_plan",
     "load_hardware",
     "load_profiles",
+    "machine_from_fields",
     "machine_pool_for_host",
+    "parse_machine",
     "profiles_to_mapping",
     "resources_for",
 ]

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from inferline._files import load_yaml_mapping, parse_model
 from inferline.errors import ProfileError
+from inferline.profiles._machine import MAX_THREADS_PER_CORE, MachinePool, machine_from_fields
 from inferline.profiles._model import (
     BatchProfile,
     EngineOverhead,
@@ -33,9 +35,44 @@ class _HardwareEntry(BaseModel):
     source: str = ""
 
 
+class _MachineEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    cores: int | Literal["local"] = Field(ge=1)
+    memory_gb: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    gpus: int = Field(default=0, ge=0)
+    threads_per_core: float = Field(default=1.0, gt=0, le=MAX_THREADS_PER_CORE / 2)
+
+
 class _HardwareFile(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     hardware: list[_HardwareEntry]
+    machine: _MachineEntry | Literal["local"] | None = None
+
+
+def _machine(
+    entry: _MachineEntry | Literal["local"] | None, path: str | Path
+) -> MachinePool | None:
+    if entry is None:
+        return None
+    if entry == "local":
+        entry = _MachineEntry(cores="local")
+    if entry.cores == "local" and (entry.memory_gb is not None or entry.gpus):
+        raise ProfileError(
+            "a 'local' machine reads its memory and GPUs from the host; give cores as a "
+            "number to describe another machine",
+            source=path,
+            field="machine",
+        )
+    try:
+        return machine_from_fields(
+            cores=None if entry.cores == "local" else entry.cores,
+            memory_bytes=None if entry.memory_gb is None else int(entry.memory_gb * (1 << 30)),
+            gpus=entry.gpus,
+            threads_per_core=entry.threads_per_core,
+            label="local" if entry.cores == "local" else f"{Path(path).name} machine",
+        )
+    except ValueError as exc:  # pragma: no cover - the fields are checked above
+        raise ProfileError(str(exc), source=path, field="machine") from None
 
 
 class _Point(BaseModel):
@@ -73,6 +110,7 @@ class _Overhead(BaseModel):
     per_query_percentiles: list[float] = []
     per_query_percentiles_s: list[float] = []
     per_query_by_rate: list[_OverheadAtRate] = []
+    frontend_cpu_s_per_query: float | None = Field(default=None, ge=0, allow_inf_nan=False)
     source: str = ""
     measured_on: str | None = None
     key: str = ""
@@ -104,7 +142,9 @@ def load_hardware(path: str | Path) -> HardwareCatalogue:
             )
         seen.add(h.name)
     return HardwareCatalogue(
-        types=tuple(HardwareType(**h.model_dump()) for h in spec.hardware), source=str(path)
+        types=tuple(HardwareType(**h.model_dump()) for h in spec.hardware),
+        source=str(path),
+        machine=_machine(spec.machine, path),
     )
 
 
@@ -206,7 +246,7 @@ def profiles_to_mapping(profiles: Profiles) -> dict[str, object]:
     body: dict[str, object] = {}
     if profiles.overhead is not None:
         o = profiles.overhead
-        body["engine_overhead"] = {
+        section: dict[str, object] = {
             "per_batch_s": o.per_batch_s,
             "per_query_s": o.per_query_s,
             "per_query_p99_s": o.per_query_p99_s,
@@ -216,10 +256,11 @@ def profiles_to_mapping(profiles: Profiles) -> dict[str, object]:
                 {"rate_qps": rate, "percentiles_s": list(values)}
                 for rate, values in o.per_query_by_rate
             ],
-            "source": o.source,
-            "measured_on": o.measured_on,
-            "key": o.key,
         }
+        if o.frontend_cpu_s_per_query is not None:
+            section["frontend_cpu_s_per_query"] = o.frontend_cpu_s_per_query
+        section |= {"source": o.source, "measured_on": o.measured_on, "key": o.key}
+        body["engine_overhead"] = section
     entries = []
     for p in profiles.entries.values():
         entry: dict[str, object] = {

@@ -12,25 +12,34 @@ plan posted to the control API), the live tuner caps its decisions with
 The engine's bound is deliberately loose: replicas' threads may oversubscribe the
 cores left after the front-end's reserve by up to :data:`MAX_THREADS_PER_CORE`, so
 every plan that merely runs slowly still starts, while a plan no machine of this
-size can host (100,000 replicas, a batch of a million) is refused. A planner that
-wants the sum of replica threads *within* the machine builds its pool with
-``max_threads_per_core=1``.
+size can host (100,000 replicas, a batch of a million) is refused.
+
+The Planner is strict instead (:meth:`MachinePool.for_planning`): the Estimator treats
+every replica as a dedicated unit, which holds only while no replica waits for a core.
+At an arrival rate λ it keeps ``FRONTEND_FLOOR_CORES + λ × frontend_cpu_s_per_query``
+cores for the front-end (the CPU the Profiler measured it to spend per query) and
+allows ``planning_threads_per_core`` (default 1: no oversubscription) replica threads
+per core left, and one GPU per GPU replica.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from inferline._hardware_names import ReplicaResources, resources_for
-from inferline.errors import CapacityError
+from inferline.errors import CapacityError, ConfigError
 from inferline.pipeline import PipelineConfig
 
 __all__ = [
+    "DEFAULT_FRONTEND_CPU_S_PER_QUERY",
+    "FRONTEND_FLOOR_CORES",
     "FRONTEND_MEMORY_BYTES",
     "FRONTEND_RESERVE_CORES",
     "MAX_BATCH_SIZE",
@@ -41,15 +50,23 @@ __all__ = [
     "check_plan_fits",
     "fit_plan",
     "machine_pool_for_host",
+    "parse_machine",
     "resources_for",
 ]
 
 #: Largest batch size a stage may be given (a replica's batch is held in memory whole
 #: and sent over a pipe in one message).
 MAX_BATCH_SIZE = 4096
-#: Cores kept for the front-end (HTTP parsing, queues, dispatch: about 0.6-0.8 ms of
-#: CPU per query measured); replicas keep at least one core whatever the host.
+#: Cores the engine's loose start-up check keeps for the front-end (it does not know the
+#: rate it will serve); replicas keep at least one core whatever the host.
 FRONTEND_RESERVE_CORES = 1.0
+#: The front-end's share when idle (event loop, control plane, the Tuner's ticks) that a
+#: pool for planning keeps on top of the per-query CPU.
+FRONTEND_FLOOR_CORES = 0.05
+#: Front-end CPU per query when the profiles record no measured figure: the top of the
+#: 0.6-0.8 ms measured on the example pipelines (HTTP parsing and answer, admission,
+#: dispatch, fan-out).
+DEFAULT_FRONTEND_CPU_S_PER_QUERY = 0.8e-3
 #: Replica threads allowed per core left for replicas: the engine's oversubscription
 #: bound. 8 keeps every shipped plan (the largest served one: 6 threads) startable on
 #: 2 cores (8 threads there) while refusing plans no machine of the size can serve.
@@ -66,24 +83,40 @@ FRONTEND_MEMORY_BYTES = 256 << 20
 class MachinePool:
     """One host's resources for replicas, after the front-end's reserve.
 
-    ``cores``: usable cores; ``memory_bytes``: usable memory; ``gpus``: visible GPUs
-    (reported, not yet allotted: a GPU replica counts one thread against the cores).
+    ``cores``: usable cores; ``memory_bytes``: usable memory (None: not a bound, for a
+    described machine whose memory is not given); ``gpus``: visible GPUs, allotted one
+    per GPU replica only when ``allot_gpus`` (pools for planning: the engine serves GPU
+    names on any host; a GPU replica counts one thread against the cores either way).
+    ``planning_threads_per_core``: replica threads per core a Planner allows
+    (:meth:`for_planning`); ``label`` says where the pool came from, for messages.
     """
 
     cores: int
-    memory_bytes: int
+    memory_bytes: int | None
     gpus: int = 0
     frontend_reserve_cores: float = FRONTEND_RESERVE_CORES
     max_threads_per_core: float = MAX_THREADS_PER_CORE
     replica_memory_bytes: int = REPLICA_MEMORY_BYTES
     frontend_memory_bytes: int = FRONTEND_MEMORY_BYTES
     max_batch_size: int = MAX_BATCH_SIZE
+    planning_threads_per_core: float = 1.0
+    allot_gpus: bool = False
+    label: str = dataclasses.field(default="", compare=False)
 
     def __post_init__(self) -> None:
-        if self.cores < 1 or self.memory_bytes < 1 or self.gpus < 0:
+        if self.cores < 1 or (self.memory_bytes is not None and self.memory_bytes < 1):
             raise ValueError("a machine has at least one core and some memory")
-        if self.frontend_reserve_cores < 0 or not self.max_threads_per_core > 0:
-            raise ValueError("the reserve must be >= 0 and threads per core positive")
+        if self.gpus < 0:
+            raise ValueError("a machine's GPU count is >= 0")
+        if not (math.isfinite(self.frontend_reserve_cores) and self.frontend_reserve_cores >= 0):
+            raise ValueError("the front-end's reserve must be >= 0 cores")
+        if not self.max_threads_per_core > 0:
+            raise ValueError("threads per core must be positive")
+        if not 0 < self.planning_threads_per_core <= MAX_THREADS_PER_CORE / 2:
+            raise ValueError(
+                f"planning threads per core must be in (0, {MAX_THREADS_PER_CORE / 2:g}]: a "
+                "plan made for the machine must also pass the engine's start-up check"
+            )
         if self.replica_memory_bytes < 1 or self.frontend_memory_bytes < 0:
             raise ValueError("a replica needs some memory; the front-end's share is >= 0")
         if self.max_batch_size < 1:
@@ -102,17 +135,60 @@ class MachinePool:
     @property
     def max_replicas(self) -> int:
         """Replica processes the memory left after the front-end's share can hold."""
+        if self.memory_bytes is None:
+            return _UNBOUNDED
         left = self.memory_bytes - self.frontend_memory_bytes
         return max(1, left // self.replica_memory_bytes)
 
-    def threads_of(self, plan: PipelineConfig) -> dict[str, int]:
-        """Replica threads per stage of ``plan`` on this machine."""
+    @property
+    def max_gpus(self) -> int:
+        """GPU replicas this pool allows (unbounded when it does not allot GPUs)."""
+        return self.gpus if self.allot_gpus else _UNBOUNDED
+
+    def for_planning(
+        self, rate_qps: float, frontend_cpu_s_per_query: float = DEFAULT_FRONTEND_CPU_S_PER_QUERY
+    ) -> MachinePool:
+        """This machine as a Planner sees it at ``rate_qps``: the front-end keeps its measured
+        share, replicas get ``planning_threads_per_core`` threads per core left, GPUs are
+        allotted."""
+        if not (math.isfinite(rate_qps) and rate_qps >= 0):
+            raise ValueError(f"the planning rate must be >= 0 q/s, got {rate_qps!r}")
+        if not (math.isfinite(frontend_cpu_s_per_query) and frontend_cpu_s_per_query >= 0):
+            raise ValueError("the front-end's CPU per query must be >= 0 s")
+        return dataclasses.replace(
+            self,
+            frontend_reserve_cores=round(
+                FRONTEND_FLOOR_CORES + rate_qps * frontend_cpu_s_per_query, 4
+            ),
+            max_threads_per_core=self.planning_threads_per_core,
+            allot_gpus=True,
+        )
+
+    def cores_needed(self, plan: PipelineConfig) -> int:
+        """The fewest cores a machine like this one needs for ``plan`` (its reserve and
+        threads per core kept), so a user knows what machine to get."""
+        threads = sum(self.threads_of(plan, cores=_UNBOUNDED).values())
+        cores = max(1, math.ceil(threads / self.max_threads_per_core + self.frontend_reserve_cores))
+        while dataclasses.replace(self, cores=cores).max_threads < threads:
+            cores += 1  # pragma: no cover - the estimate is exact up to rounding
+        return cores
+
+    def gpus_needed(self, plan: PipelineConfig) -> int:
+        """GPU replicas in ``plan``."""
+        return sum(
+            c.replicas
+            for c in plan.stages.values()
+            if resources_for(c.hardware, self.cores).device == "cuda"
+        )
+
+    def threads_of(self, plan: PipelineConfig, cores: int | None = None) -> dict[str, int]:
+        """Replica threads per stage of ``plan`` on this machine (or one with ``cores``)."""
         return {
-            name: c.replicas * resources_for(c.hardware, self.cores).threads
+            name: c.replicas * resources_for(c.hardware, cores or self.cores).threads
             for name, c in plan.stages.items()
         }
 
-    def as_dict(self) -> dict[str, float | int]:
+    def as_dict(self) -> dict[str, float | int | None]:
         """The pool as JSON (the ``machine`` section of the engine's status)."""
         return {
             "cores": self.cores,
@@ -124,6 +200,10 @@ class MachinePool:
             "max_replicas": self.max_replicas,
             "max_batch_size": self.max_batch_size,
         }
+
+
+#: Stands for "no bound" in the counts a pool allows.
+_UNBOUNDED = 1 << 40
 
 
 def check_plan_fits(plan: PipelineConfig, pool: MachinePool | None) -> None:
@@ -156,6 +236,21 @@ def check_plan_fits(plan: PipelineConfig, pool: MachinePool | None) -> None:
             stage=stage,
             resource="cpu threads",
         )
+    if pool.allot_gpus:
+        gpu_replicas = {
+            name: c.replicas
+            for name, c in plan.stages.items()
+            if resources_for(c.hardware, pool.cores).device == "cuda"
+        }
+        if sum(gpu_replicas.values()) > pool.gpus:
+            stage = max(gpu_replicas, key=lambda s: gpu_replicas[s])
+            raise CapacityError(
+                f"stage '{stage}' exceeds the machine's GPUs: {gpu_replicas[stage]} replica(s) "
+                f"on '{plan.stages[stage].hardware}' bring the plan to "
+                f"{sum(gpu_replicas.values())} GPU replicas; this machine has {pool.gpus} GPU(s)",
+                stage=stage,
+                resource="gpus",
+            )
     replicas = {name: c.replicas for name, c in plan.stages.items()}
     count = sum(replicas.values())
     if count > pool.max_replicas:
@@ -163,7 +258,7 @@ def check_plan_fits(plan: PipelineConfig, pool: MachinePool | None) -> None:
         raise CapacityError(
             f"stage '{stage}' exceeds the machine's memory: {replicas[stage]} replica(s) "
             f"bring the plan to {count} "
-            f"replica processes; this machine's memory ({pool.memory_bytes >> 20} MiB, "
+            f"replica processes; this machine's memory ({(pool.memory_bytes or 0) >> 20} MiB, "
             f"{pool.frontend_memory_bytes >> 20} MiB kept for the front-end) holds at most "
             f"{pool.max_replicas} at {pool.replica_memory_bytes >> 20} MiB each",
             stage=stage,
@@ -274,6 +369,7 @@ def machine_pool_for_host(
     *,
     frontend_reserve_cores: float = FRONTEND_RESERVE_CORES,
     max_threads_per_core: float = MAX_THREADS_PER_CORE,
+    planning_threads_per_core: float = 1.0,
 ) -> MachinePool:
     """This host as a pool: usable cores, memory and visible GPUs, read now."""
     return MachinePool(
@@ -282,4 +378,88 @@ def machine_pool_for_host(
         gpus=_visible_gpus(),
         frontend_reserve_cores=frontend_reserve_cores,
         max_threads_per_core=max_threads_per_core,
+        planning_threads_per_core=planning_threads_per_core,
+        label="local",
     )
+
+
+# --- a machine named on the command line or in the hardware catalogue -----------------------
+
+_MACHINE_KEYS = ("cores", "memory", "gpus", "threads-per-core")
+_MEMORY = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?$", re.IGNORECASE)
+_MACHINE_HELP = (
+    "'local' (this host) or 'cores=N[,memory=16G][,gpus=K]', either optionally with "
+    "',threads-per-core=T' (replica threads per core the plan may use, default 1)"
+)
+
+
+def parse_memory_bytes(text: str) -> int:
+    """``16G``, ``512M``, ``1.5T`` or a number of bytes; ValueError otherwise."""
+    match = _MEMORY.match(text.strip())
+    if not match:
+        raise ValueError(f"memory {text!r} is not a size like 16G or 512M")
+    scale = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}[match[2].lower()]
+    value = int(float(match[1]) * scale)
+    if value < 1:
+        raise ValueError(f"memory {text!r} must be positive")
+    return value
+
+
+def machine_from_fields(
+    *,
+    cores: int | None,
+    memory_bytes: int | None = None,
+    gpus: int = 0,
+    threads_per_core: float = 1.0,
+    label: str = "",
+) -> MachinePool:
+    """A pool for a described machine, or this host when ``cores`` is None (then only
+    ``threads_per_core`` applies); ValueError saying what is wrong."""
+    if not 0 < threads_per_core <= MAX_THREADS_PER_CORE / 2:
+        raise ValueError(
+            f"threads-per-core must be in (0, {MAX_THREADS_PER_CORE / 2:g}], "
+            f"got {threads_per_core:g}"
+        )
+    if cores is None:
+        return machine_pool_for_host(planning_threads_per_core=threads_per_core)
+    if cores < 1:
+        raise ValueError(f"cores must be at least 1, got {cores}")
+    if gpus < 0:
+        raise ValueError(f"gpus must be >= 0, got {gpus}")
+    return MachinePool(
+        cores=cores,
+        memory_bytes=memory_bytes,
+        gpus=gpus,
+        planning_threads_per_core=threads_per_core,
+        label=label or f"{cores} cores",
+    )
+
+
+def parse_machine(
+    text: str, *, source: str = "<argument>", field: str = "--machine"
+) -> MachinePool:
+    """``local`` or ``cores=N[,memory=..G][,gpus=K][,threads-per-core=T]`` as a pool;
+    :class:`ConfigError` naming ``field`` otherwise."""
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    values: dict[str, str] = {}
+    local = bool(parts) and parts[0].lower() == "local"
+    try:
+        for part in parts[1:] if local else parts:
+            key, sep, value = part.partition("=")
+            key = key.strip().lower().replace("_", "-")
+            if not sep or key not in _MACHINE_KEYS or key in values:
+                raise ValueError(f"{part!r} is not one of {', '.join(_MACHINE_KEYS)} given once")
+            if local and key != "threads-per-core":
+                raise ValueError(f"'local' reads {key} from this host; only threads-per-core goes")
+            values[key] = value.strip()
+        if not local and "cores" not in values:
+            raise ValueError("a described machine needs cores=N")
+        return machine_from_fields(
+            cores=None if local else int(values["cores"]),
+            memory_bytes=parse_memory_bytes(values["memory"]) if "memory" in values else None,
+            gpus=int(values.get("gpus", "0")),
+            threads_per_core=float(values.get("threads-per-core", "1")),
+            label="local" if local else text.strip(),
+        )
+    except ValueError as exc:
+        raise ConfigError(f"{exc}; expected {_MACHINE_HELP}", source=source, field=field) from None

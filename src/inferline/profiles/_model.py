@@ -13,6 +13,7 @@ from typing import Literal
 import numpy as np
 
 from inferline.errors import ProfileError
+from inferline.profiles._machine import MachinePool
 
 __all__ = [
     "BatchProfile",
@@ -41,8 +42,12 @@ class HardwareType:
 
 @dataclass(frozen=True)
 class HardwareCatalogue:
+    """The hardware types with prices; ``machine``, the machine to plan for when the file has
+    a ``machine`` section (``inferline plan --machine`` overrides it)."""
+
     types: tuple[HardwareType, ...]
     source: str = field(default="<python>", compare=False)
+    machine: MachinePool | None = None
 
     def __iter__(self) -> Iterator[HardwareType]:
         return iter(self.types)
@@ -98,6 +103,9 @@ class EngineOverhead:
     ``per_query_by_rate`` holds the distribution (values at ``per_query_percentiles``)
     measured at several arrival rates, ascending; a trace's mean rate picks it, linearly
     interpolated between the two nearest rates and clamped outside them.
+
+    ``frontend_cpu_s_per_query`` is the CPU the front-end process spent per query (not a
+    latency): the share of the machine a Planner keeps for it at a given rate.
     """
 
     per_batch_s: float = 0.0
@@ -106,6 +114,7 @@ class EngineOverhead:
     per_query_percentiles: tuple[float, ...] = ()
     per_query_percentiles_s: tuple[float, ...] = ()
     per_query_by_rate: tuple[tuple[float, tuple[float, ...]], ...] = ()
+    frontend_cpu_s_per_query: float | None = None
     source: str = ""
     measured_on: str | None = None
     key: str = ""
@@ -115,6 +124,11 @@ class EngineOverhead:
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0.0):
                 raise ProfileError(f"engine overhead {name} must be >= 0 s, got {value!r}")
+        cpu = self.frontend_cpu_s_per_query
+        if cpu is not None and not (math.isfinite(cpu) and cpu >= 0.0):
+            raise ProfileError(
+                f"must be >= 0 s, got {cpu!r}", field="engine_overhead.frontend_cpu_s_per_query"
+            )
         grid = tuple(float(q) for q in self.per_query_percentiles)
         values = tuple(float(v) for v in self.per_query_percentiles_s)
         object.__setattr__(self, "per_query_percentiles", grid)

@@ -1,0 +1,137 @@
+"""Planning for a machine: every planner's answer bounded by what one host offers.
+
+The Estimator treats each replica as a dedicated unit, so a plan is only as good as
+that assumption on the machine it runs on. With ``machine=`` a planner first plans as
+without one; if that plan fits the machine (``check_plan_fits`` on the pool
+``MachinePool.for_planning`` makes for the trace's mean rate) it is the answer, so a
+machine that is big enough never changes a plan. Otherwise the searching planners
+(inferline, exhaustive) search again with the machine as a limit on every
+configuration they consider; the coarse-grained ones cannot trade one stage for
+another and only check. When nothing fits, :class:`MachineInfeasibleError` says how
+many cores the cheapest unbounded plan needs and carries that plan.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+from inferline.errors import CapacityError, InfeasibleError, MachineInfeasibleError
+from inferline.planner._result import MachineUse, Plan
+from inferline.profiles import (
+    DEFAULT_FRONTEND_CPU_S_PER_QUERY,
+    MachinePool,
+    Profiles,
+    check_plan_fits,
+)
+from inferline.workload import Trace
+
+__all__ = ["frontend_cpu_s_per_query", "plan_on_machine", "planning_pool"]
+
+
+def frontend_cpu_s_per_query(profiles: Profiles) -> tuple[float, bool]:
+    """The front-end's CPU per query and whether the Profiler measured it (else the default)."""
+    overhead = profiles.overhead
+    if overhead is not None and overhead.frontend_cpu_s_per_query is not None:
+        return overhead.frontend_cpu_s_per_query, True
+    return DEFAULT_FRONTEND_CPU_S_PER_QUERY, False
+
+
+def planning_pool(machine: MachinePool, profiles: Profiles, trace: Trace) -> MachinePool:
+    """``machine`` as the Planner sees it for ``trace`` (front-end share at its mean rate)."""
+    cpu, _ = frontend_cpu_s_per_query(profiles)
+    return machine.for_planning(float(trace.mean_rate_qps), cpu)
+
+
+def _use(pool: MachinePool, plan: Plan, profiles: Profiles, trace: Trace) -> MachineUse:
+    cpu, measured = frontend_cpu_s_per_query(profiles)
+    return MachineUse(
+        pool=pool,
+        rate_qps=float(trace.mean_rate_qps),
+        frontend_cpu_s_per_query=cpu,
+        cpu_measured=measured,
+        replica_threads=sum(pool.threads_of(plan.config).values()),
+        gpu_replicas=pool.gpus_needed(plan.config),
+    )
+
+
+def _fits(plan: Plan, pool: MachinePool) -> bool:
+    try:
+        check_plan_fits(plan.config, pool)
+    except CapacityError:
+        return False
+    return True
+
+
+def plan_on_machine(
+    run: Callable[[MachinePool | None], Plan],
+    planner: str,
+    machine: MachinePool,
+    profiles: Profiles,
+    trace: Trace,
+    *,
+    searches: bool,
+) -> Plan:
+    """``run(None)`` if it fits ``machine``, else ``run(pool)`` (``searches``), else
+    :class:`MachineInfeasibleError`. ``run`` raising InfeasibleError without the machine
+    means the SLO cannot be met anywhere: that error is the answer."""
+    pool = planning_pool(machine, profiles, trace)
+    unbounded = run(None)
+    if _fits(unbounded, pool):
+        return dataclasses.replace(
+            unbounded,
+            machine=_use(pool, unbounded, profiles, trace),
+            log=(*unbounded.log, f"{planner}: fits the machine as planned without it"),
+        )
+    why: str
+    if searches:
+        try:
+            bounded = run(pool)
+        except InfeasibleError:
+            why = "the search within the machine found no plan that meets the SLO"
+        else:
+            if bounded.feasible and _fits(bounded, pool):
+                note = (
+                    f"{planner}: the plan without the machine bound "
+                    f"(${unbounded.cost_per_hour:.4f}/h, "
+                    f"{sum(pool.threads_of(unbounded.config).values())} replica threads) does "
+                    f"not fit {pool.max_threads}; searched again within the machine"
+                )
+                return dataclasses.replace(
+                    bounded,
+                    machine=_use(pool, bounded, profiles, trace),
+                    log=(note, *bounded.log),
+                    planning_time_s=bounded.planning_time_s + unbounded.planning_time_s,
+                    estimator_calls=bounded.estimator_calls + unbounded.estimator_calls,
+                )
+            why = "the search within the machine found no plan that meets the SLO"
+    else:
+        why = f"{planner} replicates the whole pipeline and does not search within a machine"
+    raise _infeasible(planner, pool, unbounded, why)
+
+
+def _infeasible(
+    planner: str, pool: MachinePool, unbounded: Plan, why: str
+) -> MachineInfeasibleError:
+    threads = sum(pool.threads_of(unbounded.config, cores=1 << 20).values())
+    needs = pool.cores_needed(unbounded.config)
+    gpus = pool.gpus_needed(unbounded.config)
+    needs_text = f"needs {needs} cores, has {pool.cores}"
+    if gpus > pool.gpus:
+        needs_text += f"; needs {gpus} GPUs, has {pool.gpus}"
+    per_core = (
+        "" if pool.max_threads_per_core == 1 else f" at {pool.max_threads_per_core:g} per core"
+    )
+    share = pool.frontend_reserve_cores
+    return MachineInfeasibleError(
+        f"{planner}: infeasible on this machine: {needs_text}. The cheapest plan that meets the "
+        f"SLO without the machine bound costs ${unbounded.cost_per_hour:.4f}/h and runs "
+        f"{threads} replica thread(s){per_core} plus {share:.2f} core for the front-end; "
+        f"this machine leaves {pool.replica_cores:.2f} cores for replicas ({why}). Plan for a "
+        "bigger machine (--machine cores=N), serve on a Ray cluster, or raise the SLO.",
+        needs_cores=needs,
+        has_cores=pool.cores,
+        needs_gpus=gpus,
+        has_gpus=pool.gpus,
+        unbounded=unbounded,
+    )

@@ -2,19 +2,34 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
 import pytest
+import yaml
+from hypothesis import given
+from hypothesis import strategies as st
 
-from inferline.errors import CapacityError
+from inferline.errors import CapacityError, ConfigError, ProfileError
 from inferline.pipeline import PipelineConfig, load_config
 from inferline.profiles import (
+    FRONTEND_FLOOR_CORES,
     MAX_BATCH_SIZE,
+    BatchProfile,
+    EngineOverhead,
+    HardwareCatalogue,
+    HardwareType,
     MachinePool,
+    ProfilePoint,
+    Profiles,
     check_plan_fits,
     fit_plan,
+    load_hardware,
+    load_profiles,
     machine_pool_for_host,
+    parse_machine,
+    profiles_to_mapping,
     resources_for,
 )
 
@@ -116,3 +131,173 @@ def test_every_shipped_plan_fits_a_two_core_machine() -> None:
     assert len(plans) >= 4, plans
     for path in plans:
         check_plan_fits(load_config(path), TWO_CORES)
+
+
+# --- the pool a Planner plans for --------------------------------------------------------------
+
+
+def test_a_planning_pool_keeps_the_front_ends_measured_share_and_one_thread_per_core() -> None:
+    planning = TWO_CORES.for_planning(140.0, 0.8e-3)
+    # 0.05 floor + 140 q/s × 0.8 ms = 0.162 core for the front-end, 1.838 for replicas
+    assert planning.frontend_reserve_cores == pytest.approx(FRONTEND_FLOOR_CORES + 0.112)
+    assert planning.replica_cores == pytest.approx(1.838)
+    assert planning.max_threads == 1  # one thread per core: no oversubscription
+    assert MachinePool(cores=8, memory_bytes=None).for_planning(140.0, 0.8e-3).max_threads == 7
+    # at 2,000 q/s the front-end alone takes 1.65 cores of 8
+    busy = MachinePool(cores=8, memory_bytes=None).for_planning(2000.0, 0.8e-3)
+    assert busy.frontend_reserve_cores == pytest.approx(1.65) and busy.max_threads == 6
+    relaxed = MachinePool(cores=2, memory_bytes=None, planning_threads_per_core=2.0)
+    assert relaxed.for_planning(140.0, 0.8e-3).max_threads == 3
+    assert MachinePool(cores=2, memory_bytes=None).max_replicas >= 1 << 30  # memory not a bound
+    with pytest.raises(ValueError, match="threads per core"):
+        MachinePool(cores=2, memory_bytes=None, planning_threads_per_core=5.0)
+    with pytest.raises(ValueError, match="planning rate"):
+        TWO_CORES.for_planning(-1.0)
+
+
+def test_a_planning_pool_allots_gpus_and_the_engines_pool_does_not() -> None:
+    two_gpu_replicas = plan(a=("cpu-1", 1, 1), b=("v100", 4, 2))
+    check_plan_fits(two_gpu_replicas, MachinePool(cores=8, memory_bytes=GIB, gpus=1))
+    one_gpu = MachinePool(cores=8, memory_bytes=None, gpus=1).for_planning(10.0)
+    with pytest.raises(CapacityError) as caught:
+        check_plan_fits(two_gpu_replicas, one_gpu)
+    assert caught.value.resource == "gpus" and caught.value.stage == "b"
+    assert "2 GPU replicas; this machine has 1 GPU(s)" in str(caught.value)
+    assert one_gpu.gpus_needed(two_gpu_replicas) == 2
+
+
+def test_cores_needed_is_the_smallest_machine_that_fits() -> None:
+    pool = TWO_CORES.for_planning(100.0, 0.8e-3)  # 0.13 core for the front-end
+    five = plan(a=("cpu-1", 1, 3), b=("cpu-2", 1, 1))  # 3 + 2 threads
+    assert pool.cores_needed(five) == 6
+    check_plan_fits(five, dataclasses.replace(pool, cores=6))
+    with pytest.raises(CapacityError):
+        check_plan_fits(five, dataclasses.replace(pool, cores=5))
+    # a cpu-8 replica is 8 threads on a machine big enough, though 2 on this one
+    assert pool.cores_needed(plan(a=("cpu-8", 1, 1))) == 9
+
+
+@given(
+    cores=st.integers(1, 64),
+    rate=st.floats(0.0, 5000.0),
+    cpu_ms=st.floats(0.0, 2.0),
+    per_core=st.sampled_from([0.5, 1.0, 2.0, 4.0]),
+    threads=st.lists(st.sampled_from(["cpu-1", "cpu-2", "cpu-4", "t4"]), min_size=1, max_size=4),
+    replicas=st.lists(st.integers(1, 40), min_size=4, max_size=4),
+)
+def test_a_plan_that_fits_a_planning_pool_passes_the_engines_start_up_check(
+    cores: int,
+    rate: float,
+    cpu_ms: float,
+    per_core: float,
+    threads: list[str],
+    replicas: list[int],
+) -> None:
+    """The planner's bound is inside the engine's: a plan made for a machine always starts."""
+    machine = MachinePool(cores=cores, memory_bytes=64 * GIB, planning_threads_per_core=per_core)
+    planning = machine.for_planning(rate, cpu_ms / 1000)
+    config = plan(**{f"s{i}": (hw, 1, replicas[i]) for i, hw in enumerate(threads)})
+    try:
+        check_plan_fits(config, planning)
+    except CapacityError:
+        needed = planning.cores_needed(config)
+        assert needed > cores or planning.gpus_needed(config) > 0
+        return
+    check_plan_fits(config, machine)  # the engine's own pool of the same host
+    assert planning.cores_needed(config) <= cores
+
+
+# --- naming a machine: --machine and the catalogue ---------------------------------------------
+
+
+def test_parse_machine_reads_local_and_described_machines() -> None:
+    local = parse_machine("local")
+    host = machine_pool_for_host()
+    assert (local.cores, local.gpus, local.label) == (host.cores, host.gpus, "local")
+    assert local.planning_threads_per_core == 1.0
+    assert parse_machine("local,threads-per-core=2").planning_threads_per_core == 2.0
+    big = parse_machine("cores=16, memory=64G, gpus=2")
+    assert (big.cores, big.memory_bytes, big.gpus) == (16, 64 * GIB, 2)
+    assert parse_machine("cores=4").memory_bytes is None
+    assert parse_machine("cores=4,memory=512M").memory_bytes == 512 << 20
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("", "needs cores=N"),
+        ("gpus=1", "needs cores=N"),
+        ("cores=0", "at least 1"),
+        ("cores=two", "invalid literal"),
+        ("cores=2,cores=3", "given once"),
+        ("cores=2,disk=1T", "'disk=1T' is not one of"),
+        ("cores=2,memory=lots", "not a size like 16G"),
+        ("cores=2,gpus=-1", "gpus must be >= 0"),
+        ("local,cores=4", "'local' reads cores from this host"),
+        ("cores=2,threads-per-core=8", "threads-per-core must be in (0, 4]"),
+    ],
+)
+def test_a_bad_machine_names_the_flag_and_what_is_expected(text: str, problem: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_machine(text)
+    assert caught.value.field == "--machine" and problem in str(caught.value)
+    assert "expected 'local' (this host) or 'cores=N" in str(caught.value)
+
+
+HARDWARE = "hardware:\n  - {name: cpu-1, price_per_hour: 0.0425}\n"
+
+
+def test_the_catalogue_may_name_the_machine(tmp_path: Path) -> None:
+    path = tmp_path / "hardware.yaml"
+    path.write_text(HARDWARE)
+    assert load_hardware(path).machine is None
+    path.write_text(HARDWARE + "machine: {cores: 8, memory_gb: 16, gpus: 1}\n")
+    machine = load_hardware(path).machine
+    assert machine is not None
+    assert (machine.cores, machine.memory_bytes, machine.gpus) == (8, 16 * GIB, 1)
+    path.write_text(HARDWARE + "machine: local\n")
+    local = load_hardware(path).machine
+    assert local is not None and local.label == "local"
+    path.write_text(HARDWARE + "machine: {cores: local, threads_per_core: 2}\n")
+    local = load_hardware(path).machine
+    assert local is not None and local.planning_threads_per_core == 2.0
+
+
+@pytest.mark.parametrize(
+    ("section", "field"),
+    [
+        ("machine: {cores: 0}", "machine"),
+        ("machine: {cores: 2, disk_gb: 10}", "machine"),
+        ("machine: {cores: 2, threads_per_core: 9}", "machine"),
+        ("machine: {cores: 2, gpus: -1}", "machine"),
+        ("machine: {cores: local, gpus: 1}", "machine"),
+        ("machine: big", "machine"),
+    ],
+)
+def test_a_bad_machine_section_names_the_file_and_field(
+    tmp_path: Path, section: str, field: str
+) -> None:
+    path = tmp_path / "hardware.yaml"
+    path.write_text(HARDWARE + section + "\n")
+    with pytest.raises(ProfileError) as caught:
+        load_hardware(path)
+    assert caught.value.source == str(path)
+    assert caught.value.field is not None and caught.value.field.startswith(field)
+
+
+def test_the_front_ends_cpu_per_query_is_kept_in_the_profiles_file(tmp_path: Path) -> None:
+    hardware = HardwareCatalogue((HardwareType("cpu-1", 0.0425),))
+    point = ProfilePoint(1, 0.01, 0.01)
+    profiles = Profiles(
+        hardware, {("a", "cpu-1"): BatchProfile("a", "cpu-1", (point,))}
+    ).with_overhead(EngineOverhead(per_query_s=0.001, frontend_cpu_s_per_query=0.00071))
+    path = tmp_path / "profiles.yaml"
+    path.write_text(yaml.safe_dump(profiles_to_mapping(profiles)))
+    loaded = load_profiles(path, hardware)
+    assert loaded.overhead is not None and loaded.overhead.frontend_cpu_s_per_query == 0.00071
+    body = yaml.safe_load(path.read_text())
+    body["engine_overhead"]["frontend_cpu_s_per_query"] = -1.0
+    path.write_text(yaml.safe_dump(body))
+    with pytest.raises(ProfileError) as caught:
+        load_profiles(path, hardware)
+    assert caught.value.field == "engine_overhead.frontend_cpu_s_per_query"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -37,7 +37,7 @@ class _HardwareEntry(BaseModel):
 
 class _MachineEntry(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-    cores: int | Literal["local"] = Field(ge=1)
+    cores: Annotated[int, Field(ge=1)] | Literal["local"]
     memory_gb: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     gpus: int = Field(default=0, ge=0)
     threads_per_core: float = Field(default=1.0, gt=0, le=MAX_THREADS_PER_CORE / 2)

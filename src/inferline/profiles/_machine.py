@@ -168,9 +168,15 @@ class MachinePool:
         """The fewest cores a machine like this one needs for ``plan`` (its reserve and
         threads per core kept), so a user knows what machine to get."""
         threads = sum(self.threads_of(plan, cores=_UNBOUNDED).values())
+
+        def enough(cores: int) -> bool:
+            return dataclasses.replace(self, cores=cores).max_threads >= threads
+
         cores = max(1, math.ceil(threads / self.max_threads_per_core + self.frontend_reserve_cores))
-        while dataclasses.replace(self, cores=cores).max_threads < threads:
-            cores += 1  # pragma: no cover - the estimate is exact up to rounding
+        while cores > 1 and enough(cores - 1):  # replicas keep one core whatever the host
+            cores -= 1
+        while not enough(cores):
+            cores += 1
         return cores
 
     def gpus_needed(self, plan: PipelineConfig) -> int:
@@ -459,7 +465,7 @@ def parse_machine(
             memory_bytes=parse_memory_bytes(values["memory"]) if "memory" in values else None,
             gpus=int(values.get("gpus", "0")),
             threads_per_core=float(values.get("threads-per-core", "1")),
-            label="local" if local else text.strip(),
+            label="local" if local else "",
         )
     except ValueError as exc:
         raise ConfigError(f"{exc}; expected {_MACHINE_HELP}", source=source, field=field) from None

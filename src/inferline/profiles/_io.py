@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from inferline._files import load_yaml_mapping, parse_model
 from inferline.errors import ProfileError
@@ -37,25 +36,35 @@ class _HardwareEntry(BaseModel):
 
 class _MachineEntry(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-    cores: Annotated[int, Field(ge=1)] | Literal["local"]
+    cores: int | str
     memory_gb: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     gpus: int = Field(default=0, ge=0)
     threads_per_core: float = Field(default=1.0, gt=0, le=MAX_THREADS_PER_CORE / 2)
+
+    @field_validator("cores")
+    @classmethod
+    def _cores(cls, value: int | str) -> int | str:
+        if isinstance(value, str) and value != "local":
+            raise ValueError("cores is a number of cores or 'local' (this host)")
+        if isinstance(value, int) and value < 1:
+            raise ValueError("a machine has at least 1 core")
+        return value
 
 
 class _HardwareFile(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     hardware: list[_HardwareEntry]
-    machine: _MachineEntry | Literal["local"] | None = None
+    machine: _MachineEntry | None = None
+
+    @field_validator("machine", mode="before")
+    @classmethod
+    def _local(cls, value: object) -> object:
+        return {"cores": "local"} if value == "local" else value
 
 
-def _machine(
-    entry: _MachineEntry | Literal["local"] | None, path: str | Path
-) -> MachinePool | None:
+def _machine(entry: _MachineEntry | None, path: str | Path) -> MachinePool | None:
     if entry is None:
         return None
-    if entry == "local":
-        entry = _MachineEntry(cores="local")
     if entry.cores == "local" and (entry.memory_gb is not None or entry.gpus):
         raise ProfileError(
             "a 'local' machine reads its memory and GPUs from the host; give cores as a "
@@ -65,7 +74,7 @@ def _machine(
         )
     try:
         return machine_from_fields(
-            cores=None if entry.cores == "local" else entry.cores,
+            cores=entry.cores if isinstance(entry.cores, int) else None,
             memory_bytes=None if entry.memory_gb is None else int(entry.memory_gb * (1 << 30)),
             gpus=entry.gpus,
             threads_per_core=entry.threads_per_core,

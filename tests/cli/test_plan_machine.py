@@ -1,0 +1,102 @@
+"""``inferline plan --machine``: the machine line, the plan file's record, exit 3 with the
+cores needed and the plan that would fit a bigger machine, and the catalogue's section.
+
+The text pipeline's four stages at about 100 q/s need five single-thread replicas without
+a machine bound (langid, 2 × embed, topic, lang_stats): six cores with the front-end.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from inferline.cli import app
+from inferline.workload import gamma_trace, save_trace
+
+ROOT = Path(__file__).resolve().parents[2]
+TEXT = ROOT / "examples" / "text-pipeline"
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def trace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("machine") / "t100.csv"
+    save_trace(gamma_trace(100.0, 1.0, 30.0, seed=0), path)
+    return path
+
+
+def plan(bundle: Path, trace: Path, *args: str) -> tuple[int, str, str]:
+    result = runner.invoke(
+        app, ["plan", str(bundle), "--trace", str(trace), "--slo-s", "0.1", *args]
+    )
+    assert "Traceback" not in result.stderr
+    return result.exit_code, result.stdout, " ".join(result.stderr.split())
+
+
+def test_a_machine_that_fits_is_shown_and_recorded_in_the_plan_file(
+    trace: Path, tmp_path: Path
+) -> None:
+    out_file = tmp_path / "plan.yaml"
+    code, out, err = plan(TEXT, trace, "--machine", "cores=8", "-o", str(out_file))
+    assert code == 0, err
+    line = " ".join(out.split())
+    assert re.search(
+        r"machine: 8 cores, front-end share 0\.1\d core \(\d+ q/s × 0\.80 ms CPU/query, "
+        r"default, \+ floor\), replicas use 5 of 7\.8\d cores",
+        line,
+    ), line
+    record = yaml.safe_load(out_file.read_text())["machine"]
+    assert record["cores"] == 8 and record["replica_threads"] == 5
+    assert record["threads_per_core"] == 1.0 and 0.1 < record["frontend_share_cores"] < 0.2
+
+
+def test_a_machine_too_small_exits_3_with_the_cores_needed_and_the_unbounded_plan(
+    trace: Path,
+) -> None:
+    code, out, err = plan(TEXT, trace, "--machine", "cores=2")
+    assert code == 3
+    assert "error: inferline: infeasible on this machine: needs 6 cores, has 2" in err
+    assert "runs 5 replica thread(s) plus 0.13 core for the front-end" in err
+    assert "without the machine bound (needs 6 cores, has 2)" in out
+    assert re.search(r"embed │\s+cpu-1 │\s+\d+ │\s+2 │", out), out  # the plan that would fit
+
+    code, out, err = plan(TEXT, trace, "--machine", "cores=2", "--json")
+    assert code == 3 and "needs 6 cores, has 2" in err
+    body = json.loads(out)
+    assert body["feasible"] is False
+    assert (body["needs_cores"], body["has_cores"]) == (6, 2)
+    assert body["unbounded"]["stages"]["embed"]["replicas"] == 2
+    assert body["unbounded"]["machine"] is None
+
+
+def test_the_catalogues_machine_applies_unless_the_flag_overrides_it(
+    trace: Path, tmp_path: Path
+) -> None:
+    bundle = tmp_path / "text-pipeline"
+    shutil.copytree(TEXT, bundle)
+    hardware = bundle / "hardware.yaml"
+    hardware.write_text(hardware.read_text() + "\nmachine: {cores: 2, memory_gb: 8}\n")
+    code, _, err = plan(bundle, trace)
+    assert code == 3 and "needs 6 cores, has 2" in err
+    code, out, err = plan(bundle, trace, "--machine", "cores=6", "--json")
+    assert code == 0, err
+    assert json.loads(out)["machine"]["cores"] == 6
+    code, out, err = plan(bundle, trace, "--machine", "none", "--json")
+    assert code == 0, err
+    assert json.loads(out)["machine"] is None
+
+    hardware.write_text(hardware.read_text().replace("memory_gb: 8", "memory_gb: -8"))
+    code, _, err = plan(bundle, trace)
+    assert code == 2 and "hardware.yaml" in err and "machine.memory_gb" in err
+
+
+def test_a_bad_machine_flag_exits_2_naming_it(trace: Path) -> None:
+    code, _, err = plan(TEXT, trace, "--machine", "cores=2,disk=1T")
+    assert code == 2
+    assert "<argument>, field '--machine': 'disk=1T' is not one of" in err

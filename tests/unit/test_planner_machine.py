@@ -1,0 +1,224 @@
+"""Planning for a machine: every plan returned fits it, a machine big enough changes nothing,
+and when nothing fits the error says what machine would.
+
+Evenly spaced arrivals (``gamma_trace(cv=0)``) as in test_planner.py: a batch-1 stage of
+latency L serving one query every g seconds needs ceil(L / g) replicas.
+"""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
+from inferline.errors import CapacityError, InfeasibleError, MachineInfeasibleError
+from inferline.pipeline import Pipeline
+from inferline.planner import PLANNERS, Plan, plan, plan_cg_peak, plan_inferline
+from inferline.profiles import (
+    DEFAULT_FRONTEND_CPU_S_PER_QUERY,
+    BatchProfile,
+    EngineOverhead,
+    HardwareCatalogue,
+    HardwareType,
+    MachinePool,
+    ProfilePoint,
+    Profiles,
+    check_plan_fits,
+)
+from inferline.workload import Trace, gamma_trace
+
+
+def make_profiles(
+    prices: dict[str, float], curves: dict[tuple[str, str], dict[int, float]]
+) -> Profiles:
+    hardware = HardwareCatalogue(tuple(HardwareType(n, p) for n, p in prices.items()))
+    return Profiles(
+        hardware,
+        {
+            (stage, hw): BatchProfile(
+                stage, hw, tuple(ProfilePoint(b, t, t) for b, t in sorted(curve.items()))
+            )
+            for (stage, hw), curve in curves.items()
+        },
+    )
+
+
+def even(rate_qps: float, duration_s: float = 10.0) -> Trace:
+    return gamma_trace(rate_qps, 0.0, duration_s, seed=0)
+
+
+def machine(cores: int, gpus: int = 0) -> MachinePool:
+    return MachinePool(cores=cores, memory_bytes=None, gpus=gpus)
+
+
+ONE = Pipeline.chain("one", ["work"])
+# 25 ms per query, one every 10 ms: 3 single-thread replicas ($0.30/h)
+THREE_REPLICAS = make_profiles({"cpu-1": 0.1}, {("work", "cpu-1"): {1: 0.025}})
+
+
+def threads(result: Plan) -> int:
+    assert result.machine is not None
+    return result.machine.replica_threads
+
+
+def test_a_machine_big_enough_changes_nothing_and_is_recorded() -> None:
+    free = plan_inferline(ONE, THREE_REPLICAS, even(100), 0.05)
+    # 4 cores: 0.05 + 100 q/s × 0.8 ms = 0.13 core for the front-end, 3.87 for replicas
+    bound = plan_inferline(ONE, THREE_REPLICAS, even(100), 0.05, machine=machine(4))
+    assert bound.config == free.config and bound.cost_per_hour == pytest.approx(0.3)
+    assert bound.machine is not None and free.machine is None
+    assert bound.machine.pool.frontend_reserve_cores == pytest.approx(0.13, abs=1e-3)
+    assert not bound.machine.cpu_measured and threads(bound) == 3
+    assert bound.machine.describe() == (
+        "machine: 4 cores, front-end share 0.13 core (100 q/s × 0.80 ms CPU/query, default, "
+        "+ floor), replicas use 3 of 3.87 cores"
+    )
+    assert bound.summary()["machine"]["replica_threads"] == 3
+
+
+def test_a_machine_too_small_says_how_many_cores_and_carries_the_unbounded_plan() -> None:
+    with pytest.raises(MachineInfeasibleError) as caught:
+        plan_inferline(ONE, THREE_REPLICAS, even(100), 0.05, machine=machine(3))
+    error = caught.value
+    assert isinstance(error, InfeasibleError) and error.exit_code == 3
+    assert (error.needs_cores, error.has_cores) == (4, 3)
+    assert "inferline: infeasible on this machine: needs 4 cores, has 3" in str(error)
+    assert "runs 3 replica thread(s) plus 0.13 core for the front-end" in str(error)
+    assert isinstance(error.unbounded, Plan) and error.unbounded.cost_per_hour == pytest.approx(0.3)
+
+
+def test_the_measured_front_end_share_is_used_when_the_profiles_record_it() -> None:
+    # 4 ms of front-end CPU per query at 100 q/s: 0.45 core, so 3 cores leave 2.55: 2 threads
+    measured = THREE_REPLICAS.with_overhead(EngineOverhead(frontend_cpu_s_per_query=0.004))
+    with pytest.raises(MachineInfeasibleError):
+        plan_inferline(ONE, measured, even(100), 0.05, machine=machine(3))
+    bound = plan_inferline(ONE, measured, even(100), 0.05, machine=machine(4))
+    assert bound.machine is not None and bound.machine.cpu_measured
+    assert bound.machine.pool.frontend_reserve_cores == pytest.approx(0.45)
+    assert "4.00 ms CPU/query, measured" in bound.machine.describe()
+
+
+# one stage, two ways: a 4-thread instance that is cheap ($0.10/h, 10 ms) and a 1-thread one
+# that costs more ($0.12/h, 9 ms); at 100 q/s either keeps up with one replica
+TRADE = make_profiles(
+    {"cpu-4": 0.10, "cpu-1": 0.12},
+    {("work", "cpu-4"): {1: 0.0099}, ("work", "cpu-1"): {1: 0.009}},
+)
+
+
+@pytest.mark.parametrize("planner", ["inferline", "exhaustive"])
+def test_a_searching_planner_trades_cost_for_threads_to_fit(planner: str) -> None:
+    free = plan(planner, ONE, TRADE, even(100), 0.05)
+    assert free.stages()["work"] == {"hardware": "cpu-4", "batch_size": 1, "replicas": 1}
+    bound = plan(planner, ONE, TRADE, even(100), 0.05, machine=machine(3))
+    assert bound.stages()["work"] == {"hardware": "cpu-1", "batch_size": 1, "replicas": 1}
+    assert bound.cost_per_hour == pytest.approx(0.12) and bound.feasible
+    assert bound.machine is not None and threads(bound) == 1
+    assert "does not fit 2; searched again within the machine" in bound.log[0]
+    assert bound.estimator_calls >= free.estimator_calls
+
+
+def test_gpu_replicas_are_bounded_by_the_machines_gpus() -> None:
+    profiles = make_profiles(
+        {"cpu-1": 0.5, "t4": 0.3},
+        {("work", "cpu-1"): {1: 0.009}, ("work", "t4"): {1: 0.005}},
+    )
+    assert plan_inferline(ONE, profiles, even(100), 0.05).stages()["work"]["hardware"] == "t4"
+    with_gpu = plan_inferline(ONE, profiles, even(100), 0.05, machine=machine(2, gpus=1))
+    assert with_gpu.stages()["work"]["hardware"] == "t4"
+    assert with_gpu.machine is not None and with_gpu.machine.gpu_replicas == 1
+    without = plan_inferline(ONE, profiles, even(100), 0.05, machine=machine(2))
+    assert without.stages()["work"]["hardware"] == "cpu-1"
+
+
+def test_the_coarse_grained_planners_check_the_machine_but_do_not_search() -> None:
+    # CG-Peak: the fastest hardware (cpu-1), replicas for the peak rate: 2
+    fits = plan_cg_peak(ONE, TRADE, even(100), 0.05, machine=machine(8))
+    assert fits.stages()["work"] == {"hardware": "cpu-1", "batch_size": 1, "replicas": 2}
+    assert fits.machine is not None and fits.machine.replica_threads == 2
+    with pytest.raises(MachineInfeasibleError) as caught:
+        plan("cg-peak", ONE, TRADE, even(100), 0.05, machine=machine(2))
+    assert "needs 3 cores, has 2" in str(caught.value)
+    assert "does not search within a machine" in str(caught.value)
+
+
+def test_an_slo_no_machine_can_meet_is_the_plain_infeasible_error() -> None:
+    with pytest.raises(InfeasibleError) as caught:
+        plan_inferline(ONE, THREE_REPLICAS, even(100), 0.02, machine=machine(64))
+    assert not isinstance(caught.value, MachineInfeasibleError)
+
+
+# --- any plan returned fits; a machine that holds the optimum changes nothing --------------------
+
+HARDWARE = ("cpu-1", "cpu-2", "t4")
+PRICES = {"cpu-1": 0.05, "cpu-2": 0.07, "t4": 0.2}  # cpu-2 and t4 cheaper per query
+SPEED = {"cpu-1": 1.0, "cpu-2": 0.6, "t4": 0.2}  # latency multiplier on each hardware
+
+
+@st.composite
+def small_problems(draw: st.DrawFn) -> tuple[Pipeline, Profiles, float, MachinePool]:
+    n = draw(st.integers(1, 3))
+    names = [f"s{i}" for i in range(n)]
+    curves: dict[tuple[str, str], dict[int, float]] = {}
+    for name in names:
+        base_ms = draw(st.floats(1.0, 12.0))
+        growth = draw(st.floats(0.1, 1.0))
+        for hw in draw(st.sets(st.sampled_from(HARDWARE), min_size=2)):
+            curves[(name, hw)] = {
+                b: round(SPEED[hw] * base_ms * (1 + growth * (b - 1)) / 1000, 6) for b in (1, 2, 4)
+            }
+    rate = draw(st.sampled_from([50.0, 100.0, 200.0]))
+    pool = MachinePool(
+        cores=draw(st.integers(1, 12)),
+        memory_bytes=None,
+        gpus=draw(st.integers(0, 2)),
+        planning_threads_per_core=draw(st.sampled_from([1.0, 2.0])),
+    )
+    profiles = make_profiles(PRICES, curves)
+    return Pipeline.chain("p", names), profiles, rate, pool
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(problem=small_problems(), planner=st.sampled_from(sorted(PLANNERS)))
+def test_any_plan_returned_fits_and_a_roomy_machine_changes_nothing(
+    problem: tuple[Pipeline, Profiles, float, MachinePool], planner: str
+) -> None:
+    pipeline, profiles, rate, pool = problem
+    trace = even(rate, 4.0)
+    slo_s = 0.1
+    try:
+        free = plan(planner, pipeline, profiles, trace, slo_s, max_seconds=5)
+    except InfeasibleError:
+        event("the SLO cannot be met anywhere")
+        with pytest.raises(InfeasibleError):
+            plan(planner, pipeline, profiles, trace, slo_s, max_seconds=5, machine=pool)
+        return
+    planning = pool.for_planning(trace.mean_rate_qps, DEFAULT_FRONTEND_CPU_S_PER_QUERY)
+    refused: MachineInfeasibleError | None = None
+    try:
+        bound = plan(planner, pipeline, profiles, trace, slo_s, max_seconds=5, machine=pool)
+    except MachineInfeasibleError as exc:
+        refused = exc
+    try:
+        check_plan_fits(free.config, planning)
+    except CapacityError:
+        unbounded_fits = False
+    else:
+        unbounded_fits = True
+    if refused is not None:
+        event("infeasible on the machine")
+        assert not unbounded_fits and refused.has_cores == pool.cores
+        assert refused.needs_cores > pool.cores or refused.needs_gpus > pool.gpus
+        assert isinstance(refused.unbounded, Plan) and refused.unbounded.config == free.config
+        return
+    check_plan_fits(bound.config, planning)  # every plan returned fits
+    assert bound.machine is not None and bound.machine.pool == planning
+    assert bound.feasible or planner == "cg-mean"
+    if unbounded_fits:
+        event("the unbounded plan fits")
+        assert bound.config == free.config
+        assert bound.cost_per_hour == pytest.approx(free.cost_per_hour)
+    else:
+        event("searched within the machine")
+        assert planner in ("inferline", "exhaustive")
+        assert bound.cost_per_hour >= free.cost_per_hour - 1e-9 or planner == "inferline"

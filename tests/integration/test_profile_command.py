@@ -271,6 +271,11 @@ def test_overhead_options_reach_the_measurement(cascade: Path) -> None:
     assert overhead.per_query_percentiles_s == overhead.per_query_by_rate[0][1]
     assert overhead.per_query_percentiles_s[-1] >= overhead.per_query_s
     assert "30, 80 q/s" in overhead.source
+    # the serve process's CPU per query: some work per query, well under a core per query
+    cpu = [r["frontend_cpu_s_per_query"] for r in details["rates"]]
+    assert all(c is not None and 1e-5 < c < 0.02 for c in cpu), cpu
+    assert overhead.frontend_cpu_s_per_query is not None
+    assert 1e-5 < overhead.frontend_cpu_s_per_query < 0.02
 
 
 def test_a_changed_import_path_or_samples_function_is_profiled_again(tmp_path: Path) -> None:

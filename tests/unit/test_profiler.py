@@ -28,7 +28,7 @@ from inferline.pipeline._io import (
 )
 from inferline.profiler import ProfilerError, available_hardware, load_samples
 from inferline.profiler._measure import _Pool
-from inferline.profiler._overhead import PERCENTILE_GRID, with_path
+from inferline.profiler._overhead import PERCENTILE_GRID, _cpu_per_query, with_path
 from inferline.profiler._relay import PATH_TENSOR, Relay, relay_module_source
 from inferline.profiler._samples import bundle_imports
 from inferline.profiler._stats import (
@@ -648,3 +648,13 @@ def test_machine_speed_probe_times_a_fixed_loop_and_reports_drift() -> None:
     assert 0 < machine_speed_probe() < 5.0
     assert speed_drift(0.010, 0.012) == pytest.approx(0.2)
     assert speed_drift(0.010, 0.009) == pytest.approx(-0.1)
+
+
+def test_the_front_ends_cpu_per_query_is_the_slope_of_cores_used_against_rate() -> None:
+    # 0.03 core idle + 0.7 ms per query, at 50 and 300 q/s over 10 s each
+    use = [(10 * (0.03 + 50 * 0.0007), 500, 10.0), (10 * (0.03 + 300 * 0.0007), 3000, 10.0)]
+    assert _cpu_per_query(use) == pytest.approx(0.0007)
+    assert _cpu_per_query(use[:1]) == pytest.approx(0.065 / 50)  # one rate: idle included
+    noisy = [(1.0, 500, 10.0), (0.9, 3000, 10.0)]  # less CPU at the higher rate: no slope
+    assert _cpu_per_query(noisy) == pytest.approx(0.9 / 3000)
+    assert _cpu_per_query([]) is None

@@ -13,10 +13,13 @@ so that queries almost never queue. Two numbers come out (docs/profiler.md):
   critical path of relay round trips plus the per-batch part): HTTP parsing and answer,
   admission, the loopback. Median and 99th percentile.
 
-A third comes from the operating system: the **front-end's CPU per query**, the CPU time
-of the ``serve`` process (its replicas are processes of their own) over each round
-divided by the round's queries; the largest over the rates is kept. A Planner keeps
-that share of the machine for the front-end (``profiles.MachinePool.for_planning``).
+A third comes from the operating system: the **front-end's CPU per query**. At each
+rate, the CPU time of the ``serve`` process (its replicas are processes of their own)
+over the rounds, per second of wall time, is the cores it used; a line through
+(achieved rate, cores used) over the rates gives the CPU per query as its slope (the
+intercept is the idle process: event loop, control plane). With one rate, or a slope
+the noise made non-positive, the smallest CPU time per query over the rates. A Planner
+keeps that share of the machine for the front-end (``profiles.MachinePool.for_planning``).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import json
 import math
 import os
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,6 +115,21 @@ def _cpu_seconds(pid: int) -> float | None:
     return None
 
 
+def _cpu_per_query(use: list[tuple[float, int, float]]) -> float | None:
+    """The slope of cores used against queries per second (see the module doc)."""
+    if not use:
+        return None
+    per_query = min(cpu / queries for cpu, queries, _ in use)
+    if len(use) > 1:
+        rates = np.array([queries / wall for _, queries, wall in use])
+        cores = np.array([cpu / wall for cpu, _, wall in use])
+        if np.ptp(rates) > 0:
+            slope = float(np.polyfit(rates, cores, 1)[0])
+            if math.isfinite(slope) and slope > 0:
+                per_query = slope
+    return round(per_query, 7)
+
+
 def _poisson(rate_qps: float, duration_s: float, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     gaps = rng.exponential(1.0 / rate_qps, int(rate_qps * duration_s * 1.5) + 10)
@@ -190,7 +209,7 @@ def measure_overhead(
         harness_s = max(0.0, rt_s - predict_s)
         per_round_s = options.duration_s / options.rounds
         measured: list[tuple[float, list[tuple[int, int, Any, dict[str, Any]]]]] = []
-        cpu_per_query: dict[float, float] = {}
+        cpu_use: dict[float, tuple[float, int, float]] = {}  # rate: (cpu s, queries, wall s)
         saturated: float | None = None
         try:
             with start_engine(
@@ -203,20 +222,22 @@ def measure_overhead(
                     if warm.size:
                         replay(engine.url, warm, encoded, slo_s=10.0, model=pipeline.name)
                     results = []
-                    cpu_s, cpu_queries = 0.0, 0
+                    cpu_s, cpu_queries, wall_s = 0.0, 0, 0.0
                     for k in range(options.rounds):
                         arrivals = _poisson(rate, per_round_s, options.seed + 10 * k)
                         query_bodies = [
                             encoded[(offset + i) % len(encoded)] for i in range(arrivals.size)
                         ]
                         engine.reset_stats()
-                        before = _cpu_seconds(engine.process.pid)
+                        before, started = _cpu_seconds(engine.process.pid), time.monotonic()
                         result = replay(
                             engine.url, arrivals, query_bodies, slo_s=10.0, model=pipeline.name
                         )
-                        after = _cpu_seconds(engine.process.pid)
+                        after, ended = _cpu_seconds(engine.process.pid), time.monotonic()
                         if before is not None and after is not None:
-                            cpu_s, cpu_queries = cpu_s + after - before, cpu_queries + arrivals.size
+                            cpu_s += after - before
+                            cpu_queries += arrivals.size
+                            wall_s += ended - started
                         stats = engine.stats()
                         results.append((offset, int(arrivals.size), result, stats))
                         offset += arrivals.size
@@ -231,8 +252,8 @@ def measure_overhead(
                         saturated = rate  # the front-end cannot keep up: stop here
                         break
                     measured.append((rate, results))
-                    if cpu_queries:
-                        cpu_per_query[rate] = cpu_s / cpu_queries
+                    if cpu_queries and wall_s > 0:
+                        cpu_use[rate] = (cpu_s, cpu_queries, wall_s)
         except InferLineError:
             raise
         except (OSError, RuntimeError, TimeoutError) as exc:
@@ -284,7 +305,12 @@ def measure_overhead(
                 "per_query_p50_s": float(np.interp(50.0, PERCENTILE_GRID, values)),
                 "per_query_p99_s": float(np.interp(99.0, PERCENTILE_GRID, values)),
                 "client_p99_s_per_round": [replay_summary(r[2])["p99_s"] for r in results],
-                "frontend_cpu_s_per_query": cpu_per_query.get(rate),
+                "frontend_cpu_s_per_query": (
+                    cpu_use[rate][0] / cpu_use[rate][1] if rate in cpu_use else None
+                ),
+                "frontend_cores_used": (
+                    cpu_use[rate][0] / cpu_use[rate][2] if rate in cpu_use else None
+                ),
                 "queries": sum(r[1] for r in results),
             }
         )
@@ -296,7 +322,7 @@ def measure_overhead(
         per_query_percentiles=tuple(float(q) for q in PERCENTILE_GRID),
         per_query_percentiles_s=base,
         per_query_by_rate=tuple(by_rate) if len(by_rate) > 1 else (),
-        frontend_cpu_s_per_query=(round(max(cpu_per_query.values()), 7) if cpu_per_query else None),
+        frontend_cpu_s_per_query=_cpu_per_query(list(cpu_use.values())),
         source=(
             "inferline profile: the DAG served with no-op relay stages at "
             f"{', '.join(f'{r:g}' for r, _ in measured)} q/s, {options.rounds} x "

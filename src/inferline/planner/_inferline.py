@@ -290,8 +290,13 @@ def _move_off_full_hardware(search: Search, key: Key, i: int, log: list[str]) ->
         free = search.free_units(key, other, skip=i)
         if (free is None or replicas <= free) and replicas <= search.replica_cap(name, other):
             new = search.replace(key, i, (other, 1, replicas))
+            room = (
+                f"the {search.limits[hw]} units of {hw}"
+                if search.limits[hw] is not None
+                else f"the {hw} replicas the machine has room for"
+            )
             log.append(
-                f"initialize: '{name}' needs more than the {search.limits[hw]} units of {hw}; "
+                f"initialize: '{name}' needs more than {room}; "
                 f"moved to {other} with {replicas} replicas (the same capacity or more); "
                 f"${search.cost(new):.4f}/h"
             )

@@ -128,7 +128,8 @@ def _infeasible(
         f"SLO without the machine bound costs ${unbounded.cost_per_hour:.4f}/h and runs "
         f"{threads} replica thread(s){per_core} plus {share:.2f} core for the front-end; "
         f"this machine leaves {pool.replica_cores:.2f} cores for replicas ({why}). Plan for a "
-        "bigger machine (--machine cores=N), serve on a Ray cluster, or raise the SLO.",
+        "bigger machine (--machine cores=N), serve on a Ray cluster, raise the SLO, or "
+        "knowingly oversubscribe (threads-per-core=T).",
         needs_cores=needs,
         has_cores=pool.cores,
         needs_gpus=gpus,

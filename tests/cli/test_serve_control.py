@@ -8,6 +8,8 @@ non-loopback address.
 
 from __future__ import annotations
 
+import contextlib
+import os
 from pathlib import Path
 
 import pytest
@@ -31,6 +33,15 @@ def oversized(tmp_path: Path) -> tuple[Path, Path]:
             "b": {"hardware": "cpu-1", "batch_size": 4, "replicas": 100_000},
         },
     )
+
+
+def children() -> set[int]:
+    """This process's child processes (a replica started by serve would be one)."""
+    found: set[int] = set()
+    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
+        with contextlib.suppress(OSError):
+            found |= {int(pid) for pid in (task / "children").read_text().split()}
+    return found
 
 
 def serve(bundle: tuple[Path, Path], *args: str, token: str = "") -> tuple[int, str]:
@@ -70,6 +81,8 @@ def test_bad_control_arguments_are_refused(oversized: tuple[Path, Path]) -> None
 def test_a_plan_beyond_the_machine_exits_2_naming_stage_and_resource(
     oversized: tuple[Path, Path],
 ) -> None:
+    before = children()
     code, err = serve(oversized)
     assert code == 2, err
     assert "stage 'b'" in err and "100001 replica threads" in err and "Traceback" not in err
+    assert children() <= before  # refused before any replica was started

@@ -222,3 +222,18 @@ def test_any_plan_returned_fits_and_a_roomy_machine_changes_nothing(
         event("searched within the machine")
         assert planner in ("inferline", "exhaustive")
         assert bound.cost_per_hour >= free.cost_per_hour - 1e-9 or planner == "inferline"
+
+
+@pytest.mark.parametrize("planner", ["inferline", "exhaustive"])
+def test_one_stage_of_several_moves_to_hardware_with_fewer_threads(planner: str) -> None:
+    two = Pipeline.chain("two", ["a", "b"])
+    profiles = make_profiles(
+        {"cpu-4": 0.10, "cpu-1": 0.12},
+        {("a", "cpu-1"): {1: 0.005}, ("b", "cpu-4"): {1: 0.0099}, ("b", "cpu-1"): {1: 0.009}},
+    )
+    free = plan(planner, two, profiles, even(100), 0.05)
+    assert free.stages()["b"]["hardware"] == "cpu-4"  # 1 + 4 threads
+    bound = plan(planner, two, profiles, even(100), 0.05, machine=machine(3))  # 2 threads
+    assert {n: s["hardware"] for n, s in bound.stages().items()} == {"a": "cpu-1", "b": "cpu-1"}
+    assert bound.feasible and bound.cost_per_hour == pytest.approx(0.24)
+    assert bound.machine is not None and bound.machine.replica_threads == 2

@@ -74,6 +74,12 @@ def test_a_machine_big_enough_changes_nothing_and_is_recorded() -> None:
         "+ floor), replicas use 3 of 3.87 cores"
     )
     assert bound.summary()["machine"]["replica_threads"] == 3
+    two_per_core = MachinePool(cores=2, memory_bytes=None, planning_threads_per_core=2.0)
+    relaxed = plan_inferline(ONE, THREE_REPLICAS, even(100), 0.05, machine=two_per_core)
+    assert relaxed.config == free.config and relaxed.machine is not None
+    assert relaxed.machine.describe().endswith(
+        "replicas use 3 threads of 3 (1.87 cores × 2 threads/core)"
+    )
 
 
 def test_a_machine_too_small_says_how_many_cores_and_carries_the_unbounded_plan() -> None:

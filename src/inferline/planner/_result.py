@@ -55,17 +55,19 @@ class MachineUse:
         gpus = (
             f", {self.gpu_replicas} of {pool.gpus} GPU(s)" if pool.gpus or self.gpu_replicas else ""
         )
-        per_core = (
-            ""
-            if pool.max_threads_per_core == 1
-            else f" at {pool.max_threads_per_core:g} threads/core"
-        )
+        if pool.max_threads_per_core == 1:
+            use = f"replicas use {self.replica_threads} of {pool.replica_cores:.2f} cores"
+        else:
+            use = (
+                f"replicas use {self.replica_threads} threads of {pool.max_threads} "
+                f"({pool.replica_cores:.2f} cores × {pool.max_threads_per_core:g} threads/core)"
+            )
         cpu = "measured" if self.cpu_measured else "default"
         return (
             f"machine{where}: {pool.cores} cores, front-end share "
             f"{pool.frontend_reserve_cores:.2f} core ({self.rate_qps:.0f} q/s × "
             f"{self.frontend_cpu_s_per_query * 1000:.2f} ms CPU/query, {cpu}, + floor), "
-            f"replicas use {self.replica_threads} of {pool.replica_cores:.2f} cores{per_core}{gpus}"
+            f"{use}{gpus}"
         )
 
 

@@ -49,8 +49,10 @@ __all__ = [
     "ReplicaResources",
     "check_plan_fits",
     "fit_plan",
+    "machine_from_fields",
     "machine_pool_for_host",
     "parse_machine",
+    "parse_memory_bytes",
     "resources_for",
 ]
 

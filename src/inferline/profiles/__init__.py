@@ -1,6 +1,20 @@
 """Hardware catalogue, prices, per-stage batch latency profiles, and the machine as a pool."""
 
-from inferline.profiles._io import load_hardware, load_profiles, profiles_to_mapping
+from inferline.profiles._calibrate import (
+    Calibration,
+    SizeSpeed,
+    StageSpeed,
+    calibrate_profiles,
+    nearest_rank,
+)
+from inferline.profiles._io import (
+    hardware_from_mapping,
+    hardware_to_mapping,
+    load_hardware,
+    load_profiles,
+    profiles_from_mapping,
+    profiles_to_mapping,
+)
 from inferline.profiles._machine import (
     FRONTEND_MEMORY_BYTES,
     FRONTEND_RESERVE_CORES,
@@ -31,6 +45,7 @@ __all__ = [
     "MAX_THREADS_PER_CORE",
     "REPLICA_MEMORY_BYTES",
     "BatchProfile",
+    "Calibration",
     "EngineOverhead",
     "HardwareCatalogue",
     "HardwareType",
@@ -39,11 +54,18 @@ __all__ = [
     "ProfilePoint",
     "Profiles",
     "ReplicaResources",
+    "SizeSpeed",
+    "StageSpeed",
+    "calibrate_profiles",
     "check_plan_fits",
     "fit_plan",
+    "hardware_from_mapping",
+    "hardware_to_mapping",
     "load_hardware",
     "load_profiles",
     "machine_pool_for_host",
+    "nearest_rank",
+    "profiles_from_mapping",
     "profiles_to_mapping",
     "resources_for",
 ]

@@ -8,7 +8,7 @@ Each command has its function: ``inferline profile`` → :func:`profile_bundle`,
 ``inferline.engine``, ...) hold the rest of their public API.
 """
 
-from inferline._api import plan, replay
+from inferline._api import calibrate, plan, replay
 from inferline._bundle import Bundle, load_bundle
 from inferline.engine import EngineError, ReplayResult, replay_summary
 from inferline.errors import (
@@ -103,6 +103,7 @@ __all__ = [
     "ValidateOptions",
     "ValidationReport",
     "available_policies",
+    "calibrate",
     "gamma_trace",
     "load_bundle",
     "load_config",

@@ -1,0 +1,348 @@
+"""Live calibration: what the stages really take while served, and what the Estimator
+makes of it (docs/engine.md, "Live calibration").
+
+The engine hands every finished batch (stage, hardware, size, measured ``predict``
+time) and every answered query (arrival, latency, path) to a :class:`Calibrator`; both
+are appends to bounded deques, the only work on the hot path. Every ``interval_s``,
+off the event loop (a worker thread), :meth:`Calibrator.refresh` calibrates the
+profiles on the last ``window_s`` of batches (:func:`~inferline.profiles.calibrate_profiles`)
+and runs the Estimator on the last ``window_s`` of answered queries, as they arrived
+and along the paths they took, under the plan in force: its P99 beside the measured
+one, with the calibrated and with the original profiles. Each stage's speed ratio
+(measured / profiled ``predict`` time) is checked for drift: beyond ``drift_ratio``
+(either way) for ``drift_sustain_s`` logs one warning naming the stage, and counts it.
+Nothing a refresh raises reaches the server: it is logged and shown in the status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from inferline.errors import ConfigError
+from inferline.estimator import simulate
+from inferline.pipeline import Pipeline, PipelineConfig
+from inferline.profiles import (
+    Calibration,
+    Profiles,
+    calibrate_profiles,
+    hardware_to_mapping,
+    nearest_rank,
+    profiles_to_mapping,
+)
+from inferline.workload import Trace
+
+__all__ = ["CalibrationOptions", "Calibrator"]
+
+log = logging.getLogger("inferline.engine")
+
+
+@dataclass(frozen=True, slots=True)
+class CalibrationOptions:
+    """How the engine calibrates its profiles while serving (times in seconds)."""
+
+    interval_s: float = 5.0  # how often the estimate and the drift check are recomputed
+    window_s: float = 60.0  # batches and queries older than this are forgotten
+    min_samples: int = 20  # batches of one size before its measured times replace the profile
+    drift_ratio: float = 1.25  # speed ratio beyond which (or below 1/it) a stage has drifted
+    drift_sustain_s: float = 15.0  # ... for at least this long before the warning
+    max_batches_per_size: int = 2_000  # per (stage, hardware, batch size)
+    max_queries: int = 200_000  # answered queries kept for the estimate
+
+    def __post_init__(self) -> None:
+        for name in ("interval_s", "window_s"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"must be positive, got {getattr(self, name)!r}", field=name)
+        if not self.drift_ratio > 1.0:
+            raise ConfigError(f"must be > 1, got {self.drift_ratio!r}", field="drift_ratio")
+        if not self.drift_sustain_s >= 0:
+            raise ConfigError(f"must be ≥ 0, got {self.drift_sustain_s!r}", field="drift_sustain_s")
+        for name in ("min_samples", "max_batches_per_size", "max_queries"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"must be ≥ 1, got {getattr(self, name)!r}", field=name)
+
+
+@dataclass
+class _Drift:
+    since_s: float | None = None
+    warned: bool = False
+    warnings: int = 0
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    """What one refresh works on, copied on the event loop."""
+
+    now_s: float
+    config: PipelineConfig
+    slo_s: float
+    batches: dict[tuple[str, str], dict[int, list[float]]]
+    arrival_s: np.ndarray
+    latency_s: np.ndarray
+    paths: list[tuple[str, ...]]
+
+
+class Calibrator:
+    """Rolling per-(stage, batch size) ``predict`` times and the observed arrivals, and
+    what they say about the profiles; see the module doc. ``clock``: the engine's."""
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        profiles: Profiles | None,
+        options: CalibrationOptions | None = None,
+        *,
+        clock: Callable[[], float],
+    ) -> None:
+        self.pipeline = pipeline
+        self.profiles = profiles
+        self.options = options or CalibrationOptions()
+        self._clock = clock
+        self._batches: dict[tuple[str, str], dict[int, deque[tuple[float, float]]]] = {}
+        self._queries: deque[tuple[float, float, tuple[str, ...]]] = deque(
+            maxlen=self.options.max_queries
+        )
+        self._drift = {name: _Drift() for name in pipeline.stage_names}
+        self._ratios: dict[str, float | None] = {}
+        self._pipeline: dict[str, Any] = {}
+        self.updated_s: float | None = None
+        self.errors = 0
+        self._error: str | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    # --- the hot path ----------------------------------------------------------------------
+    def record_batch(self, stage: str, hardware: str, size: int, predict_s: float) -> None:
+        by_size = self._batches.get((stage, hardware))
+        if by_size is None:
+            by_size = self._batches[(stage, hardware)] = {}
+        samples = by_size.get(size)
+        if samples is None:
+            samples = by_size[size] = deque(maxlen=self.options.max_batches_per_size)
+        samples.append((self._clock(), predict_s))
+
+    def record_query(self, arrival_s: float, latency_s: float, path: tuple[str, ...]) -> None:
+        self._queries.append((arrival_s, latency_s, path))
+
+    # --- reading -----------------------------------------------------------------------------
+    def samples(self, now_s: float | None = None) -> dict[tuple[str, str], dict[int, list[float]]]:
+        """Per (stage, hardware), batch size -> ``predict`` times of the last ``window_s``."""
+        since = (self._clock() if now_s is None else now_s) - self.options.window_s
+        out: dict[tuple[str, str], dict[int, list[float]]] = {}
+        for key, by_size in self._batches.items():
+            sizes = {b: [p for t, p in d if t >= since] for b, d in by_size.items()}
+            sizes = {b: v for b, v in sizes.items() if v}
+            if sizes:
+                out[key] = sizes
+        return out
+
+    def calibration(self) -> Calibration | None:
+        """The profiles calibrated on the last ``window_s`` (None: no profiles known)."""
+        if self.profiles is None:
+            return None
+        return calibrate_profiles(
+            self.profiles, self.samples(), min_samples=self.options.min_samples, source=_SOURCE
+        )
+
+    def report(self, config: PipelineConfig) -> dict[str, Any]:
+        """``GET /v2/control/calibration``: the calibrated profiles (hardware.yaml and
+        profiles.yaml content) and, per stage, measured against profiled speed."""
+        samples = self.samples()
+        calibration = self.calibration()
+        stages: dict[str, Any] = {}
+        for name in self.pipeline.stage_names:
+            hardware = config.stages[name].hardware
+            key = (name, hardware)
+            speed = calibration.speeds.get(key) if calibration is not None else None
+            if speed is not None:
+                stages[name] = speed.as_dict()
+            else:
+                stages[name] = _measured_only(name, hardware, samples.get(key, {}))
+        body: dict[str, Any] = {
+            "window_s": self.options.window_s,
+            "min_samples": self.options.min_samples,
+            "stages": stages,
+            "pipeline": dict(self._pipeline),
+            "hardware": None,
+            "profiles": None,
+        }
+        if calibration is not None:
+            body["hardware"] = hardware_to_mapping(calibration.profiles.hardware)["hardware"]
+            body["profiles"] = profiles_to_mapping(calibration.profiles)
+        return body
+
+    def status(self) -> dict[str, Any]:
+        """The ``calibration`` section of the status (values of the latest refresh)."""
+        stages = {
+            name: {
+                "speed_ratio": self._ratios.get(name),
+                "drifted": d.warned,
+                "drift_since_s": d.since_s,
+                "drift_warnings": d.warnings,
+            }
+            for name, d in self._drift.items()
+        }
+        return {
+            "profiles": self.profiles is not None,
+            "interval_s": self.options.interval_s,
+            "window_s": self.options.window_s,
+            "drift_ratio": self.options.drift_ratio,
+            "updated_s": self.updated_s,
+            "errors": self.errors,
+            "error": self._error,
+            "stages": stages,
+            "pipeline": dict(self._pipeline),
+        }
+
+    # --- refreshing --------------------------------------------------------------------------
+    def snapshot(self, config: PipelineConfig, slo_s: float) -> _Snapshot:
+        now = self._clock()
+        since = now - self.options.window_s
+        recent = [q for q in self._queries if q[0] >= since]
+        recent.sort(key=lambda q: q[0])
+        return _Snapshot(
+            now_s=now,
+            config=config,
+            slo_s=slo_s,
+            batches=self.samples(now),
+            arrival_s=np.array([q[0] for q in recent], dtype=np.float64),
+            latency_s=np.array([q[1] for q in recent], dtype=np.float64),
+            paths=[q[2] for q in recent],
+        )
+
+    def compute(self, snap: _Snapshot) -> tuple[dict[str, float | None], dict[str, Any]]:
+        """Speed ratios per stage and the pipeline's estimated vs measured P99 (pure; runs
+        in a worker thread)."""
+        ratios: dict[str, float | None] = dict.fromkeys(self.pipeline.stage_names)
+        pipeline: dict[str, Any] = {
+            "queries": int(snap.arrival_s.size),
+            "rate_qps": None,
+            "measured_p99_s": None,
+            "estimated_p99_s": None,
+            "estimated_uncalibrated_p99_s": None,
+        }
+        if snap.arrival_s.size:
+            pipeline["measured_p99_s"] = nearest_rank(np.sort(snap.latency_s).tolist(), 0.99)
+            span = float(snap.arrival_s[-1] - snap.arrival_s[0])
+            if span > 0:
+                pipeline["rate_qps"] = (snap.arrival_s.size - 1) / span
+        if self.profiles is None:
+            return ratios, pipeline
+        calibration = calibrate_profiles(
+            self.profiles, snap.batches, min_samples=self.options.min_samples, source=_SOURCE
+        )
+        for name in self.pipeline.stage_names:
+            speed = calibration.speeds.get((name, snap.config.stages[name].hardware))
+            ratios[name] = speed.ratio if speed is not None else None
+        if snap.arrival_s.size >= 2:
+            trace = Trace.from_arrivals(snap.arrival_s - snap.arrival_s[0], snap.paths)
+            for key, profiles in (
+                ("estimated_p99_s", calibration.profiles),
+                ("estimated_uncalibrated_p99_s", self.profiles),
+            ):
+                result = simulate(self.pipeline, profiles, snap.config, trace, slo_s=snap.slo_s)
+                pipeline[key] = result.p99_s
+        return ratios, pipeline
+
+    def apply(
+        self, snap: _Snapshot, ratios: dict[str, float | None], pipeline: dict[str, Any]
+    ) -> None:
+        """Take a computed refresh in (on the event loop): status values, drift warnings."""
+        self._ratios, self._pipeline = ratios, pipeline
+        self.updated_s = snap.now_s
+        self._error = None
+        limit = self.options.drift_ratio
+        for name, drift in self._drift.items():
+            ratio = ratios.get(name)
+            if ratio is None or 1 / limit <= ratio <= limit:
+                drift.since_s, drift.warned = None, False
+                continue
+            if drift.since_s is None:
+                drift.since_s = snap.now_s
+            if not drift.warned and snap.now_s - drift.since_s >= self.options.drift_sustain_s:
+                drift.warned = True
+                drift.warnings += 1
+                log.warning(
+                    "calibration: stage '%s' runs at %.2fx its profiled predict time "
+                    "(drift threshold %.2fx, for %.0f s); re-plan from `inferline calibrate`",
+                    name,
+                    ratio,
+                    limit,
+                    snap.now_s - drift.since_s,
+                )
+
+    def refresh(self, config: PipelineConfig, slo_s: float) -> None:
+        """One refresh on the calling thread (tests; the server uses :meth:`run`)."""
+        snap = self.snapshot(config, slo_s)
+        self.apply(snap, *self.compute(snap))
+
+    def warm_up(self, config: PipelineConfig, slo_s: float) -> None:
+        """Load the Estimator's compiled kernel before serving (its first call takes about
+        half a second), on a made-up two-query trace; nothing is kept."""
+        if self.profiles is None:
+            return
+        try:
+            path = tuple(self.pipeline.stage_names)
+            trace = Trace.from_arrivals([0.0, 1e-3], [path, path])
+            simulate(self.pipeline, self.profiles, config, trace, slo_s=slo_s)
+        except Exception as exc:  # the refreshes will report it
+            log.warning("calibration: the Estimator cannot run this plan: %s", exc)
+
+    async def run(self, config: Callable[[], PipelineConfig], slo_s: float) -> None:
+        """Refresh every ``interval_s`` until cancelled; a failed refresh is logged once
+        per kind of error and shown in the status."""
+        while True:
+            await asyncio.sleep(self.options.interval_s)
+            try:
+                snap = self.snapshot(config(), slo_s)
+                ratios, pipeline = await asyncio.to_thread(self.compute, snap)
+                self.apply(snap, ratios, pipeline)
+            except Exception as exc:
+                self.errors += 1
+                message = f"{type(exc).__name__}: {exc}"
+                if message != self._error:
+                    log.warning("calibration: refresh failed: %s", message)
+                self._error = message
+
+    def start(self, config: Callable[[], PipelineConfig], slo_s: float) -> None:
+        self._task = asyncio.get_running_loop().create_task(self.run(config, slo_s))
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+
+_SOURCE = "calibrated on the serving engine"
+
+
+def _measured_only(stage: str, hardware: str, by_size: dict[int, list[float]]) -> dict[str, Any]:
+    sizes = []
+    for b in sorted(by_size):
+        ordered = sorted(by_size[b])
+        n = len(ordered)
+        median = ordered[n // 2] if n % 2 else (ordered[n // 2 - 1] + ordered[n // 2]) / 2
+        sizes.append(
+            {
+                "batch_size": b,
+                "count": n,
+                "median_s": median,
+                "p99_s": nearest_rank(ordered, 0.99),
+                "profiled_s": None,
+            }
+        )
+    return {
+        "stage": stage,
+        "hardware": hardware,
+        "samples": sum(s["count"] for s in sizes),
+        "ratio": None,
+        "batch_sizes": sizes,
+    }

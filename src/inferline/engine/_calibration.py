@@ -53,6 +53,7 @@ class CalibrationOptions:
     min_samples: int = 20  # batches of one size before its measured times replace the profile
     drift_ratio: float = 1.25  # speed ratio beyond which (or below 1/it) a stage has drifted
     drift_sustain_s: float = 15.0  # ... for at least this long before the warning
+    drift_min_s: float = 0.0005  # ... and a batch's mean predict time is off by more than this
     max_batches_per_size: int = 2_000  # per (stage, hardware, batch size)
     max_queries: int = 200_000  # answered queries kept for the estimate
 
@@ -110,7 +111,7 @@ class Calibrator:
             maxlen=self.options.max_queries
         )
         self._drift = {name: _Drift() for name in pipeline.stage_names}
-        self._ratios: dict[str, float | None] = {}
+        self._speeds: dict[str, dict[str, Any]] = {}
         self._pipeline: dict[str, Any] = {}
         self.updated_s: float | None = None
         self.errors = 0
@@ -181,7 +182,7 @@ class Calibrator:
         """The ``calibration`` section of the status (values of the latest refresh)."""
         stages = {
             name: {
-                "speed_ratio": self._ratios.get(name),
+                **self._speeds.get(name, _NO_SPEED),
                 "drifted": d.warned,
                 "drift_since_s": d.since_s,
                 "drift_warnings": d.warnings,
@@ -216,10 +217,10 @@ class Calibrator:
             paths=[q[2] for q in recent],
         )
 
-    def compute(self, snap: _Snapshot) -> tuple[dict[str, float | None], dict[str, Any]]:
-        """Speed ratios per stage and the pipeline's estimated vs measured P99 (pure; runs
-        in a worker thread)."""
-        ratios: dict[str, float | None] = dict.fromkeys(self.pipeline.stage_names)
+    def compute(self, snap: _Snapshot) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+        """Speeds per stage and the pipeline's estimated vs measured P99 (pure; runs in a
+        worker thread)."""
+        ratios = {name: dict(_NO_SPEED) for name in self.pipeline.stage_names}
         pipeline: dict[str, Any] = {
             "queries": int(snap.arrival_s.size),
             "rate_qps": None,
@@ -239,7 +240,15 @@ class Calibrator:
         )
         for name in self.pipeline.stage_names:
             speed = calibration.speeds.get((name, snap.config.stages[name].hardware))
-            ratios[name] = speed.ratio if speed is not None else None
+            if speed is None or speed.ratio is None:
+                continue
+            mean_s = sum(x.count * x.median_s for x in speed.sizes) / speed.samples
+            ratios[name] = {
+                "speed_ratio": speed.ratio,
+                "batches": speed.samples,
+                "predict_s": mean_s,
+                "profiled_s": mean_s / speed.ratio,
+            }
         if snap.arrival_s.size >= 2:
             trace = Trace.from_arrivals(snap.arrival_s - snap.arrival_s[0], snap.paths)
             for key, profiles in (
@@ -251,16 +260,21 @@ class Calibrator:
         return ratios, pipeline
 
     def apply(
-        self, snap: _Snapshot, ratios: dict[str, float | None], pipeline: dict[str, Any]
+        self, snap: _Snapshot, speeds: dict[str, dict[str, Any]], pipeline: dict[str, Any]
     ) -> None:
         """Take a computed refresh in (on the event loop): status values, drift warnings."""
-        self._ratios, self._pipeline = ratios, pipeline
+        self._speeds, self._pipeline = speeds, pipeline
         self.updated_s = snap.now_s
         self._error = None
         limit = self.options.drift_ratio
         for name, drift in self._drift.items():
-            ratio = ratios.get(name)
-            if ratio is None or 1 / limit <= ratio <= limit:
+            speed = speeds.get(name, _NO_SPEED)
+            ratio = speed["speed_ratio"]
+            if (
+                ratio is None
+                or 1 / limit <= ratio <= limit
+                or abs(speed["predict_s"] - speed["profiled_s"]) <= self.options.drift_min_s
+            ):
                 drift.since_s, drift.warned = None, False
                 continue
             if drift.since_s is None:
@@ -301,8 +315,8 @@ class Calibrator:
             await asyncio.sleep(self.options.interval_s)
             try:
                 snap = self.snapshot(config(), slo_s)
-                ratios, pipeline = await asyncio.to_thread(self.compute, snap)
-                self.apply(snap, ratios, pipeline)
+                speeds, pipeline = await asyncio.to_thread(self.compute, snap)
+                self.apply(snap, speeds, pipeline)
             except Exception as exc:
                 self.errors += 1
                 message = f"{type(exc).__name__}: {exc}"
@@ -322,6 +336,13 @@ class Calibrator:
 
 
 _SOURCE = "calibrated on the serving engine"
+#: A stage's speed before it ran ``min_samples`` batches (or without profiles).
+_NO_SPEED: dict[str, Any] = {
+    "speed_ratio": None,
+    "batches": 0,
+    "predict_s": None,
+    "profiled_s": None,
+}
 
 
 def _measured_only(stage: str, hardware: str, by_size: dict[int, list[float]]) -> dict[str, Any]:

@@ -131,6 +131,11 @@ class Calibrator:
     def record_query(self, arrival_s: float, latency_s: float, path: tuple[str, ...]) -> None:
         self._queries.append((arrival_s, latency_s, path))
 
+    def reset(self) -> None:
+        """Forget the batches and queries measured so far (``DELETE /v2/control/stats``)."""
+        self._batches.clear()
+        self._queries.clear()
+
     # --- reading -----------------------------------------------------------------------------
     def samples(self, now_s: float | None = None) -> dict[tuple[str, str], dict[int, list[float]]]:
         """Per (stage, hardware), batch size -> ``predict`` times of the last ``window_s``."""
@@ -242,12 +247,11 @@ class Calibrator:
             speed = calibration.speeds.get((name, snap.config.stages[name].hardware))
             if speed is None or speed.ratio is None:
                 continue
-            mean_s = sum(x.count * x.median_s for x in speed.sizes) / speed.samples
             ratios[name] = {
                 "speed_ratio": speed.ratio,
                 "batches": speed.samples,
-                "predict_s": mean_s,
-                "profiled_s": mean_s / speed.ratio,
+                "predict_s": speed.predict_s,
+                "profiled_s": speed.profiled_s,
             }
         if snap.arrival_s.size >= 2:
             trace = Trace.from_arrivals(snap.arrival_s - snap.arrival_s[0], snap.paths)
@@ -346,11 +350,13 @@ _NO_SPEED: dict[str, Any] = {
 
 
 def _measured_only(stage: str, hardware: str, by_size: dict[int, list[float]]) -> dict[str, Any]:
-    sizes = []
+    sizes: list[dict[str, Any]] = []
+    total, time_s = 0, 0.0
     for b in sorted(by_size):
         ordered = sorted(by_size[b])
         n = len(ordered)
         median = ordered[n // 2] if n % 2 else (ordered[n // 2 - 1] + ordered[n // 2]) / 2
+        total, time_s = total + n, time_s + n * median
         sizes.append(
             {
                 "batch_size": b,
@@ -363,7 +369,9 @@ def _measured_only(stage: str, hardware: str, by_size: dict[int, list[float]]) -
     return {
         "stage": stage,
         "hardware": hardware,
-        "samples": sum(s["count"] for s in sizes),
+        "samples": total,
         "ratio": None,
+        "predict_s": time_s / total if total else None,
+        "profiled_s": None,
         "batch_sizes": sizes,
     }

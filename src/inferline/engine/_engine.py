@@ -1021,6 +1021,8 @@ class Engine:
         return {"stages": out}
 
     def reset_stats(self) -> None:
+        """Forget the visits measured so far, and calibration's batches and queries."""
+        self.calibrator.reset()
         for st in self._stages:
             for samples in (st.queue_wait_s, st.residence_s, st.overhead_s, st.predict_s):
                 samples.clear()

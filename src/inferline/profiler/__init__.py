@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from inferline.profiler._samples import load_samples
     from inferline.profiler._stats import RepetitionPolicy
     from inferline.profiler._validate import (
+        DRIFT_LIMIT,
         ValidateOptions,
         ValidationReport,
         ValidationRun,
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     )
 
 __all__ = [
+    "DRIFT_LIMIT",
     "DRIFT_WARNING",
     "NullProgress",
     "OverheadOptions",
@@ -63,6 +65,7 @@ _LAZY = {
     "DRIFT_WARNING": "inferline.profiler._probe",
     "load_samples": "inferline.profiler._samples",
     "RepetitionPolicy": "inferline.profiler._stats",
+    "DRIFT_LIMIT": "inferline.profiler._validate",
     "ValidateOptions": "inferline.profiler._validate",
     "ValidationReport": "inferline.profiler._validate",
     "ValidationRun": "inferline.profiler._validate",

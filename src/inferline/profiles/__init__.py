@@ -6,6 +6,8 @@ from inferline.profiles._calibrate import (
     StageSpeed,
     calibrate_profiles,
     nearest_rank,
+    speed_of_sizes,
+    stage_speed,
 )
 from inferline.profiles._io import (
     hardware_from_mapping,
@@ -68,4 +70,6 @@ __all__ = [
     "profiles_from_mapping",
     "profiles_to_mapping",
     "resources_for",
+    "speed_of_sizes",
+    "stage_speed",
 ]

@@ -29,7 +29,15 @@ from types import MappingProxyType
 from inferline.errors import ConfigError
 from inferline.profiles._model import BatchProfile, ProfilePoint, Profiles
 
-__all__ = ["Calibration", "SizeSpeed", "StageSpeed", "calibrate_profiles", "nearest_rank"]
+__all__ = [
+    "Calibration",
+    "SizeSpeed",
+    "StageSpeed",
+    "calibrate_profiles",
+    "nearest_rank",
+    "speed_of_sizes",
+    "stage_speed",
+]
 
 #: Samples per (stage, hardware): batch size -> measured ``predict`` times in seconds.
 Samples = Mapping[int, Sequence[float]]
@@ -72,12 +80,28 @@ class StageSpeed:
     ratio: float | None
     sizes: tuple[SizeSpeed, ...]
 
+    @property
+    def predict_s(self) -> float | None:
+        """Mean measured ``predict`` time per batch (None without batches)."""
+        if not self.samples:
+            return None
+        return sum(s.count * s.median_s for s in self.sizes) / self.samples
+
+    @property
+    def profiled_s(self) -> float | None:
+        """The profile's ``predict`` time for the same batches, per batch."""
+        if not self.samples:
+            return None
+        return sum(s.count * s.profiled_s for s in self.sizes) / self.samples
+
     def as_dict(self) -> dict[str, object]:
         return {
             "stage": self.stage,
             "hardware": self.hardware,
             "samples": self.samples,
             "ratio": self.ratio,
+            "predict_s": self.predict_s,
+            "profiled_s": self.profiled_s,
             "batch_sizes": [dataclasses.asdict(s) for s in self.sizes],
         }
 
@@ -115,22 +139,33 @@ def _profiled_at(profile: BatchProfile, batch_size: int) -> tuple[float, float, 
 
 def stage_speed(profile: BatchProfile, samples: Samples, min_samples: int = 20) -> StageSpeed:
     """How fast the stage ran against ``profile``: per batch size and overall."""
-    sizes: list[SizeSpeed] = []
+    sizes = []
+    for b in sorted(samples):
+        ordered = sorted(samples[b])
+        if ordered:
+            sizes.append((b, len(ordered), _median(ordered), nearest_rank(ordered, 0.99)))
+    return speed_of_sizes(profile, sizes, min_samples)
+
+
+def speed_of_sizes(
+    profile: BatchProfile,
+    sizes: Sequence[tuple[int, int, float, float]],
+    min_samples: int = 20,
+) -> StageSpeed:
+    """:func:`stage_speed` from per-size summaries: (batch size, batches, median, P99)."""
+    out: list[SizeSpeed] = []
     measured_s = profiled_s = 0.0
     total = 0
-    for b in sorted(samples):
-        values = samples[b]
-        if not values or not 1 <= b <= profile.max_batch_size:
+    for b, count, median_s, p99_s in sorted(sizes):
+        if count < 1 or not 1 <= b <= profile.max_batch_size:
             continue
-        ordered = sorted(values)
-        med = _median(ordered)
         pred = _profiled_at(profile, b)[2]
-        sizes.append(SizeSpeed(b, len(ordered), med, nearest_rank(ordered, 0.99), pred))
-        measured_s += len(ordered) * med
-        profiled_s += len(ordered) * pred
-        total += len(ordered)
+        out.append(SizeSpeed(b, count, median_s, p99_s, pred))
+        measured_s += count * median_s
+        profiled_s += count * pred
+        total += count
     ratio = measured_s / profiled_s if total >= min_samples and profiled_s > 0 else None
-    return StageSpeed(profile.stage, profile.hardware, total, ratio, tuple(sizes))
+    return StageSpeed(profile.stage, profile.hardware, total, ratio, tuple(out))
 
 
 def _calibrated_profile(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -148,3 +149,51 @@ def test_live_calibration_on_a_served_engine(tmp_path: Path) -> None:
     assert report["model"] == "sleepy"
     assert report["stages"]["model"]["ratio"] == pytest.approx(ratios["model"], rel=0.3)
     assert report["pipeline"]["measured_p99_s"] > 0
+
+
+def test_profile_in_place_writes_the_served_speeds(tmp_path: Path) -> None:
+    """``inferline profile --in-place`` on the sleepy bundle: the model's profile, given
+    at half its real time, comes back at its real time, for the sizes the load produced
+    and (scaled) for those it did not."""
+    bundle = sleepy_bundle(tmp_path / "sleepy")
+    out = tmp_path / "in-place.yaml"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from inferline.cli import main; main()",
+            "profile",
+            str(bundle),
+            "--in-place",
+            "--rates-qps",
+            "15,45",
+            "--duration-s",
+            "3",
+            "-o",
+            str(out),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    print(f"\nin place: {[(r['rate_qps'], r['p99_s']) for r in report['runs']]}")
+    assert report["in_place"] and report["rates_qps"] == [15.0, 45.0]
+    assert [r["errors"] for r in report["runs"]] == [0, 0]
+    assert report["capacity_qps"] > 45.0
+    model = report["stages"]["model"]
+    assert 1.5 < model["ratio"] < 3.0
+    assert {s["batch_size"] for s in model["batch_sizes"]} >= {1}
+    hardware = load_hardware(bundle / "hardware.yaml")
+    taken = load_profiles(out, hardware, ("parse", "model", "fallback"))
+    given = load_profiles(bundle / "profiles.yaml", hardware)
+    entry = taken.get("model", "cpu-1")
+    assert "in-place" in entry.source and "15.0, 45.0 q/s" in entry.source
+    assert "Taken in place" in out.read_text()
+    for b in (1, 8):  # 8 is beyond the plan's batches: the isolated point, scaled
+        assert entry.latency_s(b) > 1.5 * given.get("model", "cpu-1").latency_s(b)
+    assert taken.get("fallback", "cpu-1").latency_s(4) == pytest.approx(
+        given.get("fallback", "cpu-1").latency_s(4), rel=0.35
+    )

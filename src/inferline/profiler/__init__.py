@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from inferline.profiler._errors import ProfilerError
+    from inferline.profiler._inplace import InPlaceOptions, InPlaceReport, profile_in_place
     from inferline.profiler._overhead import OverheadOptions
     from inferline.profiler._probe import DRIFT_WARNING
     from inferline.profiler._profile import (
@@ -35,6 +36,8 @@ if TYPE_CHECKING:
 __all__ = [
     "DRIFT_LIMIT",
     "DRIFT_WARNING",
+    "InPlaceOptions",
+    "InPlaceReport",
     "NullProgress",
     "OverheadOptions",
     "ProfileOptions",
@@ -49,11 +52,15 @@ __all__ = [
     "available_hardware",
     "load_samples",
     "profile_bundle",
+    "profile_in_place",
     "validate_bundle",
 ]
 
 _LAZY = {
     "ProfilerError": "inferline.profiler._errors",
+    "InPlaceOptions": "inferline.profiler._inplace",
+    "InPlaceReport": "inferline.profiler._inplace",
+    "profile_in_place": "inferline.profiler._inplace",
     "OverheadOptions": "inferline.profiler._overhead",
     "NullProgress": "inferline.profiler._profile",
     "ProfileOptions": "inferline.profiler._profile",

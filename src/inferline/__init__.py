@@ -4,8 +4,8 @@ The public API is what ``__all__`` lists; modules whose names start with ``_`` a
 Each command has its function: ``inferline profile`` → :func:`profile_bundle`, ``plan`` →
 :func:`plan`, ``simulate`` → :func:`simulate`, ``tune-sim`` → :func:`tune_simulate`,
 ``serve`` → :func:`serve`, ``replay`` → :func:`replay`, ``validate`` →
-:func:`validate_bundle`, ``calibrate`` → :func:`calibrate`. The components' own packages (``inferline.tuner``,
-``inferline.engine``, ...) hold the rest of their public API.
+:func:`validate_bundle`, ``calibrate`` → :func:`calibrate`. The components' own packages
+(``inferline.tuner``, ``inferline.engine``, ...) hold the rest of their public API.
 """
 
 from inferline._api import calibrate, plan, replay

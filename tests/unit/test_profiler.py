@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from inferline import load_bundle
+from inferline._bundle import Bundle
 from inferline.engine import Tensor
 from inferline.errors import ConfigError, PipelineError, ProfileError
 from inferline.estimator import Estimator, simulate
@@ -666,3 +667,68 @@ def test_machine_speed_probe_times_a_fixed_loop_and_reports_drift() -> None:
     assert 0 < machine_speed_probe() < 5.0
     assert speed_drift(0.010, 0.012) == pytest.approx(0.2)
     assert speed_drift(0.010, 0.009) == pytest.approx(-0.1)
+
+
+def test_validate_prints_every_stages_speed() -> None:
+    from rich.console import Console
+
+    from inferline.cli._validate import _stage_speeds
+
+    def service(ratio: float, profiled_s: float) -> dict[str, float | None]:
+        return {
+            "ratio": ratio,
+            "engine_predict_s": ratio * profiled_s,
+            "profiled_predict_s": profiled_s,
+        }
+
+    run = dataclasses.replace(
+        _run("U=0.50", 0.100, 0.110, 0.001),
+        utilisation={"a": 0.5, "b": 0.1},
+        service={"a": service(1.01, 0.010), "b": service(1.69, 0.004)},
+    )
+    report = ValidationReport(
+        bundle=Path("."),
+        pipeline="p",
+        config=CONFIG,
+        config_source="x",
+        cost_per_hour=0.1,
+        slo_s=0.3,
+        planning_queries=10,
+        runs=(run,),
+        wall_s=1.0,
+    )
+    console = Console(width=200, record=True)
+    console.print(_stage_speeds(report))
+    text = console.export_text()
+    assert "10.1 / 10.0 (1.01)" in text
+    assert "6.8 / 4.0 (1.69) !" in text  # the light stage that ran slow is flagged
+    assert run.drifted_stages == ["b"]
+    assert report.summary()["runs"][0]["drifted_stages"] == ["b"]
+
+
+def test_in_place_options_capacity_and_flags(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from inferline.cli import app
+    from inferline.profiler import InPlaceOptions
+    from inferline.profiler._inplace import capacity_qps
+
+    with pytest.raises(ConfigError, match="--rates"):
+        InPlaceOptions(rates=(0.5, 2.0))
+    with pytest.raises(ConfigError, match="--rates-qps"):
+        InPlaceOptions(rates_qps=(10.0, -1.0))
+    with pytest.raises(ConfigError, match="--duration-s"):
+        InPlaceOptions(duration_s=0.0)
+    assert InPlaceOptions(rates_qps=(5.0,)).rates_qps == (5.0,)
+    # a: 1 replica x 4 queries / 9 ms; b the same at 4 ms, but reached by all queries too
+    bundle = Bundle(root=tmp_path, pipeline=CHAIN, profiles=chain_profiles(None))
+    assert capacity_qps(bundle, CONFIG) == pytest.approx(4 / 0.009)
+    runner = CliRunner()
+    result = runner.invoke(app, ["profile", str(tmp_path), "--rates", "0.5"])
+    assert result.exit_code == 2 and "only with --in-place" in result.output
+    result = runner.invoke(app, ["profile", str(tmp_path), "--in-place", "--rates", "0.5,x"])
+    assert result.exit_code == 2 and "separated by commas" in result.output
+    result = runner.invoke(
+        app, ["profile", str(tmp_path), "--in-place", "--rates", "0.5", "--rates-qps", "3"]
+    )
+    assert result.exit_code == 2 and "not both" in result.output

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from inferline.errors import ConfigError
-from inferline.estimator import simulate
+from inferline.estimator import ServiceTime, simulate
 from inferline.pipeline import Pipeline, PipelineConfig
 from inferline.profiles import (
     Calibration,
@@ -56,6 +56,9 @@ class CalibrationOptions:
     drift_min_s: float = 0.0005  # ... and a batch's mean predict time is off by more than this
     max_batches_per_size: int = 2_000  # per (stage, hardware, batch size)
     max_queries: int = 200_000  # answered queries kept for the estimate
+    #: The Estimator's service-time model: lognormal fits each batch size's median and P99
+    #: (served batches vary; the median alone understates how busy a stage is).
+    service_time: ServiceTime = "lognormal"
 
     def __post_init__(self) -> None:
         for name in ("interval_s", "window_s"):
@@ -65,6 +68,10 @@ class CalibrationOptions:
             raise ConfigError(f"must be > 1, got {self.drift_ratio!r}", field="drift_ratio")
         if not self.drift_sustain_s >= 0:
             raise ConfigError(f"must be ≥ 0, got {self.drift_sustain_s!r}", field="drift_sustain_s")
+        if self.service_time not in ("fixed", "lognormal"):
+            raise ConfigError(
+                f"must be fixed or lognormal, got {self.service_time!r}", field="service_time"
+            )
         for name in ("min_samples", "max_batches_per_size", "max_queries"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"must be ≥ 1, got {getattr(self, name)!r}", field=name)
@@ -259,7 +266,14 @@ class Calibrator:
                 ("estimated_p99_s", calibration.profiles),
                 ("estimated_uncalibrated_p99_s", self.profiles),
             ):
-                result = simulate(self.pipeline, profiles, snap.config, trace, slo_s=snap.slo_s)
+                result = simulate(
+                    self.pipeline,
+                    profiles,
+                    snap.config,
+                    trace,
+                    slo_s=snap.slo_s,
+                    service_time=self.options.service_time,
+                )
                 pipeline[key] = result.p99_s
         return ratios, pipeline
 
@@ -308,7 +322,14 @@ class Calibrator:
         try:
             path = tuple(self.pipeline.stage_names)
             trace = Trace.from_arrivals([0.0, 1e-3], [path, path])
-            simulate(self.pipeline, self.profiles, config, trace, slo_s=slo_s)
+            simulate(
+                self.pipeline,
+                self.profiles,
+                config,
+                trace,
+                slo_s=slo_s,
+                service_time=self.options.service_time,
+            )
         except Exception as exc:  # the refreshes will report it
             log.warning("calibration: the Estimator cannot run this plan: %s", exc)
 

@@ -732,3 +732,42 @@ def test_in_place_options_capacity_and_flags(tmp_path: Path) -> None:
         app, ["profile", str(tmp_path), "--in-place", "--rates", "0.5", "--rates-qps", "3"]
     )
     assert result.exit_code == 2 and "not both" in result.output
+
+
+def test_in_place_report_prints_readably_and_as_json(capsys: pytest.CaptureFixture[str]) -> None:
+    from inferline.cli._profile import print_in_place
+    from inferline.profiler import InPlaceReport
+
+    stages = {
+        "a": {
+            "hardware": HW,
+            "ratio": 1.42,
+            "predict_s": 0.0071,
+            "profiled_s": 0.005,
+            "batch_sizes": [{"batch_size": 1, "count": 30}, {"batch_size": 3, "count": 12}],
+        },
+        "b": {"hardware": HW, "ratio": None, "batch_sizes": []},
+    }
+    report = InPlaceReport(
+        bundle=Path("."),
+        pipeline="ab",
+        config=CONFIG,
+        capacity_qps=120.0,
+        rates_qps=(36.0, 72.0),
+        runs=(
+            {"rate_qps": 36.0, "queries": 360, "errors": 0, "p50_s": 0.01, "p99_s": 0.03},
+            {"rate_qps": 72.0, "queries": 720, "errors": 1, "p50_s": 0.02, "p99_s": 0.05},
+        ),
+        stages=stages,
+        profiles=chain_profiles(None),
+        profiles_file=Path("profiles.yaml"),
+        wall_s=12.0,
+    )
+    print_in_place(report)
+    text = capsys.readouterr().out
+    assert "capacity ~120.0 q/s" in text and "72.0" in text and "50.000" in text
+    assert "1(30) 3(12)" in text and "5.000" in text and "7.100" in text and "1.42" in text
+    assert "wrote profiles.yaml" in text
+    summary = report.summary()
+    assert summary["in_place"] and summary["rates_qps"] == [36.0, 72.0]
+    assert summary["stages"]["a"]["ratio"] == 1.42 and summary["config"]["a"]["batch_size"] == 4

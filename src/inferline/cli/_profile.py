@@ -28,7 +28,7 @@ from inferline.errors import ConfigError
 from inferline.profiler import DRIFT_WARNING
 
 if TYPE_CHECKING:
-    from inferline.profiler import ProfileReport
+    from inferline.profiler import InPlaceReport, ProfileReport
 
 
 class RichProgress:
@@ -257,6 +257,11 @@ def _in_place(
         return
     with stderr.status("profiling in place …", spinner="dots") as spinner:
         report = profile_in_place(bundle, options, status=spinner.update)
+    print_in_place(report)
+
+
+def print_in_place(report: InPlaceReport) -> None:
+    """The rates served and every stage's isolated against served ``predict`` time."""
     runs = Table(
         title=f"{report.pipeline} served in place (capacity ~{report.capacity_qps:.1f} q/s)"
     )

@@ -220,10 +220,13 @@ def _profile_in_place(
             raise
         except (OSError, RuntimeError, TimeoutError) as exc:
             raise ProfilerError(f"could not serve the plan: {exc}") from None
-    where = ", ".join(f"{r:.1f}" for r in rates)
+    where = ", ".join(f"{r:.1f}" for r in rates) + " q/s"
+    if not options.rates_qps:
+        fractions = ", ".join(f"{f:g}" for f in options.rates)
+        where += f" ({fractions} of its capacity by the isolated profiles, {capacity:.1f} q/s)"
     source = (
         f"inferline profile --in-place: predict times measured on the engine serving "
-        f"{config_text(config)} at {where} q/s ({options.duration_s:g} s each)"
+        f"{config_text(config)} at {where}, {options.duration_s:g} s each"
     )
     entries = dict(report.profiles.entries)
     for name, stage in report.stages.items():
@@ -236,9 +239,9 @@ def _profile_in_place(
     )
     out = options.output or files.profiles_file
     header = (
-        f"# Taken in place (inferline profile --in-place) at {where} q/s: each stage's\n"
-        "# predict times measured while the pipeline was served; batch sizes the load never\n"
-        "# produced are the isolated profile scaled by the stage's measured ratio.\n"
+        f"# Taken in place (inferline profile --in-place) at {where}:\n"
+        "# each stage's predict times measured while the pipeline was served; batch sizes the\n"
+        "# load never produced are the isolated profile scaled by the stage's measured ratio.\n"
     )
     text = yaml.safe_dump(
         profiles_to_mapping(profiles), sort_keys=False, width=100, default_flow_style=None

@@ -91,10 +91,22 @@ class _Snapshot:
     now_s: float
     config: PipelineConfig
     slo_s: float
-    batches: dict[tuple[str, str], dict[int, list[float]]]
-    arrival_s: np.ndarray
-    latency_s: np.ndarray
-    paths: list[tuple[str, ...]]
+    batches: dict[tuple[str, str], dict[int, list[tuple[float, float]]]]  # (time, predict)
+    queries: list[tuple[float, float, tuple[str, ...]]]  # (arrival, latency, path)
+
+    def window(self, window_s: float) -> tuple[Any, np.ndarray, np.ndarray, list[Any]]:
+        """Batch samples, arrivals (sorted), latencies and paths of the last ``window_s``."""
+        since = self.now_s - window_s
+        batches: dict[tuple[str, str], dict[int, list[float]]] = {}
+        for key, by_size in self.batches.items():
+            sizes = {b: [p for t, p in d if t >= since] for b, d in by_size.items()}
+            sizes = {b: v for b, v in sizes.items() if v}
+            if sizes:
+                batches[key] = sizes
+        recent = sorted((q for q in self.queries if q[0] >= since), key=lambda q: q[0])
+        arrival_s = np.array([q[0] for q in recent], dtype=np.float64)
+        latency_s = np.array([q[1] for q in recent], dtype=np.float64)
+        return batches, arrival_s, latency_s, [q[2] for q in recent]
 
 
 class Calibrator:
@@ -215,40 +227,46 @@ class Calibrator:
 
     # --- refreshing --------------------------------------------------------------------------
     def snapshot(self, config: PipelineConfig, slo_s: float) -> _Snapshot:
+        """Copies of the recent samples (on the event loop: C-level copies only; the
+        filtering is done by :meth:`compute`, in the worker thread)."""
         now = self._clock()
         since = now - self.options.window_s
-        recent = [q for q in self._queries if q[0] >= since]
-        recent.sort(key=lambda q: q[0])
+        queries = self._queries  # in order of answer, so nearly in order of arrival
+        while queries and queries[0][0] < since:
+            queries.popleft()
+        for by_size in self._batches.values():
+            for d in by_size.values():
+                while d and d[0][0] < since:
+                    d.popleft()
         return _Snapshot(
             now_s=now,
             config=config,
             slo_s=slo_s,
-            batches=self.samples(now),
-            arrival_s=np.array([q[0] for q in recent], dtype=np.float64),
-            latency_s=np.array([q[1] for q in recent], dtype=np.float64),
-            paths=[q[2] for q in recent],
+            batches={k: {b: list(d) for b, d in v.items()} for k, v in self._batches.items()},
+            queries=list(queries),
         )
 
     def compute(self, snap: _Snapshot) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
         """Speeds per stage and the pipeline's estimated vs measured P99 (pure; runs in a
         worker thread)."""
         ratios = {name: dict(_NO_SPEED) for name in self.pipeline.stage_names}
+        batches, arrival_s, latency_s, paths = snap.window(self.options.window_s)
         pipeline: dict[str, Any] = {
-            "queries": int(snap.arrival_s.size),
+            "queries": int(arrival_s.size),
             "rate_qps": None,
             "measured_p99_s": None,
             "estimated_p99_s": None,
             "estimated_uncalibrated_p99_s": None,
         }
-        if snap.arrival_s.size:
-            pipeline["measured_p99_s"] = nearest_rank(np.sort(snap.latency_s).tolist(), 0.99)
-            span = float(snap.arrival_s[-1] - snap.arrival_s[0])
+        if arrival_s.size:
+            pipeline["measured_p99_s"] = nearest_rank(np.sort(latency_s).tolist(), 0.99)
+            span = float(arrival_s[-1] - arrival_s[0])
             if span > 0:
-                pipeline["rate_qps"] = (snap.arrival_s.size - 1) / span
+                pipeline["rate_qps"] = (arrival_s.size - 1) / span
         if self.profiles is None:
             return ratios, pipeline
         calibration = calibrate_profiles(
-            self.profiles, snap.batches, min_samples=self.options.min_samples, source=_SOURCE
+            self.profiles, batches, min_samples=self.options.min_samples, source=_SOURCE
         )
         for name in self.pipeline.stage_names:
             speed = calibration.speeds.get((name, snap.config.stages[name].hardware))
@@ -260,8 +278,8 @@ class Calibrator:
                 "predict_s": speed.predict_s,
                 "profiled_s": speed.profiled_s,
             }
-        if snap.arrival_s.size >= 2:
-            trace = Trace.from_arrivals(snap.arrival_s - snap.arrival_s[0], snap.paths)
+        if arrival_s.size >= 2:
+            trace = Trace.from_arrivals(arrival_s - arrival_s[0], paths)
             for key, profiles in (
                 ("estimated_p99_s", calibration.profiles),
                 ("estimated_uncalibrated_p99_s", self.profiles),

@@ -22,6 +22,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner, Result
 
+import inferline as il
 from inferline.cli import app
 from inferline.engine import replay
 from inferline.engine.process import EngineProcess, start_engine
@@ -111,6 +112,7 @@ def test_live_calibration_on_a_served_engine(tmp_path: Path) -> None:
         _, metrics = engine.request("GET", "/metrics")
         human = calibrate(engine.url, "-o", str(tmp_path / "calibrated.yaml"))
         as_json = calibrate(engine.url, "--json")
+        from_python = il.calibrate(engine.url)
         log = engine.log()
     ratios = {s: v["speed_ratio"] for s, v in section["stages"].items()}
     print(f"\nspeed ratios {ratios}; pipeline {section['pipeline']}")
@@ -141,6 +143,10 @@ def test_live_calibration_on_a_served_engine(tmp_path: Path) -> None:
     given = load_profiles(bundle / "profiles.yaml", hardware)
     # the model's calibrated batches of 4 take about what it sleeps (20 ms), not 10
     assert calibrated.get("model", "cpu-1").latency_s(4) > 1.5 * given.get(
+        "model", "cpu-1"
+    ).latency_s(4)
+
+    assert from_python.get("model", "cpu-1").latency_s(4) > 1.5 * given.get(
         "model", "cpu-1"
     ).latency_s(4)
 

@@ -701,7 +701,7 @@ def test_validate_prints_every_stages_speed() -> None:
     console.print(_stage_speeds(report))
     text = console.export_text()
     assert "10.1 / 10.0 (1.01)" in text
-    assert "6.8 / 4.0 (1.69) !" in text  # the light stage that ran slow is flagged
+    assert "6.76 / 4.00 (1.69) !" in text  # the light stage that ran slow is flagged
     assert run.drifted_stages == ["b"]
     assert report.summary()["runs"][0]["drifted_stages"] == ["b"]
 

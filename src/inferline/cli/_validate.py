@@ -18,6 +18,11 @@ def _ms(seconds: float | None) -> str:
     return "-" if seconds is None else f"{seconds * 1000:.1f}"
 
 
+def _sig(seconds: float | None) -> str:
+    """Milliseconds with three significant digits (0.0112, 2.35, 27.4, 151)."""
+    return "-" if seconds is None else f"{seconds * 1000:#.3g}".rstrip(".")
+
+
 def _stage_speeds(report: ValidationReport) -> Table:
     """Every stage's measured against profiled ``predict`` time, per run."""
     from inferline.profiler import DRIFT_LIMIT
@@ -41,7 +46,7 @@ def _stage_speeds(report: ValidationReport) -> Table:
                 cells.append("-")
                 continue
             flag = " [bold red]![/]" if name in r.drifted_stages else ""
-            cells.append(f"{_ms(engine_s)} / {_ms(profiled_s)} ({ratio:.2f}){flag}")
+            cells.append(f"{_sig(engine_s)} / {_sig(profiled_s)} ({ratio:.2f}){flag}")
         table.add_row(name, *cells)
     return table
 

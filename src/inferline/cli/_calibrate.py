@@ -76,13 +76,8 @@ def calibrate_command(
     ] = 10.0,
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """Read the profiles a running engine calibrated on its measured predict times.
-
-    Per stage: the batches it ran in the last window, their measured median predict time
-    against the profile's at each batch size, and the ratio (measured / profiled). Stages
-    that ran a batch size often enough get its measured times; the other sizes are scaled
-    by the ratio (docs/engine.md, "Live calibration").
-    """
+    """Read the profiles a running engine calibrated on its measured predict times, and
+    per stage its measured against profiled predict time (docs/engine.md)."""
     from inferline.engine import fetch_calibration
     from inferline.profiles import profiles_to_mapping
 

@@ -26,6 +26,7 @@ import inferline as il
 from inferline.cli import app
 from inferline.engine import replay
 from inferline.engine.process import EngineProcess, start_engine
+from inferline.pipeline import load_pipeline
 from inferline.profiles import load_hardware, load_profiles
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -149,6 +150,13 @@ def test_live_calibration_on_a_served_engine(tmp_path: Path) -> None:
     assert from_python.get("model", "cpu-1").latency_s(4) > 1.5 * given.get(
         "model", "cpu-1"
     ).latency_s(4)
+    # re-planning starts from what the machine does: the slower model needs more capacity
+    pipeline = load_pipeline(bundle / "pipeline.yaml")
+    trace = il.gamma_trace(60.0, 1.0, 30.0, seed=2)
+    before = il.plan(pipeline, given, trace, 0.15)
+    after = il.plan(pipeline, calibrated, trace, 0.15)
+    assert after.cost_per_hour >= before.cost_per_hour
+    assert after.config.stages["model"].replicas >= before.config.stages["model"].replicas
 
     assert as_json.exit_code == 0, as_json.output
     report = json.loads(as_json.stdout)

@@ -234,3 +234,19 @@ def test_calibrate_command_exits_2_when_nothing_answers() -> None:
         result = CliRunner().invoke(app, ["calibrate", url, *extra])
         assert result.exit_code == 2, result.output
         assert "not reachable" in result.output
+
+
+def test_the_estimate_covers_at_most_the_latest_queries(tmp_path: Path) -> None:
+    pipeline, config = _bundle(tmp_path)
+    clock = Clock()
+    options = CalibrationOptions(estimate_max_queries=100, min_samples=5)
+    cal = Calibrator(pipeline, _profiles(), options, clock=clock)
+    for k in range(250):  # the first 150 were slow; the latest 100 are fast
+        cal.record_batch("a", "cpu-1", 1, 0.002)
+        cal.record_batch("b", "cpu-1", 1, 0.002)
+        cal.record_query(clock.now + 0.01 * k, 0.5 if k < 150 else 0.005, ("a", "b"))
+    clock.now += 3.0
+    cal.refresh(config, slo_s=1.0)
+    pipe = cal.status()["pipeline"]
+    assert pipe["queries"] == 100 and pipe["measured_p99_s"] == 0.005
+    assert pipe["rate_qps"] == pytest.approx(100.0)

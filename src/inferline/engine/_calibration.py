@@ -55,7 +55,11 @@ class CalibrationOptions:
     drift_sustain_s: float = 15.0  # ... for at least this long before the warning
     drift_min_s: float = 0.0005  # ... and a batch's mean predict time is off by more than this
     max_batches_per_size: int = 2_000  # per (stage, hardware, batch size)
-    max_queries: int = 200_000  # answered queries kept for the estimate
+    max_queries: int = 200_000  # answered queries kept for the measured P99
+    #: The estimate (and the measured P99 beside it) covers at most this many of the
+    #: window's latest queries: the Estimator's kernel holds the GIL, about 1.5 ms per
+    #: 1,000 queries here, and that pauses the event loop too.
+    estimate_max_queries: int = 10_000
     #: The Estimator's service-time model: lognormal fits each batch size's median and P99
     #: (served batches vary; the median alone understates how busy a stage is).
     service_time: ServiceTime = "lognormal"
@@ -72,7 +76,7 @@ class CalibrationOptions:
             raise ConfigError(
                 f"must be fixed or lognormal, got {self.service_time!r}", field="service_time"
             )
-        for name in ("min_samples", "max_batches_per_size", "max_queries"):
+        for name in ("min_samples", "max_batches_per_size", "max_queries", "estimate_max_queries"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"must be ≥ 1, got {getattr(self, name)!r}", field=name)
 
@@ -251,6 +255,9 @@ class Calibrator:
         worker thread)."""
         ratios = {name: dict(_NO_SPEED) for name in self.pipeline.stage_names}
         batches, arrival_s, latency_s, paths = snap.window(self.options.window_s)
+        keep = self.options.estimate_max_queries
+        if arrival_s.size > keep:
+            arrival_s, latency_s, paths = arrival_s[-keep:], latency_s[-keep:], paths[-keep:]
         pipeline: dict[str, Any] = {
             "queries": int(arrival_s.size),
             "rate_qps": None,

@@ -148,6 +148,7 @@ def test_in_place_report_prints_readably_and_as_json(capsys: pytest.CaptureFixtu
     assert "capacity ~120.0 q/s" in text and "72.0" in text and "50.000" in text
     assert "1(30) 3(12)" in text and "5.000" in text and "7.100" in text and "1.42" in text
     assert "wrote profiles.yaml" in text
+    assert "b ran too few batches to measure" in text
     summary = report.summary()
     assert summary["in_place"] and summary["rates_qps"] == [36.0, 72.0]
     assert summary["stages"]["a"]["ratio"] == 1.42 and summary["config"]["a"]["batch_size"] == 4

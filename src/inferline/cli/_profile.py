@@ -291,6 +291,13 @@ def print_in_place(report: InPlaceReport) -> None:
             "-" if ratio is None else f"{ratio:.2f}",
         )
     stdout.print(table)
+    kept = [name for name, s in report.stages.items() if s.get("ratio") is None]
+    if kept:
+        stdout.print(
+            f"[yellow]note:[/] {', '.join(kept)} ran too few batches to measure: kept as "
+            "profiled in isolation (serve longer with --duration-s, or at higher --rates)",
+            highlight=False,
+        )
     stdout.print(f"wrote {report.profiles_file} in {report.wall_s:.1f} s", highlight=False)
 
 

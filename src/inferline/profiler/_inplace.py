@@ -231,7 +231,7 @@ def _profile_in_place(
     entries = dict(report.profiles.entries)
     for name, stage in report.stages.items():
         key = (name, config.stages[name].hardware)
-        if stage.get("samples") and key in entries:
+        if stage.get("ratio") is not None and key in entries:  # else kept as isolated
             measured_on = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d")
             entries[key] = dataclasses.replace(entries[key], source=source, measured_on=measured_on)
     profiles = Profiles(

@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -88,6 +88,19 @@ class _Drift:
     warnings: int = 0
 
 
+def _recent(
+    batches: Mapping[tuple[str, str], Mapping[int, Iterable[tuple[float, float]]]], since: float
+) -> dict[tuple[str, str], dict[int, list[float]]]:
+    """The ``predict`` times of batches finished at ``since`` or later."""
+    out: dict[tuple[str, str], dict[int, list[float]]] = {}
+    for key, by_size in batches.items():
+        sizes = {b: [p for t, p in d if t >= since] for b, d in by_size.items()}
+        sizes = {b: v for b, v in sizes.items() if v}
+        if sizes:
+            out[key] = sizes
+    return out
+
+
 @dataclass(frozen=True)
 class _Snapshot:
     """What one refresh works on, copied on the event loop."""
@@ -101,12 +114,7 @@ class _Snapshot:
     def window(self, window_s: float) -> tuple[Any, np.ndarray, np.ndarray, list[Any]]:
         """Batch samples, arrivals (sorted), latencies and paths of the last ``window_s``."""
         since = self.now_s - window_s
-        batches: dict[tuple[str, str], dict[int, list[float]]] = {}
-        for key, by_size in self.batches.items():
-            sizes = {b: [p for t, p in d if t >= since] for b, d in by_size.items()}
-            sizes = {b: v for b, v in sizes.items() if v}
-            if sizes:
-                batches[key] = sizes
+        batches = _recent(self.batches, since)
         recent = sorted((q for q in self.queries if q[0] >= since), key=lambda q: q[0])
         arrival_s = np.array([q[0] for q in recent], dtype=np.float64)
         latency_s = np.array([q[1] for q in recent], dtype=np.float64)
@@ -163,13 +171,7 @@ class Calibrator:
     def samples(self, now_s: float | None = None) -> dict[tuple[str, str], dict[int, list[float]]]:
         """Per (stage, hardware), batch size -> ``predict`` times of the last ``window_s``."""
         since = (self._clock() if now_s is None else now_s) - self.options.window_s
-        out: dict[tuple[str, str], dict[int, list[float]]] = {}
-        for key, by_size in self._batches.items():
-            sizes = {b: [p for t, p in d if t >= since] for b, d in by_size.items()}
-            sizes = {b: v for b, v in sizes.items() if v}
-            if sizes:
-                out[key] = sizes
-        return out
+        return _recent(self._batches, since)
 
     def calibration(self) -> Calibration | None:
         """The profiles calibrated on the last ``window_s`` (None: no profiles known)."""

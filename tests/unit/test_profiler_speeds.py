@@ -1,5 +1,5 @@
 """``validate``'s per-stage speed check and ``profile --in-place``: options, capacity,
-readable and JSON output (no engine; tests/integration/test_calibration.py serves one)."""
+readable and JSON output (no engine; tests/integration/test_live_calibration.py serves one)."""
 
 from __future__ import annotations
 

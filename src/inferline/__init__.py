@@ -4,11 +4,11 @@ The public API is what ``__all__`` lists; modules whose names start with ``_`` a
 Each command has its function: ``inferline profile`` → :func:`profile_bundle`, ``plan`` →
 :func:`plan`, ``simulate`` → :func:`simulate`, ``tune-sim`` → :func:`tune_simulate`,
 ``serve`` → :func:`serve`, ``replay`` → :func:`replay`, ``validate`` →
-:func:`validate_bundle`. The components' own packages (``inferline.tuner``,
-``inferline.engine``, ...) hold the rest of their public API.
+:func:`validate_bundle`, ``calibrate`` → :func:`calibrate`. The components' own packages
+(``inferline.tuner``, ``inferline.engine``, ...) hold the rest of their public API.
 """
 
-from inferline._api import plan, replay
+from inferline._api import calibrate, plan, replay
 from inferline._bundle import Bundle, load_bundle
 from inferline.engine import EngineError, ReplayResult, replay_summary
 from inferline.errors import (
@@ -108,6 +108,7 @@ __all__ = [
     "ValidateOptions",
     "ValidationReport",
     "available_policies",
+    "calibrate",
     "gamma_trace",
     "load_bundle",
     "load_config",

@@ -1,5 +1,5 @@
-"""The top-level entry points that have no single home package: :func:`plan` and :func:`replay`
-(``inferline plan`` and ``inferline replay`` in Python)."""
+"""The top-level entry points that have no single home package: :func:`plan`, :func:`replay`
+and :func:`calibrate` (``inferline plan``, ``replay`` and ``calibrate`` in Python)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from inferline.engine import ReplayResult
+from inferline.engine import ReplayResult, fetch_calibration
 from inferline.engine import replay as replay_arrivals
 from inferline.pipeline import Pipeline
 from inferline.planner import Plan
@@ -17,7 +17,14 @@ from inferline.planner import plan as run_planner
 from inferline.profiles import LatencyStat, MachinePool, Profiles
 from inferline.workload import Trace, load_trace
 
-__all__ = ["plan", "replay"]
+__all__ = ["calibrate", "plan", "replay"]
+
+
+def calibrate(url: str, *, timeout_s: float = 10.0) -> Profiles:
+    """The profiles a running engine (``inferline serve`` of a bundle with profiles) has
+    calibrated on the ``predict`` times it measured, as ``inferline calibrate`` writes
+    them: plan again from them (``il.plan``) to plan for what the machine really does."""
+    return fetch_calibration(url, timeout_s).profiles
 
 
 def plan(

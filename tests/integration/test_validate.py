@@ -95,6 +95,10 @@ def test_validate_estimates_the_p99_the_engine_delivers(tmp_path: Path) -> None:
         assert abs(r["busiest_utilisation"] - 0.5) < 0.01
         assert r["queries"] > 250
         assert set(r["service"]) == {"parse", "model", "fallback"}
+        # every stage's speed is checked, over the batch sizes it ran
+        assert set(r["stage_speed_drift"]) == {"parse", "model", "fallback"}
+        assert all(r["service"][s]["batches"] > 0 for s in ("model", "fallback"))
+        assert "parse" not in r["drifted_stages"]  # microseconds: never off by enough
     (level,) = report["levels"]
     assert level["runs"] == 2
     assert abs(level["p99_error"]) <= 0.35

@@ -593,20 +593,38 @@ def test_levels_take_the_median_error_of_undisturbed_runs() -> None:
     assert report.summary()["levels"] == [half, eight]
 
 
-def test_a_run_whose_busiest_stage_ran_at_another_speed_is_disturbed() -> None:
-    def run(ratio: float | None, busiest: str = "a") -> ValidationRun:
+def test_a_run_with_any_stage_at_another_speed_is_disturbed() -> None:
+    def run(
+        ratio: float | None, b_ratio: float = 2.0, b_profiled_s: float = 0.0001
+    ) -> ValidationRun:
         base = _run("U=0.50", 0.100, 0.150, 0.001)
-        utilisation = {"a": 0.5, "b": 0.1} if busiest == "a" else {"a": 0.1, "b": 0.5}
-        service = {"a": {"ratio": ratio}, "b": {"ratio": 2.0}}  # b is light: not judged
-        return dataclasses.replace(base, utilisation=utilisation, service=service)
+        utilisation = {"a": 0.5, "b": 0.1}
+        a = {"ratio": ratio}
+        if ratio is not None:
+            a.update(engine_predict_s=0.01 * ratio, profiled_predict_s=0.01)
+        # b takes microseconds: twice its profile is 0.1 ms a batch, too little to count
+        b = {
+            "ratio": b_ratio,
+            "engine_predict_s": b_profiled_s * b_ratio,
+            "profiled_predict_s": b_profiled_s,
+        }
+        return dataclasses.replace(base, utilisation=utilisation, service={"a": a, "b": b})
 
     steady, slower, faster, unknown = run(1.10), run(1.20), run(0.80), run(None)
     assert steady.speed_drift == pytest.approx(0.10) and not steady.disturbed
     assert slower.drifted and slower.disturbed and not slower.stalled
+    assert slower.drifted_stages == ["a"]
     assert faster.speed_drift == pytest.approx(-0.20) and faster.disturbed
     assert unknown.speed_drift is None and not unknown.disturbed
-    assert run(1.0, busiest="b").drifted  # the busiest stage is the one that counts
-    assert run(1.2).as_dict()["speed_drift"] == pytest.approx(0.2)
+    # a light stage that ran 1.69x its (milliseconds) profile counts, busiest or not
+    light_but_slow = run(1.0, b_ratio=1.69, b_profiled_s=0.005)
+    assert light_but_slow.drifted_stages == ["b"]
+    assert light_but_slow.speed_drift == pytest.approx(0.69)
+    assert light_but_slow.stage_speed_drift == pytest.approx({"a": 0.0, "b": 0.69})
+    as_dict = run(1.2).as_dict()
+    assert as_dict["speed_drift"] == pytest.approx(0.2)
+    assert as_dict["drifted_stages"] == ["a"]
+    assert as_dict["stage_speed_drift"] == pytest.approx({"a": 0.2, "b": 1.0})
 
 
 def test_per_query_overhead_follows_the_trace_rate(tmp_path: Path) -> None:

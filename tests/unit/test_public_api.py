@@ -29,7 +29,8 @@ TOP_LEVEL = {
     # workloads
     "Segment", "Trace", "gamma_trace", "load_timestamp_csv", "load_trace", "piecewise_trace",
     "ramp_trace", "rescale_to_mean_rate", "rescale_to_peak_rate", "save_trace", "split_trace",
-    # one function per command: profile, validate, plan, simulate, tune-sim, serve, replay
+    # one function per command: profile, validate, plan, simulate, tune-sim, serve, replay,
+    # calibrate
     "ProfileOptions", "ProfileReport", "profile_bundle",
     "ValidateOptions", "ValidationReport", "validate_bundle",
     "Plan", "plan",
@@ -37,6 +38,7 @@ TOP_LEVEL = {
     "TunedResult", "available_policies", "policy_options", "tune_simulate",
     "ServedPipeline", "serve",
     "ReplayResult", "replay", "replay_summary",
+    "calibrate",
 }  # fmt: skip
 
 RAY_BACKEND = {

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from inferline.cli import _bench, _trace
+from inferline.cli._calibrate import calibrate_command
 from inferline.cli._plan import plan_command
 from inferline.cli._profile import profile_command
 from inferline.cli._replay import replay_command
@@ -31,6 +32,7 @@ app.command("serve")(serve_command)
 app.command("replay")(replay_command)
 app.command("profile")(profile_command)
 app.command("validate")(validate_command)
+app.command("calibrate")(calibrate_command)
 
 
 def main() -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.progress import (
@@ -16,11 +16,19 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from inferline.cli._common import JSON_OPTION, print_json, stderr, stdout, user_errors
+from inferline.cli._common import (
+    JSON_OPTION,
+    print_json,
+    stderr,
+    stdout,
+    stdout_to_stderr,
+    user_errors,
+)
+from inferline.errors import ConfigError
 from inferline.profiler import DRIFT_WARNING
 
 if TYPE_CHECKING:
-    from inferline.profiler import ProfileReport
+    from inferline.profiler import InPlaceReport, ProfileReport
 
 
 class RichProgress:
@@ -113,9 +121,63 @@ def profile_command(
             "negative needs root): keeps other jobs on a shared machine out of the timings.",
         ),
     ] = None,
+    in_place: Annotated[
+        bool,
+        typer.Option(
+            "--in-place",
+            help="Profile under serving conditions: serve the pipeline on the engine with its "
+            "plan, replay the sample queries at --rates, and write each stage's batch "
+            "latencies as measured there (needs the isolated profiles first).",
+        ),
+    ] = False,
+    rates: Annotated[
+        str | None,
+        typer.Option(
+            "--rates",
+            help="With --in-place: rates as fractions of the plan's estimated capacity, "
+            "comma-separated (default 0.3,0.6,0.9).",
+        ),
+    ] = None,
+    rates_qps: Annotated[
+        str | None,
+        typer.Option(
+            "--rates-qps", help="With --in-place: the rates in q/s instead, comma-separated."
+        ),
+    ] = None,
+    duration_s: Annotated[
+        float,
+        typer.Option("--duration-s", help="With --in-place: seconds of traffic per rate."),
+    ] = 10.0,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            help="With --in-place: the plan to serve (default: the bundle's plan.yaml, else "
+            "one replica per stage).",
+        ),
+    ] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "-o",
+            "--output",
+            help="With --in-place: write the profiles here (default: the bundle's profiles file).",
+        ),
+    ] = None,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Profile each stage on each hardware type here, record routing and engine overhead."""
+    if in_place:
+        _in_place(
+            bundle, rates, rates_qps, duration_s, config, output, samples, seed, nice, as_json
+        )
+        return
+    given = {"--rates": rates, "--rates-qps": rates_qps, "--config": config, "-o": output}
+    extra = [flag for flag, value in given.items() if value is not None]
+    if extra:
+        raise ConfigError(
+            f"{', '.join(extra)} only with --in-place", source="<argument>", field=extra[0]
+        )
     from inferline.profiler import (
         NullProgress,
         OverheadOptions,
@@ -147,6 +209,96 @@ def profile_command(
     with progress_bars() as bars:
         report = profile_bundle(bundle, options, RichProgress(bars))
     _print_report(report)
+
+
+def _floats(text: str, flag: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise ConfigError(
+            f"expected numbers separated by commas, got {text!r}", source="<argument>", field=flag
+        ) from None
+
+
+def _in_place(
+    bundle: Path,
+    rates: str | None,
+    rates_qps: str | None,
+    duration_s: float,
+    config: Path | None,
+    output: Path | None,
+    samples: int,
+    seed: int,
+    nice: int | None,
+    as_json: bool,
+) -> None:
+    from inferline.profiler import InPlaceOptions, profile_in_place
+
+    if rates is not None and rates_qps is not None:
+        raise ConfigError("give --rates or --rates-qps, not both", source="<argument>")
+    fields: dict[str, Any] = {}
+    if rates is not None:
+        fields["rates"] = _floats(rates, "--rates")
+    if rates_qps is not None:
+        fields["rates_qps"] = _floats(rates_qps, "--rates-qps")
+    options = InPlaceOptions(
+        duration_s=duration_s,
+        config=config,
+        output=output,
+        samples=min(samples, 200),
+        seed=seed,
+        nice=nice,
+        **fields,
+    )
+    if as_json:
+        with stdout_to_stderr():
+            report = profile_in_place(bundle, options)
+        print_json(report.summary())
+        return
+    with stderr.status("profiling in place …", spinner="dots") as spinner:
+        report = profile_in_place(bundle, options, status=spinner.update)
+    print_in_place(report)
+
+
+def print_in_place(report: InPlaceReport) -> None:
+    """The rates served and every stage's isolated against served ``predict`` time."""
+    runs = Table(
+        title=f"{report.pipeline} served in place (capacity ~{report.capacity_qps:.1f} q/s)"
+    )
+    for col in ("rate q/s", "queries", "errors", "P50 ms", "P99 ms"):
+        runs.add_column(col, justify="right")
+    for r in report.runs:
+        runs.add_row(
+            f"{r['rate_qps']:.1f}",
+            str(r["queries"]),
+            str(r["errors"]),
+            _ms(r["p50_s"]),
+            _ms(r["p99_s"]),
+        )
+    stdout.print(runs)
+    table = Table(title="predict per batch: isolated profile vs served (median, ms)")
+    for col in ("stage", "hardware", "batch sizes seen (batches)", "isolated", "served", "ratio"):
+        table.add_column(col, justify="left" if col in ("stage", "hardware") else "right")
+    for name, s in report.stages.items():
+        seen = " ".join(f"{x['batch_size']}({x['count']})" for x in s.get("batch_sizes", []))
+        ratio = s.get("ratio")
+        table.add_row(
+            name,
+            s.get("hardware", ""),
+            seen or "-",
+            _ms(s.get("profiled_s")),
+            _ms(s.get("predict_s")),
+            "-" if ratio is None else f"{ratio:.2f}",
+        )
+    stdout.print(table)
+    kept = [name for name, s in report.stages.items() if s.get("ratio") is None]
+    if kept:
+        stdout.print(
+            f"[yellow]note:[/] {', '.join(kept)} ran too few batches to measure: kept as "
+            "profiled in isolation (serve longer with --duration-s, or at higher --rates)",
+            highlight=False,
+        )
+    stdout.print(f"wrote {report.profiles_file} in {report.wall_s:.1f} s", highlight=False)
 
 
 def _ms(seconds: float | None) -> str:

@@ -16,7 +16,10 @@ from inferline.errors import ConfigError
 def serve_command(
     bundle: Annotated[
         Path,
-        typer.Argument(help="Bundle folder (or its pipeline.yaml); only the pipeline is read."),
+        typer.Argument(
+            help="Bundle folder (or its pipeline.yaml); its hardware.yaml and profiles.yaml, "
+            "when there, turn on the live estimate."
+        ),
     ],
     config: Annotated[
         Path, typer.Option("--config", help="Plan or configuration file (its 'stages').")
@@ -161,9 +164,37 @@ def serve_command(
             "(fast scale-ups), or start each in a fresh interpreter.",
         ),
     ] = True,
+    calibration_interval_s: Annotated[
+        float,
+        typer.Option(
+            "--calibration-interval-s",
+            help="Live calibration (with the bundle's profiles.yaml): recompute the "
+            "stages' speed ratios and the Estimator's P99 this often (docs/engine.md).",
+        ),
+    ] = 5.0,
+    calibration_window_s: Annotated[
+        float,
+        typer.Option(
+            "--calibration-window-s",
+            help="Live calibration: over the batches and queries of this many seconds.",
+        ),
+    ] = 60.0,
+    drift_ratio: Annotated[
+        float,
+        typer.Option(
+            "--drift-ratio",
+            help="Warn when a stage's measured/profiled predict time stays above this "
+            "(or below its inverse) ...",
+        ),
+    ] = 1.25,
+    drift_sustain_s: Annotated[
+        float,
+        typer.Option("--drift-sustain-s", help="... for this many seconds."),
+    ] = 15.0,
 ) -> None:
     """Serve a pipeline over HTTP (Open Inference Protocol V2) with the given plan."""
     from inferline.engine import (
+        CalibrationOptions,
         ControlOptions,
         EngineOptions,
         check_exposure,
@@ -233,6 +264,12 @@ def serve_command(
             drain_timeout_s=drain_timeout_s,
             fork_replicas=fork_replicas,
         )
+        calibration = CalibrationOptions(
+            interval_s=calibration_interval_s,
+            window_s=calibration_window_s,
+            drift_ratio=drift_ratio,
+            drift_sustain_s=drift_sustain_s,
+        )
         ray_options = None
         if backend == "ray":
             from inferline.ray_backend import RayBackendOptions
@@ -286,6 +323,7 @@ def serve_command(
         announce=announce,
         policy=chosen,
         control=control,
+        calibration=calibration,
     )
 
 
@@ -303,4 +341,8 @@ OPTION_FLAGS = {
     "planning_rate": "--planning-rate",
     "scale_down_holdoff_s": "--holdoff-s",
     "lookback_s": "--lookback-s",
+    "interval_s": "--calibration-interval-s",
+    "window_s": "--calibration-window-s",
+    "drift_ratio": "--drift-ratio",
+    "drift_sustain_s": "--drift-sustain-s",
 }

@@ -3,16 +3,52 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from inferline.cli._common import JSON_OPTION, print_json, stderr, stdout, user_errors
 
+if TYPE_CHECKING:
+    from inferline.profiler import ValidationReport
+
 
 def _ms(seconds: float | None) -> str:
     return "-" if seconds is None else f"{seconds * 1000:.1f}"
+
+
+def _sig(seconds: float | None) -> str:
+    """Milliseconds with three significant digits (0.0112, 2.35, 27.4, 151)."""
+    return "-" if seconds is None else f"{seconds * 1000:#.3g}".rstrip(".")
+
+
+def _stage_speeds(report: ValidationReport) -> Table:
+    """Every stage's measured against profiled ``predict`` time, per run."""
+    from inferline.profiler import DRIFT_LIMIT
+
+    table = Table(
+        title="predict per batch in the engine vs the profile, every stage (ms)",
+        caption=f"measured / profiled (ratio), over the batch sizes the stage ran; ! = more "
+        f"than {DRIFT_LIMIT:.0%} off",
+    )
+    table.add_column("stage")
+    for r in report.runs:
+        table.add_column(r.label, justify="right")
+    for name in report.config.stages:
+        cells = []
+        for r in report.runs:
+            s = r.service.get(name, {})
+            ratio = s.get("ratio")
+            engine_s = s.get("engine_predict_s", s.get("engine_predict_median_s"))
+            profiled_s = s.get("profiled_predict_s", s.get("profiled_predict_median_s"))
+            if ratio is None:
+                cells.append("-")
+                continue
+            flag = " [bold red]![/]" if name in r.drifted_stages else ""
+            cells.append(f"{_sig(engine_s)} / {_sig(profiled_s)} ({ratio:.2f}){flag}")
+        table.add_row(name, *cells)
+    return table
 
 
 @user_errors
@@ -135,8 +171,9 @@ def validate_command(
     stdout.print(plan)
     table = Table(
         title=f"estimated vs measured on the real engine (SLO {slo_s * 1000:.0f} ms)",
-        caption="send lag: how late the replayer sent its P99 query; speed: the busiest "
-        "stage's predict in the engine against its profile; ! = disturbed run",
+        caption="send lag: how late the replayer sent its P99 query; speed: predict in the "
+        "engine against the profile, of the stage furthest off (else the busiest); "
+        "! = disturbed run",
     )
     for col in (
         "run",
@@ -169,6 +206,7 @@ def validate_command(
             "-" if r.speed_drift is None else f"{r.speed_drift:+.0%}{' !' if r.drifted else ''}",
         )
     stdout.print(table)
+    stdout.print(_stage_speeds(report))
     if len(report.runs) > len(report.levels()):
         summary = Table(title="per level: median measured P99 over the undisturbed runs")
         for col in ("level", "runs", "P99 est ms", "P99 meas ms", "P99 error (median)"):

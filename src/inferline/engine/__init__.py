@@ -23,6 +23,8 @@ from inferline.engine._errors import EngineError, RequestError, StageLoadError, 
 from inferline.engine._stage import DATATYPES, StageModel, Tensor, TensorSpec
 
 if TYPE_CHECKING:
+    from inferline.engine._calibration import CalibrationOptions
+    from inferline.engine._calibration_client import CalibrationReport, fetch_calibration
     from inferline.engine._control import ControlOptions, check_exposure, resolve_token
     from inferline.engine._engine import Answer, Engine, EngineOptions, ReplicaFactory
     from inferline.engine._hardware import ReplicaResources, resources_for, thread_environment
@@ -35,13 +37,21 @@ if TYPE_CHECKING:
         replay_summary,
     )
     from inferline.engine._replica import Replica, ReplicaState
-    from inferline.engine._server import load_serving_inputs, run_loop, serve, serve_async
+    from inferline.engine._server import (
+        load_serving_inputs,
+        load_serving_profiles,
+        run_loop,
+        serve,
+        serve_async,
+    )
     from inferline.engine._tensor import InferRequest, parse_infer_request
     from inferline.engine.process import EngineProcess, free_port, start_engine
 
 __all__ = [
     "DATATYPES",
     "Answer",
+    "CalibrationOptions",
+    "CalibrationReport",
     "ControlOptions",
     "Engine",
     "EngineApp",
@@ -62,8 +72,10 @@ __all__ = [
     "UnreachableError",
     "check_exposure",
     "default_body",
+    "fetch_calibration",
     "free_port",
     "load_serving_inputs",
+    "load_serving_profiles",
     "parse_infer_request",
     "parse_input_option",
     "replay",
@@ -78,6 +90,9 @@ __all__ = [
 ]
 
 _LAZY = {
+    "CalibrationOptions": "inferline.engine._calibration",
+    "CalibrationReport": "inferline.engine._calibration_client",
+    "fetch_calibration": "inferline.engine._calibration_client",
     "Answer": "inferline.engine._engine",
     "ControlOptions": "inferline.engine._control",
     "check_exposure": "inferline.engine._control",
@@ -97,6 +112,7 @@ _LAZY = {
     "Replica": "inferline.engine._replica",
     "ReplicaState": "inferline.engine._replica",
     "load_serving_inputs": "inferline.engine._server",
+    "load_serving_profiles": "inferline.engine._server",
     "run_loop": "inferline.engine._server",
     "serve": "inferline.engine._server",
     "serve_async": "inferline.engine._server",

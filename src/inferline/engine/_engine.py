@@ -24,6 +24,7 @@ from typing import Any
 
 from inferline._files import parse_model
 from inferline.engine._admission import EstimateError, completion_estimate_s
+from inferline.engine._calibration import CalibrationOptions, Calibrator
 from inferline.engine._errors import EngineError, RequestError, StageLoadError
 from inferline.engine._failures import FailureLog
 from inferline.engine._hardware import resources_for
@@ -35,7 +36,7 @@ from inferline.engine._stage import Tensor, TensorSpec
 from inferline.engine._tensor import InferRequest
 from inferline.errors import CapacityError, ConfigError
 from inferline.pipeline import Pipeline, PipelineConfig, StageConfig, check_stage_names
-from inferline.profiles import MachinePool, check_plan_fits, machine_pool_for_host
+from inferline.profiles import MachinePool, Profiles, check_plan_fits, machine_pool_for_host
 
 __all__ = ["Answer", "Engine", "EngineOptions", "ReplicaFactory"]
 
@@ -206,6 +207,9 @@ class Engine:
     applied) must fit it (:func:`~inferline.profiles.check_plan_fits`). Default: this
     host when replicas are local worker processes; none (batch sizes bounded only) with
     a ``replica_factory``, whose replicas live elsewhere.
+    ``profiles``: the stages' profiles (the bundle's), which live calibration compares
+    the measured ``predict`` times with and the Estimator runs on (:attr:`calibrator`);
+    without them the engine only measures.
     """
 
     def __init__(
@@ -218,6 +222,8 @@ class Engine:
         clock: Callable[[], float] = time.monotonic,
         replica_factory: ReplicaFactory | None = None,
         machine: MachinePool | None = None,
+        profiles: Profiles | None = None,
+        calibration: CalibrationOptions | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.options = options or EngineOptions()
@@ -242,6 +248,8 @@ class Engine:
                 f"file ({pipeline.source}); the engine needs 'module:Class' for each stage"
             )
         self.metrics = EngineMetrics(pipeline.stage_names)
+        #: Rolling measured ``predict`` times and answered queries; see _calibration.py.
+        self.calibrator = Calibrator(pipeline, profiles, calibration, clock=clock)
         self._failure_log = FailureLog(clock=clock)
         self._estimate_error = EstimateError()
         self.metrics.watch(self.status)
@@ -552,6 +560,7 @@ class Engine:
         st.dispatcher.record_service(now - batch.sent_s, len(batch.visits))
         st.metrics.service_s.observe(predict_s)
         st.predict_s.append(predict_s)
+        self.calibrator.record_batch(st.name, r.hardware, len(batch.visits), predict_s)
         observe = st.metrics.stage_latency_s.observe
         failed, first_error = 0, ""
         for visit, (value, routes, tensors, error) in zip(batch.visits, results, strict=True):
@@ -653,6 +662,7 @@ class Engine:
             outputs = [t for t in outputs if t["name"] in query.want]
         path = tuple(self._stages[i].name for i in sorted(query.visited, key=rank.__getitem__))
         self._answer(query, Answer(200, outputs, path, latency_s=now - query.arrival_s))
+        self.calibrator.record_query(query.arrival_s, now - query.arrival_s, path)
         if query.estimate_s is not None:
             self._estimate_error.record(now - query.estimate_s)
 
@@ -984,6 +994,7 @@ class Engine:
             },
             "stages": stages,
             **({"machine": self._machine_status()} if self.machine is not None else {}),
+            "calibration": self.calibrator.status(),
             **{name: section() for name, section in self.status_extras.items()},
         }
 
@@ -1010,6 +1021,8 @@ class Engine:
         return {"stages": out}
 
     def reset_stats(self) -> None:
+        """Forget the visits measured so far, and calibration's batches and queries."""
+        self.calibrator.reset()
         for st in self._stages:
             for samples in (st.queue_wait_s, st.residence_s, st.overhead_s, st.predict_s):
                 samples.clear()

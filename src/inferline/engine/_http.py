@@ -203,6 +203,10 @@ class EngineApp:
             except EngineError as exc:
                 raise RequestError(500, f"the plan could not be applied: {exc}") from None
             await _send_json(send, 200, engine.status())
+        elif action == "calibration":
+            _allow(method, "GET")
+            report = engine.calibrator.report(engine.config)
+            await _send_json(send, 200, {"model": self.model, **report})
         elif action == "stats":
             if method == "DELETE":
                 engine.reset_stats()

@@ -91,6 +91,9 @@ class _StateCollector(Collector):
             threads.add_metric(["planned"], machine["planned_threads"])
             threads.add_metric(["max"], machine["max_threads"])
             yield threads
+        calibration = status.get("calibration")
+        if calibration is not None:
+            yield from _calibration(calibration)
         tuner = status.get("tuner")
         if tuner is not None:
             changes = GaugeMetricFamily(
@@ -104,6 +107,49 @@ class _StateCollector(Collector):
 
     def describe(self) -> Iterator[GaugeMetricFamily]:
         return iter(())
+
+
+def _calibration(section: dict[str, Any]) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+    """Live calibration (engine/_calibration.py): values of its latest refresh."""
+    ratio = GaugeMetricFamily(
+        "inferline_stage_speed_ratio",
+        "Measured / profiled predict time of the stage's recent batches (1 = as profiled)",
+        labels=["stage"],
+    )
+    drifts = CounterMetricFamily(
+        "inferline_stage_speed_drift_warnings",
+        "Times the stage's speed ratio stayed beyond the drift threshold (one per episode)",
+        labels=["stage"],
+    )
+    for name, stage in section["stages"].items():
+        if stage["speed_ratio"] is not None:
+            ratio.add_metric([name], stage["speed_ratio"])
+        drifts.add_metric([name], stage["drift_warnings"])
+    yield from (ratio, drifts)
+    pipeline = section["pipeline"]
+    for key, metric, text in (
+        (
+            "estimated_p99_s",
+            "inferline_estimated_p99_seconds",
+            "The Estimator's P99 for the plan in force on the recent arrivals and paths, "
+            "with the calibrated profiles",
+        ),
+        (
+            "estimated_uncalibrated_p99_s",
+            "inferline_estimated_uncalibrated_p99_seconds",
+            "The same with the profiles as given (before calibration)",
+        ),
+        (
+            "measured_p99_s",
+            "inferline_measured_p99_seconds",
+            "Measured P99 (admission to answer) of the same recent queries",
+        ),
+    ):
+        value = pipeline.get(key)
+        if value is not None:
+            gauge = GaugeMetricFamily(metric, text)
+            gauge.add_metric([], value)
+            yield gauge
 
 
 def _capacity_limited(

@@ -1,8 +1,9 @@
 """Run the engine behind uvicorn in one process: ``inferline serve`` calls :func:`serve`.
 
-Only pipeline.yaml and the plan are read (no hardware catalogue or profiles): serving
-needs each stage's import path and its hardware, batch size and replica count, and
-the hardware name alone decides a replica's threads (``_hardware.py``).
+Serving needs pipeline.yaml and the plan: each stage's import path and its hardware,
+batch size and replica count (the hardware name alone decides a replica's threads,
+``_hardware.py``). The bundle's hardware.yaml and profiles.yaml, when it has them, are
+read too, for live calibration (``_calibration.py``); serving goes on without them.
 """
 
 from __future__ import annotations
@@ -21,12 +22,14 @@ from typing import Any
 
 import uvicorn
 
+from inferline._bundle import read_bundle_files
 from inferline.engine._autoscale import Autoscaler
+from inferline.engine._calibration import CalibrationOptions
 from inferline.engine._control import ControlAccess, ControlOptions, check_exposure, resolve_token
 from inferline.engine._engine import Engine, EngineOptions
 from inferline.engine._errors import EngineError
 from inferline.engine._http import EngineApp
-from inferline.errors import ConfigError
+from inferline.errors import ConfigError, InferLineError
 from inferline.pipeline import (
     Pipeline,
     PipelineConfig,
@@ -34,9 +37,10 @@ from inferline.pipeline import (
     load_config,
     load_pipeline,
 )
+from inferline.profiles import Profiles, load_hardware, load_profiles
 from inferline.tuner import Policy
 
-__all__ = ["load_serving_inputs", "run_loop", "serve"]
+__all__ = ["load_serving_inputs", "load_serving_profiles", "run_loop", "serve"]
 
 log = logging.getLogger("inferline.engine")
 
@@ -54,6 +58,20 @@ def load_serving_inputs(
     pipeline, config = load_pipeline(pipeline_file), load_config(plan)
     check_stage_names(config, pipeline.stage_names, source=str(plan))
     return pipeline, config, pipeline_file.parent
+
+
+def load_serving_profiles(bundle: str | Path, pipeline: Pipeline) -> Profiles | None:
+    """The bundle's profiles for live calibration; None (with a warning when they are
+    there but unreadable) if it has none."""
+    try:
+        files = read_bundle_files(bundle)
+        if not (files.hardware_file.is_file() and files.profiles_file.is_file()):
+            return None
+        hardware = load_hardware(files.hardware_file)
+        return load_profiles(files.profiles_file, hardware, pipeline.stage_names)
+    except InferLineError as exc:
+        log.warning("serving without profiles (no live estimate): %s", exc)
+        return None
 
 
 def run_loop(main: Coroutine[Any, Any, Any]) -> Any:
@@ -119,8 +137,14 @@ async def serve_async(
     engine: Engine | None = None,
     tuner_apply: Callable[[PipelineConfig], Awaitable[None]] | None = None,
     control: ControlOptions | None = None,
+    profiles: Profiles | None = None,
+    calibration: CalibrationOptions | None = None,
 ) -> None:
     """Start the replicas, serve HTTP until SIGINT/SIGTERM, drain, stop the replicas.
+
+    ``profiles`` (the bundle's) turn on the live estimate: every
+    ``calibration.interval_s`` the engine calibrates them on its measured ``predict``
+    times and runs the Estimator on the recent arrivals (docs/engine.md).
 
     ``control``: where the control endpoints are served and the token they need
     (default: on the data listener, token from ``INFERLINE_CONTROL_TOKEN`` if set).
@@ -145,7 +169,14 @@ async def serve_async(
         )
     options = engine.options if engine is not None else (options or EngineOptions())
     if engine is None:
-        engine = Engine(pipeline, config, options, bundle_root=bundle_root)
+        engine = Engine(
+            pipeline,
+            config,
+            options,
+            bundle_root=bundle_root,
+            profiles=profiles,
+            calibration=calibration,
+        )
     sockets = [_listen(host, port)]
     if control.port is not None:
         try:
@@ -169,6 +200,8 @@ async def serve_async(
             engine.status_extras["tuner"] = tuner.status
             tuner.warm_up()
             tuner.start()
+        engine.calibrator.warm_up(engine.config, options.slo_s)
+        engine.calibrator.start(lambda: engine.config, options.slo_s)
         gc.freeze()  # startup objects leave the collector's view: shorter full collections
         control_port = sockets[1].getsockname()[1] if len(sockets) > 1 else None
         access = ControlAccess(token=control.token, control_port=control_port)
@@ -205,6 +238,7 @@ async def serve_async(
             sock.close()
         if tuner is not None:
             await tuner.stop()
+        await engine.calibrator.stop()
         await engine.stop()
 
 
@@ -229,10 +263,12 @@ def serve(
     announce: Callable[[str], None] = print,
     policy: Policy | None = None,
     control: ControlOptions | None = None,
+    calibration: CalibrationOptions | None = None,
 ) -> None:
     """Serve ``bundle``'s pipeline with ``plan`` until interrupted (blocking); ``control``
-    as in :func:`serve_async`."""
+    and ``calibration`` as in :func:`serve_async`; the bundle's profiles when it has them."""
     pipeline, config, root = load_serving_inputs(bundle, plan)
+    profiles = load_serving_profiles(root, pipeline)
     run_loop(
         serve_async(
             pipeline,
@@ -245,5 +281,7 @@ def serve(
             announce=announce,
             policy=policy,
             control=control,
+            profiles=profiles,
+            calibration=calibration,
         )
     )

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from inferline.profiler._errors import ProfilerError
+    from inferline.profiler._inplace import InPlaceOptions, InPlaceReport, profile_in_place
     from inferline.profiler._overhead import OverheadOptions
     from inferline.profiler._probe import DRIFT_WARNING
     from inferline.profiler._profile import (
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from inferline.profiler._samples import load_samples
     from inferline.profiler._stats import RepetitionPolicy
     from inferline.profiler._validate import (
+        DRIFT_LIMIT,
         ValidateOptions,
         ValidationReport,
         ValidationRun,
@@ -32,7 +34,10 @@ if TYPE_CHECKING:
     )
 
 __all__ = [
+    "DRIFT_LIMIT",
     "DRIFT_WARNING",
+    "InPlaceOptions",
+    "InPlaceReport",
     "NullProgress",
     "OverheadOptions",
     "ProfileOptions",
@@ -47,11 +52,15 @@ __all__ = [
     "available_hardware",
     "load_samples",
     "profile_bundle",
+    "profile_in_place",
     "validate_bundle",
 ]
 
 _LAZY = {
     "ProfilerError": "inferline.profiler._errors",
+    "InPlaceOptions": "inferline.profiler._inplace",
+    "InPlaceReport": "inferline.profiler._inplace",
+    "profile_in_place": "inferline.profiler._inplace",
     "OverheadOptions": "inferline.profiler._overhead",
     "NullProgress": "inferline.profiler._profile",
     "ProfileOptions": "inferline.profiler._profile",
@@ -63,6 +72,7 @@ _LAZY = {
     "DRIFT_WARNING": "inferline.profiler._probe",
     "load_samples": "inferline.profiler._samples",
     "RepetitionPolicy": "inferline.profiler._stats",
+    "DRIFT_LIMIT": "inferline.profiler._validate",
     "ValidateOptions": "inferline.profiler._validate",
     "ValidationReport": "inferline.profiler._validate",
     "ValidationRun": "inferline.profiler._validate",

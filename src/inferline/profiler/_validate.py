@@ -38,7 +38,7 @@ from inferline.profiler._errors import ProfilerError
 from inferline.profiler._profile import available_hardware
 from inferline.profiler._samples import encode_bodies, load_samples
 from inferline.profiler._stats import json_digest, scheduling_priority
-from inferline.profiles import Profiles
+from inferline.profiles import Profiles, speed_of_sizes
 from inferline.workload import Trace, load_trace, rescale_to_mean_rate, split_trace
 
 if TYPE_CHECKING:
@@ -132,22 +132,53 @@ class ValidationRun:
         return float(self.measured.get("send_lag_p99_s") or 0.0) > DISTURBED_LAG_S
 
     @property
+    def stage_speed_drift(self) -> dict[str, float]:
+        """Per stage: how much slower (positive) its ``predict`` ran in the engine during
+        the run than in the profile the estimate used, over the batch sizes it ran."""
+        return {
+            name: float(ratio) - 1.0
+            for name, s in self.service.items()
+            if (ratio := s.get("ratio")) is not None
+        }
+
+    @property
+    def drifted_stages(self) -> list[str]:
+        """Stages that ran more than ``DRIFT_LIMIT`` faster or slower than profiled, by
+        more than ``DRIFT_MIN_S`` a batch (a stage of microseconds may be off by far
+        more, harmlessly)."""
+        out = []
+        for name, drift in self.stage_speed_drift.items():
+            s = self.service[name]
+            engine_s, profiled_s = s.get("engine_predict_s"), s.get("profiled_predict_s")
+            small = (
+                engine_s is not None
+                and profiled_s is not None
+                and abs(engine_s - profiled_s) <= DRIFT_MIN_S
+            )
+            if abs(drift) > DRIFT_LIMIT and not small:
+                out.append(name)
+        return out
+
+    @property
     def speed_drift(self) -> float | None:
-        """How much slower (positive) the busiest stage's ``predict`` ran in the engine
-        during the run than in the profile the estimate used; None when unknown."""
+        """The drift of the stage furthest off its profile among those that count (the
+        drifted ones, else the busiest); None when unknown."""
+        drifts = self.stage_speed_drift
+        flagged = self.drifted_stages
+        if flagged:
+            return max((drifts[n] for n in flagged), key=abs)
         if not self.utilisation:
             return None
         busiest = max(self.utilisation, key=lambda name: self.utilisation[name])
-        ratio = self.service.get(busiest, {}).get("ratio")
-        return None if ratio is None else float(ratio) - 1.0
+        return drifts.get(busiest)
 
     @property
     def drifted(self) -> bool:
-        """The machine ran the busiest stage more than ``DRIFT_LIMIT`` faster or slower
-        during the run than when it was timed: the estimate was made for another machine
-        speed (this VM's host drifts by tens of per cent within minutes)."""
-        drift = self.speed_drift
-        return drift is not None and abs(drift) > DRIFT_LIMIT
+        """The machine ran a stage more than ``DRIFT_LIMIT`` faster or slower during the
+        run than when it was timed: the estimate was made for another machine speed (this
+        VM's host drifts by tens of per cent within minutes; stages served side by side
+        run slower than alone)."""
+        return bool(self.drifted_stages)
 
     @property
     def disturbed(self) -> bool:
@@ -185,6 +216,8 @@ class ValidationRun:
             "disturbed": self.disturbed,
             "stalled": self.stalled,
             "speed_drift": self.speed_drift,
+            "stage_speed_drift": self.stage_speed_drift,
+            "drifted_stages": self.drifted_stages,
             "drifted": self.drifted,
             "estimated_with_bundle_profiles": self.estimated_with_bundle_profiles,
             "estimated_other_service_time": self.estimated_other_service_time,
@@ -262,8 +295,10 @@ class ValidationReport:
 
 #: A run whose replayer sent its 99th-percentile query later than this is "disturbed".
 DISTURBED_LAG_S = 0.010
-#: A run whose busiest stage ran this much faster or slower than profiled is "disturbed".
+#: A run with a stage this much faster or slower than profiled is "disturbed" ...
 DRIFT_LIMIT = 0.15
+#: ... when that is more than this per batch (seconds).
+DRIFT_MIN_S = 0.0005
 
 #: Front-end and replayer CPU per query, for deciding whether core 0 can hold them (s).
 _FRONT_END_CPU_S = 0.0006
@@ -593,6 +628,8 @@ def _validate_bundle(
                 repr(options.slo_s),
                 "--max-queue",
                 "1000000",
+                "--calibration-window-s",
+                "86400",  # the batch sizes each stage ran: every batch since reset_stats
                 start_timeout_s=options.start_timeout_s,
             ) as engine:
                 if cores is not None:
@@ -709,10 +746,12 @@ def _serve_run(
     )
     measured = replay_summary(result)
     stats = engine.stats()
+    code, calibration = engine.request("GET", "/v2/control/calibration")
+    sizes = calibration.get("stages", {}) if code == 200 and isinstance(calibration, dict) else {}
     if measured["errors"]:
         measured["first_error"] = next(iter(result.errors.values()), "")
     estimated = run.estimated
-    service = _service_drift(stats, estimated, profiles, config)
+    service = _service_drift(stats, sizes, estimated, profiles, config)
     engine_service = None
     seen = _with_engine_service(profiles, config, service)
     if seen is not None:
@@ -771,13 +810,15 @@ def _with_engine_service(
 
 def _service_drift(
     stats: dict[str, Any],
+    sizes: dict[str, Any],
     estimated: SimulationResult,
     profiles: Profiles,
     config: PipelineConfig,
 ) -> dict[str, dict[str, float | None]]:
-    """Per stage: ``predict`` in the engine during the run against the profile's, at the
-    profiled batch size nearest (above) the run's mean batch size: how far the machine's
-    speed drifted from the profile (diagnostics only)."""
+    """Per stage: ``predict`` in the engine during the run against the profile's: over
+    every batch the stage ran, at its size (``sizes``: the engine's calibration report's
+    stages), or else at the profiled batch size nearest (above) the run's mean batch size.
+    How far each stage's speed drifted from its profile."""
     out: dict[str, dict[str, float | None]] = {}
     for name, s in stats.get("stages", {}).items():
         predict = s.get("predict_s", {})
@@ -801,6 +842,18 @@ def _service_drift(
             "batch_size": float(point.batch_size),
             "ratio": engine_s / profiled if engine_s and profiled else None,
         }
+        seen = [
+            (int(x["batch_size"]), int(x["count"]), float(x["median_s"]), float(x["p99_s"]))
+            for x in sizes.get(name, {}).get("batch_sizes", [])
+        ]
+        speed = speed_of_sizes(profile, seen, min_samples=1) if seen else None
+        if speed is not None and speed.ratio is not None:
+            out[name].update(
+                ratio=speed.ratio,
+                batches=float(speed.samples),
+                engine_predict_s=speed.predict_s,
+                profiled_predict_s=speed.profiled_s,
+            )
     return out
 
 

@@ -1,6 +1,22 @@
 """Hardware catalogue, prices, per-stage batch latency profiles, and the machine as a pool."""
 
-from inferline.profiles._io import load_hardware, load_profiles, profiles_to_mapping
+from inferline.profiles._calibrate import (
+    Calibration,
+    SizeSpeed,
+    StageSpeed,
+    calibrate_profiles,
+    nearest_rank,
+    speed_of_sizes,
+    stage_speed,
+)
+from inferline.profiles._io import (
+    hardware_from_mapping,
+    hardware_to_mapping,
+    load_hardware,
+    load_profiles,
+    profiles_from_mapping,
+    profiles_to_mapping,
+)
 from inferline.profiles._machine import (
     DEFAULT_FRONTEND_CPU_S_PER_QUERY,
     FRONTEND_FLOOR_CORES,
@@ -37,6 +53,7 @@ __all__ = [
     "MAX_THREADS_PER_CORE",
     "REPLICA_MEMORY_BYTES",
     "BatchProfile",
+    "Calibration",
     "EngineOverhead",
     "HardwareCatalogue",
     "HardwareType",
@@ -45,13 +62,22 @@ __all__ = [
     "ProfilePoint",
     "Profiles",
     "ReplicaResources",
+    "SizeSpeed",
+    "StageSpeed",
+    "calibrate_profiles",
     "check_plan_fits",
     "fit_plan",
+    "hardware_from_mapping",
+    "hardware_to_mapping",
     "load_hardware",
     "load_profiles",
     "machine_from_fields",
     "machine_pool_for_host",
+    "nearest_rank",
     "parse_machine",
+    "profiles_from_mapping",
     "profiles_to_mapping",
     "resources_for",
+    "speed_of_sizes",
+    "stage_speed",
 ]

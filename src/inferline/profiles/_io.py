@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 
@@ -19,7 +20,14 @@ from inferline.profiles._model import (
     Profiles,
 )
 
-__all__ = ["load_hardware", "load_profiles", "profiles_to_mapping"]
+__all__ = [
+    "hardware_from_mapping",
+    "hardware_to_mapping",
+    "load_hardware",
+    "load_profiles",
+    "profiles_from_mapping",
+    "profiles_to_mapping",
+]
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -132,9 +140,12 @@ class _ProfilesFile(BaseModel):
 
 
 def load_hardware(path: str | Path) -> HardwareCatalogue:
-    spec = parse_model(
-        _HardwareFile, load_yaml_mapping(path, ProfileError), source=path, error=ProfileError
-    )
+    return hardware_from_mapping(load_yaml_mapping(path, ProfileError), path)
+
+
+def hardware_from_mapping(data: object, path: str | Path = "<hardware>") -> HardwareCatalogue:
+    """A catalogue from hardware.yaml's content (``path`` names it in errors)."""
+    spec = parse_model(_HardwareFile, data, source=path, error=ProfileError)
     if not spec.hardware:
         raise ProfileError("the catalogue lists no hardware", source=path, field="hardware")
     seen: set[str] = set()
@@ -161,9 +172,17 @@ def load_profiles(
     path: str | Path, hardware: HardwareCatalogue, stage_names: tuple[str, ...] | None = None
 ) -> Profiles:
     """Load profiles, checking every entry names a known stage and hardware type."""
-    spec = parse_model(
-        _ProfilesFile, load_yaml_mapping(path, ProfileError), source=path, error=ProfileError
-    )
+    return profiles_from_mapping(load_yaml_mapping(path, ProfileError), hardware, stage_names, path)
+
+
+def profiles_from_mapping(
+    data: object,
+    hardware: HardwareCatalogue,
+    stage_names: tuple[str, ...] | None = None,
+    path: str | Path = "<profiles>",
+) -> Profiles:
+    """Profiles from profiles.yaml's content, checked as :func:`load_profiles` does."""
+    spec = parse_model(_ProfilesFile, data, source=path, error=ProfileError)
     entries: dict[tuple[str, str], BatchProfile] = {}
     for i, entry in enumerate(spec.profiles):
         where = f"profiles[{i}]"
@@ -233,6 +252,11 @@ def load_profiles(
         except ProfileError as exc:
             raise ProfileError(exc.problem, source=path, field=exc.field) from None
     return Profiles(hardware=hardware, entries=entries, source=str(path)).with_overhead(overhead)
+
+
+def hardware_to_mapping(catalogue: HardwareCatalogue) -> dict[str, object]:
+    """hardware.yaml's content for ``catalogue`` (the inverse of :func:`load_hardware`)."""
+    return {"hardware": [dataclasses.asdict(t) for t in catalogue.types]}
 
 
 def _point_mapping(q: ProfilePoint) -> dict[str, object]:

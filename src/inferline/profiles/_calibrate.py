@@ -1,0 +1,232 @@
+"""Profiles corrected by what the stages really take while served (docs/engine.md).
+
+Isolated profiles are not serving conditions: stages served side by side run slower than
+alone. The engine measures every batch's ``predict`` time; this module turns those samples
+into profiles. It is pure (samples in, Profiles out), so the engine, ``inferline
+calibrate`` and the in-place Profiler share it.
+
+A profiled point's latency is its ``predict`` part plus the rest of the round trip (IPC,
+(de)serialisation), which calibration keeps as profiled. Per batch size:
+
+- measured at least ``min_samples`` times: the measured median and P99 ``predict`` time;
+- otherwise: the profiled ``predict`` part scaled by the stage's speed ratio (measured /
+  profiled ``predict`` time over every batch the stage ran; None until it ran
+  ``min_samples`` batches, then the profile is kept as it is).
+
+A calibrated curve never falls as the batch grows (a running maximum), so the profiles'
+conservative lookup between sizes (SPEC §2.3) still holds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
+
+from inferline.errors import ConfigError
+from inferline.profiles._model import BatchProfile, ProfilePoint, Profiles
+
+__all__ = [
+    "Calibration",
+    "SizeSpeed",
+    "StageSpeed",
+    "calibrate_profiles",
+    "nearest_rank",
+    "speed_of_sizes",
+    "stage_speed",
+]
+
+#: Samples per (stage, hardware): batch size -> measured ``predict`` times in seconds.
+Samples = Mapping[int, Sequence[float]]
+
+
+def nearest_rank(ordered: Sequence[float], q: float) -> float:
+    """The ``q`` quantile (0..1) of sorted values by nearest rank (the engine's stats use it)."""
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def _median(ordered: Sequence[float]) -> float:
+    n = len(ordered)
+    mid = n // 2
+    return ordered[mid] if n % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+@dataclass(frozen=True)
+class SizeSpeed:
+    """One batch size's measured ``predict`` time against the profile's (seconds)."""
+
+    batch_size: int
+    count: int
+    median_s: float
+    p99_s: float
+    profiled_s: float
+
+    @property
+    def ratio(self) -> float:
+        return self.median_s / self.profiled_s if self.profiled_s > 0 else math.inf
+
+
+@dataclass(frozen=True)
+class StageSpeed:
+    """A stage's measured speed on one hardware type: ``ratio`` = measured / profiled
+    ``predict`` time over the batches it ran (None: fewer than ``min_samples`` batches)."""
+
+    stage: str
+    hardware: str
+    samples: int
+    ratio: float | None
+    sizes: tuple[SizeSpeed, ...]
+
+    @property
+    def predict_s(self) -> float | None:
+        """Mean measured ``predict`` time per batch (None without batches)."""
+        if not self.samples:
+            return None
+        return sum(s.count * s.median_s for s in self.sizes) / self.samples
+
+    @property
+    def profiled_s(self) -> float | None:
+        """The profile's ``predict`` time for the same batches, per batch."""
+        if not self.samples:
+            return None
+        return sum(s.count * s.profiled_s for s in self.sizes) / self.samples
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "stage": self.stage,
+            "hardware": self.hardware,
+            "samples": self.samples,
+            "ratio": self.ratio,
+            "predict_s": self.predict_s,
+            "profiled_s": self.profiled_s,
+            "batch_sizes": [dataclasses.asdict(s) for s in self.sizes],
+        }
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Calibrated profiles and the per-(stage, hardware) speeds they were made from."""
+
+    profiles: Profiles
+    speeds: Mapping[tuple[str, str], StageSpeed]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "speeds", MappingProxyType(dict(self.speeds)))
+
+
+def _profiled_at(profile: BatchProfile, batch_size: int) -> tuple[float, float, float]:
+    """(median, P99, predict part) of a batch of this size, linear between profiled sizes
+    (the fit's reference: a lookup would charge a batch of 3 a batch of 4's time)."""
+
+    def parts(p: ProfilePoint) -> tuple[float, float, float]:
+        predict = p.predict_median_s if p.predict_median_s is not None else p.median_s
+        return p.median_s, p.p99_s, min(predict, p.median_s)
+
+    points = profile.points
+    if batch_size <= points[0].batch_size:
+        return parts(points[0])
+    for low, high in itertools.pairwise(points):
+        if low.batch_size <= batch_size <= high.batch_size:
+            w = (batch_size - low.batch_size) / (high.batch_size - low.batch_size)
+            a, b = parts(low), parts(high)
+            med, p99, pred = ((1 - w) * x + w * y for x, y in zip(a, b, strict=True))
+            return med, p99, pred
+    return parts(points[-1])
+
+
+def stage_speed(profile: BatchProfile, samples: Samples, min_samples: int = 20) -> StageSpeed:
+    """How fast the stage ran against ``profile``: per batch size and overall."""
+    sizes = []
+    for b in sorted(samples):
+        ordered = sorted(samples[b])
+        if ordered:
+            sizes.append((b, len(ordered), _median(ordered), nearest_rank(ordered, 0.99)))
+    return speed_of_sizes(profile, sizes, min_samples)
+
+
+def speed_of_sizes(
+    profile: BatchProfile,
+    sizes: Sequence[tuple[int, int, float, float]],
+    min_samples: int = 20,
+) -> StageSpeed:
+    """:func:`stage_speed` from per-size summaries: (batch size, batches, median, P99)."""
+    out: list[SizeSpeed] = []
+    measured_s = profiled_s = 0.0
+    total = 0
+    for b, count, median_s, p99_s in sorted(sizes):
+        if count < 1 or not 1 <= b <= profile.max_batch_size:
+            continue
+        pred = _profiled_at(profile, b)[2]
+        out.append(SizeSpeed(b, count, median_s, p99_s, pred))
+        measured_s += count * median_s
+        profiled_s += count * pred
+        total += count
+    ratio = measured_s / profiled_s if total >= min_samples and profiled_s > 0 else None
+    return StageSpeed(profile.stage, profile.hardware, total, ratio, tuple(out))
+
+
+def _calibrated_profile(
+    profile: BatchProfile, speed: StageSpeed, min_samples: int, source: str
+) -> BatchProfile:
+    measured = {s.batch_size: s for s in speed.sizes if s.count >= min_samples}
+    if speed.ratio is None and not measured:
+        return profile
+    ratio = speed.ratio if speed.ratio is not None else 1.0
+    reps = {p.batch_size: p.reps for p in profile.points}
+    points: list[ProfilePoint] = []
+    top_median = top_p99 = 0.0
+    for b in sorted({p.batch_size for p in profile.points} | set(measured)):
+        median, p99, predict = _profiled_at(profile, b)
+        rest = median - predict  # IPC and (de)serialisation: kept as profiled
+        s = measured.get(b)
+        if s is not None:
+            new_predict, new_median = s.median_s, rest + s.median_s
+            new_p99 = rest + s.p99_s
+        else:
+            new_predict, new_median = ratio * predict, rest + ratio * predict
+            new_p99 = new_median + ratio * (p99 - median)
+        top_median = max(top_median, new_median)
+        top_p99 = max(top_p99, new_p99, top_median)
+        points.append(
+            ProfilePoint(
+                b,
+                top_median,
+                top_p99,
+                predict_median_s=new_predict,
+                reps=s.count if s is not None else reps.get(b),
+            )
+        )
+    return dataclasses.replace(profile, points=tuple(points), source=source)
+
+
+def calibrate_profiles(
+    profiles: Profiles,
+    samples: Mapping[tuple[str, str], Samples],
+    *,
+    min_samples: int = 20,
+    source: str = "calibrated",
+) -> Calibration:
+    """``profiles`` with every (stage, hardware) that has samples calibrated to them.
+
+    ``samples``: per (stage, hardware), batch size -> measured ``predict`` times (s).
+    Entries without samples, and samples of a stage or hardware without a profile, are
+    left as they are. ``source`` names where the calibrated entries came from.
+    """
+    if min_samples < 1:
+        raise ConfigError(f"must be ≥ 1, got {min_samples}", field="min_samples")
+    entries = dict(profiles.entries)
+    speeds: dict[tuple[str, str], StageSpeed] = {}
+    for key, by_size in samples.items():
+        profile = profiles.entries.get(key)
+        if profile is None:
+            continue
+        speed = stage_speed(profile, by_size, min_samples)
+        if not speed.samples:
+            continue
+        speeds[key] = speed
+        entries[key] = _calibrated_profile(profile, speed, min_samples, source)
+    calibrated = Profiles(profiles.hardware, entries, profiles.source, profiles.overhead)
+    return Calibration(calibrated, speeds)

@@ -1,0 +1,142 @@
+"""Calibrated profiles: measured ``predict`` times replace or scale the profiled curve."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from inferline.errors import ConfigError
+from inferline.profiles import (
+    BatchProfile,
+    HardwareCatalogue,
+    HardwareType,
+    ProfilePoint,
+    Profiles,
+    calibrate_profiles,
+    hardware_from_mapping,
+    hardware_to_mapping,
+    profiles_from_mapping,
+    profiles_to_mapping,
+)
+
+HW = HardwareCatalogue((HardwareType("cpu-1", 0.05),))
+SIZES = (1, 2, 4, 8, 16)
+
+
+def _profile(predicts: list[float], rest_s: float = 0.0005, spread: float = 1.3) -> Profiles:
+    points = tuple(
+        ProfilePoint(b, p + rest_s, (p + rest_s) * spread, predict_median_s=p, reps=50)
+        for b, p in zip(SIZES, predicts, strict=True)
+    )
+    return Profiles(HW, {("m", "cpu-1"): BatchProfile("m", "cpu-1", points)})
+
+
+#: Increasing predict times per profiled size (seconds).
+curves = st.lists(st.floats(1e-4, 0.05), min_size=len(SIZES), max_size=len(SIZES)).map(
+    lambda xs: sorted(xs)
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(curve=curves, factor=st.floats(0.3, 4.0), sizes=st.sets(st.sampled_from(SIZES), min_size=1))
+def test_uniform_slowdown_scales_every_size(
+    curve: list[float], factor: float, sizes: set[int]
+) -> None:
+    """Batches measured at ``factor`` × the profile (some sizes only): the ratio is
+    ``factor`` and every size, measured or not, gets ``factor`` × its predict part."""
+    profiles = _profile(curve)
+    by_size = {b: [factor * curve[SIZES.index(b)]] * 25 for b in sizes}
+    result = calibrate_profiles(profiles, {("m", "cpu-1"): by_size})
+    speed = result.speeds[("m", "cpu-1")]
+    assert speed.ratio == pytest.approx(factor)
+    assert speed.samples == 25 * len(sizes)
+    calibrated = result.profiles.get("m", "cpu-1")
+    for b, p in zip(SIZES, curve, strict=True):
+        point = next(q for q in calibrated.points if q.batch_size == b)
+        assert point.predict_median_s == pytest.approx(factor * p)
+        assert point.median_s == pytest.approx(0.0005 + factor * p)
+        assert point.p99_s >= point.median_s
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    curve=curves,
+    samples=st.dictionaries(
+        st.integers(1, 20),  # 17..20 lie beyond the profile and are ignored
+        st.lists(st.floats(1e-5, 0.2), min_size=1, max_size=40),
+        max_size=6,
+    ),
+)
+def test_calibrated_curve_is_monotone_and_conservative(
+    curve: list[float], samples: dict[int, list[float]]
+) -> None:
+    profiles = _profile(curve)
+    result = calibrate_profiles(profiles, {("m", "cpu-1"): samples}, min_samples=5)
+    calibrated = result.profiles.get("m", "cpu-1")
+    assert calibrated.max_batch_size == 16
+    medians = [calibrated.latency_s(b) for b in range(1, 17)]
+    p99s = [calibrated.latency_s(b, "p99") for b in range(1, 17)]
+    assert medians == sorted(medians)
+    assert p99s == sorted(p99s)
+    assert all(p >= m for p, m in zip(p99s, medians, strict=True))
+    for b, values in samples.items():
+        if b <= 16 and len(values) >= 5:  # measured often enough: at least its median
+            ordered = sorted(values)
+            n = len(ordered)
+            med = ordered[n // 2] if n % 2 else (ordered[n // 2 - 1] + ordered[n // 2]) / 2
+            assert calibrated.latency_s(b) >= med + 0.0005 - 1e-12
+            assert b in calibrated.batch_sizes
+    # no samples in range: the profile stays exactly as it was
+    if not any(b <= 16 and v for b, v in samples.items()):
+        assert calibrated == profiles.get("m", "cpu-1")
+
+
+@settings(max_examples=40, deadline=None)
+@given(curve=curves, scale=st.floats(0.2, 5.0))
+def test_ratio_scales_with_the_samples(curve: list[float], scale: float) -> None:
+    profiles = _profile(curve)
+    base = {1: [curve[0] * 1.1] * 10, 4: [curve[2] * 0.9] * 30}
+    scaled = {b: [scale * v for v in vs] for b, vs in base.items()}
+    r0 = calibrate_profiles(profiles, {("m", "cpu-1"): base}).speeds[("m", "cpu-1")].ratio
+    r1 = calibrate_profiles(profiles, {("m", "cpu-1"): scaled}).speeds[("m", "cpu-1")].ratio
+    assert r0 is not None and r1 is not None
+    assert r1 == pytest.approx(scale * r0)
+
+
+def test_between_sizes_the_fit_interpolates_and_few_samples_keep_the_profile() -> None:
+    profiles = _profile([0.001, 0.002, 0.004, 0.008, 0.016])
+    # a batch of 3 is profiled (linearly) at 3 ms of predict; measured at 6 ms: ratio 2
+    result = calibrate_profiles(profiles, {("m", "cpu-1"): {3: [0.006] * 30}})
+    speed = result.speeds[("m", "cpu-1")]
+    assert speed.ratio == pytest.approx(2.0)
+    assert speed.sizes[0].profiled_s == pytest.approx(0.003)
+    calibrated = result.profiles.get("m", "cpu-1")
+    assert calibrated.batch_sizes == (1, 2, 3, 4, 8, 16)
+    assert calibrated.latency_s(3) == pytest.approx(0.0065)
+    assert calibrated.latency_s(16) == pytest.approx(0.0325)
+    # fewer than min_samples batches: no ratio, nothing measured often enough
+    few = calibrate_profiles(profiles, {("m", "cpu-1"): {3: [0.006] * 5}})
+    assert few.speeds[("m", "cpu-1")].ratio is None
+    assert few.profiles.get("m", "cpu-1") == profiles.get("m", "cpu-1")
+
+
+def test_unknown_entries_are_ignored_and_min_samples_checked() -> None:
+    profiles = _profile([0.001, 0.002, 0.004, 0.008, 0.016])
+    result = calibrate_profiles(profiles, {("other", "cpu-1"): {1: [0.1] * 50}})
+    assert not result.speeds
+    assert result.profiles.entries == profiles.entries
+    with pytest.raises(ConfigError, match="min_samples"):
+        calibrate_profiles(profiles, {}, min_samples=0)
+
+
+def test_calibrated_profiles_round_trip_through_the_file_format() -> None:
+    profiles = _profile([0.001, 0.002, 0.004, 0.008, 0.016])
+    result = calibrate_profiles(profiles, {("m", "cpu-1"): {2: [0.003] * 40, 5: [0.01] * 40}})
+    hardware = hardware_from_mapping(hardware_to_mapping(HW))
+    assert hardware == HW
+    loaded = profiles_from_mapping(profiles_to_mapping(result.profiles), hardware, ("m",))
+    assert loaded.get("m", "cpu-1").points == result.profiles.get("m", "cpu-1").points
+    assert math.isclose(loaded.get("m", "cpu-1").latency_s(5), 0.0105)

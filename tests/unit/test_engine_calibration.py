@@ -1,0 +1,252 @@
+"""Live calibration in the engine: rolling predict times, drift warnings, the live
+estimate, GET /v2/control/calibration and the /metrics gauges (no processes, no sleeps)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from inferline.cli import app
+from inferline.engine import (
+    CalibrationOptions,
+    Engine,
+    EngineApp,
+    UnreachableError,
+    fetch_calibration,
+    free_port,
+)
+from inferline.engine._calibration import Calibrator
+from inferline.engine.testing import InMemoryReplicaFactory, write_bundle
+from inferline.errors import ConfigError
+from inferline.pipeline import Pipeline, PipelineConfig, load_config, load_pipeline
+from inferline.profiles import (
+    BatchProfile,
+    HardwareCatalogue,
+    HardwareType,
+    ProfilePoint,
+    Profiles,
+    hardware_from_mapping,
+    profiles_from_mapping,
+)
+
+HW = HardwareCatalogue((HardwareType("cpu-1", 0.05),))
+
+
+def _bundle(tmp_path: Path) -> tuple[Pipeline, PipelineConfig]:
+    pipeline_file, plan_file = write_bundle(
+        tmp_path,
+        "calib",
+        {"a": "inferline.engine.testing:NoOp", "b": "inferline.engine.testing:NoOp"},
+        [("a", "b")],
+        {
+            "a": {"hardware": "cpu-1", "batch_size": 4, "replicas": 1},
+            "b": {"hardware": "cpu-1", "batch_size": 4, "replicas": 1},
+        },
+    )
+    return load_pipeline(pipeline_file), load_config(plan_file)
+
+
+def _profiles(predict_s: float = 0.002) -> Profiles:
+    def entry(stage: str) -> BatchProfile:
+        points = tuple(
+            ProfilePoint(b, b * predict_s + 0.0002, b * predict_s * 1.5 + 0.0002, b * predict_s)
+            for b in (1, 2, 4, 8)
+        )
+        return BatchProfile(stage, "cpu-1", points)
+
+    return Profiles(HW, {("a", "cpu-1"): entry("a"), ("b", "cpu-1"): entry("b")})
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_calibrator_ratio_drift_and_estimate(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    pipeline, config = _bundle(tmp_path)
+    clock = Clock()
+    options = CalibrationOptions(window_s=30.0, min_samples=10, drift_sustain_s=10.0)
+    cal = Calibrator(pipeline, _profiles(), options, clock=clock)
+
+    def traffic(a_factor: float) -> None:
+        """One second: 50 queries, stage a at ``a_factor`` x its profile, b as profiled."""
+        for k in range(50):
+            arrival = clock.now + k * 0.02
+            cal.record_batch("a", "cpu-1", 1, 0.002 * a_factor)
+            cal.record_batch("b", "cpu-1", 1, 0.002)
+            cal.record_query(arrival, 0.004 + 0.001 * (k % 10), ("a", "b"))
+        clock.now += 1.0
+
+    for _ in range(5):
+        traffic(2.0)
+    caplog.set_level(logging.WARNING, logger="inferline.engine")
+    cal.refresh(config, slo_s=0.1)
+    status = cal.status()
+    assert status["stages"]["a"]["speed_ratio"] == pytest.approx(2.0)
+    assert status["stages"]["b"]["speed_ratio"] == pytest.approx(1.0)
+    assert status["stages"]["a"]["drift_since_s"] == clock.now
+    assert not status["stages"]["a"]["drifted"] and not caplog.records  # not sustained yet
+    pipe = status["pipeline"]
+    assert pipe["queries"] == 250
+    assert pipe["measured_p99_s"] == pytest.approx(0.013)
+    assert pipe["rate_qps"] == pytest.approx(50.0, rel=0.05)
+    # the calibrated estimate charges a's batches 4 ms instead of 2: it is the larger one
+    assert pipe["estimated_p99_s"] > pipe["estimated_uncalibrated_p99_s"] > 0
+
+    for _ in range(11):
+        traffic(2.0)
+    cal.refresh(config, slo_s=0.1)
+    cal.refresh(config, slo_s=0.1)  # still drifted: no second warning
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 1 and "stage 'a'" in warnings[0] and "2.00x" in warnings[0]
+    assert cal.status()["stages"]["a"]["drifted"]
+    assert cal.status()["stages"]["a"]["drift_warnings"] == 1
+    assert cal.status()["stages"]["b"]["drift_warnings"] == 0
+
+    # back to profiled speed: the window forgets the slow batches, the episode ends
+    for _ in range(31):
+        traffic(1.0)
+    cal.refresh(config, slo_s=0.1)
+    a = cal.status()["stages"]["a"]
+    assert a["speed_ratio"] == pytest.approx(1.0)
+    assert not a["drifted"] and a["drift_since_s"] is None and a["drift_warnings"] == 1
+
+
+def test_calibrator_without_profiles_only_measures(tmp_path: Path) -> None:
+    pipeline, config = _bundle(tmp_path)
+    clock = Clock()
+    cal = Calibrator(pipeline, None, clock=clock)
+    cal.record_batch("a", "cpu-1", 2, 0.003)
+    cal.record_query(clock.now, 0.01, ("a", "b"))
+    cal.refresh(config, slo_s=1.0)
+    assert cal.status()["stages"]["a"]["speed_ratio"] is None
+    assert cal.status()["pipeline"]["estimated_p99_s"] is None
+    report = cal.report(config)
+    assert report["profiles"] is None
+    assert report["stages"]["a"]["batch_sizes"][0]["count"] == 1
+
+
+def test_calibration_options_are_checked() -> None:
+    with pytest.raises(ConfigError, match="drift_ratio"):
+        CalibrationOptions(drift_ratio=1.0)
+    with pytest.raises(ConfigError, match="window_s"):
+        CalibrationOptions(window_s=0.0)
+    with pytest.raises(ConfigError, match="min_samples"):
+        CalibrationOptions(min_samples=0)
+
+
+async def _get(app: EngineApp, path: str) -> tuple[int, bytes]:
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "headers": [],
+    }
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await app(scope, receive, send)
+    return sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:])
+
+
+def test_engine_serves_calibration_and_gauges(tmp_path: Path) -> None:
+    pipeline, config = _bundle(tmp_path)
+    from inferline.engine._tensor import parse_infer_request
+
+    async def main() -> tuple[dict[str, Any], str, dict[str, Any]]:
+        engine = Engine(
+            pipeline,
+            config,
+            replica_factory=InMemoryReplicaFactory(),
+            profiles=_profiles(),
+            calibration=CalibrationOptions(min_samples=5, drift_sustain_s=0.0),
+        )
+        await engine.start()
+        body = json.dumps(
+            {"inputs": [{"name": "x", "shape": [1], "datatype": "FP64", "data": [1.0]}]}
+        ).encode()
+        for _ in range(4):
+            futures = [engine.submit(parse_infer_request(body, {})) for _ in range(20)]
+            answers = await asyncio.gather(*futures)
+            assert all(a.status == 200 for a in answers)
+        engine.calibrator.refresh(engine.config, engine.options.slo_s)
+        app = EngineApp(engine)
+        code, raw = await _get(app, "/v2/control/calibration")
+        assert code == 200
+        mcode, metrics = await _get(app, "/metrics")
+        assert mcode == 200
+        status = engine.status()
+        await engine.stop()
+        return json.loads(raw), metrics.decode(), status
+
+    report, metrics, status = asyncio.run(main())
+    assert report["model"] == "calib"
+    for stage in ("a", "b"):
+        speed = report["stages"][stage]
+        assert speed["samples"] >= 4 and speed["ratio"] is not None
+        # a no-op runs in microseconds against 2 ms profiled: far faster than profiled
+        assert speed["ratio"] < 0.5
+    hardware = hardware_from_mapping({"hardware": report["hardware"]})
+    calibrated = profiles_from_mapping(report["profiles"], hardware, ("a", "b"))
+    assert calibrated.get("a", "cpu-1").latency_s(1) < _profiles().get("a", "cpu-1").latency_s(1)
+    assert status["calibration"]["stages"]["a"]["drifted"]  # far beyond 1/1.25, at once
+    assert status["calibration"]["pipeline"]["queries"] == 80
+    assert 'inferline_stage_speed_ratio{stage="a"}' in metrics
+    assert 'inferline_stage_speed_drift_warnings_total{stage="a"} 1.0' in metrics
+    for gauge in (
+        "inferline_estimated_p99_seconds ",
+        "inferline_estimated_uncalibrated_p99_seconds ",
+        "inferline_measured_p99_seconds ",
+    ):
+        assert gauge in metrics
+
+
+def test_fetch_calibration_refuses_bad_urls_and_dead_servers() -> None:
+    with pytest.raises(ConfigError, match="HOST:PORT"):
+        fetch_calibration("ftp://example")
+    with pytest.raises(ConfigError, match="port"):
+        fetch_calibration("http://127.0.0.1:notaport")
+    with pytest.raises(UnreachableError, match="not reachable"):
+        fetch_calibration(f"http://127.0.0.1:{free_port()}", timeout_s=2.0)
+
+
+def test_calibrate_command_exits_2_when_nothing_answers() -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    for extra in ([], ["--json"]):
+        result = CliRunner().invoke(app, ["calibrate", url, *extra])
+        assert result.exit_code == 2, result.output
+        assert "not reachable" in result.output
+
+
+def test_the_estimate_covers_at_most_the_latest_queries(tmp_path: Path) -> None:
+    pipeline, config = _bundle(tmp_path)
+    clock = Clock()
+    options = CalibrationOptions(estimate_max_queries=100, min_samples=5)
+    cal = Calibrator(pipeline, _profiles(), options, clock=clock)
+    for k in range(250):  # the first 150 were slow; the latest 100 are fast
+        cal.record_batch("a", "cpu-1", 1, 0.002)
+        cal.record_batch("b", "cpu-1", 1, 0.002)
+        cal.record_query(clock.now + 0.01 * k, 0.5 if k < 150 else 0.005, ("a", "b"))
+    clock.now += 3.0
+    cal.refresh(config, slo_s=1.0)
+    pipe = cal.status()["pipeline"]
+    assert pipe["queries"] == 100 and pipe["measured_p99_s"] == 0.005
+    assert pipe["rate_qps"] == pytest.approx(100.0)

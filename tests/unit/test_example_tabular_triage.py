@@ -92,7 +92,7 @@ def test_bundle_loads_with_a_join_and_a_conditional_branch() -> None:
     assert set(pipeline.stage_names) == {"features", "risk", "mc_mlp", "explain", "combine"}
     assert set(pipeline.predecessors("combine")) == {"risk", "mc_mlp", "explain"}
     assert set(pipeline.successors("features")) == {"risk", "explain"}
-    scale = pipeline.scale_factors()
+    scale = pipeline.scale_factors
     assert scale["features"] == scale["risk"] == scale["explain"] == scale["combine"] == 1.0
     assert 0.1 <= scale["mc_mlp"] <= 0.3  # measured routing (paths.yaml), about 19 %
     assert bundle.samples == "samples:sample_requests"

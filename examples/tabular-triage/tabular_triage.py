@@ -29,6 +29,7 @@ import pickle
 import random
 import time
 from collections.abc import Callable, Iterable, Iterator
+from importlib import metadata
 from pathlib import Path
 from typing import Any, ClassVar, NamedTuple
 
@@ -68,7 +69,7 @@ TRAINING: dict[str, Any] = {
 #: 20 % of the test rows then go on to the MC-dropout MLP (README.md).
 UNSURE_BELOW = 0.92
 #: Stochastic forward passes per row in ``mc_mlp``: its cost is linear in this.
-MC_PASSES = 192
+MC_PASSES = 128
 #: Contributions ``explain`` returns, largest magnitude first.
 TOP_FEATURES = 3
 #: Risk of malignancy from which a case is referred at once.
@@ -162,10 +163,10 @@ def cached(path: Path, build: Callable[[Path], None]) -> Path:
 
 
 def models_path() -> Path:
-    import sklearn
-    import torch
-
-    key = json.dumps([TRAINING, SPLIT_SEED, TEST_FRACTION, sklearn.__version__, torch.__version__])
+    """The artefact's file; its key changes with the settings and the library versions
+    (read from the installed metadata: importing torch here would cost every stage ~2 s)."""
+    versions = [metadata.version(name) for name in ("scikit-learn", "torch", "numpy")]
+    key = json.dumps([TRAINING, SPLIT_SEED, TEST_FRACTION, versions])
     return CACHE / f"models-{hashlib.sha256(key.encode()).hexdigest()[:12]}.pkl"
 
 
@@ -292,7 +293,18 @@ def _threads(default: int) -> int:
 # --- the stages ------------------------------------------------------------------------------
 
 
-class Features(StageModel):
+class _SklearnStage(StageModel):
+    @classmethod
+    def preload(cls) -> None:
+        """Import what unpickling the models needs, once per template: a replica forked
+        from it (a scale-up) only reads the cached file."""
+        import sklearn.decomposition
+        import sklearn.ensemble
+        import sklearn.linear_model
+        import sklearn.preprocessing  # noqa: F401
+
+
+class Features(_SklearnStage):
     """Raw measurements → standardised row and its PCA projection, one call per batch."""
 
     inputs: ClassVar[tuple[TensorSpec, ...]] = (TensorSpec("measurements", "FP64", (N_FEATURES,)),)
@@ -308,7 +320,7 @@ class Features(StageModel):
         return [{"x": s, "z": z} for s, z in zip(scaled, projected, strict=True)]
 
 
-class RiskTrees(StageModel):
+class RiskTrees(_SklearnStage):
     """Gradient-boosted trees on the PCA projection: probability of malignancy."""
 
     def setup(self) -> None:
@@ -343,7 +355,7 @@ class McDropoutMlp(StageModel):
         return [{"risk": float(m), "spread": float(s)} for m, s in zip(mean, spread, strict=True)]
 
 
-class Explain(StageModel):
+class Explain(_SklearnStage):
     """A logistic regression on the standardised row; its largest per-feature
     contributions to the log-odds of malignancy, as names and values."""
 

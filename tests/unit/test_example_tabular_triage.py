@@ -10,6 +10,7 @@ import copy
 import importlib.util
 import json
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -164,6 +165,41 @@ def test_models_are_trained_once_into_the_cache(tiny: ModuleType) -> None:
     assert tiny.load_models()["train_s"] == first["train_s"]  # loaded, not trained again
     assert files[0].stat().st_mtime_ns == stamp
     assert set(first["test_accuracy"]) == {"trees", "linear"}
+
+
+def test_replicas_starting_together_build_the_cache_once(
+    triage: ModuleType, tmp_path: Path
+) -> None:
+    """The first builder writes in two steps; the others block on the lock meanwhile and
+    must read the finished file, never the half-written one."""
+    target = tmp_path / "cache" / "models-x.pkl"
+    builds: list[Path] = []
+    halfway, finish = threading.Event(), threading.Event()
+
+    def build(tmp: Path) -> None:
+        builds.append(tmp)
+        tmp.write_bytes(b"half")
+        halfway.set()
+        finish.wait(10)
+        with tmp.open("ab") as f:
+            f.write(b"+whole")
+
+    seen: list[bytes] = []
+    first = threading.Thread(target=lambda: seen.append(triage.cached(target, build).read_bytes()))
+    first.start()
+    assert halfway.wait(10)
+    others = [
+        threading.Thread(target=lambda: seen.append(triage.cached(target, build).read_bytes()))
+        for _ in range(3)
+    ]
+    for thread in others:
+        thread.start()
+    finish.set()
+    for thread in [first, *others]:
+        thread.join(10)
+    assert seen == [b"half+whole"] * 4
+    assert len(builds) == 1
+    assert sorted(p.name for p in target.parent.iterdir()) == ["models-x.pkl", "models-x.pkl.lock"]
 
 
 def test_each_stage_answers_once_per_input_with_the_declared_shapes(tiny: ModuleType) -> None:

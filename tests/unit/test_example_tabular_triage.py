@@ -1,7 +1,7 @@
 """The tabular triage example without an engine: data, routing rule, triage rule, and each
 stage's ``predict`` on real sample rows with tiny models trained into a temporary cache
 (well under a second). The full-size models run in
-tests/integration/test_example_tabular_triage.py.
+tests/integration/test_tabular_triage_served.py.
 """
 
 from __future__ import annotations

@@ -168,6 +168,24 @@ def test_models_are_trained_once_into_the_cache(tiny: ModuleType) -> None:
     assert set(first["test_accuracy"]) == {"trees", "linear"}
 
 
+def test_training_is_deterministic(
+    tiny: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every replica that trains (any cache folder, any machine load) gets the same models."""
+    first = tiny.load_models()
+    monkeypatch.setattr(tiny, "CACHE", tmp_path / "elsewhere")
+    tiny.load_models.cache_clear()
+    second = tiny.load_models()
+    assert first is not second
+    for a, b in zip(first["mlp"], second["mlp"], strict=True):
+        np.testing.assert_array_equal(a, b)
+    rows = tiny.data_split().x_test[:20]
+    z = first["pca"].transform(first["scaler"].transform(rows))
+    np.testing.assert_array_equal(z, second["pca"].transform(second["scaler"].transform(rows)))
+    np.testing.assert_array_equal(first["trees"].predict_proba(z), second["trees"].predict_proba(z))
+    np.testing.assert_array_equal(first["linear"].coef_, second["linear"].coef_)
+
+
 def test_replicas_starting_together_build_the_cache_once(
     triage: ModuleType, tmp_path: Path
 ) -> None:

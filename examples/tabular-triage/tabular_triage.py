@@ -293,15 +293,18 @@ def _threads(default: int) -> int:
 # --- the stages ------------------------------------------------------------------------------
 
 
+def preload_models() -> None:
+    """For a stage's template: unpickle the cached models once, so that replicas forked
+    from it (scale-ups) share them read-only. Never trains here: training starts torch's
+    thread pool, which must not be inherited by a fork; ``setup`` trains if needed."""
+    if models_path().exists():
+        load_models()
+
+
 class _SklearnStage(StageModel):
     @classmethod
     def preload(cls) -> None:
-        """Import what unpickling the models needs, once per template: a replica forked
-        from it (a scale-up) only reads the cached file."""
-        import sklearn.decomposition
-        import sklearn.ensemble
-        import sklearn.linear_model
-        import sklearn.preprocessing  # noqa: F401
+        preload_models()
 
 
 class Features(_SklearnStage):
@@ -341,6 +344,8 @@ class McDropoutMlp(StageModel):
     @classmethod
     def preload(cls) -> None:
         import torch  # noqa: F401  (replicas fork from a template that imported it)
+
+        preload_models()
 
     def setup(self) -> None:
         import torch

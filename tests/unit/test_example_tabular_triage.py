@@ -186,6 +186,17 @@ def test_training_is_deterministic(
     np.testing.assert_array_equal(first["linear"].coef_, second["linear"].coef_)
 
 
+def test_preload_shares_cached_models_but_never_trains(tiny: ModuleType) -> None:
+    """A template must not train (torch's thread pool would be inherited by forks)."""
+    tiny.Features.preload()
+    assert not tiny.models_path().exists()
+    assert tiny.load_models.cache_info().currsize == 0
+    tiny.load_models()  # what a replica's setup() does: trains into the cache
+    tiny.load_models.cache_clear()
+    tiny.RiskTrees.preload()  # a later template finds the file and loads it for its forks
+    assert tiny.load_models.cache_info().currsize == 1
+
+
 def test_replicas_starting_together_build_the_cache_once(
     triage: ModuleType, tmp_path: Path
 ) -> None:

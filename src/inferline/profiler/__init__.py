@@ -28,6 +28,7 @@ if TYPE_CHECKING:
         ValidateOptions,
         ValidationReport,
         ValidationRun,
+        attach_samples,
         validate_bundle,
     )
 
@@ -44,6 +45,7 @@ __all__ = [
     "ValidateOptions",
     "ValidationReport",
     "ValidationRun",
+    "attach_samples",
     "available_hardware",
     "load_samples",
     "profile_bundle",
@@ -66,6 +68,7 @@ _LAZY = {
     "ValidateOptions": "inferline.profiler._validate",
     "ValidationReport": "inferline.profiler._validate",
     "ValidationRun": "inferline.profiler._validate",
+    "attach_samples": "inferline.profiler._validate",
     "validate_bundle": "inferline.profiler._validate",
 }
 

@@ -66,6 +66,7 @@ __all__ = [
     "machine_pool",
     "plan_for_machine",
     "run_promise_benchmark",
+    "status_figures",
     "tables",
     "tightest_slo",
 ]
@@ -229,11 +230,11 @@ def machine_capacity(
     else:
         hi = rate
         while True:  # halve until it fits
-            lo = hi / 2.0
-            if lo < min_rate_qps:
-                return 0.0
+            lo = max(hi / 2.0, min_rate_qps)
             if fits_at(lo):
                 break
+            if lo <= min_rate_qps:
+                return 0.0
             hi = lo
     while hi / lo > 1.0 + rel_tol:
         mid = math.sqrt(lo * hi)
@@ -397,20 +398,26 @@ class StatusPoller:
         self.samples.append((time.monotonic() - self._t0, threads, replicas, dollars))
 
     def figures(self) -> dict[str, Any]:
-        """Max threads and replicas, and cost: $ over the run and its mean $/hour."""
-        if not self.samples:
-            return {"max_threads": None, "max_replicas": None, "cost_usd": None}
-        t = np.array([s[0] for s in self.samples])
-        rate = np.array([s[3] for s in self.samples])  # $/hour, held until the next reading
-        span = float(t[-1] - t[0])
-        cost = float(np.sum(rate[:-1] * np.diff(t)) / 3600.0) if len(t) > 1 else 0.0
-        return {
-            "max_threads": max(s[1] for s in self.samples),
-            "max_replicas": max(s[2] for s in self.samples),
-            "cost_usd": cost,
-            "mean_cost_per_hour": cost * 3600.0 / span if span > 0 else float(rate[0]),
-            "readings": len(self.samples),
-        }
+        return status_figures(self.samples)
+
+
+def status_figures(samples: Sequence[tuple[float, int, int, float]]) -> dict[str, Any]:
+    """From (time s, replica threads, replicas, $/hour) readings: the most threads and
+    replicas, the cost of the run ($/hour held from one reading to the next) and its mean
+    $/hour."""
+    if not samples:
+        return {"max_threads": None, "max_replicas": None, "cost_usd": None}
+    t = np.array([x[0] for x in samples])
+    rate = np.array([x[3] for x in samples])
+    span = float(t[-1] - t[0])
+    cost = float(np.sum(rate[:-1] * np.diff(t)) / 3600.0)
+    return {
+        "max_threads": max(x[1] for x in samples),
+        "max_replicas": max(x[2] for x in samples),
+        "cost_usd": cost,
+        "mean_cost_per_hour": cost * 3600.0 / span if span > 0 else float(rate[0]),
+        "readings": len(samples),
+    }
 
 
 # --- the benchmark -------------------------------------------------------------------------
@@ -891,7 +898,8 @@ def tables(figures: dict[str, Any]) -> list[Table]:
         title=(
             f"the promise, served: {s['duration_s']:g} s held-out Poisson runs, "
             f"median of {s['repeats']}; targets: misses ≤ {s['miss_target']:.0%}, "
-            f"|est − meas| ≤ {s['error_target']:.0%} of measured (calibrated)"
+            f"|est − meas| ≤ {s['error_target']:.0%} of measured (calibrated); est: the "
+            "Estimator's P99 with the profiles, cal: rescaled to the engine's predict speed"
         )
     )
     columns: Sequence[str] = (
@@ -899,14 +907,14 @@ def tables(figures: dict[str, Any]) -> list[Table]:
         "load",
         "q/s",
         "binds",
-        "est P99 ms (profiled)",
-        "est P99 ms (calibrated)",
-        "measured P99 ms",
-        "error (prof.)",
-        "error (cal.)",
+        "est ms",
+        "cal ms",
+        "meas ms",
+        "err",
+        "err cal",
         "misses",
         "threads",
-        "verdict",
+        "",
     )
     for col in columns:
         levels.add_column(col, justify="left" if col == "pipeline" else "right")
@@ -934,12 +942,12 @@ def tables(figures: dict[str, Any]) -> list[Table]:
     if ramps:
         ramp = Table(
             title=(
-                f"{s['ramp_from']:g} → {s['ramp_to']:g} × capacity over {s['ramp_s']:g} s: "
+                f"ramp {s['ramp_from']:g} → {s['ramp_to']:g} × capacity over {s['ramp_s']:g} s: "
                 "the Tuner against the fixed plan sized for the peak"
             )
         )
         for col in ("pipeline", "run", "policy", "changes", "P99 ms", "misses", "cost $", "$/h",
-                    "threads", "verdict"):  # fmt: skip
+                    "threads", ""):  # fmt: skip
             ramp.add_column(col, justify="left" if col in ("pipeline", "run") else "right")
         for b in ramps:
             r = b["ramp"]
@@ -950,7 +958,7 @@ def tables(figures: dict[str, Any]) -> list[Table]:
                     continue
                 ramp.add_row(
                     b["pipeline"],
-                    f"{label} ({r['from_qps']:.0f} → {r['to_qps']:.0f} q/s)",
+                    label,
                     str(x.get("policy") or "—"),
                     "—" if x.get("tuner_changes") is None else str(x["tuner_changes"]),
                     _ms(x["measured_p99_s"]),

@@ -748,6 +748,7 @@ def _bundle(
     top_rate = s.max_rate_qps or ctx.pool.frontend_reserve_cores / FRONTEND_CPU_S_PER_QUERY
     top_rate = max(top_rate, 1.0)
     guess = single_replica_rate(pipeline, ctx.profiles)
+    searching = time.perf_counter()
     step(f"{ctx.name}: searching the machine's capacity")
     loose = machine_capacity(
         lambda r: ctx.plan_at(r, s.loose_slo_s, s.seed) is not None,
@@ -776,6 +777,7 @@ def _bundle(
         lambda r: ctx.plan_at(r, slo, s.seed) is not None, loose, max_rate_qps=top_rate
     )
     out["capacity_qps"] = capacity
+    out["search_s"] = time.perf_counter() - searching
     if capacity <= 0:
         out["infeasible"] = f"no plan fits this machine at SLO {slo:g} s"
         skip(len(s.loads) * s.repeats + (2 if s.ramp else 0))

@@ -477,6 +477,9 @@ def promise(
     ramp_s: Annotated[
         float, typer.Option("--ramp-s", help="Length of the 0.4 → 0.8 × capacity ramp, s.")
     ] = 60.0,
+    ramp_hold_s: Annotated[
+        float, typer.Option("--ramp-hold-s", help="Flat load before and after the ramp, s.")
+    ] = 5.0,
     no_ramp: Annotated[bool, typer.Option("--no-ramp", help="Skip the Tuner's ramp.")] = False,
     policy: Annotated[
         str | None,
@@ -507,7 +510,7 @@ def promise(
          "slo_s": "--slo-s", "threads_per_core": "--threads-per-core",
          "frontend_reserve_cores": "--reserve-cores", "max_rate_qps": "--max-rate",
          "planning_duration_s": "--planning-duration-s", "ramp_s": "--ramp-s",
-         "warmup_s": "--warmup-s", "bundles": "BUNDLES"}
+         "warmup_s": "--warmup-s", "ramp_hold_s": "--ramp-hold-s", "bundles": "BUNDLES"}
     ):  # fmt: skip
         settings = PromiseSettings(
             bundles=tuple(bundles) if bundles else DEFAULT_BUNDLES,
@@ -523,6 +526,7 @@ def promise(
             planning_duration_s=planning_duration_s,
             ramp=not no_ramp,
             ramp_s=ramp_s,
+            ramp_hold_s=ramp_hold_s,
             policy=policy,
             warmup_s=warmup_s,
             seed=seed,

@@ -165,7 +165,8 @@ def test_settings_refuse_what_cannot_be_measured() -> None:
 
 def figures(passed: bool) -> dict[str, Any]:
     level = {
-        "load": 0.8, "rate_qps": 80.0, "feasible": True, "binds": True, "runs": [{}],
+        "load": 0.8, "rate_qps": 80.0, "slo_s": 0.055, "feasible": True, "binds": True,
+        "runs": [{}],
         "estimated_p99_s": 0.040, "calibrated_p99_s": 0.045, "measured_p99_s": 0.047,
         "error": 0.149, "calibrated_error": 0.043, "measured_miss_rate": 0.004,
         "max_threads": 4, "passed": passed,
@@ -183,7 +184,7 @@ def figures(passed: bool) -> dict[str, Any]:
         "machine": {"cores": 2, "frontend_reserve_cores": 1.0, "max_threads": 4,
                     "max_threads_per_core": 4.0},
         "bundles": [
-            {"pipeline": "text-pipeline", "capacity_qps": 100.0, "slo_s": 0.055,
+            {"pipeline": "text-pipeline", "capacity_qps": 100.0, "slo_s": 0.06,
              "tightest_slo_s": 0.05, "pool_threads": 4, "levels": [level],
              "ramp": {"from_qps": 40.0, "to_qps": 80.0, "fixed": {**run, "policy": None},
                       "tuned": run, "passed": passed}},
@@ -206,7 +207,7 @@ def text_of(figs: dict[str, Any]) -> str:
 
 def test_tables_show_the_figures_the_verdicts_and_what_did_not_fit() -> None:
     text = text_of(figures(True))
-    assert "text-pipeline" in text and "100.0" in text and "55.0" in text
+    assert "text-pipeline" in text and "100.0" in text and "60.0" in text and "55.0" in text
     assert "40.0" in text and "45.0" in text and "47.0" in text  # est, calibrated, measured
     assert "15 %" in text and "4 %" in text and "0.40 %" in text
     assert "4/4" in text and "PASS" in text and "FAIL" not in text

@@ -7,7 +7,9 @@ machine (issue 14, "Done when"). Per bundle:
    (the sum of replica threads within the cores left after the front-end's reserve, at
    ``threads_per_core``), found by bisection on the rate (:func:`machine_capacity`).
 2. **A binding SLO**: 1.1 × the smallest SLO at which a plan fits at the top load
-   (:func:`tightest_slo`); a plan *binds* when its estimated P99 is ≥ 80 % of the SLO.
+   (:func:`tightest_slo`), the SLO of the capacity; then each load gets its own, 1.1 × the
+   tightest at that load (one SLO for all with ``slo_per_load=False``): a plan *binds*
+   when its estimated P99 is ≥ 80 % of the SLO.
 3. **The promise**: at each load (0.5 and 0.8 × capacity) the plan is served on the real
    engine and a held-out Poisson trace with the bundle's real sample payloads replayed;
    measured P99 and misses against the Estimator's for the same arrivals, with the
@@ -91,6 +93,7 @@ class PromiseSettings:
     repeats: int = 3
     warmup_s: float = 3.0
     slo_s: float | None = None  # None: the tightest SLO that fits at the top load, × slo_factor
+    slo_per_load: bool = True  # without slo_s: each load its own tightest SLO × slo_factor
     slo_factor: float = 1.1
     loose_slo_s: float = 1.0  # the SLO of the first capacity search, and the SLO search's top
     binding_fraction: float = 0.8  # a plan binds when its estimated P99 ≥ this × the SLO
@@ -546,7 +549,7 @@ def _level(
     s = ctx.settings
     rate = fraction * capacity_qps
     chosen = ctx.plan_at(rate, slo_s, s.seed)
-    out: dict[str, Any] = {"load": fraction, "rate_qps": rate}
+    out: dict[str, Any] = {"load": fraction, "rate_qps": rate, "slo_s": slo_s}
     if chosen is None:
         out["feasible"] = False
         step(f"{ctx.name} at {fraction:g}×: no plan fits")
@@ -672,7 +675,12 @@ def _ramp(
         seed=s.seed + 77,
     ).arrival_s
     trace, samples = ctx.with_paths(arrivals, s.seed + 77, "ramp")
-    out: dict[str, Any] = {"from_qps": low, "to_qps": peak, "queries": trace.n_queries}
+    out: dict[str, Any] = {
+        "from_qps": low,
+        "to_qps": peak,
+        "queries": trace.n_queries,
+        "slo_s": slo_s,
+    }
     for label, rate, tune in (("fixed", peak, False), ("tuned", low, True)):
         chosen = ctx.plan_at(rate, slo_s, s.seed)
         if chosen is None:
@@ -782,9 +790,22 @@ def _bundle(
         out["infeasible"] = f"no plan fits this machine at SLO {slo:g} s"
         skip(len(s.loads) * s.repeats + (2 if s.ramp else 0))
         return out
-    out["levels"] = [_level(ctx, f, capacity, slo, tmp, step) for f in s.loads]
+    chosen: dict[float, float] = {}
+
+    def slo_at(fraction: float) -> float:
+        """The bundle's SLO, or with ``slo_per_load`` 1.1 × the tightest at this load."""
+        if s.slo_s is not None or not s.slo_per_load:
+            return slo
+        if fraction not in chosen:
+            step(f"{ctx.name}: the tightest SLO at {fraction:g}× capacity")
+            rate = fraction * capacity
+            tight = tightest_slo(lambda x: ctx.plan_at(rate, x, s.seed) is not None, slo)
+            chosen[fraction] = slo if tight is None else min(slo, tight * s.slo_factor)
+        return chosen[fraction]
+
+    out["levels"] = [_level(ctx, f, capacity, slo_at(f), tmp, step) for f in s.loads]
     if s.ramp:
-        out["ramp"] = _ramp(ctx, capacity, slo, tmp, step)
+        out["ramp"] = _ramp(ctx, capacity, slo_at(s.ramp_to), tmp, step)
     return out
 
 
@@ -799,7 +820,7 @@ def run_promise_benchmark(
     s = settings or PromiseSettings()
     started = time.perf_counter()
     pool = machine_pool(s)
-    per_bundle = 3 + len(s.loads) * s.repeats + (2 if s.ramp else 0)
+    per_bundle = 3 + len(s.loads) * (s.repeats + 1) + (3 if s.ramp else 0)
     total = per_bundle * len(s.bundles)
     done = 0
 
@@ -886,7 +907,7 @@ def tables(figures: dict[str, Any]) -> list[Table]:
         f"{m['max_threads']} replica thread(s) at {m['max_threads_per_core']:g} per core"
     )
     overview = Table(title=f"does the promise hold? {machine}")
-    for col in ("pipeline", "capacity q/s", "SLO ms", "tightest ms", "notes"):
+    for col in ("pipeline", "capacity q/s", "at SLO ms", "tightest ms", "notes"):
         overview.add_column(col, justify="left" if col in ("pipeline", "notes") else "right")
     for b in figures["bundles"]:
         overview.add_row(
@@ -908,6 +929,7 @@ def tables(figures: dict[str, Any]) -> list[Table]:
         "pipeline",
         "load",
         "q/s",
+        "SLO ms",
         "binds",
         "est ms",
         "cal ms",
@@ -929,6 +951,7 @@ def tables(figures: dict[str, Any]) -> list[Table]:
                 b["pipeline"],
                 f"{lv['load']:g}×",
                 f"{lv['rate_qps']:.1f}",
+                _ms(lv.get("slo_s")),
                 "yes" if lv["binds"] else "no",
                 _ms(lv["estimated_p99_s"]),
                 _ms(lv["calibrated_p99_s"]),
@@ -948,8 +971,8 @@ def tables(figures: dict[str, Any]) -> list[Table]:
                 "the Tuner against the fixed plan sized for the peak"
             )
         )
-        for col in ("pipeline", "run", "policy", "changes", "P99 ms", "misses", "cost $", "$/h",
-                    "threads", ""):  # fmt: skip
+        for col in ("pipeline", "run", "SLO ms", "policy", "changes", "P99 ms", "misses",
+                    "cost $", "$/h", "threads", ""):  # fmt: skip
             ramp.add_column(col, justify="left" if col in ("pipeline", "run") else "right")
         for b in ramps:
             r = b["ramp"]
@@ -961,6 +984,7 @@ def tables(figures: dict[str, Any]) -> list[Table]:
                 ramp.add_row(
                     b["pipeline"],
                     label,
+                    _ms(r.get("slo_s")),
                     str(x.get("policy") or "—"),
                     "—" if x.get("tuner_changes") is None else str(x["tuner_changes"]),
                     _ms(x["measured_p99_s"]),

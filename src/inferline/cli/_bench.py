@@ -456,6 +456,12 @@ def promise(
             "--slo-s", help="Latency objective, s (default: the tightest that fits, ×1.1)."
         ),
     ] = None,
+    one_slo: Annotated[
+        bool,
+        typer.Option(
+            "--one-slo", help="Serve every load at the capacity's SLO, not each at its tightest."
+        ),
+    ] = False,
     threads_per_core: Annotated[
         float,
         typer.Option(
@@ -518,6 +524,7 @@ def promise(
             duration_s=duration_s,
             repeats=repeats,
             slo_s=slo_s,
+            slo_per_load=not one_slo,
             threads_per_core=threads_per_core,
             frontend_reserve_cores=(
                 FRONTEND_RESERVE_CORES if reserve_cores is None else reserve_cores

@@ -192,6 +192,7 @@ def figures(passed: bool) -> dict[str, Any]:
              "infeasible": "infeasible on this machine: one replica per stage needs 9"},
         ],
         "passed": passed,
+        "notes": ["the machine was busy: load average 9.0 on 2 cores"],
         "wall_s": 12.0,
         "load_average_before_after": [1.0, 2.0],
         "written": ["/out/promise.json"],
@@ -212,5 +213,5 @@ def test_tables_show_the_figures_the_verdicts_and_what_did_not_fit() -> None:
     assert "15 %" in text and "4 %" in text and "0.40 %" in text
     assert "4/4" in text and "PASS" in text and "FAIL" not in text
     assert "infeasible on this machine" in text
-    assert "0.00120" in text and "/out/promise.json" in text
+    assert "0.00120" in text and "/out/promise.json" in text and "load average 9.0" in text
     assert "FAIL" in text_of(figures(False))

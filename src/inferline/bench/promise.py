@@ -337,11 +337,14 @@ def calibrated_estimate(
     slo_s: float,
     seed: int = 0,
     service_time: ServiceTime = "lognormal",
+    served_batch: Mapping[str, float] | None = None,
 ) -> SimulationResult | None:
     """The Estimator again on the same arrivals, with :func:`calibrated_profiles` from the
-    engine's statistics after the run (``profiled``: the first estimate, for the batch
-    sizes served). The engine's live calibration will make this a status read."""
+    engine's statistics after the run, at the mean batch sizes the engine served
+    (``served_batch``) or else those of the first estimate, ``profiled``. The engine's
+    live calibration will make this a status read."""
     mean_batch = {n: s.mean_batch_size or 1.0 for n, s in profiled.stages.items()}
+    mean_batch.update(served_batch or {})
     calibrated = calibrated_profiles(profiles, config, stats, mean_batch)
     if calibrated is None:
         return None
@@ -370,6 +373,8 @@ class StatusPoller:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="promise-status", daemon=True)
         self.samples: list[tuple[float, int, int, float]] = []  # t, threads, replicas, $/h
+        self.batches_first: dict[str, int] = {}
+        self.batches_last: dict[str, int] = {}
 
     def __enter__(self) -> StatusPoller:
         self._t0 = time.monotonic()
@@ -399,6 +404,23 @@ class StatusPoller:
                 replicas += 1
                 dollars += self._price.get(str(r.get("hardware")), 0.0)
         self.samples.append((time.monotonic() - self._t0, threads, replicas, dollars))
+        batches = {
+            name: sum(int(r.get("batches") or 0) for r in stage.get("replica_list", []))
+            for name, stage in status.get("stages", {}).items()
+        }
+        self.batches_first = self.batches_first or batches
+        self.batches_last = batches
+
+    def served_batch(self, stats: Mapping[str, Any]) -> dict[str, float]:
+        """Per stage, the mean batch size served while polling: visits in ``stats``
+        (taken after a reset at the start) over the batches the replicas finished."""
+        out = {}
+        for name, stage in stats.get("stages", {}).items():
+            done = self.batches_last.get(name, 0) - self.batches_first.get(name, 0)
+            visits = int(stage.get("visits") or 0)
+            if done > 0 and visits > 0:
+                out[name] = visits / done
+        return out
 
     def figures(self) -> dict[str, Any]:
         return status_figures(self.samples)
@@ -501,8 +523,8 @@ def _serve_args(slo_s: float, *extra: str) -> tuple[str, ...]:
 
 def _replay(
     ctx: _Context, engine: EngineProcess, trace: Trace, samples: np.ndarray, slo_s: float
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Replay ``trace`` with its sample payloads while polling status: (measured, machine)."""
+) -> tuple[dict[str, Any], StatusPoller]:
+    """Replay ``trace`` with its sample payloads while polling status."""
     from inferline.engine import replay, replay_summary
 
     price = ctx.profiles.hardware.price_per_hour
@@ -519,7 +541,7 @@ def _replay(
     measured = replay_summary(result)
     if measured["errors"]:
         measured["first_error"] = next(iter(result.errors.values()), "")
-    return measured, poller.figures()
+    return measured, poller
 
 
 def _warm_up(ctx: _Context, engine: EngineProcess, rate_qps: float, slo_s: float) -> None:
@@ -568,8 +590,9 @@ def _level(
             trace, samples = ctx.with_paths(arrivals, seed, f"held out, {rate:.1f} q/s")
             _warm_up(ctx, engine, rate, slo_s)
             engine.reset_stats()
-            measured, machine = _replay(ctx, engine, trace, samples, slo_s)
+            measured, poller = _replay(ctx, engine, trace, samples, slo_s)
             stats = engine.stats()
+            served_batch = poller.served_batch(stats)
             profiled = ctx.estimate(trace, chosen.config, slo_s)
             calibrated = calibrated_estimate(
                 ctx.bundle.pipeline,
@@ -581,8 +604,10 @@ def _level(
                 slo_s=slo_s,
                 seed=s.seed,
                 service_time=s.service_time,
+                served_batch=served_batch,
             )
-            runs.append(_run_figures(measured, machine, profiled, calibrated))
+            run = _run_figures(measured, poller.figures(), profiled, calibrated)
+            runs.append({**run, "served_batch": served_batch})
     out["runs"] = runs
     out.update(_level_summary(runs, ctx.pool, s))
     return out
@@ -702,7 +727,8 @@ def _ramp(
             start_timeout_s=s.start_timeout_s,
         ) as engine:
             _warm_up(ctx, engine, low, slo_s)
-            measured, machine = _replay(ctx, engine, trace, samples, slo_s)
+            measured, poller = _replay(ctx, engine, trace, samples, slo_s)
+            machine = poller.figures()
             tuner = engine.status().get("tuner", {})
         out[label] = {
             "feasible": True,
@@ -850,6 +876,7 @@ def run_promise_benchmark(
         "machine": pool.as_dict(),
         "load_average_before_after": [load_before, _load_average()],
         "bundles": bundles,
+        "notes": _notes(pool, load_before),
         "passed": _passed(bundles),
         "wall_s": time.perf_counter() - started,
         "written": [],
@@ -859,6 +886,16 @@ def run_promise_benchmark(
         figures["written"] = [str(out_dir / "promise.json")]
         (out_dir / "promise.json").write_text(json.dumps(figures, indent=1) + "\n")
     return figures
+
+
+def _notes(pool: MachinePool, load_before: float) -> list[str]:
+    busiest = max(load_before, _load_average())
+    if busiest <= pool.cores:
+        return []
+    return [
+        f"the machine was busy: load average {busiest:.1f} on {pool.cores} cores; the "
+        "measured latencies include the other jobs, which the profiles do not"
+    ]
 
 
 def _load_average() -> float:
@@ -997,7 +1034,7 @@ def tables(figures: dict[str, Any]) -> list[Table]:
                     _verdict(r.get("passed")) if label == "tuned" else "",
                 )
         out.append(ramp)
-    out[-1].caption = (
+    out[-1].caption = "".join(f"{note}; " for note in figures.get("notes", [])) + (
         f"{'PASS' if figures['passed'] else 'FAIL'}; wall time {figures['wall_s']:.0f} s; "
         f"load average {figures['load_average_before_after'][0]:.1f} before, "
         f"{figures['load_average_before_after'][1]:.1f} after"

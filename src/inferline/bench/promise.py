@@ -760,16 +760,24 @@ def _bundle(
 ) -> dict[str, Any]:
     s = ctx.settings
     pipeline = ctx.bundle.pipeline
+    out: dict[str, Any] = {
+        "bundle": str(ctx.bundle.root),
+        "pipeline": ctx.name,
+        "pool_threads": ctx.pool.max_threads,
+    }
+    missing = [stage for stage in pipeline.stage_names if not ctx.profiles.hardware_for(stage)]
+    if missing:
+        out["infeasible"] = (
+            f"infeasible on this machine: no profile on hardware it has for "
+            f"{', '.join(missing)} (run `inferline profile` here)"
+        )
+        skip(len(s.loads) * s.repeats + (2 if s.ramp else 0))
+        return out
     min_threads = sum(
         min(resources_for(hw).threads for hw in ctx.profiles.hardware_for(stage))
         for stage in pipeline.stage_names
     )
-    out: dict[str, Any] = {
-        "bundle": str(ctx.bundle.root),
-        "pipeline": ctx.name,
-        "min_threads": min_threads,
-        "pool_threads": ctx.pool.max_threads,
-    }
+    out["min_threads"] = min_threads
     if min_threads > ctx.pool.max_threads:
         out["infeasible"] = (
             f"infeasible on this machine: one replica per stage needs {min_threads} replica "
@@ -779,8 +787,8 @@ def _bundle(
         )
         skip(len(s.loads) * s.repeats + (2 if s.ramp else 0))
         return out
-    top_rate = s.max_rate_qps or ctx.pool.frontend_reserve_cores / FRONTEND_CPU_S_PER_QUERY
-    top_rate = max(top_rate, 1.0)
+    front_end_cores = ctx.pool.frontend_reserve_cores or ctx.pool.cores  # none kept: all shared
+    top_rate = max(s.max_rate_qps or front_end_cores / FRONTEND_CPU_S_PER_QUERY, 1.0)
     guess = single_replica_rate(pipeline, ctx.profiles)
     searching = time.perf_counter()
     step(f"{ctx.name}: searching the machine's capacity")
@@ -911,7 +919,7 @@ def _passed(bundles: list[dict[str, Any]]) -> bool:
             return False
         if not all(level.get("passed") for level in b.get("levels", [])):
             return False
-        if "ramp" in b and not b["ramp"].get("passed"):
+        if "ramp" in b and not (b["ramp"].get("passed") and b["ramp"].get("fits_machine")):
             return False
     return True
 
@@ -929,6 +937,12 @@ def _pct(value: float | None, digits: int = 1) -> str:
 
 def _money(value: float | None, digits: int) -> str:
     return "—" if value is None else f"{value:.{digits}f}"
+
+
+def _ramp_passed(ramp: dict[str, Any]) -> bool | None:
+    if ramp.get("passed") is None:
+        return None
+    return bool(ramp["passed"] and ramp.get("fits_machine", True))
 
 
 def _verdict(ok: bool | None) -> str:
@@ -1031,7 +1045,7 @@ def tables(figures: dict[str, Any]) -> list[Table]:
                     if x.get("mean_cost_per_hour") is None
                     else f"{x['mean_cost_per_hour']:.3f}",
                     f"{x['max_threads']}/{b['pool_threads']}",
-                    _verdict(r.get("passed")) if label == "tuned" else "",
+                    _verdict(_ramp_passed(r)) if label == "tuned" else "",
                 )
         out.append(ramp)
     out[-1].caption = "".join(f"{note}; " for note in figures.get("notes", [])) + (

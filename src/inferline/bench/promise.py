@@ -928,11 +928,13 @@ def _passed(bundles: list[dict[str, Any]]) -> bool:
 
 
 def _ms(value: float | None) -> str:
-    return "—" if value is None else f"{value * 1000:.1f}"
+    if value is None:
+        return "—"
+    return f"{value * 1000:.0f}" if value >= 0.1 else f"{value * 1000:.1f}"
 
 
-def _pct(value: float | None, digits: int = 1) -> str:
-    return "—" if value is None else f"{value * 100:.{digits}f} %"
+def _pct(value: float | None, digits: int = 0) -> str:
+    return "—" if value is None else f"{value * 100:.{digits}f}%"
 
 
 def _money(value: float | None, digits: int) -> str:
@@ -949,15 +951,25 @@ def _verdict(ok: bool | None) -> str:
     return "—" if ok is None else ("PASS" if ok else "FAIL")
 
 
+def _table(title: str, columns: Sequence[str]) -> Table:
+    table = Table(title=title, show_edge=False, pad_edge=False)
+    for col in columns:
+        table.add_column(col, justify="right")
+    return table
+
+
 def tables(figures: dict[str, Any]) -> list[Table]:
-    """The readable output: per bundle its capacity and SLO, the promise per load, the ramp."""
+    """The readable output: the machine and each bundle's capacity and SLO, then per bundle
+    the promise per load and the ramp (latencies in ms)."""
     s = figures["settings"]
     m = figures["machine"]
-    machine = (
-        f"machine: {m['cores']} cores, {m['frontend_reserve_cores']:g} kept for the front-end, "
-        f"{m['max_threads']} replica thread(s) at {m['max_threads_per_core']:g} per core"
+    overview = Table(
+        title=(
+            f"does the promise hold? {m['cores']} cores, {m['frontend_reserve_cores']:g} kept "
+            f"for the front-end: {m['max_threads']} replica thread(s) at "
+            f"{m['max_threads_per_core']:g} a core"
+        )
     )
-    overview = Table(title=f"does the promise hold? {machine}")
     for col in ("pipeline", "capacity q/s", "at SLO ms", "tightest ms", "notes"):
         overview.add_column(col, justify="left" if col in ("pipeline", "notes") else "right")
     for b in figures["bundles"]:
@@ -968,86 +980,12 @@ def tables(figures: dict[str, Any]) -> list[Table]:
             _ms(b.get("tightest_slo_s")),
             b.get("infeasible", ""),
         )
-    levels = Table(
-        title=(
-            f"the promise, served: {s['duration_s']:g} s held-out Poisson runs, "
-            f"median of {s['repeats']}; targets: misses ≤ {s['miss_target']:.0%}, "
-            f"|est − meas| ≤ {s['error_target']:.0%} of measured (calibrated); est: the "
-            "Estimator's P99 with the profiles, cal: rescaled to the engine's predict speed"
-        )
-    )
-    columns: Sequence[str] = (
-        "pipeline",
-        "load",
-        "q/s",
-        "SLO ms",
-        "binds",
-        "est ms",
-        "cal ms",
-        "meas ms",
-        "err",
-        "err cal",
-        "misses",
-        "threads",
-        "",
-    )
-    for col in columns:
-        levels.add_column(col, justify="left" if col == "pipeline" else "right")
+    out = [overview]
     for b in figures["bundles"]:
-        for lv in b.get("levels", []):
-            if not lv.get("feasible", False) or "runs" not in lv:
-                levels.add_row(b["pipeline"], f"{lv['load']:g}×", f"{lv['rate_qps']:.1f}")
-                continue
-            levels.add_row(
-                b["pipeline"],
-                f"{lv['load']:g}×",
-                f"{lv['rate_qps']:.1f}",
-                _ms(lv.get("slo_s")),
-                "yes" if lv["binds"] else "no",
-                _ms(lv["estimated_p99_s"]),
-                _ms(lv["calibrated_p99_s"]),
-                _ms(lv["measured_p99_s"]),
-                _pct(lv["error"], 0),
-                _pct(lv["calibrated_error"], 0),
-                _pct(lv["measured_miss_rate"], 2),
-                f"{lv['max_threads']}/{b['pool_threads']}",
-                _verdict(lv["passed"]),
-            )
-    out = [overview, levels]
-    ramps = [b for b in figures["bundles"] if "ramp" in b]
-    if ramps:
-        ramp = Table(
-            title=(
-                f"ramp {s['ramp_from']:g} → {s['ramp_to']:g} × capacity over {s['ramp_s']:g} s: "
-                "the Tuner against the fixed plan sized for the peak"
-            )
-        )
-        for col in ("pipeline", "run", "SLO ms", "policy", "changes", "P99 ms", "misses",
-                    "cost $", "$/h", "threads", ""):  # fmt: skip
-            ramp.add_column(col, justify="left" if col in ("pipeline", "run") else "right")
-        for b in ramps:
-            r = b["ramp"]
-            for label in ("fixed", "tuned"):
-                x = r.get(label, {})
-                if not x.get("feasible"):
-                    ramp.add_row(b["pipeline"], label, "no plan fits")
-                    continue
-                ramp.add_row(
-                    b["pipeline"],
-                    label,
-                    _ms(r.get("slo_s")),
-                    str(x.get("policy") or "—"),
-                    "—" if x.get("tuner_changes") is None else str(x["tuner_changes"]),
-                    _ms(x["measured_p99_s"]),
-                    _pct(x["measured_miss_rate"], 2),
-                    _money(x["cost_usd"], 5),
-                    "—"
-                    if x.get("mean_cost_per_hour") is None
-                    else f"{x['mean_cost_per_hour']:.3f}",
-                    f"{x['max_threads']}/{b['pool_threads']}",
-                    _verdict(_ramp_passed(r)) if label == "tuned" else "",
-                )
-        out.append(ramp)
+        if b.get("levels"):
+            out.append(_levels_table(b, s))
+        if b.get("ramp"):
+            out.append(_ramp_table(b, s))
     out[-1].caption = "".join(f"{note}; " for note in figures.get("notes", [])) + (
         f"{'PASS' if figures['passed'] else 'FAIL'}; wall time {figures['wall_s']:.0f} s; "
         f"load average {figures['load_average_before_after'][0]:.1f} before, "
@@ -1055,3 +993,60 @@ def tables(figures: dict[str, Any]) -> list[Table]:
         + "".join(f"; → {path}" for path in figures.get("written", []))
     )
     return out
+
+
+def _levels_table(b: dict[str, Any], s: dict[str, Any]) -> Table:
+    table = _table(
+        f"{b['pipeline']}: the promise, served ({s['duration_s']:g} s held-out Poisson runs, "
+        f"median of {s['repeats']}). est: the Estimator's P99 with the profiles; cal: with "
+        "them rescaled to the engine's predict speed; err: |est − meas| / meas. Targets: "
+        f"misses ≤ {s['miss_target']:.0%}, err cal ≤ {s['error_target']:.0%}",
+        ("load", "q/s", "SLO", "binds", "est", "cal", "meas", "err", "err cal", "miss",
+         "thr", ""),
+    )  # fmt: skip
+    for lv in b["levels"]:
+        if "runs" not in lv:
+            table.add_row(f"{lv['load']:g}×", f"{lv['rate_qps']:.1f}", _ms(lv.get("slo_s")), "—")
+            continue
+        table.add_row(
+            f"{lv['load']:g}×",
+            f"{lv['rate_qps']:.0f}",
+            _ms(lv.get("slo_s")),
+            "yes" if lv["binds"] else "no",
+            _ms(lv["estimated_p99_s"]),
+            _ms(lv["calibrated_p99_s"]),
+            _ms(lv["measured_p99_s"]),
+            _pct(lv["error"]),
+            _pct(lv["calibrated_error"]),
+            _pct(lv["measured_miss_rate"], 1),
+            f"{lv['max_threads']}/{b['pool_threads']}",
+            _verdict(lv["passed"]),
+        )
+    return table
+
+
+def _ramp_table(b: dict[str, Any], s: dict[str, Any]) -> Table:
+    r = b["ramp"]
+    table = _table(
+        f"{b['pipeline']}: {r['from_qps']:.0f} → {r['to_qps']:.0f} q/s "
+        f"({s['ramp_from']:g} → {s['ramp_to']:g} × capacity) over {s['ramp_s']:g} s, "
+        f"SLO {_ms(r.get('slo_s'))} ms: the Tuner against the fixed plan sized for the peak",
+        ("run", "policy", "changes", "P99", "miss", "cost $", "$/h", "thr", ""),
+    )
+    for label in ("fixed", "tuned"):
+        x = r.get(label, {})
+        if not x.get("feasible"):
+            table.add_row(label, "no plan fits")
+            continue
+        table.add_row(
+            label,
+            str(x.get("policy") or "—"),
+            "—" if x.get("tuner_changes") is None else str(x["tuner_changes"]),
+            _ms(x["measured_p99_s"]),
+            _pct(x["measured_miss_rate"], 2),
+            _money(x["cost_usd"], 5),
+            _money(x.get("mean_cost_per_hour"), 3),
+            f"{x['max_threads']}/{b['pool_threads']}",
+            _verdict(_ramp_passed(r)) if label == "tuned" else "",
+        )
+    return table

@@ -457,7 +457,7 @@ class _Context:
     bodies: list[bytes]
     pool: MachinePool
     settings: PromiseSettings
-    notes: list[str] = field(default_factory=list)
+    plans: dict[tuple[float, float, int], Plan | None] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -478,9 +478,16 @@ class _Context:
         return attach_samples(arrivals, paths, seed, label)
 
     def plan_at(self, rate_qps: float, slo_s: float, seed: int) -> Plan | None:
-        s = self.settings
-        t = self.trace(rate_qps, s.planning_duration_s, seed, f"planning, {rate_qps:.1f} q/s")
-        return plan_for_machine(self.bundle.pipeline, self.profiles, t, slo_s, self.pool, seed=seed)
+        """The plan for a Poisson planning trace at this rate (the same inputs, the same
+        plan: remembered)."""
+        key = (rate_qps, slo_s, seed)
+        if key not in self.plans:
+            s = self.settings
+            t = self.trace(rate_qps, s.planning_duration_s, seed, f"planning, {rate_qps:.1f} q/s")
+            self.plans[key] = plan_for_machine(
+                self.bundle.pipeline, self.profiles, t, slo_s, self.pool, seed=seed
+            )
+        return self.plans[key]
 
     def estimate(self, trace: Trace, config: PipelineConfig, slo_s: float) -> SimulationResult:
         s = self.settings

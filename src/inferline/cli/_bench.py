@@ -453,7 +453,7 @@ def promise(
     slo_s: Annotated[
         float | None,
         typer.Option(
-            "--slo-s", help="Latency objective, s (default: the tightest that fits, ×1.1)."
+            "--slo-s", help="Latency objective for every load, s (default: 1.1 × the tightest)."
         ),
     ] = None,
     one_slo: Annotated[

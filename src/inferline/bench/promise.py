@@ -614,10 +614,22 @@ def _level(
                 served_batch=served_batch,
             )
             run = _run_figures(measured, poller.figures(), profiled, calibrated)
-            runs.append({**run, "served_batch": served_batch})
+            runs.append({**run, "served_batch": served_batch, "stages": _time_split(stats)})
     out["runs"] = runs
     out.update(_level_summary(runs, ctx.pool, s))
     return out
+
+
+def _time_split(stats: Mapping[str, Any]) -> dict[str, dict[str, float | None]]:
+    """Per stage, the medians and P99s of the engine's time split (where the time went)."""
+    return {
+        name: {
+            f"{part}_{q}": stage.get(f"{part}_s", {}).get(q)
+            for part in ("queue_wait", "predict", "overhead")
+            for q in ("p50", "p99")
+        }
+        for name, stage in stats.get("stages", {}).items()
+    }
 
 
 def _plan_figures(ctx: _Context, chosen: Plan, slo_s: float) -> dict[str, Any]:

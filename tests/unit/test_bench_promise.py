@@ -139,6 +139,12 @@ def test_calibration_rescales_the_predict_part_by_the_engine_s_speed() -> None:
     assert math.isclose(a[0].median_s, 0.010 + 0.008)
     assert math.isclose(a[1].p99_s, 0.030 + 0.016 * 1.5)
     assert out.get("b", "cpu-1").points == profiles.get("b", "cpu-1").points
+    # a wider predict tail in the engine widens the P99: a's predict P99 4× its median
+    stats["stages"]["a"]["predict_s"]["p99"] = 0.128
+    wide = calibrated_profiles(profiles, config, stats, {"a": 3.6, "b": 4.0})
+    assert wide is not None
+    p = wide.get("a", "cpu-1").points[1]
+    assert math.isclose(p.median_s, 0.036) and math.isclose(p.p99_s, 0.036 + 2 * 0.016 * 3)
     # a stage the engine did not measure: no calibrated estimate
     assert calibrated_profiles(profiles, config, {"stages": {"a": {}}}, {}) is None
 

@@ -294,7 +294,9 @@ def calibrated_profiles(
     mean_batch: Mapping[str, float],
 ) -> Profiles | None:
     """``profiles`` with each planned stage's ``predict`` part rescaled by the engine's
-    measured median ``predict`` time over the profiled one at the batch size served.
+    measured median ``predict`` time over the profiled one at the batch size served, and
+    its P99 widened to the engine's ``predict`` P99/median spread where that is wider (a
+    shared machine's stalls are in the tail, not the median).
 
     ``stats``: ``GET /v2/control/stats``; ``mean_batch``: per stage, the mean batch size the
     run served. The engine's statistics are per stage, not per batch size, so the ratio
@@ -303,25 +305,24 @@ def calibrated_profiles(
     entries = dict(profiles.entries)
     measured = stats.get("stages", {})
     for name, c in config.stages.items():
-        engine_s = measured.get(name, {}).get("predict_s", {}).get("p50")
+        predict = measured.get(name, {}).get("predict_s", {})
+        engine_s, engine_p99_s = predict.get("p50"), predict.get("p99")
         profile = profiles.get(name, c.hardware)
         served = max(1, round(mean_batch.get(name, 1.0)))
         point = next((p for p in profile.points if p.batch_size >= served), profile.points[-1])
         if not engine_s or not point.predict_median_s:
             return None
         ratio = float(engine_s) / point.predict_median_s
+        spread = float(engine_p99_s) / float(engine_s) if engine_p99_s else 1.0
         points = []
         for q in profile.points:
             if q.predict_median_s is None:
                 return None
             extra = (ratio - 1.0) * q.predict_median_s
-            points.append(
-                dataclasses.replace(
-                    q,
-                    median_s=max(1e-9, q.median_s + extra),
-                    p99_s=max(1e-9, q.p99_s + extra * q.p99_s / q.median_s),
-                )
-            )
+            median_s = max(1e-9, q.median_s + extra)
+            p99_s = max(1e-9, q.p99_s + extra * q.p99_s / q.median_s)
+            tail_s = median_s + ratio * q.predict_median_s * (spread - 1.0)
+            points.append(dataclasses.replace(q, median_s=median_s, p99_s=max(p99_s, tail_s)))
         entries[(name, c.hardware)] = dataclasses.replace(profile, points=tuple(points))
     return Profiles(profiles.hardware, entries, profiles.source).with_overhead(profiles.overhead)
 

@@ -434,3 +434,123 @@ def ray_bench(
     with _running(as_json, "running the Ray benchmark") as progress:
         figures = run_ray_benchmark(settings, out_dir=out_dir, progress=progress)
     _report(figures, as_json, tables)
+
+
+@app.command("promise")
+@user_errors
+def promise(
+    bundles: Annotated[
+        list[Path] | None,
+        typer.Argument(help="Bundle folders (default: the text pipeline and the image cascade)."),
+    ] = None,
+    loads: Annotated[
+        str, typer.Option("--loads", help="Loads, as fractions of the machine's capacity.")
+    ] = "0.5,0.8",
+    duration_s: Annotated[
+        float, typer.Option("--duration-s", help="Seconds of held-out arrivals per run.")
+    ] = 60.0,
+    repeats: Annotated[int, typer.Option("--repeats", help="Runs per load (medians).")] = 3,
+    slo_s: Annotated[
+        float | None,
+        typer.Option(
+            "--slo-s", help="Latency objective for every load, s (default: 1.1 × the tightest)."
+        ),
+    ] = None,
+    one_slo: Annotated[
+        bool,
+        typer.Option(
+            "--one-slo", help="Serve every load at the capacity's SLO, not each at its tightest."
+        ),
+    ] = False,
+    threads_per_core: Annotated[
+        float,
+        typer.Option(
+            "--threads-per-core",
+            help="Replica threads a plan may put on each core left after the front-end's.",
+        ),
+    ] = 1.0,
+    reserve_cores: Annotated[
+        float | None,
+        typer.Option("--reserve-cores", help="Cores kept for the front-end (default: 1)."),
+    ] = None,
+    max_rate: Annotated[
+        float | None,
+        typer.Option("--max-rate", help="Highest rate the capacity search tries, q/s."),
+    ] = None,
+    planning_duration_s: Annotated[
+        float, typer.Option("--planning-duration-s", help="Length of each planning trace, s.")
+    ] = 30.0,
+    ramp_s: Annotated[
+        float, typer.Option("--ramp-s", help="Length of the 0.4 → 0.8 × capacity ramp, s.")
+    ] = 60.0,
+    ramp_hold_s: Annotated[
+        float, typer.Option("--ramp-hold-s", help="Flat load before and after the ramp, s.")
+    ] = 5.0,
+    no_ramp: Annotated[bool, typer.Option("--no-ramp", help="Skip the Tuner's ramp.")] = False,
+    policy: Annotated[
+        str | None,
+        typer.Option("--policy", help="The Tuner's policy on the ramp (default: serve's)."),
+    ] = None,
+    warmup_s: Annotated[
+        float, typer.Option("--warmup-s", help="Warm-up traffic before each run, s.")
+    ] = 3.0,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    out: Annotated[
+        Path | None,
+        typer.Option("-o", "--out", help="Also write promise.json into this folder."),
+    ] = None,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Does a feasible plan hold when served? Capacity, a binding SLO, estimated against
+    measured P99 and misses at 50 % and 80 % of capacity, and a ramp with the Tuner."""
+    from inferline.bench.promise import (
+        DEFAULT_BUNDLES,
+        PromiseSettings,
+        run_promise_benchmark,
+        tables,
+    )
+    from inferline.profiles import FRONTEND_RESERVE_CORES
+
+    with as_options(
+        {"loads": "--loads", "duration_s": "--duration-s", "repeats": "--repeats",
+         "slo_s": "--slo-s", "threads_per_core": "--threads-per-core",
+         "frontend_reserve_cores": "--reserve-cores", "max_rate_qps": "--max-rate",
+         "planning_duration_s": "--planning-duration-s", "ramp_s": "--ramp-s",
+         "warmup_s": "--warmup-s", "ramp_hold_s": "--ramp-hold-s", "bundles": "BUNDLES"}
+    ):  # fmt: skip
+        settings = PromiseSettings(
+            bundles=tuple(bundles) if bundles else DEFAULT_BUNDLES,
+            loads=_numbers(loads, "--loads"),
+            duration_s=duration_s,
+            repeats=repeats,
+            slo_s=slo_s,
+            slo_per_load=not one_slo,
+            threads_per_core=threads_per_core,
+            frontend_reserve_cores=(
+                FRONTEND_RESERVE_CORES if reserve_cores is None else reserve_cores
+            ),
+            max_rate_qps=max_rate,
+            planning_duration_s=planning_duration_s,
+            ramp=not no_ramp,
+            ramp_s=ramp_s,
+            ramp_hold_s=ramp_hold_s,
+            policy=policy,
+            warmup_s=warmup_s,
+            seed=seed,
+        )
+    if policy is not None:
+        from inferline.tuner import policy_spec
+
+        with as_options({"policy": "--policy"}):
+            policy_spec(policy)
+    quiet = stdout_to_stderr() if as_json else contextlib.nullcontext()
+    with quiet, Progress(console=stdout, disable=as_json, transient=True) as bar:
+        task = bar.add_task("the promise", total=None)
+
+        def progress(text: str, done: int, total: int) -> None:
+            bar.update(task, description=text, completed=done, total=total)
+
+        figures = run_promise_benchmark(settings, out_dir=out, progress=progress)
+    _report(figures, as_json, tables)
+    if any("infeasible" in b for b in figures["bundles"]):
+        raise typer.Exit(3)

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
         ValidateOptions,
         ValidationReport,
         ValidationRun,
+        attach_samples,
         validate_bundle,
     )
 
@@ -49,6 +50,7 @@ __all__ = [
     "ValidateOptions",
     "ValidationReport",
     "ValidationRun",
+    "attach_samples",
     "available_hardware",
     "load_samples",
     "profile_bundle",
@@ -76,6 +78,7 @@ _LAZY = {
     "ValidateOptions": "inferline.profiler._validate",
     "ValidationReport": "inferline.profiler._validate",
     "ValidationRun": "inferline.profiler._validate",
+    "attach_samples": "inferline.profiler._validate",
     "validate_bundle": "inferline.profiler._validate",
 }
 

@@ -1,0 +1,1072 @@
+"""``inferline bench promise``: does a plan the Planner calls feasible hold when served?
+
+SPEC §4's rows "The promise, served" and "Estimator accuracy on the real engine", on this
+machine (issue 14, "Done when"). Per bundle:
+
+1. **Capacity**: the highest Poisson rate at which the Planner's plan fits this machine
+   (the sum of replica threads within the cores left after the front-end's reserve, at
+   ``threads_per_core``), found by bisection on the rate (:func:`machine_capacity`).
+2. **A binding SLO**: 1.1 × the smallest SLO at which a plan fits at the top load
+   (:func:`tightest_slo`), the SLO of the capacity; then each load gets its own, 1.1 × the
+   tightest at that load (one SLO for all with ``slo_per_load=False``): a plan *binds*
+   when its estimated P99 is ≥ 80 % of the SLO.
+3. **The promise**: at each load (0.5 and 0.8 × capacity) the plan is served on the real
+   engine and a held-out Poisson trace with the bundle's real sample payloads replayed;
+   measured P99 and misses against the Estimator's for the same arrivals, with the
+   bundle's profiles and with them rescaled to the engine's measured ``predict`` speed
+   (:func:`calibrated_estimate`). Medians over ``repeats``.
+4. **A ramp**: 0.4 → 0.8 × capacity with the Tuner on against the fixed plan sized for the
+   peak: misses and the replica cost integrated over the run from the engine's status.
+5. **The machine**: the most replica threads the engine ran at any time, against the pool.
+
+The only place that plans *for the machine* is :func:`plan_for_machine`: today it plans
+with the Planner and refuses what does not fit; a machine-aware planner replaces its body.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from rich.table import Table
+
+from inferline import Bundle, load_bundle
+from inferline.errors import CapacityError, ConfigError, InfeasibleError
+from inferline.estimator import Estimator, ServiceTime, SimulationResult
+from inferline.pipeline import Pipeline, PipelineConfig, save_config
+from inferline.planner import Plan, plan
+from inferline.profiles import (
+    FRONTEND_RESERVE_CORES,
+    MachinePool,
+    Profiles,
+    check_plan_fits,
+    machine_pool_for_host,
+    resources_for,
+)
+from inferline.workload import Trace, gamma_trace, ramp_trace
+
+if TYPE_CHECKING:
+    from inferline.engine.process import EngineProcess
+
+__all__ = [
+    "DEFAULT_BUNDLES",
+    "FRONTEND_CPU_S_PER_QUERY",
+    "PromiseSettings",
+    "StatusPoller",
+    "calibrated_estimate",
+    "calibrated_profiles",
+    "machine_capacity",
+    "machine_pool",
+    "plan_for_machine",
+    "run_promise_benchmark",
+    "status_figures",
+    "tables",
+    "tightest_slo",
+]
+
+#: Front-end CPU per query (HTTP, queues, dispatch; issue 14 measured 0.6-0.8 ms): the
+#: front-end's reserved cores bound the rate the search tries.
+FRONTEND_CPU_S_PER_QUERY = 0.0007
+
+Progress = Callable[[str, int, int], None]
+
+#: The example pipelines, relative to the checkout.
+DEFAULT_BUNDLES = (Path("examples/text-pipeline"), Path("examples/image-cascade"))
+
+
+@dataclass(frozen=True, slots=True)
+class PromiseSettings:
+    """What the benchmark plans, serves and sends (times in seconds, rates in q/s)."""
+
+    bundles: tuple[Path, ...] = DEFAULT_BUNDLES
+    loads: tuple[float, ...] = (0.5, 0.8)  # fractions of the machine's capacity
+    duration_s: float = 60.0  # held-out arrivals per run
+    repeats: int = 3
+    warmup_s: float = 3.0
+    slo_s: float | None = None  # None: the tightest SLO that fits at the top load, × slo_factor
+    slo_per_load: bool = True  # without slo_s: each load its own tightest SLO × slo_factor
+    slo_factor: float = 1.1
+    loose_slo_s: float = 1.0  # the SLO of the first capacity search, and the SLO search's top
+    binding_fraction: float = 0.8  # a plan binds when its estimated P99 ≥ this × the SLO
+    planning_duration_s: float = 30.0
+    max_rate_qps: float | None = None  # None: what the front-end's reserve can parse
+    threads_per_core: float = 1.0
+    frontend_reserve_cores: float = FRONTEND_RESERVE_CORES
+    ramp: bool = True
+    ramp_from: float = 0.4
+    ramp_to: float = 0.8
+    ramp_s: float = 60.0
+    ramp_hold_s: float = 5.0  # flat before and after the ramp
+    policy: str | None = None  # None: `inferline serve --tune`'s default
+    service_time: ServiceTime = "lognormal"
+    miss_target: float = 0.01
+    error_target: float = 0.10
+    poll_s: float = 0.25
+    start_timeout_s: float = 300.0
+    tail_s: float = 30.0  # after the last send, wait this long for answers
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        positive = (
+            "duration_s",
+            "slo_factor",
+            "loose_slo_s",
+            "planning_duration_s",
+            "threads_per_core",
+            "ramp_s",
+            "poll_s",
+            "start_timeout_s",
+            "tail_s",
+        )
+        for name in positive:
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"must be positive, got {getattr(self, name)!r}", field=name)
+        for name in ("warmup_s", "ramp_hold_s", "frontend_reserve_cores"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"must be ≥ 0, got {getattr(self, name)!r}", field=name)
+        if self.slo_s is not None and not self.slo_s > 0:
+            raise ConfigError(f"must be positive, got {self.slo_s!r}", field="slo_s")
+        if self.max_rate_qps is not None and not self.max_rate_qps > 0:
+            raise ConfigError(f"must be positive, got {self.max_rate_qps!r}", field="max_rate_qps")
+        if self.repeats < 1:
+            raise ConfigError(f"must be ≥ 1, got {self.repeats}", field="repeats")
+        if not self.bundles:
+            raise ConfigError("give at least one bundle folder", field="bundles")
+        if not self.loads or not all(0 < f <= 1 for f in self.loads):
+            raise ConfigError(
+                f"give fractions of capacity in (0, 1], got {self.loads!r}", field="loads"
+            )
+        if not 0 < self.ramp_from < self.ramp_to <= 1:
+            raise ConfigError(
+                f"the ramp goes up within capacity: 0 < from < to ≤ 1, got "
+                f"{self.ramp_from!r} → {self.ramp_to!r}",
+                field="ramp_from",
+            )
+        if not 0 < self.binding_fraction <= 1:
+            raise ConfigError(
+                f"must be in (0, 1], got {self.binding_fraction!r}", field="binding_fraction"
+            )
+        for name in ("miss_target", "error_target"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ConfigError(f"must be in [0, 1), got {getattr(self, name)!r}", field=name)
+
+
+# --- the machine and planning for it (pure: no engine) ------------------------------------
+
+
+def machine_pool(settings: PromiseSettings) -> MachinePool:
+    """This host, with replica threads bounded at ``threads_per_core`` per core left after
+    the front-end's reserve."""
+    return machine_pool_for_host(
+        frontend_reserve_cores=settings.frontend_reserve_cores,
+        max_threads_per_core=settings.threads_per_core,
+    )
+
+
+def usable_profiles(profiles: Profiles, pool: MachinePool) -> Profiles:
+    """Only hardware this machine has: GPU profiles go when the pool has no GPU."""
+    entries = {
+        key: p
+        for key, p in profiles.entries.items()
+        if pool.gpus > 0 or resources_for(key[1]).device != "cuda"
+    }
+    return Profiles(profiles.hardware, entries, profiles.source, profiles.overhead)
+
+
+def plan_for_machine(
+    pipeline: Pipeline,
+    profiles: Profiles,
+    trace: Trace,
+    slo_s: float,
+    pool: MachinePool,
+    *,
+    seed: int = 0,
+) -> Plan | None:
+    """The Planner's plan for ``trace`` at ``slo_s`` if it fits ``pool``, else None.
+
+    The Planner does not know the machine yet, so a plan that needs more threads than
+    the pool has counts as infeasible here even if a smaller, slower one would fit;
+    a planner that plans for a machine replaces this body.
+    """
+    try:
+        result = plan("inferline", pipeline, profiles, trace, slo_s, seed=seed)
+    except InfeasibleError:
+        return None
+    try:
+        check_plan_fits(result.config, pool)
+    except CapacityError:
+        return None
+    return result
+
+
+def machine_capacity(
+    fits_at: Callable[[float], bool],
+    start_rate_qps: float,
+    *,
+    max_rate_qps: float,
+    min_rate_qps: float = 0.5,
+    rel_tol: float = 0.03,
+) -> float:
+    """The highest rate in [min, max] at which ``fits_at(rate)`` holds (0 if none).
+
+    Assumes feasibility falls with the rate: doubling or halving from the start brackets
+    it, bisection on log-rate narrows it to ``rel_tol``."""
+    rate = min(max(start_rate_qps, min_rate_qps), max_rate_qps)
+    if fits_at(rate):
+        lo = rate
+        while True:  # double until it no longer fits
+            if lo >= max_rate_qps:
+                return max_rate_qps
+            hi = min(lo * 2.0, max_rate_qps)
+            if not fits_at(hi):
+                break
+            lo = hi
+    else:
+        hi = rate
+        while True:  # halve until it fits
+            lo = max(hi / 2.0, min_rate_qps)
+            if fits_at(lo):
+                break
+            if lo <= min_rate_qps:
+                return 0.0
+            hi = lo
+    while hi / lo > 1.0 + rel_tol:
+        mid = math.sqrt(lo * hi)
+        if fits_at(mid):
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+def tightest_slo(
+    fits_with: Callable[[float], bool], high_slo_s: float, *, rel_tol: float = 0.03
+) -> float | None:
+    """The smallest SLO up to ``high_slo_s`` with which ``fits_with(slo)`` holds, to
+    ``rel_tol`` (None if even ``high_slo_s`` does not): bisection on log-SLO."""
+    if not fits_with(high_slo_s):
+        return None
+    hi = high_slo_s
+    lo = high_slo_s / 2.0
+    while fits_with(lo):
+        hi, lo = lo, lo / 2.0
+        if lo < 1e-5:
+            return hi
+    while hi / lo > 1.0 + rel_tol:
+        mid = math.sqrt(lo * hi)
+        if fits_with(mid):
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
+def single_replica_rate(pipeline: Pipeline, profiles: Profiles) -> float:
+    """The rate one replica per stage could carry at its best batch: a first guess."""
+    scale = pipeline.scale_factors
+    rates = []
+    for stage in pipeline.stage_names:
+        best = max(
+            profiles.get(stage, hw).throughput_qps(p.batch_size)
+            for hw in profiles.hardware_for(stage)
+            for p in profiles.get(stage, hw).points
+        )
+        rates.append(best / max(scale.get(stage, 1.0), 1e-9))
+    return max(1.0, min(rates))
+
+
+# --- calibration from what the engine measured ---------------------------------------------
+
+
+def calibrated_profiles(
+    profiles: Profiles,
+    config: PipelineConfig,
+    stats: Mapping[str, Any],
+    mean_batch: Mapping[str, float],
+) -> Profiles | None:
+    """``profiles`` with each planned stage's ``predict`` part rescaled by the engine's
+    measured median ``predict`` time over the profiled one at the batch size served, and
+    its P99 widened to the engine's ``predict`` P99/median spread where that is wider (a
+    shared machine's stalls are in the tail, not the median).
+
+    ``stats``: ``GET /v2/control/stats``; ``mean_batch``: per stage, the mean batch size the
+    run served. The engine's statistics are per stage, not per batch size, so the ratio
+    is one number per stage. None when a stage has no measurement or no ``predict`` split.
+    """
+    entries = dict(profiles.entries)
+    measured = stats.get("stages", {})
+    for name, c in config.stages.items():
+        predict = measured.get(name, {}).get("predict_s", {})
+        engine_s, engine_p99_s = predict.get("p50"), predict.get("p99")
+        profile = profiles.get(name, c.hardware)
+        served = max(1, round(mean_batch.get(name, 1.0)))
+        point = next((p for p in profile.points if p.batch_size >= served), profile.points[-1])
+        if not engine_s or not point.predict_median_s:
+            return None
+        ratio = float(engine_s) / point.predict_median_s
+        spread = float(engine_p99_s) / float(engine_s) if engine_p99_s else 1.0
+        points = []
+        for q in profile.points:
+            if q.predict_median_s is None:
+                return None
+            extra = (ratio - 1.0) * q.predict_median_s
+            median_s = max(1e-9, q.median_s + extra)
+            p99_s = max(1e-9, q.p99_s + extra * q.p99_s / q.median_s)
+            tail_s = median_s + ratio * q.predict_median_s * (spread - 1.0)
+            points.append(dataclasses.replace(q, median_s=median_s, p99_s=max(p99_s, tail_s)))
+        entries[(name, c.hardware)] = dataclasses.replace(profile, points=tuple(points))
+    return Profiles(profiles.hardware, entries, profiles.source).with_overhead(profiles.overhead)
+
+
+def calibrated_estimate(
+    pipeline: Pipeline,
+    profiles: Profiles,
+    config: PipelineConfig,
+    trace: Trace,
+    stats: Mapping[str, Any],
+    profiled: SimulationResult,
+    *,
+    slo_s: float,
+    seed: int = 0,
+    service_time: ServiceTime = "lognormal",
+    served_batch: Mapping[str, float] | None = None,
+) -> SimulationResult | None:
+    """The Estimator again on the same arrivals, with :func:`calibrated_profiles` from the
+    engine's statistics after the run, at the mean batch sizes the engine served
+    (``served_batch``) or else those of the first estimate, ``profiled``. The engine's
+    live calibration will make this a status read."""
+    mean_batch = {n: s.mean_batch_size or 1.0 for n, s in profiled.stages.items()}
+    mean_batch.update(served_batch or {})
+    calibrated = calibrated_profiles(profiles, config, stats, mean_batch)
+    if calibrated is None:
+        return None
+    return Estimator(
+        pipeline, calibrated, trace, slo_s=slo_s, seed=seed, service_time=service_time
+    ).run(config)
+
+
+# --- the engine's status during a run ------------------------------------------------------
+
+
+class StatusPoller:
+    """Reads the engine's status every ``period_s`` while a replay runs: the most replica
+    threads at any time and the replica cost integrated over the run (SPEC §2.2:
+    replicas that are starting count)."""
+
+    def __init__(
+        self,
+        engine: EngineProcess,
+        price_per_hour: Mapping[str, float],
+        period_s: float,
+    ) -> None:
+        self._engine = engine
+        self._price = dict(price_per_hour)
+        self._period_s = period_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="promise-status", daemon=True)
+        self.samples: list[tuple[float, int, int, float]] = []  # t, threads, replicas, $/h
+        self.batches_first: dict[str, int] = {}
+        self.batches_last: dict[str, int] = {}
+
+    def __enter__(self) -> StatusPoller:
+        self._t0 = time.monotonic()
+        self._read()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._read()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._period_s):
+            self._read()
+
+    def _read(self) -> None:
+        try:
+            status = self._engine.status()
+        except Exception:  # a missed reading only coarsens the integral
+            return
+        threads = replicas = 0
+        dollars = 0.0
+        for stage in status.get("stages", {}).values():
+            for r in stage.get("replica_list", []):
+                threads += int(r.get("threads") or 1)
+                replicas += 1
+                dollars += self._price.get(str(r.get("hardware")), 0.0)
+        self.samples.append((time.monotonic() - self._t0, threads, replicas, dollars))
+        batches = {
+            name: sum(int(r.get("batches") or 0) for r in stage.get("replica_list", []))
+            for name, stage in status.get("stages", {}).items()
+        }
+        self.batches_first = self.batches_first or batches
+        self.batches_last = batches
+
+    def served_batch(self, stats: Mapping[str, Any]) -> dict[str, float]:
+        """Per stage, the mean batch size served while polling: visits in ``stats``
+        (taken after a reset at the start) over the batches the replicas finished."""
+        out = {}
+        for name, stage in stats.get("stages", {}).items():
+            done = self.batches_last.get(name, 0) - self.batches_first.get(name, 0)
+            visits = int(stage.get("visits") or 0)
+            if done > 0 and visits > 0:
+                out[name] = visits / done
+        return out
+
+    def figures(self) -> dict[str, Any]:
+        return status_figures(self.samples)
+
+
+def status_figures(samples: Sequence[tuple[float, int, int, float]]) -> dict[str, Any]:
+    """From (time s, replica threads, replicas, $/hour) readings: the most threads and
+    replicas, the cost of the run ($/hour held from one reading to the next) and its mean
+    $/hour."""
+    if not samples:
+        return {"max_threads": None, "max_replicas": None, "cost_usd": None}
+    t = np.array([x[0] for x in samples])
+    rate = np.array([x[3] for x in samples])
+    span = float(t[-1] - t[0])
+    cost = float(np.sum(rate[:-1] * np.diff(t)) / 3600.0)
+    return {
+        "max_threads": max(x[1] for x in samples),
+        "max_replicas": max(x[2] for x in samples),
+        "cost_usd": cost,
+        "mean_cost_per_hour": cost * 3600.0 / span if span > 0 else float(rate[0]),
+        "readings": len(samples),
+    }
+
+
+# --- the benchmark -------------------------------------------------------------------------
+
+
+@dataclass
+class _Context:
+    """One bundle, loaded, with its sample payloads and the pool."""
+
+    bundle: Bundle
+    profiles: Profiles
+    bodies: list[bytes]
+    pool: MachinePool
+    settings: PromiseSettings
+    plans: dict[tuple[float, float, int], Plan | None] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.bundle.pipeline.name
+
+    def trace(self, rate_qps: float, duration_s: float, seed: int, label: str) -> Trace:
+        """Poisson arrivals; with the bundle's measured paths each query carries a sample's."""
+        arrivals = gamma_trace(rate_qps, 1.0, duration_s, seed).arrival_s
+        return self.with_paths(arrivals, seed, label)[0]
+
+    def with_paths(self, arrivals: np.ndarray, seed: int, label: str) -> tuple[Trace, np.ndarray]:
+        paths = self.bundle.paths
+        if paths is None:
+            k = np.random.default_rng([seed, 7]).integers(0, len(self.bodies), arrivals.size)
+            return Trace.from_arrivals(arrivals, source=label), k
+        from inferline.profiler import attach_samples
+
+        return attach_samples(arrivals, paths, seed, label)
+
+    def plan_at(self, rate_qps: float, slo_s: float, seed: int) -> Plan | None:
+        """The plan for a Poisson planning trace at this rate (the same inputs, the same
+        plan: remembered)."""
+        key = (rate_qps, slo_s, seed)
+        if key not in self.plans:
+            s = self.settings
+            t = self.trace(rate_qps, s.planning_duration_s, seed, f"planning, {rate_qps:.1f} q/s")
+            self.plans[key] = plan_for_machine(
+                self.bundle.pipeline, self.profiles, t, slo_s, self.pool, seed=seed
+            )
+        return self.plans[key]
+
+    def estimate(self, trace: Trace, config: PipelineConfig, slo_s: float) -> SimulationResult:
+        s = self.settings
+        return Estimator(
+            self.bundle.pipeline,
+            self.profiles,
+            trace,
+            slo_s=slo_s,
+            seed=s.seed,
+            service_time=s.service_time,
+        ).run(config)
+
+
+def _load(path: Path, settings: PromiseSettings, pool: MachinePool) -> _Context:
+    bundle = load_bundle(path)
+    profiles = usable_profiles(bundle.profiles, pool)
+    if bundle.samples is None:
+        raise ConfigError(
+            "the promise is measured with the bundle's real payloads: give pipeline.yaml "
+            "`samples:` (docs/bundles.md)",
+            source=bundle.root / "pipeline.yaml",
+            field="samples",
+        )
+    from inferline.profiler import load_samples
+
+    n, seed = (bundle.paths.samples, bundle.paths.seed) if bundle.paths else (64, 0)
+    dicts = load_samples(bundle.root, bundle.samples, n, seed)
+    bodies = [json.dumps(b, separators=(",", ":")).encode() for b in dicts]
+    return _Context(bundle, profiles, bodies, pool, settings)
+
+
+def _median(values: Sequence[float | None]) -> float | None:
+    kept = [v for v in values if v is not None]
+    return float(np.median(kept)) if kept else None
+
+
+def _serve_args(slo_s: float, *extra: str) -> tuple[str, ...]:
+    return ("--slo-s", repr(slo_s), "--max-queue", "1000000", *extra)
+
+
+def _replay(
+    ctx: _Context, engine: EngineProcess, trace: Trace, samples: np.ndarray, slo_s: float
+) -> tuple[dict[str, Any], StatusPoller]:
+    """Replay ``trace`` with its sample payloads while polling status."""
+    from inferline.engine import replay, replay_summary
+
+    price = ctx.profiles.hardware.price_per_hour
+    bodies = [ctx.bodies[int(i)] for i in samples.tolist()]
+    with StatusPoller(engine, price, ctx.settings.poll_s) as poller:
+        result = replay(
+            engine.url,
+            trace.arrival_s - trace.arrival_s[0],
+            bodies,
+            slo_s=slo_s,
+            model=ctx.name,
+            timeout_s=ctx.settings.tail_s,
+        )
+    measured = replay_summary(result)
+    if measured["errors"]:
+        measured["first_error"] = next(iter(result.errors.values()), "")
+    return measured, poller
+
+
+def _warm_up(ctx: _Context, engine: EngineProcess, rate_qps: float, slo_s: float) -> None:
+    from inferline.engine import replay
+
+    s = ctx.settings
+    if s.warmup_s <= 0:
+        return
+    rng = np.random.default_rng([s.seed, 11])
+    n = max(1, int(rate_qps * s.warmup_s))
+    arrivals = np.cumsum(rng.exponential(1.0 / rate_qps, n))
+    bodies = [ctx.bodies[int(i)] for i in rng.integers(0, len(ctx.bodies), n)]
+    replay(engine.url, arrivals, bodies, slo_s=slo_s, model=ctx.name, timeout_s=s.tail_s)
+
+
+def _level(
+    ctx: _Context,
+    fraction: float,
+    capacity_qps: float,
+    slo_s: float,
+    tmp: Path,
+    step: Callable[[str], None],
+) -> dict[str, Any]:
+    """Plan at ``fraction`` of capacity, serve it, replay ``repeats`` held-out traces."""
+    from inferline.engine.process import start_engine
+
+    s = ctx.settings
+    rate = fraction * capacity_qps
+    chosen = ctx.plan_at(rate, slo_s, s.seed)
+    out: dict[str, Any] = {"load": fraction, "rate_qps": rate, "slo_s": slo_s}
+    if chosen is None:
+        out["feasible"] = False
+        step(f"{ctx.name} at {fraction:g}×: no plan fits")
+        return out
+    plan_file = tmp / f"plan-{fraction:g}.yaml"
+    save_config(chosen.config, plan_file)
+    out.update(_plan_figures(ctx, chosen, slo_s))
+    runs = []
+    with start_engine(
+        ctx.bundle.root, plan_file, *_serve_args(slo_s), start_timeout_s=s.start_timeout_s
+    ) as engine:
+        for r in range(s.repeats):
+            step(f"{ctx.name} at {fraction:g}× ({rate:.1f} q/s): run {r + 1} of {s.repeats}")
+            seed = s.seed + 1000 * (r + 1)
+            arrivals = gamma_trace(rate, 1.0, s.duration_s, seed).arrival_s
+            trace, samples = ctx.with_paths(arrivals, seed, f"held out, {rate:.1f} q/s")
+            _warm_up(ctx, engine, rate, slo_s)
+            engine.reset_stats()
+            measured, poller = _replay(ctx, engine, trace, samples, slo_s)
+            stats = engine.stats()
+            served_batch = poller.served_batch(stats)
+            profiled = ctx.estimate(trace, chosen.config, slo_s)
+            calibrated = calibrated_estimate(
+                ctx.bundle.pipeline,
+                ctx.profiles,
+                chosen.config,
+                trace,
+                stats,
+                profiled,
+                slo_s=slo_s,
+                seed=s.seed,
+                service_time=s.service_time,
+                served_batch=served_batch,
+            )
+            run = _run_figures(measured, poller.figures(), profiled, calibrated)
+            runs.append({**run, "served_batch": served_batch, "stages": _time_split(stats)})
+    out["runs"] = runs
+    out.update(_level_summary(runs, ctx.pool, s))
+    return out
+
+
+def _time_split(stats: Mapping[str, Any]) -> dict[str, dict[str, float | None]]:
+    """Per stage, the medians and P99s of the engine's time split (where the time went)."""
+    return {
+        name: {
+            f"{part}_{q}": stage.get(f"{part}_s", {}).get(q)
+            for part in ("queue_wait", "predict", "overhead")
+            for q in ("p50", "p99")
+        }
+        for name, stage in stats.get("stages", {}).items()
+    }
+
+
+def _plan_figures(ctx: _Context, chosen: Plan, slo_s: float) -> dict[str, Any]:
+    threads = sum(ctx.pool.threads_of(chosen.config).values())
+    return {
+        "feasible": chosen.feasible,
+        "plan": {
+            n: {"hardware": c.hardware, "batch_size": c.batch_size, "replicas": c.replicas}
+            for n, c in chosen.config.stages.items()
+        },
+        "plan_threads": threads,
+        "cost_per_hour": chosen.cost_per_hour,
+        "planned_p99_s": chosen.estimated_p99_s,
+        "binds": chosen.estimated_p99_s >= ctx.settings.binding_fraction * slo_s,
+    }
+
+
+def _run_figures(
+    measured: dict[str, Any],
+    machine: dict[str, Any],
+    profiled: SimulationResult,
+    calibrated: SimulationResult | None,
+) -> dict[str, Any]:
+    meas = measured.get("p99_s")
+
+    def error(est: float | None) -> float | None:
+        return None if est is None or not meas else abs(est - meas) / meas
+
+    cal_p99 = None if calibrated is None else calibrated.p99_s
+    return {
+        "estimated_p99_s": profiled.p99_s,
+        "estimated_miss_rate": profiled.miss_rate,
+        "calibrated_p99_s": cal_p99,
+        "measured_p99_s": meas,
+        "measured_miss_rate": measured["miss_rate"],
+        "error": error(profiled.p99_s),
+        "calibrated_error": error(cal_p99),
+        "max_threads": machine["max_threads"],
+        "measured": measured,
+    }
+
+
+def _level_summary(
+    runs: list[dict[str, Any]], pool: MachinePool, s: PromiseSettings
+) -> dict[str, Any]:
+    summary = {
+        key: _median([r[key] for r in runs])
+        for key in (
+            "estimated_p99_s",
+            "calibrated_p99_s",
+            "measured_p99_s",
+            "measured_miss_rate",
+            "error",
+            "calibrated_error",
+        )
+    }
+    max_threads = max((r["max_threads"] or 0) for r in runs)
+    misses = summary["measured_miss_rate"]
+    err = summary["calibrated_error"]
+    summary.update(
+        max_threads=max_threads,
+        fits_machine=max_threads <= pool.max_threads,
+        misses_pass=misses is not None and misses <= s.miss_target,
+        error_pass=err is not None and err <= s.error_target,
+    )
+    summary["passed"] = bool(
+        summary["misses_pass"] and summary["error_pass"] and summary["fits_machine"]
+    )
+    return summary
+
+
+def _ramp(
+    ctx: _Context, capacity_qps: float, slo_s: float, tmp: Path, step: Callable[[str], None]
+) -> dict[str, Any]:
+    """The fixed plan sized for the peak against the Tuner from the start rate's plan."""
+    from inferline.engine.process import start_engine
+
+    s = ctx.settings
+    low, peak = s.ramp_from * capacity_qps, s.ramp_to * capacity_qps
+    arrivals = ramp_trace(
+        low,
+        peak,
+        s.ramp_s,
+        before_s=s.ramp_hold_s,
+        after_s=s.ramp_hold_s,
+        cv=1.0,
+        seed=s.seed + 77,
+    ).arrival_s
+    trace, samples = ctx.with_paths(arrivals, s.seed + 77, "ramp")
+    out: dict[str, Any] = {
+        "from_qps": low,
+        "to_qps": peak,
+        "queries": trace.n_queries,
+        "slo_s": slo_s,
+    }
+    for label, rate, tune in (("fixed", peak, False), ("tuned", low, True)):
+        chosen = ctx.plan_at(rate, slo_s, s.seed)
+        if chosen is None:
+            out[label] = {"feasible": False}
+            step(f"{ctx.name} ramp, {label}: no plan fits")
+            continue
+        step(f"{ctx.name} ramp {low:.0f} → {peak:.0f} q/s, {label}")
+        plan_file = tmp / f"ramp-{label}.yaml"
+        save_config(chosen.config, plan_file)
+        extra: tuple[str, ...] = ()
+        if tune:
+            extra = ("--tune", "--planning-rate", repr(rate))
+            if s.policy is not None:
+                extra += ("--policy", s.policy)
+        with start_engine(
+            ctx.bundle.root,
+            plan_file,
+            *_serve_args(slo_s, *extra),
+            start_timeout_s=s.start_timeout_s,
+        ) as engine:
+            _warm_up(ctx, engine, low, slo_s)
+            measured, poller = _replay(ctx, engine, trace, samples, slo_s)
+            machine = poller.figures()
+            tuner = engine.status().get("tuner", {})
+        out[label] = {
+            "feasible": True,
+            "plan_cost_per_hour": chosen.cost_per_hour,
+            "plan_threads": sum(ctx.pool.threads_of(chosen.config).values()),
+            "policy": tuner.get("policy"),
+            "tuner_changes": tuner.get("n_changes"),
+            "capacity_limited": tuner.get("capacity_limited", {}).get("decisions"),
+            "measured_p99_s": measured.get("p99_s"),
+            "measured_miss_rate": measured["miss_rate"],
+            **machine,
+        }
+    fixed, tuned = out.get("fixed", {}), out.get("tuned", {})
+    if fixed.get("feasible") and tuned.get("feasible"):
+        out["passed"] = bool(
+            tuned["measured_miss_rate"] <= s.miss_target
+            and tuned["cost_usd"] is not None
+            and fixed["cost_usd"] is not None
+            and tuned["cost_usd"] <= fixed["cost_usd"]
+        )
+        out["fits_machine"] = max(fixed["max_threads"] or 0, tuned["max_threads"] or 0) <= (
+            ctx.pool.max_threads
+        )
+    return out
+
+
+def _bundle(
+    ctx: _Context, tmp: Path, step: Callable[[str], None], skip: Callable[[int], None]
+) -> dict[str, Any]:
+    s = ctx.settings
+    pipeline = ctx.bundle.pipeline
+    out: dict[str, Any] = {
+        "bundle": str(ctx.bundle.root),
+        "pipeline": ctx.name,
+        "pool_threads": ctx.pool.max_threads,
+    }
+    missing = [stage for stage in pipeline.stage_names if not ctx.profiles.hardware_for(stage)]
+    if missing:
+        out["infeasible"] = (
+            f"infeasible on this machine: no profile on hardware it has for "
+            f"{', '.join(missing)} (run `inferline profile` here)"
+        )
+        skip(len(s.loads) * s.repeats + (2 if s.ramp else 0))
+        return out
+    min_threads = sum(
+        min(resources_for(hw).threads for hw in ctx.profiles.hardware_for(stage))
+        for stage in pipeline.stage_names
+    )
+    out["min_threads"] = min_threads
+    if min_threads > ctx.pool.max_threads:
+        out["infeasible"] = (
+            f"infeasible on this machine: one replica per stage needs {min_threads} replica "
+            f"threads, the pool allows {ctx.pool.max_threads} ({ctx.pool.cores} cores, "
+            f"{ctx.pool.frontend_reserve_cores:g} kept for the front-end, "
+            f"{ctx.pool.max_threads_per_core:g} thread(s) per core; see --threads-per-core)"
+        )
+        skip(len(s.loads) * s.repeats + (2 if s.ramp else 0))
+        return out
+    front_end_cores = ctx.pool.frontend_reserve_cores or ctx.pool.cores  # none kept: all shared
+    top_rate = max(s.max_rate_qps or front_end_cores / FRONTEND_CPU_S_PER_QUERY, 1.0)
+    guess = single_replica_rate(pipeline, ctx.profiles)
+    searching = time.perf_counter()
+    step(f"{ctx.name}: searching the machine's capacity")
+    loose = machine_capacity(
+        lambda r: ctx.plan_at(r, s.loose_slo_s, s.seed) is not None,
+        guess,
+        max_rate_qps=top_rate,
+    )
+    out["capacity_loose_slo_qps"] = loose
+    out["loose_slo_s"] = s.loose_slo_s
+    if loose <= 0:
+        out["infeasible"] = (
+            f"infeasible on this machine: no rate ≥ 0.5 q/s has a plan within "
+            f"{ctx.pool.max_threads} replica threads at SLO {s.loose_slo_s:g} s"
+        )
+        skip(len(s.loads) * s.repeats + (2 if s.ramp else 0))
+        return out
+    slo = s.slo_s
+    if slo is None:
+        top_load = max(s.loads) * loose
+        step(f"{ctx.name}: the tightest SLO at {top_load:.1f} q/s")
+        tight = tightest_slo(lambda x: ctx.plan_at(top_load, x, s.seed) is not None, s.loose_slo_s)
+        slo = s.loose_slo_s if tight is None else tight * s.slo_factor
+        out["tightest_slo_s"] = tight
+    out["slo_s"] = slo
+    step(f"{ctx.name}: the machine's capacity at SLO {slo * 1000:.0f} ms")
+    capacity = machine_capacity(
+        lambda r: ctx.plan_at(r, slo, s.seed) is not None, loose, max_rate_qps=top_rate
+    )
+    out["capacity_qps"] = capacity
+    out["search_s"] = time.perf_counter() - searching
+    if capacity <= 0:
+        out["infeasible"] = f"no plan fits this machine at SLO {slo:g} s"
+        skip(len(s.loads) * s.repeats + (2 if s.ramp else 0))
+        return out
+    chosen: dict[float, float] = {}
+
+    def slo_at(fraction: float) -> float:
+        """The bundle's SLO, or with ``slo_per_load`` 1.1 × the tightest at this load."""
+        if s.slo_s is not None or not s.slo_per_load:
+            return slo
+        if fraction not in chosen:
+            step(f"{ctx.name}: the tightest SLO at {fraction:g}× capacity")
+            rate = fraction * capacity
+            tight = tightest_slo(lambda x: ctx.plan_at(rate, x, s.seed) is not None, slo)
+            chosen[fraction] = slo if tight is None else min(slo, tight * s.slo_factor)
+        return chosen[fraction]
+
+    out["levels"] = [_level(ctx, f, capacity, slo_at(f), tmp, step) for f in s.loads]
+    if s.ramp:
+        out["ramp"] = _ramp(ctx, capacity, slo_at(s.ramp_to), tmp, step)
+    return out
+
+
+def run_promise_benchmark(
+    settings: PromiseSettings | None = None,
+    *,
+    out_dir: Path | None = None,
+    progress: Progress = lambda _text, _done, _total: None,
+) -> dict[str, Any]:
+    """Every bundle in turn; figures as a JSON-ready dict, and with ``out_dir`` written to
+    ``promise.json`` there. ``progress(text, done, total)`` after each step."""
+    s = settings or PromiseSettings()
+    started = time.perf_counter()
+    pool = machine_pool(s)
+    per_bundle = 3 + len(s.loads) * (s.repeats + 1) + (3 if s.ramp else 0)
+    total = per_bundle * len(s.bundles)
+    done = 0
+
+    def step(text: str) -> None:
+        nonlocal done
+        progress(text, done, total)
+        done += 1
+
+    def skip(n: int) -> None:
+        nonlocal done
+        done += n
+
+    load_before = _load_average()
+    bundles = []
+    for path in s.bundles:
+        ctx = _load(Path(path), s, pool)
+        first = done
+        with tempfile.TemporaryDirectory(prefix="inferline-promise-") as tmp:
+            bundles.append(_bundle(ctx, Path(tmp), step, skip))
+        done = first + per_bundle
+    progress("done", total, total)
+    figures: dict[str, Any] = {
+        "settings": {
+            **{k: v for k, v in asdict(s).items() if k != "bundles"},
+            "bundles": [str(b) for b in s.bundles],
+        },
+        "machine": pool.as_dict(),
+        "load_average_before_after": [load_before, _load_average()],
+        "bundles": bundles,
+        "notes": _notes(pool, load_before),
+        "passed": _passed(bundles),
+        "wall_s": time.perf_counter() - started,
+        "written": [],
+    }
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        figures["written"] = [str(out_dir / "promise.json")]
+        (out_dir / "promise.json").write_text(json.dumps(figures, indent=1) + "\n")
+    return figures
+
+
+def _notes(pool: MachinePool, load_before: float) -> list[str]:
+    busiest = max(load_before, _load_average())
+    if busiest <= pool.cores:
+        return []
+    return [
+        f"the machine was busy: load average {busiest:.1f} on {pool.cores} cores; the "
+        "measured latencies include the other jobs, which the profiles do not"
+    ]
+
+
+def _load_average() -> float:
+    import os
+
+    return float(os.getloadavg()[0])
+
+
+def _passed(bundles: list[dict[str, Any]]) -> bool:
+    """Every bundle planned, every level and ramp passed."""
+    for b in bundles:
+        if "infeasible" in b:
+            return False
+        if not all(level.get("passed") for level in b.get("levels", [])):
+            return False
+        if "ramp" in b and not (b["ramp"].get("passed") and b["ramp"].get("fits_machine")):
+            return False
+    return True
+
+
+# --- readable output -----------------------------------------------------------------------
+
+
+def _ms(value: float | None) -> str:
+    if value is None:
+        return "—"
+    return f"{value * 1000:.0f}" if value >= 0.1 else f"{value * 1000:.1f}"
+
+
+def _pct(value: float | None, digits: int = 0) -> str:
+    return "—" if value is None else f"{value * 100:.{digits}f}%"
+
+
+def _money(value: float | None, digits: int) -> str:
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
+def _ramp_passed(ramp: dict[str, Any]) -> bool | None:
+    if ramp.get("passed") is None:
+        return None
+    return bool(ramp["passed"] and ramp.get("fits_machine", True))
+
+
+def _verdict(ok: bool | None) -> str:
+    return "—" if ok is None else ("PASS" if ok else "FAIL")
+
+
+def _table(title: str, columns: Sequence[str]) -> Table:
+    table = Table(title=title, show_edge=False, pad_edge=False)
+    for col in columns:
+        table.add_column(col, justify="right")
+    return table
+
+
+def tables(figures: dict[str, Any]) -> list[Table]:
+    """The readable output: the machine and each bundle's capacity and SLO, then per bundle
+    the promise per load and the ramp (latencies in ms)."""
+    s = figures["settings"]
+    m = figures["machine"]
+    overview = Table(
+        title=(
+            f"does the promise hold? {m['cores']} cores, {m['frontend_reserve_cores']:g} kept "
+            f"for the front-end: {m['max_threads']} replica thread(s) at "
+            f"{m['max_threads_per_core']:g} a core"
+        )
+    )
+    for col in ("pipeline", "capacity q/s", "at SLO ms", "tightest ms", "notes"):
+        overview.add_column(col, justify="left" if col in ("pipeline", "notes") else "right")
+    for b in figures["bundles"]:
+        overview.add_row(
+            b["pipeline"],
+            "—" if "capacity_qps" not in b else f"{b['capacity_qps']:.1f}",
+            _ms(b.get("slo_s")),
+            _ms(b.get("tightest_slo_s")),
+            b.get("infeasible", ""),
+        )
+    out = [overview]
+    for b in figures["bundles"]:
+        if b.get("levels"):
+            out.append(_levels_table(b, s))
+        if b.get("ramp"):
+            out.append(_ramp_table(b, s))
+    out[-1].caption = "".join(f"{note}; " for note in figures.get("notes", [])) + (
+        f"{'PASS' if figures['passed'] else 'FAIL'}; wall time {figures['wall_s']:.0f} s; "
+        f"load average {figures['load_average_before_after'][0]:.1f} before, "
+        f"{figures['load_average_before_after'][1]:.1f} after"
+        + "".join(f"; → {path}" for path in figures.get("written", []))
+    )
+    return out
+
+
+def _levels_table(b: dict[str, Any], s: dict[str, Any]) -> Table:
+    table = _table(
+        f"{b['pipeline']}: the promise, served ({s['duration_s']:g} s held-out Poisson runs, "
+        f"median of {s['repeats']}). est: the Estimator's P99 with the profiles; cal: with "
+        "them rescaled to the engine's predict speed; err: |est − meas| / meas. Targets: "
+        f"misses ≤ {s['miss_target']:.0%}, err cal ≤ {s['error_target']:.0%}",
+        ("load", "q/s", "SLO", "binds", "est", "cal", "meas", "err", "err cal", "miss",
+         "thr", ""),
+    )  # fmt: skip
+    for lv in b["levels"]:
+        if "runs" not in lv:
+            table.add_row(f"{lv['load']:g}×", f"{lv['rate_qps']:.1f}", _ms(lv.get("slo_s")), "—")
+            continue
+        table.add_row(
+            f"{lv['load']:g}×",
+            f"{lv['rate_qps']:.0f}",
+            _ms(lv.get("slo_s")),
+            "yes" if lv["binds"] else "no",
+            _ms(lv["estimated_p99_s"]),
+            _ms(lv["calibrated_p99_s"]),
+            _ms(lv["measured_p99_s"]),
+            _pct(lv["error"]),
+            _pct(lv["calibrated_error"]),
+            _pct(lv["measured_miss_rate"], 1),
+            f"{lv['max_threads']}/{b['pool_threads']}",
+            _verdict(lv["passed"]),
+        )
+    return table
+
+
+def _ramp_table(b: dict[str, Any], s: dict[str, Any]) -> Table:
+    r = b["ramp"]
+    table = _table(
+        f"{b['pipeline']}: {r['from_qps']:.0f} → {r['to_qps']:.0f} q/s "
+        f"({s['ramp_from']:g} → {s['ramp_to']:g} × capacity) over {s['ramp_s']:g} s, "
+        f"SLO {_ms(r.get('slo_s'))} ms: the Tuner against the fixed plan sized for the peak",
+        ("run", "policy", "changes", "P99", "miss", "cost $", "$/h", "thr", ""),
+    )
+    for label in ("fixed", "tuned"):
+        x = r.get(label, {})
+        if not x.get("feasible"):
+            table.add_row(label, "no plan fits")
+            continue
+        table.add_row(
+            label,
+            str(x.get("policy") or "—"),
+            "—" if x.get("tuner_changes") is None else str(x["tuner_changes"]),
+            _ms(x["measured_p99_s"]),
+            _pct(x["measured_miss_rate"], 2),
+            _money(x["cost_usd"], 5),
+            _money(x.get("mean_cost_per_hour"), 3),
+            f"{x['max_threads']}/{b['pool_threads']}",
+            _verdict(_ramp_passed(r)) if label == "tuned" else "",
+        )
+    return table

@@ -1,0 +1,85 @@
+"""``inferline bench promise`` as a user runs it, on the engine demo's text bundle (real
+stages, real sample payloads, real engines on 127.0.0.1), with short settings: the
+readable tables, ``--json`` alone on stdout, ``promise.json`` in ``-o``, and exit 3 when
+a pipeline cannot fit the machine at all."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+INFERLINE = str(Path(sys.executable).parent / "inferline")
+DEMO = str(ROOT / "examples" / "engine-demo" / "text")
+
+pytestmark = pytest.mark.integration
+
+SHORT = (
+    "--duration-s", "2", "--repeats", "1", "--threads-per-core", "8", "--max-rate", "100",
+    "--planning-duration-s", "3", "--warmup-s", "0.5", "--loads", "0.8",
+)  # fmt: skip
+
+
+def promise(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [INFERLINE, "bench", "promise", DEMO, *SHORT, *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=240,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+
+
+def test_readable_output_has_capacity_the_promise_and_the_ramp(tmp_path: Path) -> None:
+    done = promise("--ramp-s", "2", "--ramp-hold-s", "0.5", "-o", str(tmp_path))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr
+    text = " ".join(done.stdout.split())  # titles wrap at the console's width
+    assert "does the promise hold?" in text and "text-demo" in text
+    assert "the promise, served" in text and "0.8×" in text
+    assert "the Tuner against the fixed plan" in text and "fixed" in text and "tuned" in text
+    assert "PASS" in text or "FAIL" in text
+    written = json.loads((tmp_path / "promise.json").read_text())
+    bundle = written["bundles"][0]
+    assert bundle["capacity_qps"] > 0 and bundle["slo_s"] > 0
+    level = bundle["levels"][0]
+    # every plan fitted the pool, and the engine never ran more threads than it allows
+    assert level["plan_threads"] <= bundle["pool_threads"]
+    assert level["max_threads"] <= bundle["pool_threads"] == written["machine"]["max_threads"]
+    assert level["runs"][0]["measured"]["sent"] > 0
+    assert level["estimated_p99_s"] > 0 and level["measured_p99_s"] > 0
+    ramp = bundle["ramp"]
+    assert ramp["tuned"]["policy"] and ramp["fixed"]["policy"] is None
+    assert ramp["fixed"]["cost_usd"] > 0 and ramp["tuned"]["cost_usd"] > 0
+    # the engine caps the Tuner at its own pool: 8 threads a core, as asked here
+    assert ramp["tuned"]["max_threads"] <= bundle["pool_threads"]
+
+
+def test_json_is_the_only_thing_on_stdout() -> None:
+    done = promise("--no-ramp", "--json")
+    assert done.returncode == 0, done.stderr[-3000:]
+    figures = json.loads(done.stdout)  # exactly one JSON object
+    bundle = figures["bundles"][0]
+    assert bundle["pipeline"] == "text-demo" and "ramp" not in bundle
+    level = bundle["levels"][0]
+    assert set(level) >= {"estimated_p99_s", "calibrated_p99_s", "measured_p99_s", "passed"}
+    assert isinstance(figures["passed"], bool) and figures["written"] == []
+
+
+def test_a_pipeline_that_cannot_fit_the_machine_exits_3_and_says_why() -> None:
+    done = subprocess.run(
+        [INFERLINE, "bench", "promise", DEMO, "--threads-per-core", "1", "--reserve-cores", "1000",
+         "--no-ramp", "--json"],
+        capture_output=True, text=True, check=False, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 3, done.stderr[-3000:]
+    bundle = json.loads(done.stdout)["bundles"][0]
+    assert (
+        "infeasible on this machine" in bundle["infeasible"] and "5 replica" in bundle["infeasible"]
+    )

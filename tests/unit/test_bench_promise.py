@@ -1,0 +1,223 @@
+"""``bench promise``'s pure parts: the capacity and SLO searches (alone and with the real
+Planner on a synthetic pipeline), calibration from engine statistics, the cost integral
+and the readable tables."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from rich.console import Console
+
+from inferline.bench.promise import (
+    PromiseSettings,
+    calibrated_profiles,
+    machine_capacity,
+    plan_for_machine,
+    status_figures,
+    tables,
+    tightest_slo,
+)
+from inferline.errors import ConfigError
+from inferline.pipeline import Pipeline, PipelineConfig, StageConfig
+from inferline.profiles import (
+    BatchProfile,
+    HardwareCatalogue,
+    HardwareType,
+    MachinePool,
+    ProfilePoint,
+    Profiles,
+)
+from inferline.workload import gamma_trace
+
+GIB = 1 << 30
+
+
+def profiles_for(curves: dict[str, dict[int, tuple[float, float]]]) -> Profiles:
+    """One ``cpu-1`` hardware type; per stage, batch size → (median, predict median)."""
+    hardware = HardwareCatalogue((HardwareType("cpu-1", 0.04),))
+    return Profiles(
+        hardware,
+        {
+            (stage, "cpu-1"): BatchProfile(
+                stage,
+                "cpu-1",
+                tuple(
+                    ProfilePoint(b, t, 1.5 * t, predict_median_s=p)
+                    for b, (t, p) in sorted(curve.items())
+                ),
+            )
+            for stage, curve in curves.items()
+        },
+    )
+
+
+@given(
+    threshold=st.floats(min_value=0.5, max_value=5000.0),
+    start=st.floats(min_value=0.1, max_value=10_000.0),
+)
+def test_capacity_search_finds_the_threshold_within_its_tolerance(
+    threshold: float, start: float
+) -> None:
+    calls: list[float] = []
+
+    def fits_at(rate: float) -> bool:
+        calls.append(rate)
+        return rate <= threshold
+
+    found = machine_capacity(fits_at, start, max_rate_qps=5000.0, rel_tol=0.03)
+    assert fits_at(found)
+    assert found >= threshold / 1.03 - 1e-9 or found == 5000.0
+    assert len(calls) < 40
+
+
+def test_capacity_search_says_zero_when_nothing_fits_and_the_top_when_everything_does() -> None:
+    assert machine_capacity(lambda _r: False, 100.0, max_rate_qps=1000.0) == 0.0
+    assert machine_capacity(lambda _r: True, 100.0, max_rate_qps=1000.0) == 1000.0
+
+
+@given(threshold=st.floats(min_value=1e-3, max_value=2.0))
+def test_tightest_slo_is_the_smallest_that_fits_within_tolerance(threshold: float) -> None:
+    found = tightest_slo(lambda slo: slo >= threshold, 2.0, rel_tol=0.03)
+    assert found is not None
+    assert threshold <= found <= threshold * 1.03 + 1e-12
+
+
+def test_tightest_slo_is_none_when_even_the_loosest_does_not_fit() -> None:
+    assert tightest_slo(lambda slo: slo >= 3.0, 2.0) is None
+
+
+def test_capacity_with_the_planner_is_what_the_machine_s_threads_allow() -> None:
+    """One stage, 10 ms per query at batch 1 (100 q/s a replica), a pool of 3 replica
+    threads: a plan fits up to a little under 300 q/s and no plan fits beyond."""
+    pipeline = Pipeline.chain("one", ["work"])
+    profiles = profiles_for({"work": {1: (0.010, 0.009)}})
+    pool = MachinePool(cores=2, memory_bytes=8 * GIB, max_threads_per_core=3.0)
+    assert pool.max_threads == 3
+
+    def fits_at(rate: float) -> bool:
+        trace = gamma_trace(rate, 1.0, 30.0, seed=0)
+        return plan_for_machine(pipeline, profiles, trace, 0.1, pool) is not None
+
+    capacity = machine_capacity(fits_at, 10.0, max_rate_qps=2000.0, rel_tol=0.03)
+    assert 200.0 < capacity < 300.0
+    chosen = plan_for_machine(pipeline, profiles, gamma_trace(capacity, 1.0, 30.0, 0), 0.1, pool)
+    assert chosen is not None and chosen.config.stages["work"].replicas == 3
+    assert not fits_at(capacity * 1.1)
+    # the same pool with one thread per core holds one replica: a third of the capacity
+    small = MachinePool(cores=2, memory_bytes=8 * GIB, max_threads_per_core=1.0)
+    one = machine_capacity(
+        lambda r: (
+            plan_for_machine(pipeline, profiles, gamma_trace(r, 1.0, 30.0, 0), 0.1, small)
+            is not None
+        ),
+        10.0,
+        max_rate_qps=2000.0,
+    )
+    assert 50.0 < one < 100.0
+
+
+def test_calibration_rescales_the_predict_part_by_the_engine_s_speed() -> None:
+    profiles = profiles_for(
+        {"a": {1: (0.010, 0.008), 4: (0.020, 0.016)}, "b": {1: (0.002, 0.001), 4: (0.003, 0.002)}}
+    )
+    config = PipelineConfig(
+        stages={
+            "a": StageConfig(hardware="cpu-1", batch_size=4, replicas=1),
+            "b": StageConfig(hardware="cpu-1", batch_size=4, replicas=1),
+        }
+    )
+    # the engine ran a's predict twice as slow as profiled at batch 4, b's as profiled
+    stats = {"stages": {"a": {"predict_s": {"p50": 0.032}}, "b": {"predict_s": {"p50": 0.002}}}}
+    out = calibrated_profiles(profiles, config, stats, {"a": 3.6, "b": 4.0})
+    assert out is not None
+    a = out.get("a", "cpu-1").points
+    assert math.isclose(a[1].median_s, 0.020 + 0.016)  # + (2 − 1) × predict
+    assert math.isclose(a[0].median_s, 0.010 + 0.008)
+    assert math.isclose(a[1].p99_s, 0.030 + 0.016 * 1.5)
+    assert out.get("b", "cpu-1").points == profiles.get("b", "cpu-1").points
+    # a wider predict tail in the engine widens the P99: a's predict P99 4× its median
+    stats["stages"]["a"]["predict_s"]["p99"] = 0.128
+    wide = calibrated_profiles(profiles, config, stats, {"a": 3.6, "b": 4.0})
+    assert wide is not None
+    p = wide.get("a", "cpu-1").points[1]
+    assert math.isclose(p.median_s, 0.036) and math.isclose(p.p99_s, 0.036 + 2 * 0.016 * 3)
+    # a stage the engine did not measure: no calibrated estimate
+    assert calibrated_profiles(profiles, config, {"stages": {"a": {}}}, {}) is None
+
+
+def test_cost_is_integrated_between_readings() -> None:
+    # 2 $/h for 1 s then 4 $/h for 1 s (the last reading only closes the interval)
+    out = status_figures([(0.0, 2, 2, 2.0), (1.0, 4, 4, 4.0), (2.0, 3, 3, 99.0)])
+    assert math.isclose(out["cost_usd"], 6.0 / 3600.0)
+    assert math.isclose(out["mean_cost_per_hour"], 3.0)
+    assert out["max_threads"] == 4 and out["max_replicas"] == 4
+    assert status_figures([])["cost_usd"] is None
+
+
+def test_settings_refuse_what_cannot_be_measured() -> None:
+    with pytest.raises(ConfigError) as bad_loads:
+        PromiseSettings(loads=(0.5, 1.5))
+    assert bad_loads.value.field == "loads"
+    with pytest.raises(ConfigError) as bad_ramp:
+        PromiseSettings(ramp_from=0.8, ramp_to=0.4)
+    assert bad_ramp.value.field == "ramp_from"
+    with pytest.raises(ConfigError):
+        PromiseSettings(repeats=0)
+
+
+def figures(passed: bool) -> dict[str, Any]:
+    level = {
+        "load": 0.8, "rate_qps": 80.0, "slo_s": 0.055, "feasible": True, "binds": True,
+        "runs": [{}],
+        "estimated_p99_s": 0.040, "calibrated_p99_s": 0.045, "measured_p99_s": 0.047,
+        "error": 0.149, "calibrated_error": 0.043, "measured_miss_rate": 0.004,
+        "max_threads": 4, "passed": passed,
+    }  # fmt: skip
+    run = {
+        "feasible": True, "policy": "inferline", "tuner_changes": 2, "measured_p99_s": 0.05,
+        "measured_miss_rate": 0.002, "cost_usd": 0.0012, "mean_cost_per_hour": 0.21,
+        "max_threads": 4,
+    }  # fmt: skip
+    return {
+        "settings": {
+            "duration_s": 60.0, "repeats": 3, "miss_target": 0.01, "error_target": 0.1,
+            "ramp_from": 0.4, "ramp_to": 0.8, "ramp_s": 60.0,
+        },
+        "machine": {"cores": 2, "frontend_reserve_cores": 1.0, "max_threads": 4,
+                    "max_threads_per_core": 4.0},
+        "bundles": [
+            {"pipeline": "text-pipeline", "capacity_qps": 100.0, "slo_s": 0.06,
+             "tightest_slo_s": 0.05, "pool_threads": 4, "levels": [level],
+             "ramp": {"from_qps": 40.0, "to_qps": 80.0, "fixed": {**run, "policy": None},
+                      "tuned": run, "passed": passed}},
+            {"pipeline": "big", "pool_threads": 4,
+             "infeasible": "infeasible on this machine: one replica per stage needs 9"},
+        ],
+        "passed": passed,
+        "notes": ["the machine was busy: load average 9.0 on 2 cores"],
+        "wall_s": 12.0,
+        "load_average_before_after": [1.0, 2.0],
+        "written": ["/out/promise.json"],
+    }  # fmt: skip
+
+
+def text_of(figs: dict[str, Any]) -> str:
+    console = Console(record=True, width=200)
+    for table in tables(figs):
+        console.print(table)
+    return console.export_text()
+
+
+def test_tables_show_the_figures_the_verdicts_and_what_did_not_fit() -> None:
+    text = text_of(figures(True))
+    assert "text-pipeline" in text and "100.0" in text and "60.0" in text and "55.0" in text
+    assert "40.0" in text and "45.0" in text and "47.0" in text  # est, calibrated, measured
+    assert "15%" in text and "4%" in text and "0.4%" in text and "0.20%" in text
+    assert "4/4" in text and "PASS" in text and "FAIL" not in text
+    assert "infeasible on this machine" in text
+    assert "0.00120" in text and "/out/promise.json" in text and "load average 9.0" in text
+    assert "FAIL" in text_of(figures(False))

@@ -14,7 +14,6 @@ from rich.console import Console
 
 from inferline.bench.promise import (
     PromiseSettings,
-    calibrated_profiles,
     machine_capacity,
     plan_for_machine,
     status_figures,
@@ -22,7 +21,7 @@ from inferline.bench.promise import (
     tightest_slo,
 )
 from inferline.errors import ConfigError
-from inferline.pipeline import Pipeline, PipelineConfig, StageConfig
+from inferline.pipeline import Pipeline
 from inferline.profiles import (
     BatchProfile,
     HardwareCatalogue,
@@ -118,35 +117,6 @@ def test_capacity_with_the_planner_is_what_the_machine_s_threads_allow() -> None
         max_rate_qps=2000.0,
     )
     assert 50.0 < one < 100.0
-
-
-def test_calibration_rescales_the_predict_part_by_the_engine_s_speed() -> None:
-    profiles = profiles_for(
-        {"a": {1: (0.010, 0.008), 4: (0.020, 0.016)}, "b": {1: (0.002, 0.001), 4: (0.003, 0.002)}}
-    )
-    config = PipelineConfig(
-        stages={
-            "a": StageConfig(hardware="cpu-1", batch_size=4, replicas=1),
-            "b": StageConfig(hardware="cpu-1", batch_size=4, replicas=1),
-        }
-    )
-    # the engine ran a's predict twice as slow as profiled at batch 4, b's as profiled
-    stats = {"stages": {"a": {"predict_s": {"p50": 0.032}}, "b": {"predict_s": {"p50": 0.002}}}}
-    out = calibrated_profiles(profiles, config, stats, {"a": 3.6, "b": 4.0})
-    assert out is not None
-    a = out.get("a", "cpu-1").points
-    assert math.isclose(a[1].median_s, 0.020 + 0.016)  # + (2 − 1) × predict
-    assert math.isclose(a[0].median_s, 0.010 + 0.008)
-    assert math.isclose(a[1].p99_s, 0.030 + 0.016 * 1.5)
-    assert out.get("b", "cpu-1").points == profiles.get("b", "cpu-1").points
-    # a wider predict tail in the engine widens the P99: a's predict P99 4× its median
-    stats["stages"]["a"]["predict_s"]["p99"] = 0.128
-    wide = calibrated_profiles(profiles, config, stats, {"a": 3.6, "b": 4.0})
-    assert wide is not None
-    p = wide.get("a", "cpu-1").points[1]
-    assert math.isclose(p.median_s, 0.036) and math.isclose(p.p99_s, 0.036 + 2 * 0.016 * 3)
-    # a stage the engine did not measure: no calibrated estimate
-    assert calibrated_profiles(profiles, config, {"stages": {"a": {}}}, {}) is None
 
 
 def test_cost_is_integrated_between_readings() -> None:

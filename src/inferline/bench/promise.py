@@ -25,7 +25,6 @@ with the Planner and refuses what does not fit; a machine-aware planner replaces
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import tempfile
@@ -40,7 +39,8 @@ import numpy as np
 from rich.table import Table
 
 from inferline import Bundle, load_bundle
-from inferline.errors import CapacityError, ConfigError, InfeasibleError
+from inferline.engine import fetch_calibration
+from inferline.errors import CapacityError, ConfigError, InfeasibleError, InferLineError
 from inferline.estimator import Estimator, ServiceTime, SimulationResult
 from inferline.pipeline import Pipeline, PipelineConfig, save_config
 from inferline.planner import Plan, plan
@@ -63,7 +63,6 @@ __all__ = [
     "PromiseSettings",
     "StatusPoller",
     "calibrated_estimate",
-    "calibrated_profiles",
     "machine_capacity",
     "machine_pool",
     "plan_for_machine",
@@ -287,68 +286,26 @@ def single_replica_rate(pipeline: Pipeline, profiles: Profiles) -> float:
 # --- calibration from what the engine measured ---------------------------------------------
 
 
-def calibrated_profiles(
-    profiles: Profiles,
-    config: PipelineConfig,
-    stats: Mapping[str, Any],
-    mean_batch: Mapping[str, float],
-) -> Profiles | None:
-    """``profiles`` with each planned stage's ``predict`` part rescaled by the engine's
-    measured median ``predict`` time over the profiled one at the batch size served, and
-    its P99 widened to the engine's ``predict`` P99/median spread where that is wider (a
-    shared machine's stalls are in the tail, not the median).
-
-    ``stats``: ``GET /v2/control/stats``; ``mean_batch``: per stage, the mean batch size the
-    run served. The engine's statistics are per stage, not per batch size, so the ratio
-    is one number per stage. None when a stage has no measurement or no ``predict`` split.
-    """
-    entries = dict(profiles.entries)
-    measured = stats.get("stages", {})
-    for name, c in config.stages.items():
-        predict = measured.get(name, {}).get("predict_s", {})
-        engine_s, engine_p99_s = predict.get("p50"), predict.get("p99")
-        profile = profiles.get(name, c.hardware)
-        served = max(1, round(mean_batch.get(name, 1.0)))
-        point = next((p for p in profile.points if p.batch_size >= served), profile.points[-1])
-        if not engine_s or not point.predict_median_s:
-            return None
-        ratio = float(engine_s) / point.predict_median_s
-        spread = float(engine_p99_s) / float(engine_s) if engine_p99_s else 1.0
-        points = []
-        for q in profile.points:
-            if q.predict_median_s is None:
-                return None
-            extra = (ratio - 1.0) * q.predict_median_s
-            median_s = max(1e-9, q.median_s + extra)
-            p99_s = max(1e-9, q.p99_s + extra * q.p99_s / q.median_s)
-            tail_s = median_s + ratio * q.predict_median_s * (spread - 1.0)
-            points.append(dataclasses.replace(q, median_s=median_s, p99_s=max(p99_s, tail_s)))
-        entries[(name, c.hardware)] = dataclasses.replace(profile, points=tuple(points))
-    return Profiles(profiles.hardware, entries, profiles.source).with_overhead(profiles.overhead)
-
-
 def calibrated_estimate(
     pipeline: Pipeline,
     profiles: Profiles,
     config: PipelineConfig,
     trace: Trace,
-    stats: Mapping[str, Any],
-    profiled: SimulationResult,
+    url: str,
     *,
     slo_s: float,
     seed: int = 0,
     service_time: ServiceTime = "lognormal",
-    served_batch: Mapping[str, float] | None = None,
 ) -> SimulationResult | None:
-    """The Estimator again on the same arrivals, with :func:`calibrated_profiles` from the
-    engine's statistics after the run, at the mean batch sizes the engine served
-    (``served_batch``) or else those of the first estimate, ``profiled``. The engine's
-    live calibration will make this a status read."""
-    mean_batch = {n: s.mean_batch_size or 1.0 for n, s in profiled.stages.items()}
-    mean_batch.update(served_batch or {})
-    calibrated = calibrated_profiles(profiles, config, stats, mean_batch)
-    if calibrated is None:
+    """The Estimator again on the same arrivals with the profiles the engine at ``url``
+    calibrated from the run's own batches (``GET /v2/control/calibration``: measured
+    median and P99 per stage and batch size, other sizes scaled by the stage's speed
+    ratio), keeping the profiled engine overhead. None when the engine has none."""
+    try:
+        report = fetch_calibration(url)
+    except InferLineError:
         return None
+    calibrated = report.profiles.with_overhead(profiles.overhead)
     return Estimator(
         pipeline, calibrated, trace, slo_s=slo_s, seed=seed, service_time=service_time
     ).run(config)
@@ -607,12 +564,10 @@ def _level(
                 ctx.profiles,
                 chosen.config,
                 trace,
-                stats,
-                profiled,
+                engine.url,
                 slo_s=slo_s,
                 seed=s.seed,
                 service_time=s.service_time,
-                served_batch=served_batch,
             )
             run = _run_figures(measured, poller.figures(), profiled, calibrated)
             runs.append({**run, "served_batch": served_batch, "stages": _time_split(stats)})

@@ -235,6 +235,8 @@ class MachinePool:
             cores -= 1
         while not enough(cores):
             cores += 1
+        if cores > self.cores and sum(self.threads_of(plan).values()) <= self.max_threads:
+            return self.cores  # fits here: cpu-N is capped at this machine's cores
         return cores
 
     def busy_cores_of(

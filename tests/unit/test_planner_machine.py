@@ -17,6 +17,8 @@ from inferline.errors import CapacityError, ConfigError, InfeasibleError, Machin
 from inferline.estimator import Estimator
 from inferline.pipeline import Pipeline, PipelineConfig
 from inferline.planner import PLANNERS, Plan, plan, plan_cg_peak, plan_inferline
+from inferline.planner._inferline import initialize
+from inferline.planner._search import Search
 from inferline.profiles import (
     DEFAULT_FRONTEND_CPU_S_PER_QUERY,
     BatchProfile,
@@ -220,6 +222,22 @@ def test_a_searching_planner_trades_cost_for_busy_cores_to_fit(planner: str) -> 
     assert bound.machine.replica_busy_cores == pytest.approx(0.9, abs=0.02)
     assert "busy cores" in bound.log[0] and "searched again within the machine" in bound.log[0]
     assert fits(bound.config, bound.machine.pool, ONE, TRADE, even(100))
+
+
+def test_initialize_batches_the_busiest_stage_before_it_gives_up_on_busy_cores() -> None:
+    # 60 q/s evenly: every configuration meets a 0.15 s SLO and keeps ~2.4 cores busy
+    # whatever its batch (no queue forms to fill one): batches rise to the largest, then stop
+    pool = machine(2, fit="busy").for_planning(60.0)
+    search = Search(FOUR, FOUR_PROFILES, even(60), 0.15, machine=pool)
+    log: list[str] = []
+    with pytest.raises(InfeasibleError) as caught:
+        initialize(search, log)
+    assert "every stage is at its largest profiled batch" in str(caught.value)
+    assert "keeps 2.39 cores busy" in str(caught.value) and "the machine allows 1.50" in str(
+        caught.value
+    )
+    assert "batch 1->2 on the busiest stage that can batch more, 'a'" in log[1]
+    assert sum("on the busiest stage" in line for line in log) == 12  # 1->2->4->8, four stages
 
 
 def test_a_bad_fit_rule_or_busy_fraction_is_a_config_error_naming_the_field() -> None:

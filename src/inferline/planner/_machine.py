@@ -96,11 +96,12 @@ def plan_on_machine(
             log=(*unbounded.log, f"{planner}: fits the machine as planned without it"),
         )
     why: str
+    within = " in its busy cores" if pool.fit == "busy" else ""
     if searches:
         try:
             bounded = run(pool)
         except InfeasibleError:
-            why = "the search within the machine found no plan that meets the SLO"
+            why = f"the search within the machine found no plan that meets the SLO{within}"
         else:
             if bounded.feasible and _fits(bounded, pool):
                 note = (
@@ -115,7 +116,7 @@ def plan_on_machine(
                     planning_time_s=bounded.planning_time_s + unbounded.planning_time_s,
                     estimator_calls=bounded.estimator_calls + unbounded.estimator_calls,
                 )
-            why = "the search within the machine found no plan that meets the SLO"
+            why = f"the search within the machine found no plan that meets the SLO{within}"
     else:
         why = f"{planner} replicates the whole pipeline and does not search within a machine"
     raise _infeasible(planner, pool, unbounded, why)

@@ -2,7 +2,8 @@
 cores needed and the plan that would fit a bigger machine, and the catalogue's section.
 
 The text pipeline's four stages at about 100 q/s need five single-thread replicas without
-a machine bound (langid, 2 × embed, topic, lang_stats): six cores with the front-end.
+a machine bound (langid, 2 × embed, topic, lang_stats): six cores with the front-end by the
+literal rule (fit=threads), three by the cores they keep busy (fit=busy, the default).
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ def test_a_machine_that_fits_is_shown_and_recorded_in_the_plan_file(
     trace: Path, tmp_path: Path
 ) -> None:
     out_file = tmp_path / "plan.yaml"
-    code, out, err = plan(TEXT, trace, "--machine", "cores=8", "-o", str(out_file))
+    code, out, err = plan(TEXT, trace, "--machine", "cores=8,fit=threads", "-o", str(out_file))
     assert code == 0, err
     line = " ".join(out.split())
     assert re.search(
@@ -54,19 +55,45 @@ def test_a_machine_that_fits_is_shown_and_recorded_in_the_plan_file(
     record = yaml.safe_load(out_file.read_text())["machine"]
     assert record["cores"] == 8 and record["replica_threads"] == 5
     assert record["threads_per_core"] == 1.0 and 0.1 < record["frontend_share_cores"] < 0.2
+    assert record["fit"] == "threads"
+
+    code, out, err = plan(TEXT, trace, "--machine", "cores=8", "-o", str(out_file))
+    assert code == 0, err
+    line = " ".join(out.split())
+    match = re.search(
+        r"replicas busy (\d\.\d\d) of 6\.2\d cores \(target 80 % of 8, less the front-end's "
+        r"share\), 5 threads of 56",
+        line,
+    )
+    assert match, line
+    record = yaml.safe_load(out_file.read_text())["machine"]
+    assert record["fit"] == "busy" and record["max_busy_fraction"] == 0.8
+    assert record["replica_busy_cores"] == pytest.approx(float(match[1]), abs=0.006)
+    # ~100 q/s through four stages of a few ms each: about two cores busy, not five
+    assert 1.0 < record["replica_busy_cores"] < 3.0
+    assert record["busy_cores_allowed"] == pytest.approx(6.4 - record["frontend_share_cores"])
 
 
 def test_a_machine_too_small_exits_3_with_the_cores_needed_and_the_unbounded_plan(
     trace: Path,
 ) -> None:
-    code, out, err = plan(TEXT, trace, "--machine", "cores=2")
+    code, out, err = plan(TEXT, trace, "--machine", "cores=2,fit=threads")
     assert code == 3
     assert "error: inferline: infeasible on this machine: needs 6 cores, has 2" in err
     assert "runs 5 replica thread(s) plus 0.13 core for the front-end" in err
     assert "without the machine bound (needs 6 cores, has 2)" in out
     assert re.search(r"embed │\s+cpu-1 │\s+\d+ │\s+2 │", out), out  # the plan that would fit
 
-    code, out, err = plan(TEXT, trace, "--machine", "cores=2", "--json")
+    code, out, err = plan(TEXT, trace, "--machine", "cores=2")
+    assert code == 3
+    assert re.search(
+        r"error: inferline: infeasible on this machine: needs 2\.\d\d busy cores, has 1\.60 "
+        r"\(80 % of 2 cores; 3 cores would do\)",
+        err,
+    ), err
+    assert "without the machine bound (needs 3 cores, has 2)" in out
+
+    code, out, err = plan(TEXT, trace, "--machine", "cores=2,fit=threads", "--json")
     assert code == 3 and "needs 6 cores, has 2" in err
     body = json.loads(out)
     assert body["feasible"] is False
@@ -83,7 +110,7 @@ def test_the_catalogues_machine_applies_unless_the_flag_overrides_it(
     hardware = bundle / "hardware.yaml"
     hardware.write_text(hardware.read_text() + "\nmachine: {cores: 2, memory_gb: 8}\n")
     code, _, err = plan(bundle, trace)
-    assert code == 3 and "needs 6 cores, has 2" in err
+    assert code == 3 and "busy cores, has 1.60 (80 % of 2 cores; 3 cores would do)" in err
     code, out, err = plan(bundle, trace, "--machine", "cores=6", "--json")
     assert code == 0, err
     assert json.loads(out)["machine"]["cores"] == 6
@@ -100,3 +127,8 @@ def test_a_bad_machine_flag_exits_2_naming_it(trace: Path) -> None:
     code, _, err = plan(TEXT, trace, "--machine", "cores=2,disk=1T")
     assert code == 2
     assert "<argument>, field '--machine': 'disk=1T' is not one of" in err
+    code, out, err = plan(TEXT, trace, "--machine", "local,fit=cores")
+    assert code == 2 and out == ""
+    assert "field '--machine': fit must be one of busy, threads, got 'cores'" in err
+    code, _, err = plan(TEXT, trace, "--machine", "cores=2,threads-per-core=2", "--json")
+    assert code == 2 and "threads-per-core is the fit=threads rule's figure; add fit=threads" in err

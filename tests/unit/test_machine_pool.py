@@ -49,6 +49,7 @@ def plan(**stages: tuple[str, int, int]) -> PipelineConfig:
 
 
 TWO_CORES = MachinePool(cores=2, memory_bytes=24 * GIB)
+LITERAL = MachinePool(cores=2, memory_bytes=24 * GIB, fit="threads")
 
 
 def test_the_pool_keeps_a_core_for_the_front_end_and_bounds_threads() -> None:
@@ -137,22 +138,36 @@ def test_every_shipped_plan_fits_a_two_core_machine() -> None:
 
 
 def test_a_planning_pool_keeps_the_front_ends_measured_share_and_one_thread_per_core() -> None:
-    planning = TWO_CORES.for_planning(140.0, 0.8e-3)
+    planning = LITERAL.for_planning(140.0, 0.8e-3)
     # 0.05 floor + 140 q/s × 0.8 ms = 0.162 core for the front-end, 1.838 for replicas
     assert planning.frontend_reserve_cores == pytest.approx(FRONTEND_FLOOR_CORES + 0.112)
     assert planning.replica_cores == pytest.approx(1.838)
     assert planning.max_threads == 1  # one thread per core: no oversubscription
-    assert MachinePool(cores=8, memory_bytes=None).for_planning(140.0, 0.8e-3).max_threads == 7
+    eight = MachinePool(cores=8, memory_bytes=None, fit="threads")
+    assert eight.for_planning(140.0, 0.8e-3).max_threads == 7
     # at 2,000 q/s the front-end alone takes 1.65 cores of 8
-    busy = MachinePool(cores=8, memory_bytes=None).for_planning(2000.0, 0.8e-3)
+    busy = eight.for_planning(2000.0, 0.8e-3)
     assert busy.frontend_reserve_cores == pytest.approx(1.65) and busy.max_threads == 6
-    relaxed = MachinePool(cores=2, memory_bytes=None, planning_threads_per_core=2.0)
+    relaxed = MachinePool(cores=2, memory_bytes=None, planning_threads_per_core=2.0, fit="threads")
     assert relaxed.for_planning(140.0, 0.8e-3).max_threads == 3
     assert MachinePool(cores=2, memory_bytes=None).max_replicas >= 1 << 30  # memory not a bound
     with pytest.raises(ValueError, match="threads per core"):
         MachinePool(cores=2, memory_bytes=None, planning_threads_per_core=5.0)
     with pytest.raises(ValueError, match="planning rate"):
         TWO_CORES.for_planning(-1.0)
+
+
+def test_a_busy_planning_pool_keeps_the_engines_thread_bound_and_a_busy_target() -> None:
+    planning = TWO_CORES.for_planning(140.0, 0.8e-3)
+    assert planning.fit == "busy" and planning.max_busy_fraction == 0.8
+    # threads: the engine's own bound, (2 cores - 1 for the front-end) × 8, so it starts
+    assert planning.max_threads == TWO_CORES.max_threads == 8
+    # busy: 80 % of 2 cores less the front-end's 0.162
+    assert planning.busy_cores_allowed == pytest.approx(1.438)
+    assert planning.busy_cores_needed(1.438) == 2 and planning.busy_cores_needed(1.5) == 3
+    four = plan(a=("cpu-1", 1, 2), b=("cpu-2", 1, 1))
+    busy = planning.busy_cores_of(four, {"a": 0.25, "b": 0.5})
+    assert busy == {"a": pytest.approx(0.5), "b": pytest.approx(1.0)}  # × replicas × threads
 
 
 def test_a_planning_pool_allots_gpus_and_the_engines_pool_does_not() -> None:
@@ -167,7 +182,7 @@ def test_a_planning_pool_allots_gpus_and_the_engines_pool_does_not() -> None:
 
 
 def test_cores_needed_is_the_smallest_machine_that_fits() -> None:
-    pool = TWO_CORES.for_planning(100.0, 0.8e-3)  # 0.13 core for the front-end
+    pool = LITERAL.for_planning(100.0, 0.8e-3)  # 0.13 core for the front-end
     five = plan(a=("cpu-1", 1, 3), b=("cpu-2", 1, 1))  # 3 + 2 threads
     assert pool.cores_needed(five) == 6
     check_plan_fits(five, dataclasses.replace(pool, cores=6))
@@ -215,7 +230,11 @@ def test_parse_machine_reads_local_and_described_machines() -> None:
     host = machine_pool_for_host()
     assert (local.cores, local.gpus, local.label) == (host.cores, host.gpus, "local")
     assert local.planning_threads_per_core == 1.0
-    assert parse_machine("local,threads-per-core=2").planning_threads_per_core == 2.0
+    assert local.fit == "busy" and local.max_busy_fraction == 0.8
+    literal = parse_machine("local,fit=threads,threads-per-core=2")
+    assert literal.planning_threads_per_core == 2.0 and literal.fit == "threads"
+    assert parse_machine("cores=4,max-busy-fraction=0.6").max_busy_fraction == 0.6
+    assert parse_machine("cores=4,fit=THREADS").fit == "threads"
     big = parse_machine("cores=16, memory=64G, gpus=2")
     assert (big.cores, big.memory_bytes, big.gpus) == (16, 64 * GIB, 2)
     assert parse_machine("cores=4").memory_bytes is None
@@ -234,7 +253,11 @@ def test_parse_machine_reads_local_and_described_machines() -> None:
         ("cores=2,memory=lots", "not a size like 16G"),
         ("cores=2,gpus=-1", "gpus must be >= 0"),
         ("local,cores=4", "'local' reads cores from this host"),
-        ("cores=2,threads-per-core=8", "threads-per-core must be in (0, 4]"),
+        ("cores=2,fit=threads,threads-per-core=8", "threads-per-core must be in (0, 4]"),
+        ("cores=2,fit=cores", "fit must be one of busy, threads, got 'cores'"),
+        ("local,threads-per-core=2", "threads-per-core is the fit=threads rule's figure"),
+        ("cores=2,fit=threads,max-busy-fraction=0.5", "max-busy-fraction is the fit=busy"),
+        ("cores=2,max-busy-fraction=1.5", "max-busy-fraction must be in (0, 1]"),
     ],
 )
 def test_a_bad_machine_names_the_flag_and_what_is_expected(text: str, problem: str) -> None:
@@ -258,9 +281,13 @@ def test_the_catalogue_may_name_the_machine(tmp_path: Path) -> None:
     path.write_text(HARDWARE + "machine: local\n")
     local = load_hardware(path).machine
     assert local is not None and local.label == "local"
-    path.write_text(HARDWARE + "machine: {cores: local, threads_per_core: 2}\n")
+    path.write_text(HARDWARE + "machine: {cores: local, fit: threads, threads_per_core: 2}\n")
     local = load_hardware(path).machine
     assert local is not None and local.planning_threads_per_core == 2.0
+    assert local.fit == "threads"
+    path.write_text(HARDWARE + "machine: {cores: 4, max_busy_fraction: 0.7}\n")
+    four = load_hardware(path).machine
+    assert four is not None and (four.fit, four.max_busy_fraction) == ("busy", 0.7)
 
 
 @pytest.mark.parametrize(
@@ -269,6 +296,9 @@ def test_the_catalogue_may_name_the_machine(tmp_path: Path) -> None:
         ("machine: {cores: 0}", "machine.cores"),
         ("machine: {cores: 2, disk_gb: 10}", "machine.disk_gb"),
         ("machine: {cores: 2, threads_per_core: 9}", "machine.threads_per_core"),
+        ("machine: {cores: 2, threads_per_core: 2}", "machine"),
+        ("machine: {cores: 2, fit: cores}", "machine.fit"),
+        ("machine: {cores: 2, max_busy_fraction: 0}", "machine.max_busy_fraction"),
         ("machine: {cores: 2, gpus: -1}", "machine.gpus"),
         ("machine: {cores: local, gpus: 1}", "machine"),
         ("machine: big", "machine"),

@@ -7,23 +7,30 @@ latency L serving one query every g seconds needs ceil(L / g) replicas.
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from inferline.errors import CapacityError, InfeasibleError, MachineInfeasibleError
-from inferline.pipeline import Pipeline
+from inferline.errors import CapacityError, ConfigError, InfeasibleError, MachineInfeasibleError
+from inferline.estimator import Estimator
+from inferline.pipeline import Pipeline, PipelineConfig
 from inferline.planner import PLANNERS, Plan, plan, plan_cg_peak, plan_inferline
+from inferline.planner._inferline import initialize
+from inferline.planner._search import Search
 from inferline.profiles import (
     DEFAULT_FRONTEND_CPU_S_PER_QUERY,
     BatchProfile,
     EngineOverhead,
+    FitRule,
     HardwareCatalogue,
     HardwareType,
     MachinePool,
     ProfilePoint,
     Profiles,
     check_plan_fits,
+    resources_for,
 )
 from inferline.workload import Trace, gamma_trace
 
@@ -47,8 +54,9 @@ def even(rate_qps: float, duration_s: float = 10.0) -> Trace:
     return gamma_trace(rate_qps, 0.0, duration_s, seed=0)
 
 
-def machine(cores: int, gpus: int = 0) -> MachinePool:
-    return MachinePool(cores=cores, memory_bytes=None, gpus=gpus)
+def machine(cores: int, gpus: int = 0, fit: FitRule = "threads") -> MachinePool:
+    """The literal rule unless told: the tests below count threads against cores."""
+    return MachinePool(cores=cores, memory_bytes=None, gpus=gpus, fit=fit)
 
 
 ONE = Pipeline.chain("one", ["work"])
@@ -74,7 +82,9 @@ def test_a_machine_big_enough_changes_nothing_and_is_recorded() -> None:
         "+ floor), replicas use 3 of 3.87 cores"
     )
     assert bound.summary()["machine"]["replica_threads"] == 3
-    two_per_core = MachinePool(cores=2, memory_bytes=None, planning_threads_per_core=2.0)
+    two_per_core = MachinePool(
+        cores=2, memory_bytes=None, planning_threads_per_core=2.0, fit="threads"
+    )
     relaxed = plan_inferline(ONE, THREE_REPLICAS, even(100), 0.05, machine=two_per_core)
     assert relaxed.config == free.config and relaxed.machine is not None
     assert relaxed.machine.describe().endswith(
@@ -154,6 +164,91 @@ def test_an_slo_no_machine_can_meet_is_the_plain_infeasible_error() -> None:
     assert not isinstance(caught.value, MachineInfeasibleError)
 
 
+# --- fit=busy: the CPU a plan uses, not its thread count -----------------------------------------
+
+# four single-thread stages of 10 ms each (batch 1; 4 ms per query at batch 8): idle most of
+# the time at 8 q/s, each needs a replica of its own
+FOUR = Pipeline.chain("four", ["a", "b", "c", "d"])
+FOUR_PROFILES = make_profiles(
+    {"cpu-1": 0.1},
+    {(n, "cpu-1"): {1: 0.010, 2: 0.012, 4: 0.018, 8: 0.032} for n in "abcd"},
+)
+
+
+def test_a_four_stage_pipeline_at_a_low_rate_fits_two_cores_by_busy_cores_not_by_threads() -> None:
+    with pytest.raises(MachineInfeasibleError) as caught:
+        plan_inferline(FOUR, FOUR_PROFILES, even(8), 0.25, machine=machine(2, fit="threads"))
+    assert "needs 5 cores, has 2" in str(caught.value)
+    busy = plan_inferline(FOUR, FOUR_PROFILES, even(8), 0.25, machine=machine(2, fit="busy"))
+    assert busy.machine is not None and busy.machine.replica_threads == 4
+    # 4 stages × 8 q/s × 10 ms = 0.32 busy cores; 80 % of 2 less 0.06 for the front-end
+    assert busy.machine.replica_busy_cores == pytest.approx(0.32, abs=0.01)
+    assert busy.machine.describe().endswith(
+        "replicas busy 0.32 of 1.54 cores (target 80 % of 2, less the front-end's share), "
+        "4 threads of 8"
+    )
+    record = busy.summary()["machine"]
+    assert record["fit"] == "busy" and record["busy_cores_allowed"] == pytest.approx(1.5436)
+    assert record["replica_busy_cores"] == pytest.approx(0.32, abs=0.01)
+
+
+def test_busy_cores_beyond_the_target_are_infeasible_with_the_cores_that_would_do() -> None:
+    # 60 q/s: 4 × 60 × 10 ms = 2.4 busy cores at batch 1, far less batched; 30 ms SLO
+    # leaves no room to batch, so the plan keeps ~2.4 cores busy
+    with pytest.raises(MachineInfeasibleError) as caught:
+        plan_inferline(FOUR, FOUR_PROFILES, even(60), 0.045, machine=machine(2, fit="busy"))
+    text = str(caught.value)
+    assert re.search(r"infeasible on this machine: needs 2\.\d\d busy cores, has 1\.60 ", text)
+    assert "(80 % of 2 cores; 4 cores would do)" in text and caught.value.needs_cores == 4
+    assert "raise max-busy-fraction=F knowingly" in text
+    # a looser target admits it: 100 % of 3 cores
+    roomy = MachinePool(cores=3, memory_bytes=None, max_busy_fraction=1.0)
+    fitted = plan_inferline(FOUR, FOUR_PROFILES, even(60), 0.045, machine=roomy)
+    assert fitted.machine is not None and fitted.machine.replica_busy_cores is not None
+    share = fitted.machine.pool.frontend_reserve_cores
+    assert fitted.machine.replica_busy_cores <= roomy.cores - share
+
+
+@pytest.mark.parametrize("planner", ["inferline", "exhaustive"])
+def test_a_searching_planner_trades_cost_for_busy_cores_to_fit(planner: str) -> None:
+    # the cheap 4-thread instance keeps ~4 cores busy at 100 q/s (all its threads work each
+    # batch), the dearer 1-thread one ~0.9: on 2 cores only the latter fits
+    free = plan(planner, ONE, TRADE, even(100), 0.05)
+    assert free.stages()["work"]["hardware"] == "cpu-4"
+    pool = machine(2, fit="busy")
+    bound = plan(planner, ONE, TRADE, even(100), 0.05, machine=pool)
+    assert bound.stages()["work"] == {"hardware": "cpu-1", "batch_size": 1, "replicas": 1}
+    assert bound.machine is not None and bound.machine.replica_busy_cores is not None
+    assert bound.machine.replica_busy_cores == pytest.approx(0.9, abs=0.02)
+    assert "busy cores" in bound.log[0] and "searched again within the machine" in bound.log[0]
+    assert fits(bound.config, bound.machine.pool, ONE, TRADE, even(100))
+
+
+def test_initialize_batches_the_busiest_stage_before_it_gives_up_on_busy_cores() -> None:
+    # 60 q/s evenly: every configuration meets a 0.15 s SLO and keeps ~2.4 cores busy
+    # whatever its batch (no queue forms to fill one): batches rise to the largest, then stop
+    pool = machine(2, fit="busy").for_planning(60.0)
+    search = Search(FOUR, FOUR_PROFILES, even(60), 0.15, machine=pool)
+    log: list[str] = []
+    with pytest.raises(InfeasibleError) as caught:
+        initialize(search, log)
+    assert "every stage is at its largest profiled batch" in str(caught.value)
+    assert "keeps 2.39 cores busy" in str(caught.value) and "the machine allows 1.50" in str(
+        caught.value
+    )
+    assert "batch 1->2 on the busiest stage that can batch more, 'a'" in log[1]
+    assert sum("on the busiest stage" in line for line in log) == 12  # 1->2->4->8, four stages
+
+
+def test_a_bad_fit_rule_or_busy_fraction_is_a_config_error_naming_the_field() -> None:
+    with pytest.raises(ConfigError) as caught:
+        MachinePool(cores=2, memory_bytes=None, fit="cores")  # type: ignore[arg-type]
+    assert caught.value.field == "fit" and "busy, threads" in str(caught.value)
+    with pytest.raises(ConfigError) as caught:
+        MachinePool(cores=2, memory_bytes=None, max_busy_fraction=1.5)
+    assert caught.value.field == "max_busy_fraction"
+
+
 # --- any plan returned fits; a machine that holds the optimum changes nothing --------------------
 
 HARDWARE = ("cpu-1", "cpu-2", "t4")
@@ -179,9 +274,29 @@ def small_problems(draw: st.DrawFn) -> tuple[Pipeline, Profiles, float, MachineP
         memory_bytes=None,
         gpus=draw(st.integers(0, 2)),
         planning_threads_per_core=draw(st.sampled_from([1.0, 2.0])),
+        fit=draw(st.sampled_from(["busy", "threads"])),
+        max_busy_fraction=draw(st.sampled_from([0.5, 0.8, 1.0])),
     )
     profiles = make_profiles(PRICES, curves)
     return Pipeline.chain("p", names), profiles, rate, pool
+
+
+def fits(
+    config: PipelineConfig, pool: MachinePool, pipeline: Pipeline, profiles: Profiles, trace: Trace
+) -> bool:
+    """The machine check, busy cores worked out afresh: ``config`` re-simulated on ``trace``."""
+    try:
+        check_plan_fits(config, pool)
+    except CapacityError:
+        return False
+    if pool.fit == "threads":
+        return True
+    stages = Estimator(pipeline, profiles, trace).run(config).stages
+    busy = sum(
+        stages[name].utilization * c.replicas * resources_for(c.hardware, pool.cores).threads
+        for name, c in config.stages.items()
+    )
+    return busy <= pool.busy_cores_allowed + 1e-6
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -205,19 +320,15 @@ def test_any_plan_returned_fits_and_a_roomy_machine_changes_nothing(
         bound = plan(planner, pipeline, profiles, trace, slo_s, max_seconds=5, machine=pool)
     except MachineInfeasibleError as exc:
         refused = exc
-    try:
-        check_plan_fits(free.config, planning)
-    except CapacityError:
-        unbounded_fits = False
-    else:
-        unbounded_fits = True
+    unbounded_fits = fits(free.config, planning, pipeline, profiles, trace)
+    event(f"fit={pool.fit}")
     if refused is not None:
         event("infeasible on the machine")
         assert not unbounded_fits and refused.has_cores == pool.cores
         assert refused.needs_cores > pool.cores or refused.needs_gpus > pool.gpus
         assert isinstance(refused.unbounded, Plan) and refused.unbounded.config == free.config
         return
-    check_plan_fits(bound.config, planning)  # every plan returned fits
+    assert fits(bound.config, planning, pipeline, profiles, trace)  # every plan returned fits
     assert bound.machine is not None and bound.machine.pool == planning
     assert bound.feasible or planner == "cg-mean"
     if unbounded_fits:

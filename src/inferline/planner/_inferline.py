@@ -100,7 +100,7 @@ from inferline.errors import InfeasibleError
 from inferline.pipeline import Pipeline
 from inferline.planner._machine import plan_on_machine
 from inferline.planner._result import Plan
-from inferline.planner._search import Key, Search
+from inferline.planner._search import Key, Outcome, Search
 from inferline.profiles import LatencyStat, MachinePool, Profiles
 from inferline.workload import Trace
 
@@ -188,6 +188,7 @@ def finish_plan(
     exhaustive_complete: bool | None = None,
 ) -> Plan:
     outcome = search.evaluate(key)
+    utilization = outcome.utilization
     return Plan(
         config=search.config(key),
         feasible=outcome.feasible,
@@ -202,6 +203,9 @@ def finish_plan(
         margin=search.margin,
         estimated_miss_rate=outcome.miss_rate,
         exhaustive_complete=exhaustive_complete,
+        estimated_utilization=(
+            None if utilization is None else dict(zip(search.names, utilization, strict=True))
+        ),
     )
 
 
@@ -248,6 +252,11 @@ def initialize(search: Search, log: list[str]) -> Key:
                 f"<= {search.target_s * 1000:.1f} ms"
             )
             return key
+        if outcome.utilization is not None and outcome.p99_s <= search.target_s:
+            # meets the SLO but keeps too many cores busy: more replicas do not help, a
+            # bigger batch on the busiest stage that has one does
+            key = _batch_for_busy_cores(search, key, outcome, log)
+            continue
         capacity = [
             k * search.mu(name, hw, b) / search.scale[name]
             for name, (hw, b, k) in zip(names, key, strict=True)
@@ -275,6 +284,25 @@ def initialize(search: Search, log: list[str]) -> Key:
             f"per pipeline query): {k}->{k + 1} on {hw}; ${search.cost(key):.4f}/h; "
             f"previous P99 {_ms(outcome.p99_s)}"
         )
+
+
+def _batch_for_busy_cores(search: Search, key: Key, outcome: Outcome, log: list[str]) -> Key:
+    """``key`` with the busiest stage that can batch more at its next batch size."""
+    utilization = outcome.utilization or ()
+    busy = [u * k * search.threads[hw] for u, (hw, _, k) in zip(utilization, key, strict=True)]
+    for i in sorted(range(len(key)), key=lambda j: (-busy[j], j)):
+        hw, b, k = key[i]
+        bigger = next_batch(search, search.names[i], hw, b)
+        if bigger is not None:
+            log.append(
+                f"initialize: meets the SLO but {outcome.reason}; batch {b}->{bigger} on the "
+                f"busiest stage that can batch more, '{search.names[i]}' ({busy[i]:.2f} cores)"
+            )
+            return search.replace(key, i, (hw, bigger, k))
+    raise InfeasibleError(
+        f"inferline: {search.describe(key)} meets the SLO but {outcome.reason}, and every stage "
+        "is at its largest profiled batch"
+    )
 
 
 def _move_off_full_hardware(search: Search, key: Key, i: int, log: list[str]) -> Key:

@@ -3,8 +3,9 @@
 The Estimator treats each replica as a dedicated unit, so a plan is only as good as
 that assumption on the machine it runs on. With ``machine=`` a planner first plans as
 without one; if that plan fits the machine (``check_plan_fits`` on the pool
-``MachinePool.for_planning`` makes for the trace's mean rate) it is the answer, so a
-machine that is big enough never changes a plan. Otherwise the searching planners
+``MachinePool.for_planning`` makes for the trace's mean rate, and under the ``busy`` fit
+rule the cores its replicas keep busy in the Estimator's run that judged it) it is the
+answer, so a machine that is big enough never changes a plan. Otherwise the searching planners
 (inferline, exhaustive) search again with the machine as a limit on every
 configuration they consider; the coarse-grained ones cannot trade one stage for
 another and only check. When nothing fits, :class:`MachineInfeasibleError` says how
@@ -43,6 +44,13 @@ def planning_pool(machine: MachinePool, profiles: Profiles, trace: Trace) -> Mac
     return machine.for_planning(float(trace.mean_rate_qps), cpu)
 
 
+def busy_cores(plan: Plan, pool: MachinePool) -> float | None:
+    """Cores ``plan``'s replicas keep busy on its planning trace (None: not estimated)."""
+    if plan.estimated_utilization is None:
+        return None
+    return sum(pool.busy_cores_of(plan.config, plan.estimated_utilization).values())
+
+
 def _use(pool: MachinePool, plan: Plan, profiles: Profiles, trace: Trace) -> MachineUse:
     cpu, measured = frontend_cpu_s_per_query(profiles)
     return MachineUse(
@@ -52,6 +60,7 @@ def _use(pool: MachinePool, plan: Plan, profiles: Profiles, trace: Trace) -> Mac
         cpu_measured=measured,
         replica_threads=sum(pool.threads_of(plan.config).values()),
         gpu_replicas=pool.gpus_needed(plan.config),
+        replica_busy_cores=busy_cores(plan, pool),
     )
 
 
@@ -60,7 +69,10 @@ def _fits(plan: Plan, pool: MachinePool) -> bool:
         check_plan_fits(plan.config, pool)
     except CapacityError:
         return False
-    return True
+    if pool.fit != "busy":
+        return True
+    busy = busy_cores(plan, pool)
+    return busy is not None and busy <= pool.busy_cores_allowed + 1e-9
 
 
 def plan_on_machine(
@@ -84,18 +96,18 @@ def plan_on_machine(
             log=(*unbounded.log, f"{planner}: fits the machine as planned without it"),
         )
     why: str
+    within = " in its busy cores" if pool.fit == "busy" else ""
     if searches:
         try:
             bounded = run(pool)
         except InfeasibleError:
-            why = "the search within the machine found no plan that meets the SLO"
+            why = f"the search within the machine found no plan that meets the SLO{within}"
         else:
             if bounded.feasible and _fits(bounded, pool):
                 note = (
                     f"{planner}: the plan without the machine bound "
-                    f"(${unbounded.cost_per_hour:.4f}/h, "
-                    f"{sum(pool.threads_of(unbounded.config).values())} replica threads) does "
-                    f"not fit {pool.max_threads}; searched again within the machine"
+                    f"(${unbounded.cost_per_hour:.4f}/h, {_demand(pool, unbounded)}) does "
+                    f"not fit {_supply(pool)}; searched again within the machine"
                 )
                 return dataclasses.replace(
                     bounded,
@@ -104,7 +116,7 @@ def plan_on_machine(
                     planning_time_s=bounded.planning_time_s + unbounded.planning_time_s,
                     estimator_calls=bounded.estimator_calls + unbounded.estimator_calls,
                 )
-            why = "the search within the machine found no plan that meets the SLO"
+            why = f"the search within the machine found no plan that meets the SLO{within}"
     else:
         why = f"{planner} replicates the whole pipeline and does not search within a machine"
     raise _infeasible(planner, pool, unbounded, why)
@@ -117,22 +129,57 @@ def _infeasible(
     needs = pool.cores_needed(unbounded.config)
     gpus = pool.gpus_needed(unbounded.config)
     needs_text = f"needs {needs} cores, has {pool.cores}"
+    busy = busy_cores(unbounded, pool)
+    if pool.fit == "busy" and busy is not None:
+        allowed = pool.cores * pool.max_busy_fraction
+        if busy > pool.busy_cores_allowed + 1e-9 or needs <= pool.cores:
+            needs = max(pool.busy_cores_needed(busy), needs)
+            needs_text = (
+                f"needs {busy + pool.frontend_reserve_cores:.2f} busy cores, has {allowed:.2f} "
+                f"({pool.max_busy_fraction * 100:.0f} % of {pool.cores} cores; "
+                f"{needs} cores would do)"
+            )
+        else:
+            needs_text += f" for {threads} replica threads (the engine's bound)"
     if gpus > pool.gpus:
         needs_text += f"; needs {gpus} GPUs, has {pool.gpus}"
-    per_core = (
-        "" if pool.max_threads_per_core == 1 else f" at {pool.max_threads_per_core:g} per core"
-    )
     share = pool.frontend_reserve_cores
+    if pool.fit == "busy":
+        runs = f"keeps {_demand(pool, unbounded)} plus {share:.2f} core for the front-end"
+        leaves = (
+            f"this machine's target of {pool.max_busy_fraction * 100:.0f} % busy leaves "
+            f"{pool.busy_cores_allowed:.2f} busy cores for replicas"
+        )
+        last = "or raise max-busy-fraction=F knowingly (latency grows as the cores fill)"
+    else:
+        per_core = (
+            "" if pool.max_threads_per_core == 1 else f" at {pool.max_threads_per_core:g} per core"
+        )
+        runs = f"runs {threads} replica thread(s){per_core} plus {share:.2f} core for the front-end"
+        leaves = f"this machine leaves {pool.replica_cores:.2f} cores for replicas"
+        last = "or knowingly oversubscribe (threads-per-core=T), or plan by busy cores (fit=busy)"
     return MachineInfeasibleError(
         f"{planner}: infeasible on this machine: {needs_text}. The cheapest plan that meets the "
-        f"SLO without the machine bound costs ${unbounded.cost_per_hour:.4f}/h and runs "
-        f"{threads} replica thread(s){per_core} plus {share:.2f} core for the front-end; "
-        f"this machine leaves {pool.replica_cores:.2f} cores for replicas ({why}). Plan for a "
-        "bigger machine (--machine cores=N), serve on a Ray cluster, raise the SLO, or "
-        "knowingly oversubscribe (threads-per-core=T).",
+        f"SLO without the machine bound costs ${unbounded.cost_per_hour:.4f}/h and {runs}; "
+        f"{leaves} ({why}). Plan for a bigger machine (--machine cores=N), serve on a Ray "
+        f"cluster, raise the SLO, {last}.",
         needs_cores=needs,
         has_cores=pool.cores,
         needs_gpus=gpus,
         has_gpus=pool.gpus,
         unbounded=unbounded,
     )
+
+
+def _demand(pool: MachinePool, plan: Plan) -> str:
+    threads = sum(pool.threads_of(plan.config).values())
+    busy = busy_cores(plan, pool)
+    if pool.fit != "busy" or busy is None:
+        return f"{threads} replica threads"
+    return f"{busy:.2f} busy cores in {threads} replica threads"
+
+
+def _supply(pool: MachinePool) -> str:
+    if pool.fit != "busy":
+        return f"{pool.max_threads}"
+    return f"{pool.busy_cores_allowed:.2f} busy cores in {pool.max_threads} threads"

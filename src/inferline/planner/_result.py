@@ -28,6 +28,8 @@ class MachineUse:
     cpu_measured: bool
     replica_threads: int
     gpu_replicas: int
+    #: Cores the replicas keep busy on the planning trace (None: not estimated).
+    replica_busy_cores: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """The ``machine`` section of a plan file and of ``plan --json``."""
@@ -46,6 +48,12 @@ class MachineUse:
             "max_replica_threads": pool.max_threads,
             "replica_threads": self.replica_threads,
             "gpu_replicas": self.gpu_replicas,
+            "fit": pool.fit,
+            "max_busy_fraction": pool.max_busy_fraction,
+            "busy_cores_allowed": round(pool.busy_cores_allowed, 4),
+            "replica_busy_cores": (
+                None if self.replica_busy_cores is None else round(self.replica_busy_cores, 4)
+            ),
         }
 
     def describe(self) -> str:
@@ -55,7 +63,15 @@ class MachineUse:
         gpus = (
             f", {self.gpu_replicas} of {pool.gpus} GPU(s)" if pool.gpus or self.gpu_replicas else ""
         )
-        if pool.max_threads_per_core == 1:
+        if pool.fit == "busy":
+            busy = "?" if self.replica_busy_cores is None else f"{self.replica_busy_cores:.2f}"
+            use = (
+                f"replicas busy {busy} of {pool.busy_cores_allowed:.2f} cores (target "
+                f"{pool.max_busy_fraction * 100:.0f} % of {pool.cores}, less the front-end's "
+                "share), "
+                f"{self.replica_threads} threads of {pool.max_threads}"
+            )
+        elif pool.max_threads_per_core == 1:
             use = f"replicas use {self.replica_threads} of {pool.replica_cores:.2f} cores"
         else:
             use = (
@@ -97,6 +113,9 @@ class Plan:
     exhaustive_complete: bool | None = None
     #: The machine planned for (``machine=``), None when planned without one.
     machine: MachineUse | None = None
+    #: Per stage, the replicas' busy fraction on the planning trace (the Estimator's
+    #: ``utilization``); None when the run that judged the plan stopped early.
+    estimated_utilization: dict[str, float] | None = None
 
     def stages(self) -> dict[str, dict[str, Any]]:
         return {

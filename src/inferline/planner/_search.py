@@ -13,6 +13,9 @@ Two cheap, exact shortcuts avoid simulations that cannot succeed:
 * **Hardware limits**: a key that uses more units of a hardware type than exist
   is infeasible, and so is one that does not fit the machine planned for (a pool from
   ``MachinePool.for_planning``: replica threads, GPU replicas, replica processes).
+  Under the pool's ``busy`` fit rule a simulated key is also infeasible when its busy
+  cores (Σ utilisation × replicas × threads, from the same run) exceed what the pool
+  allows; such keys are not used for dominance (fewer replicas may fill batches better).
 * **Work floor**: every query that meets the target finishes within
   ``[t_first, t_last + target]``, so a stage must be able to do the work of all
   but the allowed 1 % of its visits in that span: ``replicas · μ* · span ≥
@@ -28,6 +31,7 @@ more replicas never hurt:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -57,6 +61,9 @@ class Outcome:
     miss_rate: float  # against the true SLO; a lower bound when the run stopped early
     simulated: bool
     reason: str = ""
+    #: Per stage (``names`` order), the replicas' busy fraction on the trace; None when
+    #: not simulated or stopped early.
+    utilization: tuple[float, ...] | None = None
 
 
 def _shape(key: Key) -> tuple[tuple[str, int], ...]:
@@ -253,8 +260,32 @@ class Search:
             outcome = self._outcome(result)
             if not outcome.feasible:
                 self._infeasible.setdefault(_shape(key), []).append(_replicas(key))
+            elif (busy := self.busy_excess(key, outcome)) is not None:
+                outcome = dataclasses.replace(outcome, feasible=False, reason=busy)
         self.cache[key] = outcome
         return outcome
+
+    def busy_cores(self, key: Key, outcome: Outcome) -> float | None:
+        """Cores ``key``'s replicas keep busy on the trace (None: not simulated in full)."""
+        if outcome.utilization is None:
+            return None
+        return sum(
+            u * k * self.threads[hw] for u, (hw, _, k) in zip(outcome.utilization, key, strict=True)
+        )
+
+    def busy_excess(self, key: Key, outcome: Outcome) -> str | None:
+        """Why ``key`` keeps more cores busy than the machine's ``busy`` rule allows, or None."""
+        pool = self.machine
+        busy = self.busy_cores(key, outcome)
+        if pool is None or pool.fit != "busy" or busy is None:
+            return None
+        if busy <= pool.busy_cores_allowed + 1e-9:
+            return None
+        return (
+            f"keeps {busy:.2f} cores busy; the machine allows {pool.busy_cores_allowed:.2f} "
+            f"({pool.max_busy_fraction * 100:.0f} % of {pool.cores} less the front-end's "
+            f"{pool.frontend_reserve_cores:.2f})"
+        )
 
     def _dominated(self, key: Key) -> bool:
         """True if a configuration with the same settings and at least as many replicas failed."""
@@ -281,7 +312,8 @@ class Search:
             return Outcome(False, math.inf, math.inf, result.miss_rate, True)
         p99 = result.p99_s
         miss = float(np.mean(result.latency_s > self.slo_s))
-        return Outcome(p99 <= self.target_s, result.p50_s, p99, miss, True)
+        utilization = tuple(result.stages[name].utilization for name in self.names)
+        return Outcome(p99 <= self.target_s, result.p50_s, p99, miss, True, "", utilization)
 
     # --- the service-time check (paper Algorithm 1) -----------------------------------------
     def check_service_time(self, planner: str) -> dict[str, str]:

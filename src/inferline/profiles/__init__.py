@@ -19,12 +19,15 @@ from inferline.profiles._io import (
 )
 from inferline.profiles._machine import (
     DEFAULT_FRONTEND_CPU_S_PER_QUERY,
+    DEFAULT_MAX_BUSY_FRACTION,
+    FIT_RULES,
     FRONTEND_FLOOR_CORES,
     FRONTEND_MEMORY_BYTES,
     FRONTEND_RESERVE_CORES,
     MAX_BATCH_SIZE,
     MAX_THREADS_PER_CORE,
     REPLICA_MEMORY_BYTES,
+    FitRule,
     MachinePool,
     ReplicaResources,
     check_plan_fits,
@@ -46,6 +49,8 @@ from inferline.profiles._model import (
 
 __all__ = [
     "DEFAULT_FRONTEND_CPU_S_PER_QUERY",
+    "DEFAULT_MAX_BUSY_FRACTION",
+    "FIT_RULES",
     "FRONTEND_FLOOR_CORES",
     "FRONTEND_MEMORY_BYTES",
     "FRONTEND_RESERVE_CORES",
@@ -55,6 +60,7 @@ __all__ = [
     "BatchProfile",
     "Calibration",
     "EngineOverhead",
+    "FitRule",
     "HardwareCatalogue",
     "HardwareType",
     "LatencyStat",

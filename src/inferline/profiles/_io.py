@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -47,7 +48,9 @@ class _MachineEntry(BaseModel):
     cores: int | str
     memory_gb: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     gpus: int = Field(default=0, ge=0)
-    threads_per_core: float = Field(default=1.0, gt=0, le=MAX_THREADS_PER_CORE / 2)
+    fit: Literal["busy", "threads"] = "busy"
+    max_busy_fraction: float | None = Field(default=None, gt=0, le=1)
+    threads_per_core: float | None = Field(default=None, gt=0, le=MAX_THREADS_PER_CORE / 2)
 
     @field_validator("cores")
     @classmethod
@@ -86,9 +89,11 @@ def _machine(entry: _MachineEntry | None, path: str | Path) -> MachinePool | Non
             memory_bytes=None if entry.memory_gb is None else int(entry.memory_gb * (1 << 30)),
             gpus=entry.gpus,
             threads_per_core=entry.threads_per_core,
+            fit=entry.fit,
+            max_busy_fraction=entry.max_busy_fraction,
             label="local" if entry.cores == "local" else f"{Path(path).name} machine",
         )
-    except ValueError as exc:  # pragma: no cover - the fields are checked above
+    except ValueError as exc:  # a figure of the other fit rule
         raise ProfileError(str(exc), source=path, field="machine") from None
 
 

@@ -17,9 +17,16 @@ size can host (100,000 replicas, a batch of a million) is refused.
 The Planner is strict instead (:meth:`MachinePool.for_planning`): the Estimator treats
 every replica as a dedicated unit, which holds only while no replica waits for a core.
 At an arrival rate λ it keeps ``FRONTEND_FLOOR_CORES + λ × frontend_cpu_s_per_query``
-cores for the front-end (the CPU the Profiler measured it to spend per query) and
-allows ``planning_threads_per_core`` (default 1: no oversubscription) replica threads
-per core left, and one GPU per GPU replica.
+cores for the front-end (the CPU the Profiler measured it to spend per query) and one
+GPU per GPU replica. How replicas fit the cores left is the pool's ``fit`` rule:
+
+* ``busy`` (default): the CPU the replicas *use*, Σ utilisation × replicas × threads
+  from the Estimator's run on the planning trace, plus the front-end's share, stays
+  within ``max_busy_fraction`` of the cores (an idle replica takes no CPU; a machine
+  near 100 % busy inflates latency through contention). Threads stay within the
+  engine's loose bound, so nothing absurd starts.
+* ``threads``: every replica thread gets a core of its own, up to
+  ``planning_threads_per_core`` (default 1) per core left.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, get_args
 
 from inferline._hardware_names import ReplicaResources, resources_for
 from inferline.errors import CapacityError, ConfigError
@@ -39,12 +47,15 @@ from inferline.pipeline import PipelineConfig
 
 __all__ = [
     "DEFAULT_FRONTEND_CPU_S_PER_QUERY",
+    "DEFAULT_MAX_BUSY_FRACTION",
+    "FIT_RULES",
     "FRONTEND_FLOOR_CORES",
     "FRONTEND_MEMORY_BYTES",
     "FRONTEND_RESERVE_CORES",
     "MAX_BATCH_SIZE",
     "MAX_THREADS_PER_CORE",
     "REPLICA_MEMORY_BYTES",
+    "FitRule",
     "MachinePool",
     "ReplicaResources",
     "check_plan_fits",
@@ -77,6 +88,13 @@ MAX_THREADS_PER_CORE = 8.0
 #: is 17 MiB resident (5 MiB proportional) here, a stage with a real model far more; a
 #: small figure, so that only plans no machine of the size could hold are refused.
 REPLICA_MEMORY_BYTES = 32 << 20
+#: Share of a machine's cores that a plan may keep busy under the ``busy`` fit rule.
+DEFAULT_MAX_BUSY_FRACTION = 0.8
+
+#: How a plan's replicas must fit the cores: by the CPU they use, or a core per thread.
+FitRule = Literal["busy", "threads"]
+FIT_RULES: tuple[str, ...] = get_args(FitRule)
+
 #: Memory kept for the front-end process.
 FRONTEND_MEMORY_BYTES = 256 << 20
 
@@ -90,7 +108,11 @@ class MachinePool:
     per GPU replica only when ``allot_gpus`` (pools for planning: the engine serves GPU
     names on any host; a GPU replica counts one thread against the cores either way).
     ``planning_threads_per_core``: replica threads per core a Planner allows
-    (:meth:`for_planning`); ``label`` says where the pool came from, for messages.
+    (:meth:`for_planning`) under the ``threads`` fit rule; ``fit`` and
+    ``max_busy_fraction``: how a planned plan must fit (module doc);
+    ``thread_reserve_cores``: cores the thread bound leaves out (None: the front-end's
+    reserve; a ``busy`` pool for planning keeps the engine's); ``label`` says
+    where the pool came from, for messages.
     """
 
     cores: int
@@ -103,6 +125,9 @@ class MachinePool:
     max_batch_size: int = MAX_BATCH_SIZE
     planning_threads_per_core: float = 1.0
     allot_gpus: bool = False
+    fit: FitRule = "busy"
+    max_busy_fraction: float = DEFAULT_MAX_BUSY_FRACTION
+    thread_reserve_cores: float | None = None
     label: str = dataclasses.field(default="", compare=False)
 
     def __post_init__(self) -> None:
@@ -123,6 +148,18 @@ class MachinePool:
             raise ValueError("a replica needs some memory; the front-end's share is >= 0")
         if self.max_batch_size < 1:
             raise ValueError("max_batch_size must be at least 1")
+        if self.fit not in FIT_RULES:
+            raise ConfigError(
+                f"unknown fit rule {self.fit!r}; expected one of {', '.join(FIT_RULES)}",
+                field="fit",
+            )
+        fraction = self.max_busy_fraction
+        if not (isinstance(fraction, int | float) and 0 < fraction <= 1):
+            raise ConfigError(
+                f"max_busy_fraction is the share of the cores a plan may keep busy, in (0, 1], "
+                f"got {fraction!r}",
+                field="max_busy_fraction",
+            )
 
     @property
     def replica_cores(self) -> float:
@@ -132,7 +169,9 @@ class MachinePool:
     @property
     def max_threads(self) -> int:
         """Replica threads this pool allows in all."""
-        return max(1, math.floor(self.replica_cores * self.max_threads_per_core + 1e-9))
+        reserve = self.thread_reserve_cores
+        cores = self.replica_cores if reserve is None else max(1.0, self.cores - reserve)
+        return max(1, math.floor(cores * self.max_threads_per_core + 1e-9))
 
     @property
     def max_replicas(self) -> int:
@@ -147,22 +186,39 @@ class MachinePool:
         """GPU replicas this pool allows (unbounded when it does not allot GPUs)."""
         return self.gpus if self.allot_gpus else _UNBOUNDED
 
+    @property
+    def busy_cores_allowed(self) -> float:
+        """Cores the replicas may keep busy under the ``busy`` rule: the target share of
+        the machine less the front-end's (for a pool from :meth:`for_planning`)."""
+        return self.cores * self.max_busy_fraction - self.frontend_reserve_cores
+
+    def busy_cores_needed(self, replica_busy_cores: float) -> int:
+        """The fewest cores that keep ``replica_busy_cores`` plus the front-end's share
+        within the target share (the ``busy`` rule's "needs N cores")."""
+        total = replica_busy_cores + self.frontend_reserve_cores
+        return max(1, math.ceil(total / self.max_busy_fraction - 1e-9))
+
     def for_planning(
         self, rate_qps: float, frontend_cpu_s_per_query: float = DEFAULT_FRONTEND_CPU_S_PER_QUERY
     ) -> MachinePool:
         """This machine as a Planner sees it at ``rate_qps``: the front-end keeps its measured
-        share, replicas get ``planning_threads_per_core`` threads per core left, GPUs are
-        allotted."""
+        share, GPUs are allotted; under ``threads`` replicas get
+        ``planning_threads_per_core`` threads per core left, under ``busy`` the engine's
+        loose thread bound stays (the busy cores are checked on the Estimator's run)."""
         if not (math.isfinite(rate_qps) and rate_qps >= 0):
             raise ValueError(f"the planning rate must be >= 0 q/s, got {rate_qps!r}")
         if not (math.isfinite(frontend_cpu_s_per_query) and frontend_cpu_s_per_query >= 0):
             raise ValueError("the front-end's CPU per query must be >= 0 s")
+        literal = self.fit == "threads"
         return dataclasses.replace(
             self,
             frontend_reserve_cores=round(
                 FRONTEND_FLOOR_CORES + rate_qps * frontend_cpu_s_per_query, 4
             ),
-            max_threads_per_core=self.planning_threads_per_core,
+            max_threads_per_core=(
+                self.planning_threads_per_core if literal else self.max_threads_per_core
+            ),
+            thread_reserve_cores=None if literal else self.frontend_reserve_cores,
             allot_gpus=True,
         )
 
@@ -179,7 +235,19 @@ class MachinePool:
             cores -= 1
         while not enough(cores):
             cores += 1
+        if cores > self.cores and sum(self.threads_of(plan).values()) <= self.max_threads:
+            return self.cores  # fits here: cpu-N is capped at this machine's cores
         return cores
+
+    def busy_cores_of(
+        self, plan: PipelineConfig, utilization: Mapping[str, float]
+    ) -> dict[str, float]:
+        """Cores each stage of ``plan`` keeps busy: its replicas' busy fraction
+        (``utilization``, e.g. the Estimator's per stage) × replicas × threads."""
+        return {
+            name: utilization[name] * c.replicas * resources_for(c.hardware, self.cores).threads
+            for name, c in plan.stages.items()
+        }
 
     def gpus_needed(self, plan: PipelineConfig) -> int:
         """GPU replicas in ``plan``."""
@@ -378,6 +446,8 @@ def machine_pool_for_host(
     frontend_reserve_cores: float = FRONTEND_RESERVE_CORES,
     max_threads_per_core: float = MAX_THREADS_PER_CORE,
     planning_threads_per_core: float = 1.0,
+    fit: FitRule = "busy",
+    max_busy_fraction: float = DEFAULT_MAX_BUSY_FRACTION,
 ) -> MachinePool:
     """This host as a pool: usable cores, memory and visible GPUs, read now."""
     return MachinePool(
@@ -387,17 +457,22 @@ def machine_pool_for_host(
         frontend_reserve_cores=frontend_reserve_cores,
         max_threads_per_core=max_threads_per_core,
         planning_threads_per_core=planning_threads_per_core,
+        fit=fit,
+        max_busy_fraction=max_busy_fraction,
         label="local",
     )
 
 
 # --- a machine named on the command line or in the hardware catalogue -----------------------
 
-_MACHINE_KEYS = ("cores", "memory", "gpus", "threads-per-core")
+_MACHINE_KEYS = ("cores", "memory", "gpus", "fit", "max-busy-fraction", "threads-per-core")
+_LOCAL_KEYS = ("fit", "max-busy-fraction", "threads-per-core")
 _MEMORY = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?$", re.IGNORECASE)
 _MACHINE_HELP = (
     "'local' (this host) or 'cores=N[,memory=16G][,gpus=K]', either optionally with "
-    "',threads-per-core=T' (replica threads per core the plan may use, default 1)"
+    "',fit=busy|threads' (busy, the default: the CPU replicas use stays within "
+    "max-busy-fraction=F of the cores, default 0.8; threads: a core per replica thread, "
+    "',threads-per-core=T' per core, default 1)"
 )
 
 
@@ -418,18 +493,32 @@ def machine_from_fields(
     cores: int | None,
     memory_bytes: int | None = None,
     gpus: int = 0,
-    threads_per_core: float = 1.0,
+    threads_per_core: float | None = None,
+    fit: str = "busy",
+    max_busy_fraction: float | None = None,
     label: str = "",
 ) -> MachinePool:
-    """A pool for a described machine, or this host when ``cores`` is None (then only
-    ``threads_per_core`` applies); ValueError saying what is wrong."""
-    if not 0 < threads_per_core <= MAX_THREADS_PER_CORE / 2:
+    """A pool for a described machine, or this host when ``cores`` is None (then only the
+    fit rule and its figure apply); ValueError saying what is wrong."""
+    if fit not in FIT_RULES:
+        raise ValueError(f"fit must be one of {', '.join(FIT_RULES)}, got {fit!r}")
+    rule: FitRule = "threads" if fit == "threads" else "busy"
+    if threads_per_core is not None and rule != "threads":
+        raise ValueError("threads-per-core is the fit=threads rule's figure; add fit=threads")
+    if max_busy_fraction is not None and rule != "busy":
+        raise ValueError("max-busy-fraction is the fit=busy rule's figure; drop fit=threads")
+    tpc = 1.0 if threads_per_core is None else threads_per_core
+    if not 0 < tpc <= MAX_THREADS_PER_CORE / 2:
         raise ValueError(
-            f"threads-per-core must be in (0, {MAX_THREADS_PER_CORE / 2:g}], "
-            f"got {threads_per_core:g}"
+            f"threads-per-core must be in (0, {MAX_THREADS_PER_CORE / 2:g}], got {tpc:g}"
         )
+    fraction = DEFAULT_MAX_BUSY_FRACTION if max_busy_fraction is None else max_busy_fraction
+    if not (math.isfinite(fraction) and 0 < fraction <= 1):
+        raise ValueError(f"max-busy-fraction must be in (0, 1], got {fraction:g}")
     if cores is None:
-        return machine_pool_for_host(planning_threads_per_core=threads_per_core)
+        return machine_pool_for_host(
+            planning_threads_per_core=tpc, fit=rule, max_busy_fraction=fraction
+        )
     if cores < 1:
         raise ValueError(f"cores must be at least 1, got {cores}")
     if gpus < 0:
@@ -438,7 +527,9 @@ def machine_from_fields(
         cores=cores,
         memory_bytes=memory_bytes,
         gpus=gpus,
-        planning_threads_per_core=threads_per_core,
+        planning_threads_per_core=tpc,
+        fit=rule,
+        max_busy_fraction=fraction,
         label=label or f"{cores} cores",
     )
 
@@ -446,7 +537,8 @@ def machine_from_fields(
 def parse_machine(
     text: str, *, source: str = "<argument>", field: str = "--machine"
 ) -> MachinePool:
-    """``local`` or ``cores=N[,memory=..G][,gpus=K][,threads-per-core=T]`` as a pool;
+    """``local`` or ``cores=N[,memory=..G][,gpus=K]``, with ``fit=busy|threads`` and its
+    figure (``max-busy-fraction=F`` / ``threads-per-core=T``), as a pool;
     :class:`ConfigError` naming ``field`` otherwise."""
     parts = [p.strip() for p in text.split(",") if p.strip()]
     values: dict[str, str] = {}
@@ -457,8 +549,10 @@ def parse_machine(
             key = key.strip().lower().replace("_", "-")
             if not sep or key not in _MACHINE_KEYS or key in values:
                 raise ValueError(f"{part!r} is not one of {', '.join(_MACHINE_KEYS)} given once")
-            if local and key != "threads-per-core":
-                raise ValueError(f"'local' reads {key} from this host; only threads-per-core goes")
+            if local and key not in _LOCAL_KEYS:
+                raise ValueError(
+                    f"'local' reads {key} from this host; only {', '.join(_LOCAL_KEYS)} go"
+                )
             values[key] = value.strip()
         if not local and "cores" not in values:
             raise ValueError("a described machine needs cores=N")
@@ -466,8 +560,14 @@ def parse_machine(
             cores=None if local else int(values["cores"]),
             memory_bytes=parse_memory_bytes(values["memory"]) if "memory" in values else None,
             gpus=int(values.get("gpus", "0")),
-            threads_per_core=float(values.get("threads-per-core", "1")),
+            threads_per_core=_number(values.get("threads-per-core")),
+            fit=values.get("fit", "busy").lower(),
+            max_busy_fraction=_number(values.get("max-busy-fraction")),
             label="local" if local else "",
         )
     except ValueError as exc:
         raise ConfigError(f"{exc}; expected {_MACHINE_HELP}", source=source, field=field) from None
+
+
+def _number(text: str | None) -> float | None:
+    return None if text is None else float(text)

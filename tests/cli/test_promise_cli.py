@@ -17,7 +17,8 @@ runner = CliRunner()
         (["--loads", "0.5,1.5"], "--loads"),
         (["--loads", "half"], "--loads"),
         (["--repeats", "0"], "--repeats"),
-        (["--threads-per-core", "0"], "--threads-per-core"),
+        (["--machine", "cores=0"], "--machine"),
+        (["--machine", "local,fit=cores"], "--machine"),
         (["--policy", "no-such-policy"], "--policy"),
     ],
 )

@@ -20,7 +20,7 @@ DEMO = str(ROOT / "examples" / "engine-demo" / "text")
 pytestmark = pytest.mark.integration
 
 SHORT = (
-    "--duration-s", "2", "--repeats", "1", "--threads-per-core", "8", "--max-rate", "100",
+    "--duration-s", "2", "--repeats", "1", "--max-rate", "100",
     "--planning-duration-s", "3", "--warmup-s", "0.5", "--loads", "0.8",
 )  # fmt: skip
 
@@ -74,12 +74,13 @@ def test_json_is_the_only_thing_on_stdout() -> None:
 
 def test_a_pipeline_that_cannot_fit_the_machine_exits_3_and_says_why() -> None:
     done = subprocess.run(
-        [INFERLINE, "bench", "promise", DEMO, "--threads-per-core", "1", "--reserve-cores", "1000",
+        [INFERLINE, "bench", "promise", DEMO, "--machine", "cores=1,fit=threads",
          "--no-ramp", "--json"],
         capture_output=True, text=True, check=False, timeout=120,
     )  # fmt: skip
     assert done.returncode == 3, done.stderr[-3000:]
     bundle = json.loads(done.stdout)["bundles"][0]
     assert (
-        "infeasible on this machine" in bundle["infeasible"] and "5 replica" in bundle["infeasible"]
+        "infeasible on this machine" in bundle["infeasible"]
+        and "fit=threads" in bundle["infeasible"]
     )

@@ -89,34 +89,38 @@ def test_tightest_slo_is_none_when_even_the_loosest_does_not_fit() -> None:
     assert tightest_slo(lambda slo: slo >= 3.0, 2.0) is None
 
 
-def test_capacity_with_the_planner_is_what_the_machine_s_threads_allow() -> None:
-    """One stage, 10 ms per query at batch 1 (100 q/s a replica), a pool of 3 replica
-    threads: a plan fits up to a little under 300 q/s and no plan fits beyond."""
+def test_capacity_is_what_the_machine_allows_by_each_fit_rule() -> None:
+    """One stage, 10 ms per query at batch 1 (100 q/s a replica) on 2 cores. By busy cores
+    (the default) the replicas may keep 80 % of the cores less the front-end's share
+    (0.8 ms a query) busy: about 1.4 cores, so about 140 q/s. By threads at one per core
+    one replica fits (below 100 q/s); at two per core three (below 300 q/s)."""
     pipeline = Pipeline.chain("one", ["work"])
     profiles = profiles_for({"work": {1: (0.010, 0.009)}})
-    pool = MachinePool(cores=2, memory_bytes=8 * GIB, max_threads_per_core=3.0)
-    assert pool.max_threads == 3
 
-    def fits_at(rate: float) -> bool:
-        trace = gamma_trace(rate, 1.0, 30.0, seed=0)
-        return plan_for_machine(pipeline, profiles, trace, 0.1, pool) is not None
+    def capacity(pool: MachinePool) -> float:
+        return machine_capacity(
+            lambda r: (
+                plan_for_machine(pipeline, profiles, gamma_trace(r, 1.0, 30.0, 0), 0.1, pool)
+                is not None
+            ),
+            10.0,
+            max_rate_qps=2000.0,
+        )
 
-    capacity = machine_capacity(fits_at, 10.0, max_rate_qps=2000.0, rel_tol=0.03)
-    assert 200.0 < capacity < 300.0
-    chosen = plan_for_machine(pipeline, profiles, gamma_trace(capacity, 1.0, 30.0, 0), 0.1, pool)
-    assert chosen is not None and chosen.config.stages["work"].replicas == 3
-    assert not fits_at(capacity * 1.1)
-    # the same pool with one thread per core holds one replica: a third of the capacity
-    small = MachinePool(cores=2, memory_bytes=8 * GIB, max_threads_per_core=1.0)
-    one = machine_capacity(
-        lambda r: (
-            plan_for_machine(pipeline, profiles, gamma_trace(r, 1.0, 30.0, 0), 0.1, small)
-            is not None
-        ),
-        10.0,
-        max_rate_qps=2000.0,
+    busy = MachinePool(cores=2, memory_bytes=8 * GIB)
+    rate = capacity(busy)
+    assert 120.0 < rate < 150.0
+    chosen = plan_for_machine(pipeline, profiles, gamma_trace(rate, 1.0, 30.0, 0), 0.1, busy)
+    assert chosen is not None and chosen.machine is not None
+    assert chosen.machine.replica_busy_cores <= 2 * 0.8 - 0.0008 * rate + 1e-9
+    assert (
+        plan_for_machine(pipeline, profiles, gamma_trace(rate * 1.1, 1.0, 30.0, 0), 0.1, busy)
+        is None
     )
-    assert 50.0 < one < 100.0
+    one = MachinePool(cores=2, memory_bytes=8 * GIB, fit="threads")
+    assert 50.0 < capacity(one) < 100.0
+    two = MachinePool(cores=2, memory_bytes=8 * GIB, fit="threads", planning_threads_per_core=2.0)
+    assert 200.0 < capacity(two) < 300.0
 
 
 def test_cost_is_integrated_between_readings() -> None:
@@ -157,8 +161,8 @@ def figures(passed: bool) -> dict[str, Any]:
             "duration_s": 60.0, "repeats": 3, "miss_target": 0.01, "error_target": 0.1,
             "ramp_from": 0.4, "ramp_to": 0.8, "ramp_s": 60.0,
         },
-        "machine": {"cores": 2, "frontend_reserve_cores": 1.0, "max_threads": 4,
-                    "max_threads_per_core": 4.0},
+        "machine": {"cores": 2, "frontend_reserve_cores": 1.0, "max_threads": 8,
+                    "max_threads_per_core": 8.0, "fit": "busy"},
         "bundles": [
             {"pipeline": "text-pipeline", "capacity_qps": 100.0, "slo_s": 0.06,
              "tightest_slo_s": 0.05, "pool_threads": 4, "levels": [level],

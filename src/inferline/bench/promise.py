@@ -3,9 +3,10 @@
 SPEC §4's rows "The promise, served" and "Estimator accuracy on the real engine", on this
 machine (issue 14, "Done when"). Per bundle:
 
-1. **Capacity**: the highest Poisson rate at which the Planner's plan fits this machine
-   (the sum of replica threads within the cores left after the front-end's reserve, at
-   ``threads_per_core``), found by bisection on the rate (:func:`machine_capacity`).
+1. **Capacity**: the highest Poisson rate at which the Planner finds a plan for this
+   machine (``plan(..., machine=pool)``: by default the cores its replicas keep busy
+   within 80 % of the host's, after the front-end's measured share), found by bisection
+   on the rate (:func:`machine_capacity`).
 2. **A binding SLO**: 1.1 × the smallest SLO at which a plan fits at the top load
    (:func:`tightest_slo`), the SLO of the capacity; then each load gets its own, 1.1 × the
    tightest at that load (one SLO for all with ``slo_per_load=False``): a plan *binds*
@@ -13,14 +14,11 @@ machine (issue 14, "Done when"). Per bundle:
 3. **The promise**: at each load (0.5 and 0.8 × capacity) the plan is served on the real
    engine and a held-out Poisson trace with the bundle's real sample payloads replayed;
    measured P99 and misses against the Estimator's for the same arrivals, with the
-   bundle's profiles and with them rescaled to the engine's measured ``predict`` speed
+   bundle's profiles and with the profiles the engine calibrated from the run
    (:func:`calibrated_estimate`). Medians over ``repeats``.
 4. **A ramp**: 0.4 → 0.8 × capacity with the Tuner on against the fixed plan sized for the
    peak: misses and the replica cost integrated over the run from the engine's status.
 5. **The machine**: the most replica threads the engine ran at any time, against the pool.
-
-The only place that plans *for the machine* is :func:`plan_for_machine`: today it plans
-with the Planner and refuses what does not fit; a machine-aware planner replaces its body.
 """
 
 from __future__ import annotations
@@ -40,15 +38,13 @@ from rich.table import Table
 
 from inferline import Bundle, load_bundle
 from inferline.engine import fetch_calibration
-from inferline.errors import CapacityError, ConfigError, InfeasibleError, InferLineError
+from inferline.errors import ConfigError, InfeasibleError, InferLineError
 from inferline.estimator import Estimator, ServiceTime, SimulationResult
 from inferline.pipeline import Pipeline, PipelineConfig, save_config
 from inferline.planner import Plan, plan
 from inferline.profiles import (
-    FRONTEND_RESERVE_CORES,
     MachinePool,
     Profiles,
-    check_plan_fits,
     machine_pool_for_host,
     resources_for,
 )
@@ -73,7 +69,7 @@ __all__ = [
 ]
 
 #: Front-end CPU per query (HTTP, queues, dispatch; issue 14 measured 0.6-0.8 ms): the
-#: front-end's reserved cores bound the rate the search tries.
+#: machine's cores bound the rate the capacity search tries.
 FRONTEND_CPU_S_PER_QUERY = 0.0007
 
 Progress = Callable[[str, int, int], None]
@@ -97,9 +93,8 @@ class PromiseSettings:
     loose_slo_s: float = 1.0  # the SLO of the first capacity search, and the SLO search's top
     binding_fraction: float = 0.8  # a plan binds when its estimated P99 ≥ this × the SLO
     planning_duration_s: float = 30.0
-    max_rate_qps: float | None = None  # None: what the front-end's reserve can parse
-    threads_per_core: float = 1.0
-    frontend_reserve_cores: float = FRONTEND_RESERVE_CORES
+    max_rate_qps: float | None = None  # None: what the machine's cores could parse
+    machine: MachinePool | None = None  # None: this host (machine_pool_for_host, fit=busy)
     ramp: bool = True
     ramp_from: float = 0.4
     ramp_to: float = 0.8
@@ -120,7 +115,6 @@ class PromiseSettings:
             "slo_factor",
             "loose_slo_s",
             "planning_duration_s",
-            "threads_per_core",
             "ramp_s",
             "poll_s",
             "start_timeout_s",
@@ -129,7 +123,7 @@ class PromiseSettings:
         for name in positive:
             if not getattr(self, name) > 0:
                 raise ConfigError(f"must be positive, got {getattr(self, name)!r}", field=name)
-        for name in ("warmup_s", "ramp_hold_s", "frontend_reserve_cores"):
+        for name in ("warmup_s", "ramp_hold_s"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"must be ≥ 0, got {getattr(self, name)!r}", field=name)
         if self.slo_s is not None and not self.slo_s > 0:
@@ -163,12 +157,9 @@ class PromiseSettings:
 
 
 def machine_pool(settings: PromiseSettings) -> MachinePool:
-    """This host, with replica threads bounded at ``threads_per_core`` per core left after
-    the front-end's reserve."""
-    return machine_pool_for_host(
-        frontend_reserve_cores=settings.frontend_reserve_cores,
-        max_threads_per_core=settings.threads_per_core,
-    )
+    """The machine plans are made for: the one given, else this host as the Planner's
+    ``--machine local`` sees it (docs/planner.md, "Planning for a machine")."""
+    return settings.machine if settings.machine is not None else machine_pool_for_host()
 
 
 def usable_profiles(profiles: Profiles, pool: MachinePool) -> Profiles:
@@ -190,21 +181,12 @@ def plan_for_machine(
     *,
     seed: int = 0,
 ) -> Plan | None:
-    """The Planner's plan for ``trace`` at ``slo_s`` if it fits ``pool``, else None.
-
-    The Planner does not know the machine yet, so a plan that needs more threads than
-    the pool has counts as infeasible here even if a smaller, slower one would fit;
-    a planner that plans for a machine replaces this body.
-    """
+    """The Planner's plan for ``trace`` at ``slo_s`` on the machine ``pool``, else None
+    (infeasible there, or anywhere)."""
     try:
-        result = plan("inferline", pipeline, profiles, trace, slo_s, seed=seed)
+        return plan("inferline", pipeline, profiles, trace, slo_s, seed=seed, machine=pool)
     except InfeasibleError:
         return None
-    try:
-        check_plan_fits(result.config, pool)
-    except CapacityError:
-        return None
-    return result
 
 
 def machine_capacity(
@@ -757,13 +739,11 @@ def _bundle(
         out["infeasible"] = (
             f"infeasible on this machine: one replica per stage needs {min_threads} replica "
             f"threads, the pool allows {ctx.pool.max_threads} ({ctx.pool.cores} cores, "
-            f"{ctx.pool.frontend_reserve_cores:g} kept for the front-end, "
-            f"{ctx.pool.max_threads_per_core:g} thread(s) per core; see --threads-per-core)"
+            f"at most {ctx.pool.max_threads_per_core:g} thread(s) per core; see --machine)"
         )
         skip(len(s.loads) * s.repeats + (2 if s.ramp else 0))
         return out
-    front_end_cores = ctx.pool.frontend_reserve_cores or ctx.pool.cores  # none kept: all shared
-    top_rate = max(s.max_rate_qps or front_end_cores / FRONTEND_CPU_S_PER_QUERY, 1.0)
+    top_rate = max(s.max_rate_qps or ctx.pool.cores / FRONTEND_CPU_S_PER_QUERY, 1.0)
     guess = single_replica_rate(pipeline, ctx.profiles)
     searching = time.perf_counter()
     step(f"{ctx.name}: searching the machine's capacity")
@@ -776,8 +756,8 @@ def _bundle(
     out["loose_slo_s"] = s.loose_slo_s
     if loose <= 0:
         out["infeasible"] = (
-            f"infeasible on this machine: no rate ≥ 0.5 q/s has a plan within "
-            f"{ctx.pool.max_threads} replica threads at SLO {s.loose_slo_s:g} s"
+            f"infeasible on this machine: no rate ≥ 0.5 q/s has a plan that fits it "
+            f"({ctx.pool.cores} cores, fit={ctx.pool.fit}) at SLO {s.loose_slo_s:g} s"
         )
         skip(len(s.loads) * s.repeats + (2 if s.ramp else 0))
         return out
@@ -856,7 +836,7 @@ def run_promise_benchmark(
             **{k: v for k, v in asdict(s).items() if k != "bundles"},
             "bundles": [str(b) for b in s.bundles],
         },
-        "machine": pool.as_dict(),
+        "machine": {**pool.as_dict(), "fit": pool.fit, "max_busy_fraction": pool.max_busy_fraction},
         "load_average_before_after": [load_before, _load_average()],
         "bundles": bundles,
         "notes": _notes(pool, load_before),
@@ -940,9 +920,8 @@ def tables(figures: dict[str, Any]) -> list[Table]:
     m = figures["machine"]
     overview = Table(
         title=(
-            f"does the promise hold? {m['cores']} cores, {m['frontend_reserve_cores']:g} kept "
-            f"for the front-end: {m['max_threads']} replica thread(s) at "
-            f"{m['max_threads_per_core']:g} a core"
+            f"does the promise hold? {m['cores']} cores, plans fit by {m.get('fit', 'threads')}"
+            f", at most {m['max_threads']} replica threads"
         )
     )
     for col in ("pipeline", "capacity q/s", "at SLO ms", "tightest ms", "notes"):

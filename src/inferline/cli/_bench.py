@@ -462,17 +462,14 @@ def promise(
             "--one-slo", help="Serve every load at the capacity's SLO, not each at its tightest."
         ),
     ] = False,
-    threads_per_core: Annotated[
-        float,
+    machine: Annotated[
+        str,
         typer.Option(
-            "--threads-per-core",
-            help="Replica threads a plan may put on each core left after the front-end's.",
+            "--machine",
+            help="The machine to plan for, as `inferline plan --machine` takes it "
+            "(local, or cores=N[,fit=busy|threads,...]).",
         ),
-    ] = 1.0,
-    reserve_cores: Annotated[
-        float | None,
-        typer.Option("--reserve-cores", help="Cores kept for the front-end (default: 1)."),
-    ] = None,
+    ] = "local",
     max_rate: Annotated[
         float | None,
         typer.Option("--max-rate", help="Highest rate the capacity search tries, q/s."),
@@ -509,12 +506,11 @@ def promise(
         run_promise_benchmark,
         tables,
     )
-    from inferline.profiles import FRONTEND_RESERVE_CORES
+    from inferline.profiles import parse_machine
 
     with as_options(
         {"loads": "--loads", "duration_s": "--duration-s", "repeats": "--repeats",
-         "slo_s": "--slo-s", "threads_per_core": "--threads-per-core",
-         "frontend_reserve_cores": "--reserve-cores", "max_rate_qps": "--max-rate",
+         "slo_s": "--slo-s", "machine": "--machine", "max_rate_qps": "--max-rate",
          "planning_duration_s": "--planning-duration-s", "ramp_s": "--ramp-s",
          "warmup_s": "--warmup-s", "ramp_hold_s": "--ramp-hold-s", "bundles": "BUNDLES"}
     ):  # fmt: skip
@@ -525,10 +521,7 @@ def promise(
             repeats=repeats,
             slo_s=slo_s,
             slo_per_load=not one_slo,
-            threads_per_core=threads_per_core,
-            frontend_reserve_cores=(
-                FRONTEND_RESERVE_CORES if reserve_cores is None else reserve_cores
-            ),
+            machine=parse_machine(machine),
             max_rate_qps=max_rate,
             planning_duration_s=planning_duration_s,
             ramp=not no_ramp,

@@ -14,8 +14,10 @@ turn while the plan fits) and recorded as capacity-limited: the status's
 ``capacity_limited`` section and the ``inferline_tuner_capacity_limited`` metrics.
 
 The engine measures each replica's activation (start request → ready message);
-when the policy has a :class:`~inferline.tuner.TunerConfig` the median measured
-activation replaces its assumed ``activation_s``.
+when the policy has a :class:`~inferline.tuner.TunerConfig` (or a ``with_activation``
+method, as the simulating Tuner) the median measured activation replaces its assumed
+``activation_s``. A policy with a ``with_machine`` method (the simulating Tuner) is
+given the machine pool, so its own search stays within it.
 
 Each applied change is reported once, to ``on_change`` (``inferline serve`` prints it)
 or, without one, as an INFO line of the ``inferline.engine`` logger.
@@ -118,6 +120,9 @@ class Autoscaler:
         self._apply = apply or (lambda config: engine.apply(config, wait=False))
         self._on_change = on_change or _log_change  # one report per change, one channel
         self.machine = machine
+        with_machine = getattr(policy, "with_machine", None)
+        if machine is not None and callable(with_machine):  # a policy that plans within it
+            self.policy = with_machine(machine)
         #: Per stage: decisions capped at what fits the machine (count), and the latest
         #: capped one ({"time_s", "wanted", "allowed"}) while the stage's last decision was.
         self.capacity_limited: dict[str, int] = {}
@@ -147,8 +152,15 @@ class Autoscaler:
 
     def _refresh_activation(self) -> None:
         measured = self.engine.activation_median_s()
+        if measured is None:
+            return
+        with_activation = getattr(self.policy, "with_activation", None)
+        if callable(with_activation):
+            if getattr(self.policy, "activation_s", None) != measured:
+                self.policy = with_activation(measured)
+            return
         config = getattr(self.policy, "config", None)
-        if measured is None or not isinstance(config, TunerConfig):
+        if not isinstance(config, TunerConfig):
             return
         if config.activation_s != measured:
             with contextlib.suppress(TypeError):  # not a dataclass policy: keep it as it is
@@ -241,12 +253,13 @@ class Autoscaler:
 
     def status(self) -> dict[str, Any]:
         """The ``tuner`` section of ``/v2/control/status``."""
-        config = getattr(self.policy, "config", None)
+        config = getattr(self.policy, "config", self.policy)
         return {
             "policy": self.policy.name,
             "tick_s": self.tick_s,
             "activation_s": getattr(config, "activation_s", None),
             "scale_down_holdoff_s": getattr(config, "scale_down_holdoff_s", None),
+            "estimated_p99_s": getattr(self._state, "estimate_p99_s", None),
             "n_changes": self.n_changes,
             "errors": self.errors,
             "changes": [c.as_dict() for c in self.changes],

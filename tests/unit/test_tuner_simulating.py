@@ -204,7 +204,7 @@ def test_through_tune_simulate_it_absorbs_a_ramp_without_touching_the_idle_stage
         activation_s=2.0,
     )  # fmt: skip
     assert tuned.policy == "simulate"
-    assert tuned.miss_rate < 0.01 < fixed.miss_rate
+    assert tuned.miss_rate < 0.05 and tuned.miss_rate * 10 < fixed.miss_rate
     idle = tuned.stage_names.index("idle")
     assert tuned.replicas[:, idle].max() == 1
     assert tuned.replicas[:, tuned.stage_names.index("busy")].max() >= 4

@@ -3,9 +3,9 @@
 Each decision replays the recent arrivals (the last ``lookback_s``, with the paths they
 took when the observation has them) as a *forecast*: the same arrivals, each
 ``bucket_s`` bucket squeezed in time so that its rate is the highest bucket rate of the
-window — raised to the rate the growth of the last two buckets points to when a replica
-asked for now serves, or to a step up seen in the last second, when either is beyond
-Poisson noise. The squeeze keeps the arrivals' burstiness within each bucket and their
+window — raised to the rate the growth of the last two buckets, or the trend of the last
+seconds, points to when a replica asked for now serves, or to a step up seen in the last
+second, when beyond noise. The squeeze keeps the arrivals' burstiness within each bucket and their
 mix of paths; only the rate is raised.
 The Estimator runs candidate replica counts on that forecast (a 30-s window is a few
 milliseconds) and the policy picks:
@@ -53,9 +53,11 @@ MIN_ARRIVALS = 20
 #: A step up shows first in the shortest window: the last this-many seconds' rate, less
 #: GROWTH_Z Poisson standard deviations, counts as a forecast when it is the highest.
 SHORT_WINDOW_S = 1.0
-#: Growth is trusted when the last bucket's arrivals exceed the previous one's by this many
-#: standard deviations of their difference (Poisson counts), as in the InferLine opt-in rule.
+#: Growth is trusted when the last bucket's arrivals exceed the previous one's, or the
+#: trend's slope is above zero, by this many standard deviations.
 GROWTH_Z = 2.0
+#: Seconds of 1-s counts the growth trend is fitted to.
+TREND_S = 5
 
 
 @dataclass(frozen=True)
@@ -93,8 +95,8 @@ class SimulatingTuner:
     estimate stays within SLO × (1 − it); ≥ margin, the gap is the hysteresis),
     ``lookback_s``/``bucket_s`` (the window replayed and its rate buckets),
     ``scale_down_holdoff_s``, ``activation_s`` (how far ahead growth is followed),
-    ``anticipate_growth`` (also the rate the last two buckets' growth, or a step in the
-    last second beyond Poisson noise, points to), ``min_gain`` (the smallest P99 cut,
+    ``anticipate_growth`` (also the rate the last two buckets' growth, the last 5 s'
+    trend or a step in the last second, beyond noise, point to), ``min_gain`` (the smallest P99 cut,
     × SLO, worth a replica), ``floor_at_plan`` (never below the planned counts).
     """
 
@@ -208,6 +210,10 @@ class SimulatingTuner:
                 ahead = (n1 + (n1 - n0) * (self.activation_s + b / 2) / b) / b
                 if ahead > rate:
                     rate, growing = ahead, True
+        if self.anticipate_growth:
+            ahead = self._trend_rate(times, now_s, span)
+            if ahead is not None and ahead > rate:
+                rate, growing = ahead, True
         if self.anticipate_growth and b > SHORT_WINDOW_S:
             n = int(np.count_nonzero(times > now_s - SHORT_WINDOW_S))
             short = (n - GROWTH_Z * math.sqrt(n)) / SHORT_WINDOW_S
@@ -232,6 +238,26 @@ class SimulatingTuner:
         else:
             trace = Trace(arrival, source="<forecast>")
         return Forecast(trace, rate_qps=rate, peak_qps=peak, growing=growing)
+
+    def _trend_rate(
+        self, times: npt.NDArray[np.float64], now_s: float, span: float
+    ) -> float | None:
+        """The rate at now + ``activation_s`` on the least-squares line through the last
+        ``TREND_S`` seconds' 1-s counts, when its slope is beyond noise (else None)."""
+        n = min(TREND_S, math.floor(span + 1e-9))
+        if n < 3:
+            return None
+        ago = ((now_s - times[times > now_s - n]) // 1.0).astype(np.int64)
+        counts = np.bincount(np.minimum(ago, n - 1), minlength=n)[::-1].astype(np.float64)
+        x = np.arange(n, dtype=np.float64) - (n - 1) / 2  # centred: seconds, the last at (n−1)/2
+        slope = float(x @ counts / (x @ x))
+        resid = counts - counts.mean() - slope * x
+        # noise: the residuals', at least Poisson's
+        sigma = max(math.sqrt(float(resid @ resid) / (n - 2)), math.sqrt(counts.mean()))
+        if slope <= GROWTH_Z * sigma / math.sqrt(float(x @ x)):
+            return None
+        # the last second's centre is (n − 1)/2; now is half a second later
+        return float(counts.mean() + slope * ((n - 1) / 2 + 0.5 + self.activation_s))
 
     def _paths(
         self, masks: npt.NDArray[np.int64]

@@ -219,3 +219,36 @@ def test_the_policy_needs_the_slo_and_valid_options() -> None:
     with pytest.raises(ConfigError) as err:
         tuner(max_replicas={"busy": 3})
     assert err.value.field == "max_replicas"
+
+
+def test_default_check_applies_the_spec_rule_per_case() -> None:
+    from inferline.bench.tuner import default_check, default_check_markdown
+
+    def row(seed: int, scenario: str, pol: str, miss: float, cost: float) -> dict[str, object]:
+        return {
+            "seed": seed, "pipeline": "p", "scenario": scenario, "policy": pol,
+            "miss_rate": miss, "cost_dollars": cost,
+        }  # fmt: skip
+
+    rows = [
+        row(seed, sc, pol, miss, cost)
+        for seed in (0, 1)
+        for sc in ("a", "b")
+        for pol, miss, cost in (
+            ("cg-autoscale", 0.0, 2.0),
+            ("cheap", 0.02 if (seed, sc) == (1, "b") else 0.0, 1.0),  # one case over 1 %
+            ("safe", 0.001, 1.5),
+            ("dear", 0.0, 2.5 if sc == "a" else 1.0),  # dearer than CG in one scenario
+        )
+    ]
+    check = default_check(rows)
+    assert set(check["policies"]) == {"cheap", "safe", "dear"}  # CG is the reference
+    cheap, safe, dear = (check["policies"][p] for p in ("cheap", "safe", "dear"))
+    assert not cheap["meets"] and cheap["cases_over_1pct"] == 1
+    assert cheap["scenarios"]["p b"]["max_miss_rate"] == 0.02
+    assert safe["meets"] and safe["cost_vs_cg_geomean"] == pytest.approx(0.75)
+    assert not dear["meets"] and dear["cases_not_cheaper_than_cg"] == 2
+    assert dear["cost_vs_cg_max"] == pytest.approx(1.25)
+    text = default_check_markdown(check)
+    assert "| safe | 4 | 0.10% | 0 | 0 | 0.75 / 0.75 | yes |" in text
+    assert "| p b | 2.00% / 1.000 |" in text

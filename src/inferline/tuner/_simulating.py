@@ -211,9 +211,9 @@ class SimulatingTuner:
                 if ahead > rate:
                     rate, growing = ahead, True
         if self.anticipate_growth:
-            ahead = self._trend_rate(times, now_s, span)
-            if ahead is not None and ahead > rate:
-                rate, growing = ahead, True
+            trend = self._trend_rate(times, now_s, span)
+            if trend is not None and trend > rate:
+                rate, growing = trend, True
         if self.anticipate_growth and b > SHORT_WINDOW_S:
             n = int(np.count_nonzero(times > now_s - SHORT_WINDOW_S))
             short = (n - GROWTH_Z * math.sqrt(n)) / SHORT_WINDOW_S

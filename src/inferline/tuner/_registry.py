@@ -144,7 +144,8 @@ class SimulateOptions:
     activation_s: float = 5.0
     anticipate_growth: bool = True
     min_gain: float = 0.01
-    floor_at_plan: bool = False
+    floor_at_plan: bool = True
+    rate_headroom: float = 0.05
 
     def __post_init__(self) -> None:
         if not 0 <= self.margin < 1:
@@ -161,6 +162,7 @@ class SimulateOptions:
         _at_least(self.scale_down_holdoff_s, 0.0, "scale_down_holdoff_s")
         _at_least(self.activation_s, 0.0, "activation_s")
         _at_least(self.min_gain, 0.0, "min_gain")
+        _at_least(self.rate_headroom, 0.0, "rate_headroom")
 
 
 PolicyOptions = (

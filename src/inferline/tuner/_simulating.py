@@ -56,8 +56,9 @@ SHORT_WINDOW_S = 1.0
 #: Growth is trusted when the last bucket's arrivals exceed the previous one's, or the
 #: trend's slope is above zero, by this many standard deviations.
 GROWTH_Z = 2.0
-#: Seconds of 1-s counts the growth trend is fitted to.
-TREND_S = 5
+#: Seconds of 1-s counts the growth trends are fitted to: a short one reacts to a steep
+#: ramp, a long one sees a gentle ramp through the noise.
+TREND_WINDOWS_S = (5, 10)
 
 
 @dataclass(frozen=True)
@@ -97,7 +98,8 @@ class SimulatingTuner:
     ``scale_down_holdoff_s``, ``activation_s`` (how far ahead growth is followed),
     ``anticipate_growth`` (also the rate the last two buckets' growth, the last 5 s'
     trend or a step in the last second, beyond noise, point to), ``min_gain`` (the smallest P99 cut,
-    × SLO, worth a replica), ``floor_at_plan`` (never below the planned counts).
+    × SLO, worth a replica), ``floor_at_plan`` (never below the planned counts),
+    ``rate_headroom`` (the forecast rate × (1 + it)).
     """
 
     pipeline: Pipeline
@@ -115,6 +117,7 @@ class SimulatingTuner:
     anticipate_growth: bool = True
     min_gain: float = 0.01
     floor_at_plan: bool = False
+    rate_headroom: float = 0.0
     seed: int = 0
     name: str = "simulate"
 
@@ -134,10 +137,12 @@ class SimulatingTuner:
                 f"({self.bucket_s} s)",
                 field="lookback_s",
             )
-        if self.scale_down_holdoff_s < 0 or self.activation_s < 0 or self.min_gain < 0:
+        if min(self.scale_down_holdoff_s, self.activation_s, self.min_gain) < 0:
             raise ConfigError(
                 "hold-off, activation delay and minimum gain must be ≥ 0", field="min_gain"
             )
+        if self.rate_headroom < 0:
+            raise ConfigError(f"must be ≥ 0, got {self.rate_headroom}", field="rate_headroom")
         missing = [n for n in self.pipeline.stage_names if n not in self.max_replicas]
         if missing:
             raise ConfigError(
@@ -210,10 +215,11 @@ class SimulatingTuner:
                 ahead = (n1 + (n1 - n0) * (self.activation_s + b / 2) / b) / b
                 if ahead > rate:
                     rate, growing = ahead, True
-        if self.anticipate_growth:
-            trend = self._trend_rate(times, now_s, span)
+        for window in TREND_WINDOWS_S if self.anticipate_growth else ():
+            trend = self._trend_rate(times, now_s, min(span, window))
             if trend is not None and trend > rate:
                 rate, growing = trend, True
+        rate *= 1 + self.rate_headroom
         if self.anticipate_growth and b > SHORT_WINDOW_S:
             n = int(np.count_nonzero(times > now_s - SHORT_WINDOW_S))
             short = (n - GROWTH_Z * math.sqrt(n)) / SHORT_WINDOW_S
@@ -243,8 +249,8 @@ class SimulatingTuner:
         self, times: npt.NDArray[np.float64], now_s: float, span: float
     ) -> float | None:
         """The rate at now + ``activation_s`` on the least-squares line through the last
-        ``TREND_S`` seconds' 1-s counts, when its slope is beyond noise (else None)."""
-        n = min(TREND_S, math.floor(span + 1e-9))
+        ``span`` seconds' 1-s counts, when its slope is beyond noise (else None)."""
+        n = math.floor(span + 1e-9)
         if n < 3:
             return None
         ago = ((now_s - times[times > now_s - n]) // 1.0).astype(np.int64)

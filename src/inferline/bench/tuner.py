@@ -572,8 +572,10 @@ def run_tuner_seeds(
     pipelines: Sequence[str] = PIPELINES,
     margin: float = RECOMMENDED_MARGIN,
     after_s: float = 240.0,
+    policies: Sequence[str] = BENCH_POLICIES,
 ) -> dict[str, Any]:
-    """The issue-6 checks repeated over several seeds (traces and plans re-drawn).
+    """The issue-6 checks and SPEC §2.7's default check (:func:`default_check`) repeated
+    over several seeds (traces and plans re-drawn).
 
     One seed's verdict turns on a handful of queries where CG misses none, so the
     summary counts, per InferLine configuration, the cases that met the bar on each
@@ -584,7 +586,13 @@ def run_tuner_seeds(
     started = time.perf_counter()
     for seed in seeds:
         figures = run_tuner_benchmark(
-            reference_dir, pipelines, None, seed=seed, margin=margin, after_s=after_s
+            reference_dir,
+            pipelines,
+            None,
+            policies=policies,
+            seed=seed,
+            margin=margin,
+            after_s=after_s,
         )
         per_seed.append({"seed": seed, "policies": seed_outcome(figures)})
         rows.extend({**r, "seed": seed} for r in figures["rows"])

@@ -252,3 +252,45 @@ def test_default_check_applies_the_spec_rule_per_case() -> None:
     text = default_check_markdown(check)
     assert "| safe | 4 | 0.10% | 0 | 0 | 0.75 / 0.75 | yes |" in text
     assert "| p b | 2.00% / 1.000 |" in text
+
+
+def test_the_live_autoscaler_hands_it_the_machine_and_the_measured_activation() -> None:
+    import asyncio
+
+    from inferline.engine._autoscale import Autoscaler
+
+    class Engine:
+        config = plan()
+
+        def __init__(self) -> None:
+            self.arrivals: list[float] = []
+
+        def take_arrivals(self) -> list[float]:
+            out, self.arrivals = self.arrivals, []
+            return out
+
+        def outstanding(self) -> dict[str, int]:
+            return {"busy": 0, "idle": 0}
+
+        def activation_median_s(self) -> float | None:
+            return 2.5
+
+        async def apply(
+            self, config: PipelineConfig, timeout_s: float | None = None, *, wait: bool = True
+        ) -> None:
+            self.config = config
+
+    pool = MachinePool(cores=2, memory_bytes=1 << 34, max_threads_per_core=3.0)
+    engine, clock = Engine(), [0.0]
+    scaler = Autoscaler(engine, tuner(), clock=lambda: clock[0], machine=pool)
+    assert isinstance(scaler.policy, SimulatingTuner) and scaler.policy.machine == pool
+    scaler.start_recording()
+    for k in range(12):  # 35 qps: the policy wants 4 "busy" replicas; the machine holds 3
+        engine.arrivals = list(k + (np.arange(35) + 0.5) / 35)
+        clock[0] = k + 1.0
+        asyncio.run(scaler.step())
+    assert isinstance(scaler.policy, SimulatingTuner) and scaler.policy.activation_s == 2.5
+    assert {n: c.replicas for n, c in engine.config.stages.items()} == {"busy": 2, "idle": 1}
+    status = scaler.status()
+    assert status["policy"] == "simulate" and status["activation_s"] == 2.5
+    assert status["estimated_p99_s"] is not None

@@ -9,6 +9,7 @@ k > r/10 replicas and "idle" one up to 200 qps.
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -36,6 +37,7 @@ from inferline.tuner import (
 )
 from inferline.workload import Trace, ramp_trace
 
+REFERENCE = Path(__file__).resolve().parents[2] / "examples" / "reference"
 HW = "cpu-1"
 SLO_S = 1.0
 PIPE = Pipeline(name="two", stages=(Stage("busy"), Stage("idle")), edges=(Edge("busy", "idle"),))
@@ -294,3 +296,33 @@ def test_the_live_autoscaler_hands_it_the_machine_and_the_measured_activation() 
     status = scaler.status()
     assert status["policy"] == "simulate" and status["activation_s"] == 2.5
     assert status["estimated_p99_s"] is not None
+
+
+def test_tune_sim_without_a_policy_runs_the_default(tmp_path: Path) -> None:
+    import json
+
+    import typer
+    from typer.testing import CliRunner
+
+    from inferline.cli._tune import tune_sim_command
+    from inferline.tuner import DEFAULT_POLICY, available_policies
+    from inferline.workload import save_trace
+
+    assert DEFAULT_POLICY in available_policies()
+    app = typer.Typer()
+    app.command("tune-sim")(tune_sim_command)
+    app.command("unused")(lambda: None)
+    trace_path = tmp_path / "t.csv"
+    save_trace(
+        ramp_trace(150.0, 250.0, 10.0, before_s=10.0, after_s=10.0, cv=1.0, seed=2), trace_path
+    )
+    bundle = REFERENCE / "image-processing"
+    args = [
+        "tune-sim", str(bundle), "--plan", str(bundle / "configs" / "balanced.yaml"),
+        "--trace", str(trace_path), "--slo-s", "0.15",
+    ]  # fmt: skip
+    readable = CliRunner().invoke(app, args)
+    assert readable.exit_code == 0, readable.output
+    assert f"policy {DEFAULT_POLICY}" in readable.stdout
+    as_json = CliRunner().invoke(app, [*args, "--json"])
+    assert json.loads(as_json.stdout)["policy"] == DEFAULT_POLICY

@@ -145,7 +145,8 @@ class SimulateOptions:
     anticipate_growth: bool = True
     min_gain: float = 0.01
     floor_at_plan: bool = True
-    rate_headroom: float = 0.05
+    rate_headroom: float = 0.2
+    max_utilisation: float = 0.85
 
     def __post_init__(self) -> None:
         if not 0 <= self.margin < 1:
@@ -163,6 +164,11 @@ class SimulateOptions:
         _at_least(self.activation_s, 0.0, "activation_s")
         _at_least(self.min_gain, 0.0, "min_gain")
         _at_least(self.rate_headroom, 0.0, "rate_headroom")
+        if not 0 < self.max_utilisation <= 1:
+            raise ConfigError(
+                f"a fraction in (0, 1] is needed, got {self.max_utilisation!r}",
+                field="max_utilisation",
+            )
 
 
 PolicyOptions = (
@@ -309,7 +315,7 @@ _REGISTRY: dict[str, PolicySpec] = {
 #: What ``tune-sim``, ``serve --tune`` and :func:`tune_simulate` run without a policy name
 #: (SPEC §2.7: the configuration that keeps misses ≤ 1 % in every ``bench tuner`` scenario
 #: over 8 seeds at less than the coarse-grained autoscaler's cost).
-DEFAULT_POLICY = "inferline"
+DEFAULT_POLICY = "simulate"
 
 
 def available_policies() -> tuple[str, ...]:

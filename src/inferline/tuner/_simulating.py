@@ -16,9 +16,9 @@ milliseconds) and the policy picks:
   extra replica cuts the estimated P99 the most per $/hour, until the estimate is within
   SLO × (1 − margin). A replica that cuts the estimate by less than ``min_gain`` × SLO is
   never bought: a stage that is not a bottleneck never gets one.
-* **scale down** (no sooner than ``scale_down_holdoff_s`` after any change) while the
-  estimate stays within SLO × (1 − scale_down_margin): repeatedly the removal that saves
-  the most $/hour.
+* **scale down** (no sooner than ``scale_down_holdoff_s``, nor one bucket, after any
+  change) while the estimate stays within SLO × (1 − scale_down_margin): repeatedly the
+  removal that saves the most $/hour.
 
 Counts never go above the stage's limit, the hardware's unit count or the machine
 (:class:`~inferline.profiles.MachinePool`): a stage that needed a replica the machine has
@@ -99,7 +99,9 @@ class SimulatingTuner:
     ``anticipate_growth`` (also the rate the last two buckets' growth, the last 5 s'
     trend or a step in the last second, beyond noise, point to), ``min_gain`` (the smallest P99 cut,
     × SLO, worth a replica), ``floor_at_plan`` (never below the planned counts),
-    ``rate_headroom`` (the forecast rate × (1 + it)).
+    ``rate_headroom`` (the forecast rate × (1 + it)), ``max_utilisation`` (no stage above
+    this utilisation at the forecast rate, whatever the estimate: room for profiles that
+    are slower in serving than measured).
     """
 
     pipeline: Pipeline
@@ -118,6 +120,7 @@ class SimulatingTuner:
     min_gain: float = 0.01
     floor_at_plan: bool = False
     rate_headroom: float = 0.0
+    max_utilisation: float = 1.0
     seed: int = 0
     name: str = "simulate"
 
@@ -140,6 +143,11 @@ class SimulatingTuner:
         if min(self.scale_down_holdoff_s, self.activation_s, self.min_gain) < 0:
             raise ConfigError(
                 "hold-off, activation delay and minimum gain must be ≥ 0", field="min_gain"
+            )
+        if not 0 < self.max_utilisation <= 1:
+            raise ConfigError(
+                f"a fraction in (0, 1] is needed, got {self.max_utilisation}",
+                field="max_utilisation",
             )
         if self.rate_headroom < 0:
             raise ConfigError(f"must be ≥ 0, got {self.rate_headroom}", field="rate_headroom")
@@ -283,6 +291,21 @@ class SimulatingTuner:
             }
         )
 
+    def _needed(self, est: Estimator, fc: Forecast) -> dict[str, int]:
+        """Per stage, the fewest replicas keeping its utilisation at the forecast rate
+        within ``max_utilisation`` (strictly below 1 when that is 1)."""
+        duration = max(fc.trace.duration_s, 1e-9)
+        out = {}
+        for n, visits in est.stage_visit_counts.items():
+            c = self.plan.stages[n]
+            mu = self.profiles.get(n, c.hardware).throughput_qps(c.batch_size)
+            load = visits / duration / mu
+            if self.max_utilisation >= 1:
+                out[n] = math.floor(load) + 1
+            else:
+                out[n] = max(1, math.ceil(load / self.max_utilisation - 1e-9))
+        return out
+
     def _floor(self) -> dict[str, int]:
         """The fewest replicas a scale-down leaves per stage."""
         if self.floor_at_plan:
@@ -313,7 +336,8 @@ class SimulatingTuner:
         names = self.pipeline.stage_names
         current = {n: int(observation.replicas[n]) for n in names}
         fc = self.forecast(state, now_s)
-        held = now_s - state.last_change_s < self.scale_down_holdoff_s
+        # bucket rates lag a step by up to a bucket: no scale-down sooner than one after a change
+        held = now_s - state.last_change_s < max(self.scale_down_holdoff_s, self.bucket_s)
         if fc is None:
             state.estimate_p99_s = None
             state.forecast_qps = 0.0
@@ -338,8 +362,9 @@ class SimulatingTuner:
         up_to = self.slo_s * (1 - self.margin)
         now_p99 = p99(current)
         what = f"{fc.rate_qps:.1f} qps{' (growing)' if fc.growing else ''}"
-        if now_p99 > up_to:
-            targets, limited = self._scale_up(est, fc, current, p99, up_to)
+        need = self._needed(est, fc)
+        if now_p99 > up_to or any(current[n] < need[n] for n in names):
+            targets, limited = self._scale_up(need, current, p99, up_to)
             state.capacity_limited = limited
             state.estimate_p99_s = p99(targets)
             if targets != current:
@@ -354,7 +379,7 @@ class SimulatingTuner:
         state.estimate_p99_s = now_p99
         if held:
             return current, state
-        targets = self._scale_down(current, p99, self.slo_s * (1 - self.scale_down_margin))
+        targets = self._scale_down(current, p99, self.slo_s * (1 - self.scale_down_margin), need)
         if targets != current:
             state.last_change_s = now_s
             state.estimate_p99_s = p99(targets)
@@ -365,8 +390,7 @@ class SimulatingTuner:
 
     def _scale_up(
         self,
-        est: Estimator,
-        fc: Forecast,
+        need: Mapping[str, int],
         current: dict[str, int],
         p99: _Estimate,
         target_s: float,
@@ -376,17 +400,13 @@ class SimulatingTuner:
         names = self.pipeline.stage_names
         counts = dict(current)
         limited: dict[str, int] = {}
-        duration = max(fc.trace.duration_s, 1e-9)
-        # a stage its visits alone saturate: the fewest replicas keeping it below 1
-        for n, visits in est.stage_visit_counts.items():
-            c = self.plan.stages[n]
-            mu = self.profiles.get(n, c.hardware).throughput_qps(c.batch_size)
-            need = math.floor(visits / duration / mu) + 1
-            while counts[n] < need:
+        # a stage its visits alone load beyond max_utilisation: the fewest replicas that do not
+        for n in names:
+            while counts[n] < need[n]:
                 counts[n] += 1
                 if self._fits(counts) is not None:
                     counts[n] -= 1
-                    limited[n] = need
+                    limited[n] = need[n]
                     break
         price = self.profiles.hardware.price_per_hour
         blocked: set[str] = set()
@@ -415,13 +435,18 @@ class SimulatingTuner:
         return counts, limited
 
     def _scale_down(
-        self, current: dict[str, int], p99: _Estimate, target_s: float
+        self,
+        current: dict[str, int],
+        p99: _Estimate,
+        target_s: float,
+        need: Mapping[str, int],
     ) -> dict[str, int]:
-        """Remove replicas, the biggest saving first, while the estimate stays ≤ target."""
+        """Remove replicas, the biggest saving first, while the estimate stays ≤ target
+        (never below the plan's floor nor the utilisation bound)."""
         counts = dict(current)
         price = self.profiles.hardware.price_per_hour
         names = self.pipeline.stage_names
-        low = self._floor()
+        low = {n: max(k, need[n]) for n, k in self._floor().items()}
         while True:
             options = []
             for n in names:

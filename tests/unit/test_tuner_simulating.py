@@ -252,7 +252,7 @@ def test_default_check_applies_the_spec_rule_per_case() -> None:
     assert not dear["meets"] and dear["cases_not_cheaper_than_cg"] == 2
     assert dear["cost_vs_cg_max"] == pytest.approx(1.25)
     text = default_check_markdown(check)
-    assert "| safe | 4 | 0.10% | 0 | 0 | 0.75 / 0.75 | yes |" in text
+    assert "| safe | 4 | 0.10% | 0 | 0 | 0.75 / 0.75 | yes | - |" in text
     assert "| p b | 2.00% / 1.000 |" in text
 
 

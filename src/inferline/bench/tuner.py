@@ -646,6 +646,7 @@ def default_check(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
             )
             cell["max_miss_rate"] = max(cell["max_miss_rate"], r["miss_rate"])
             cell["costs"].append(r["cost_dollars"])
+        timed = [r for r in mine if r.get("decide_ms_mean") is not None]
         out["policies"][pol] = {
             "cases": len(mine),
             "max_miss_rate": max(r["miss_rate"] for r in mine),
@@ -654,6 +655,10 @@ def default_check(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
             "cost_vs_cg_geomean": float(np.exp(np.mean(np.log(ratios)))) if ratios else None,
             "cost_vs_cg_max": max(ratios) if ratios else None,
             "meets": over == 0 and dearer == 0 and bool(ratios),
+            "decide_ms_mean": float(np.mean([r["decide_ms_mean"] for r in timed]))
+            if timed
+            else None,
+            "decide_ms_max": max((r["decide_ms_max"] for r in timed), default=None),
             "scenarios": {
                 k: {"max_miss_rate": v["max_miss_rate"], "mean_cost": float(np.mean(v["costs"]))}
                 for k, v in scen.items()
@@ -672,8 +677,8 @@ def default_check_markdown(check: dict[str, Any]) -> str:
         f"(current default: `{check['default']}`)",
         "",
         "| policy | cases | worst miss rate | cases > 1 % | cases not cheaper than CG "
-        "| cost ÷ CG (geomean / worst) | meets |",
-        "|---|---|---|---|---|---|---|",
+        "| cost ÷ CG (geomean / worst) | meets | decision ms (mean / worst) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, c in pols.items():
         ratio = (
@@ -681,9 +686,15 @@ def default_check_markdown(check: dict[str, Any]) -> str:
             if c["cost_vs_cg_geomean"] is not None
             else "-"
         )
+        ms = (
+            f"{c['decide_ms_mean']:.2f} / {c['decide_ms_max']:.0f}"
+            if c.get("decide_ms_mean") is not None
+            else "-"
+        )
         lines.append(
             f"| {name} | {c['cases']} | {c['max_miss_rate']:.2%} | {c['cases_over_1pct']} "
-            f"| {c['cases_not_cheaper_than_cg']} | {ratio} | {'yes' if c['meets'] else 'no'} |"
+            f"| {c['cases_not_cheaper_than_cg']} | {ratio} | {'yes' if c['meets'] else 'no'} "
+            f"| {ms} |"
         )
     if pols:
         names = list(pols)

@@ -286,6 +286,8 @@ def test_the_live_autoscaler_hands_it_the_machine_and_the_measured_activation() 
     engine, clock = Engine(), [0.0]
     scaler = Autoscaler(engine, tuner(), clock=lambda: clock[0], machine=pool)
     assert isinstance(scaler.policy, SimulatingTuner) and scaler.policy.machine == pool
+    scaler.warm_up()  # runs the Estimator once; applies nothing
+    assert engine.config == plan()
     scaler.start_recording()
     for k in range(12):  # 35 qps: the policy wants 4 "busy" replicas; the machine holds 3
         engine.arrivals = list(k + (np.arange(35) + 0.5) / 35)

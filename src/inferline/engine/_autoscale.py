@@ -139,11 +139,15 @@ class Autoscaler:
         A policy's first call may compile or import: the envelope's numba kernel takes
         about 0.5 s to load here, and on the event loop that stalls the first queries
         (the text demo's first second had a 675-ms P100 with the tuner on, 210 ms
-        without). Nothing is applied, recorded or kept.
+        without). A policy with a ``warm_up`` method (the simulating tuner: the Estimator's
+        kernel) is also asked to warm up. Nothing is applied, recorded or kept.
         """
         current = {name: c.replicas for name, c in self.engine.config.stages.items()}
         observation = Observation(np.array([0.0, 1e-3]), dict(current), dict.fromkeys(current, 0))
         self.policy.decide(self.policy.initial_state(0.0), observation, 1.0)
+        hook = getattr(self.policy, "warm_up", None)
+        if callable(hook):  # e.g. the simulating tuner loads the Estimator's kernel
+            hook()
 
     def start_recording(self) -> None:
         """Start the policy's state and the engine's arrival recording (now = time zero)."""

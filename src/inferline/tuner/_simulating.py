@@ -170,6 +170,14 @@ class SimulatingTuner:
     def with_activation(self, activation_s: float) -> SimulatingTuner:
         return dataclasses.replace(self, activation_s=max(0.0, activation_s))
 
+    def warm_up(self) -> None:
+        """Run the Estimator once on a made-up trace: its kernel loads from numba's cache on
+        first use (up to seconds on a busy machine), which live would stall the engine's
+        event loop at the first decision that simulates — the first surge."""
+        arrival = np.linspace(0.0, 1.0, MIN_ARRIVALS)
+        est = Estimator(self.pipeline, self.profiles, Trace(arrival), slo_s=self.slo_s)
+        est.run(self.plan)
+
     # --- the policy -------------------------------------------------------------------------
 
     def initial_state(self, now_s: float) -> SimulateState:

@@ -5,20 +5,21 @@ took when the observation has them) as a *forecast*: the same arrivals, each
 ``bucket_s`` bucket squeezed in time so that its rate is the highest bucket rate of the
 window — raised to the rate the growth of the last two buckets, or the trend of the last
 seconds, points to when a replica asked for now serves, or to a step up seen in the last
-second, when beyond noise. The squeeze keeps the arrivals' burstiness within each bucket and their
-mix of paths; only the rate is raised.
-The Estimator runs candidate replica counts on that forecast (a 30-s window is a few
-milliseconds) and the policy picks:
+second, when beyond noise — times 1 + ``rate_headroom``. The squeeze keeps each bucket's
+burstiness and the mix of paths; only the rate is raised. The Estimator runs candidate
+replica counts on that forecast (a 30-s window takes a few milliseconds) and the policy
+picks:
 
-* **scale up** when the estimated P99 of the current counts is above SLO × (1 − margin):
-  first every stage whose visits alone would saturate it gets the fewest replicas that
-  keep its utilisation below 1, then, greedily, one replica at a time to the stage whose
-  extra replica cuts the estimated P99 the most per $/hour, until the estimate is within
-  SLO × (1 − margin). A replica that cuts the estimate by less than ``min_gain`` × SLO is
-  never bought: a stage that is not a bottleneck never gets one.
+* **scale up** when the estimated P99 of the current counts is above SLO × (1 − margin),
+  or a stage would run above ``max_utilisation``: first every such stage gets the fewest
+  replicas that keep it within that bound, then, greedily, one replica at a time to the
+  stage whose extra replica cuts the estimated P99 the most per $/hour, until the
+  estimate is within SLO × (1 − margin). A replica that cuts the estimate by less than
+  ``min_gain`` × SLO is never bought: a stage that is not a bottleneck never gets one.
 * **scale down** (no sooner than ``scale_down_holdoff_s``, nor one bucket, after any
-  change) while the estimate stays within SLO × (1 − scale_down_margin): repeatedly the
-  removal that saves the most $/hour.
+  change) while the estimate stays within SLO × (1 − scale_down_margin) and no stage goes
+  above ``max_utilisation``: repeatedly the removal that saves the most $/hour, never
+  below the plan with ``floor_at_plan``.
 
 Counts never go above the stage's limit, the hardware's unit count or the machine
 (:class:`~inferline.profiles.MachinePool`): a stage that needed a replica the machine has

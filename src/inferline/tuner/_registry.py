@@ -136,8 +136,8 @@ class SimulateOptions:
     :class:`SimulatingTuner`. Defaults measured with ``inferline bench tuner --seeds 8``
     (benchmarks/results/tuner-simulate.md)."""
 
-    margin: float = 0.1
-    scale_down_margin: float = 0.3
+    margin: float = 0.0
+    scale_down_margin: float = 0.2
     lookback_s: float = 30.0
     bucket_s: float = 5.0
     scale_down_holdoff_s: float = 15.0

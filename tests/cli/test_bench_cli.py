@@ -71,6 +71,8 @@ def test_tuner_json_writes_into_out(tmp_path: Path) -> None:
         "ramp-10s", "ramp-30s", "ramp-60s", "burstiness", "azure",
     }  # fmt: skip
     assert (tmp_path / "tuner.md").is_file() and len(list(tmp_path.glob("*.png"))) == 5
+    timed = [r for r in figures["rows"] if r["policy"] == "simulate"]
+    assert len(timed) == 5 and all(r["decide_ms_mean"] > 0 for r in timed)
 
 
 def git_status() -> str:
@@ -104,6 +106,7 @@ def test_tuner_readable_without_out_writes_only_into_a_fresh_temporary_folder(
     )
     assert done.returncode == 0, done.stderr
     assert "Issue 6 targets: inferline vs cg-autoscale" in done.stdout
+    assert "Wall time of one decision" in done.stdout
     assert "Traceback" not in done.stderr
     (written,) = temp.iterdir()
     assert written.name.startswith("inferline-bench-tuner-")

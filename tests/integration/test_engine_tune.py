@@ -63,14 +63,20 @@ def poisson(rate: float, start: float, end: float, rng: np.random.Generator) -> 
     return t[t < end]
 
 
-def test_tune_scales_up_on_a_step_and_down_after_the_holdoff(tmp_path: Path) -> None:
+@pytest.mark.parametrize("policy", ["inferline", "simulate"])
+def test_tune_scales_up_on_a_step_and_down_after_the_holdoff(tmp_path: Path, policy: str) -> None:
     pipeline, plan = tuned_bundle(tmp_path)
     rng = np.random.default_rng(3)
     up_at, down_at, end = 4.0, 11.0, 26.0
     arrivals = np.concatenate(
         [poisson(5, 0, up_at, rng), poisson(30, up_at, down_at, rng), poisson(2, down_at, end, rng)]
     )
-    args = ("--tune", "--planning-rate", "5", "--holdoff-s", str(HOLDOFF_S), "--lookback-s", "5")
+    # simulate: its SLO, and 5-s buckets, the shortest lookback there is, so two of them
+    holdoff_s = HOLDOFF_S if policy == "inferline" else 6.0
+    args = ("--tune", "--policy", policy, "--planning-rate", "5", "--holdoff-s", str(holdoff_s))
+    args += (
+        ("--lookback-s", "5") if policy == "inferline" else ("--lookback-s", "10", "--slo-s", "1")
+    )
     started = time.monotonic()
     with served_engine(pipeline, plan, *args) as engine:
         results: list[ReplayResult] = []
@@ -80,7 +86,7 @@ def test_tune_scales_up_on_a_step_and_down_after_the_holdoff(tmp_path: Path) -> 
             )
         )
         before = engine.status()  # the tuner runs before any load
-        assert before["tuner"]["policy"] == "inferline" and before["tuner"]["n_changes"] == 0
+        assert before["tuner"]["policy"] == policy and before["tuner"]["n_changes"] == 0
         # engine clock at the trace's time zero (the replay sends its first query at once)
         replay_start = before["uptime_s"] - float(arrivals[0])
         load.start()
@@ -107,7 +113,10 @@ def test_tune_scales_up_on_a_step_and_down_after_the_holdoff(tmp_path: Path) -> 
     peak = max(c["to"] for c in ups)
     # the step up: within 3 s the stage runs more replicas than one can serve (30 > 20 qps)
     assert replicas_at(up_at + 3.0) >= 2, changes
-    assert max(replicas_at(t) for t in np.arange(up_at, down_at, 0.25)) >= 3, changes
+    # the envelope rule keeps the plan's headroom (3 for 30 qps); the simulation may find 2
+    # replicas keep the SLO
+    most = max(replicas_at(t) for t in np.arange(up_at, down_at, 0.25))
+    assert most >= (3 if policy == "inferline" else 2), changes
     assert any(replay_start + up_at <= c["time_s"] <= replay_start + up_at + 3.0 for c in ups)
     # the step down: no scale-down during the high phase, and each comes at least the
     # hold-off after the change before it (the policy may scale up again in between)
@@ -116,7 +125,7 @@ def test_tune_scales_up_on_a_step_and_down_after_the_holdoff(tmp_path: Path) -> 
         if c["to"] < c["from"]:
             assert c["time_s"] - before_c["time_s"] >= HOLDOFF_S - 0.01, changes
     assert replicas_at(end) < peak, changes
-    assert summary["miss_rate"] <= 0.05, summary
+    assert summary["miss_rate"] <= 0.05, (summary, changes)
     activation = status["activation_s"]
     assert activation["count"] >= 2 and 0 < activation["median"] < 30
     # the tuner's figure is the measured median as of its last tick (a replica that became

@@ -59,6 +59,8 @@ def test_text_pipeline_scales_up_on_a_step_and_down_after_the_holdoff(tmp_path: 
     )
     args = (
         "--tune",
+        "--policy",
+        "inferline",
         "--planning-rate",
         "2",
         "--holdoff-s",

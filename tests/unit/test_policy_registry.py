@@ -21,6 +21,7 @@ from inferline.tuner import (
     NoTunerOptions,
     QueueLengthOptions,
     QueueLengthPolicy,
+    SimulatingTuner,
     available_policies,
     make_policy,
     planning_workload,
@@ -33,13 +34,14 @@ from inferline.workload import gamma_trace
 
 BUNDLE = Path(__file__).resolve().parents[2] / "examples" / "reference" / "image-processing"
 PLAN = BUNDLE / "configs" / "balanced.yaml"
-NAMES = ("none", "inferline", "inferline+opt-in", "cg-autoscale", "queue-length")
+NAMES = ("none", "inferline", "inferline+opt-in", "cg-autoscale", "queue-length", "simulate")
 KINDS = {
     "none": NoTuner,
     "inferline": InferLineTuner,
     "inferline+opt-in": InferLineTuner,
     "cg-autoscale": CoarseGrainedAutoscaler,
     "queue-length": QueueLengthPolicy,
+    "simulate": SimulatingTuner,
 }
 
 

@@ -239,7 +239,9 @@ def test_queue_length_policy_runs_interleaved_with_the_simulation() -> None:
     assert res.replicas[:, 1].max() > 1
 
 
-@pytest.mark.parametrize("policy", ["inferline", "none", "cg-autoscale", "queue-length"])
+@pytest.mark.parametrize(
+    "policy", ["inferline", "none", "cg-autoscale", "queue-length", "simulate"]
+)
 def test_tune_sim_command_json_contract(tmp_path: Path, policy: str) -> None:
     import json
 

@@ -21,7 +21,11 @@ coarse-grained reactive baseline (CG-Mean plan + AutoScale-style whole-pipeline 
 ``il+cg-autoscale`` is the ablation (InferLine plan + the same CG scaling);
 ``cg-autoscale@il-cost`` is the CG baseline held to the money the InferLine
 tuner spent in the same scenario (its utilisation target raised until its cost
-fits), the equal-cost reading of "fewer misses at no more cost".
+fits), the equal-cost reading of "fewer misses at no more cost". ``simulate`` is the
+Tuner that simulates candidate replica counts (issue 14), from the InferLine plan.
+
+Every policy's decisions are timed: ``decide_ms_mean``/``decide_ms_max`` per run, the
+wall time of one ``decide`` call (it must stay well under the 1-s tick).
 
 ``inferline+opt-in+margin`` is the configuration we recommend when misses matter
 more than the last dollar: the InferLine plan made with the Planner's safety
@@ -52,7 +56,15 @@ from inferline.planner import plan_cg_mean, plan_inferline
 from inferline.profiles import Profiles
 
 # the policy factory stays in the tuner package until its policy registry replaces it
-from inferline.tuner import CoarseGrainedAutoscaler, TunedResult, make_policy, simulate_tuned
+from inferline.tuner import (
+    DEFAULT_POLICY,
+    CoarseGrainedAutoscaler,
+    Observation,
+    Policy,
+    TunedResult,
+    make_policy,
+    simulate_tuned,
+)
 from inferline.workload import (
     Segment,
     Trace,
@@ -73,6 +85,8 @@ __all__ = [
     "RECOMMENDED_MARGIN",
     "Scenario",
     "azure_rate_trace",
+    "default_check",
+    "default_check_markdown",
     "figures_markdown",
     "markdown_table",
     "run_tuner_benchmark",
@@ -97,12 +111,33 @@ BENCH_POLICIES = (
     "cg-autoscale@il-cost",
     "il+cg-autoscale",
     "queue-length",
+    "simulate",
 )
 PIPELINES = ("image-processing", "social-media")
 DEFAULT_SLO_S = {"image-processing": 0.15, "social-media": 0.3}
 #: The benchmark's decision interval: no replica asked for serves before tick + activation,
 #: so misses of queries arriving earlier are the starting plan's (reported apart).
 WARMUP_TICK_S = 1.0
+
+
+class _Timed:
+    """A policy whose ``decide`` calls are timed (wall clock, for the benchmark only)."""
+
+    def __init__(self, policy: Policy) -> None:
+        self.policy = policy
+        self.name = policy.name
+        self.decide_s: list[float] = []
+
+    def initial_state(self, now_s: float) -> Any:
+        return self.policy.initial_state(now_s)
+
+    def decide(
+        self, state: Any, observation: Observation, now_s: float
+    ) -> tuple[dict[str, int], Any]:
+        t = time.perf_counter()
+        out = self.policy.decide(state, observation, now_s)
+        self.decide_s.append(time.perf_counter() - t)
+        return out
 
 
 @dataclass(frozen=True)
@@ -246,6 +281,7 @@ def run_tuner_benchmark(
             results: dict[str, TunedResult] = {}
             for pol, cfg, plan_margin in runs:
                 t = time.perf_counter()
+                timed: _Timed | None = None
                 if pol == "cg-autoscale@il-cost":
                     budget = results["inferline"].cost_dollars if "inferline" in results else None
                     if budget is None:
@@ -267,8 +303,9 @@ def run_tuner_benchmark(
                         rules.get(pol, pol), bundle.pipeline, bundle.profiles, cfg, sc.planning,
                         slo_s=slo,
                     )  # fmt: skip
+                    timed = _Timed(policy)
                     res = simulate_tuned(
-                        bundle.pipeline, bundle.profiles, cfg, sc.evaluation, slo, policy,
+                        bundle.pipeline, bundle.profiles, cfg, sc.evaluation, slo, timed,
                         activation_s=activation_s, seed=seed,
                     )  # fmt: skip
                 wall = time.perf_counter() - t
@@ -292,6 +329,12 @@ def run_tuner_benchmark(
                         "scale_ups": res.scale_ups,
                         "scale_downs": res.scale_downs,
                         "sim_wall_s": wall,
+                        "decide_ms_mean": 1e3 * float(np.mean(timed.decide_s))
+                        if timed and timed.decide_s
+                        else None,
+                        "decide_ms_max": 1e3 * max(timed.decide_s)
+                        if timed and timed.decide_s
+                        else None,
                     }
                 )
             if out is not None:
@@ -401,6 +444,29 @@ def markdown_table(rows: Sequence[dict[str, Any]], *target_sets: Sequence[dict[s
                 cells.append(f"{r['misses']} / {r['misses_after_warmup']}" if r else "-")
             lines.append(f"| {p} | {sc} | " + " | ".join(cells) + " |")
         lines.append("")
+    if any(r.get("decide_ms_mean") is not None for r in rows):
+        lines += [
+            "### Wall time of one decision (ms, mean / max over the run's 1-s ticks)",
+            "",
+            "| pipeline | " + " | ".join(pols) + " |",
+            "|---" * (len(pols) + 1) + "|",
+        ]
+        for p in dict.fromkeys(r["pipeline"] for r in rows):
+            cells = []
+            for pol in pols:
+                mine = [
+                    r for r in rows
+                    if r["pipeline"] == p and r["policy"] == pol
+                    and r.get("decide_ms_mean") is not None
+                ]  # fmt: skip
+                cells.append(
+                    f"{np.mean([r['decide_ms_mean'] for r in mine]):.2f} / "
+                    f"{max(r['decide_ms_max'] for r in mine):.1f}"
+                    if mine
+                    else "-"
+                )
+            lines.append(f"| {p} | " + " | ".join(cells) + " |")
+        lines.append("")
     for checks in target_sets:
         if not checks:
             continue
@@ -506,24 +572,36 @@ def run_tuner_seeds(
     pipelines: Sequence[str] = PIPELINES,
     margin: float = RECOMMENDED_MARGIN,
     after_s: float = 240.0,
+    policies: Sequence[str] = BENCH_POLICIES,
 ) -> dict[str, Any]:
-    """The issue-6 checks repeated over several seeds (traces and plans re-drawn).
+    """The issue-6 checks and SPEC §2.7's default check (:func:`default_check`) repeated
+    over several seeds (traces and plans re-drawn).
 
     One seed's verdict turns on a handful of queries where CG misses none, so the
     summary counts, per InferLine configuration, the cases that met the bar on each
     seed and lists every case that did not, with both sides' missed queries.
     """
     per_seed: list[dict[str, Any]] = []
+    rows: list[dict[str, Any]] = []
     started = time.perf_counter()
     for seed in seeds:
         figures = run_tuner_benchmark(
-            reference_dir, pipelines, None, seed=seed, margin=margin, after_s=after_s
+            reference_dir,
+            pipelines,
+            None,
+            policies=policies,
+            seed=seed,
+            margin=margin,
+            after_s=after_s,
         )
         per_seed.append({"seed": seed, "policies": seed_outcome(figures)})
+        rows.extend({**r, "seed": seed} for r in figures["rows"])
     summary = {
         "seeds": list(seeds),
         "plan_margin": margin,
         "per_seed": per_seed,
+        "default_check": default_check(rows),
+        "rows": rows,
         "wall_s": time.perf_counter() - started,
     }
     if out_dir is not None:
@@ -534,6 +612,107 @@ def run_tuner_seeds(
         (out / "tuner_seeds.json").write_text(json.dumps(summary, indent=1), "utf-8")
         (out / "tuner_seeds.md").write_text(seeds_markdown(summary), "utf-8")
     return summary
+
+
+#: SPEC §2.7's bar for the default policy: misses at most this in every case.
+DEFAULT_MAX_MISS_RATE = 0.01
+#: The reference and its variants (another plan or budget): not candidates for the default.
+_NOT_CANDIDATES = ("cg-autoscale", "cg-autoscale@il-cost", CG_MARGIN_POLICY)
+
+
+def default_check(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """SPEC §2.7's rule for the default, per policy over every (seed, pipeline, scenario):
+    misses ≤ 1 % in every case, and cheaper than ``cg-autoscale`` in every case.
+
+    Per policy: the worst miss rate, the cases over 1 %, the cases not cheaper than CG,
+    the cost relative to CG (geometric mean, worst) and, per (pipeline, scenario), the worst
+    miss rate and the mean cost. ``default`` is :data:`~inferline.tuner.DEFAULT_POLICY`.
+    """
+    keyed = {(r.get("seed", 0), r["pipeline"], r["scenario"], r["policy"]): r for r in rows}
+    policies = [p for p in dict.fromkeys(r["policy"] for r in rows) if p not in _NOT_CANDIDATES]
+    out: dict[str, Any] = {"default": DEFAULT_POLICY, "policies": {}}
+    for pol in policies:
+        mine = [r for r in rows if r["policy"] == pol]
+        ratios, over, dearer = [], 0, 0
+        scen: dict[str, dict[str, Any]] = {}
+        for r in mine:
+            cg = keyed.get((r.get("seed", 0), r["pipeline"], r["scenario"], "cg-autoscale"))
+            over += r["miss_rate"] > DEFAULT_MAX_MISS_RATE
+            if cg is not None:
+                ratios.append(r["cost_dollars"] / cg["cost_dollars"])
+                dearer += r["cost_dollars"] >= cg["cost_dollars"]
+            cell = scen.setdefault(
+                f"{r['pipeline']} {r['scenario']}", {"max_miss_rate": 0.0, "costs": []}
+            )
+            cell["max_miss_rate"] = max(cell["max_miss_rate"], r["miss_rate"])
+            cell["costs"].append(r["cost_dollars"])
+        timed = [r for r in mine if r.get("decide_ms_mean") is not None]
+        out["policies"][pol] = {
+            "cases": len(mine),
+            "max_miss_rate": max(r["miss_rate"] for r in mine),
+            "cases_over_1pct": int(over),
+            "cases_not_cheaper_than_cg": int(dearer),
+            "cost_vs_cg_geomean": float(np.exp(np.mean(np.log(ratios)))) if ratios else None,
+            "cost_vs_cg_max": max(ratios) if ratios else None,
+            "meets": over == 0 and dearer == 0 and bool(ratios),
+            "decide_ms_mean": float(np.mean([r["decide_ms_mean"] for r in timed]))
+            if timed
+            else None,
+            "decide_ms_max": max((r["decide_ms_max"] for r in timed), default=None),
+            "scenarios": {
+                k: {"max_miss_rate": v["max_miss_rate"], "mean_cost": float(np.mean(v["costs"]))}
+                for k, v in scen.items()
+            },
+        }
+    return out
+
+
+def default_check_markdown(check: dict[str, Any]) -> str:
+    """The default-policy check as Markdown: one line per policy, then worst miss rate and
+    mean cost per scenario."""
+    pols = check["policies"]
+    lines = [
+        "### SPEC §2.7 default check: misses ≤ 1 % in every case, cheaper than cg-autoscale",
+        "",
+        f"(current default: `{check['default']}`)",
+        "",
+        "| policy | cases | worst miss rate | cases > 1 % | cases not cheaper than CG "
+        "| cost ÷ CG (geomean / worst) | meets | decision ms (mean / worst) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, c in pols.items():
+        ratio = (
+            f"{c['cost_vs_cg_geomean']:.2f} / {c['cost_vs_cg_max']:.2f}"
+            if c["cost_vs_cg_geomean"] is not None
+            else "-"
+        )
+        ms = (
+            f"{c['decide_ms_mean']:.2f} / {c['decide_ms_max']:.0f}"
+            if c.get("decide_ms_mean") is not None
+            else "-"
+        )
+        lines.append(
+            f"| {name} | {c['cases']} | {c['max_miss_rate']:.2%} | {c['cases_over_1pct']} "
+            f"| {c['cases_not_cheaper_than_cg']} | {ratio} | {'yes' if c['meets'] else 'no'} "
+            f"| {ms} |"
+        )
+    if pols:
+        names = list(pols)
+        cases = list(next(iter(pols.values()))["scenarios"])
+        lines += [
+            "",
+            "Worst miss rate over the seeds / mean cost $, per case:",
+            "",
+            "| case | " + " | ".join(names) + " |",
+            "|---" * (len(names) + 1) + "|",
+        ]
+        for case in cases:
+            cells = []
+            for n in names:
+                got = pols[n]["scenarios"].get(case)
+                cells.append(f"{got['max_miss_rate']:.2%} / {got['mean_cost']:.3f}" if got else "-")
+            lines.append(f"| {case} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def seed_outcome(figures: dict[str, Any]) -> dict[str, Any]:
@@ -600,6 +779,8 @@ def seeds_markdown(summary: dict[str, Any]) -> str:
             for f in e["policies"][p]["failed"]
         ]
         lines.append(f"- `{p}`: " + ("; ".join(short) if short else "none"))
+    if "default_check" in summary:
+        lines += ["", default_check_markdown(summary["default_check"])]
     return "\n".join(lines) + "\n"
 
 

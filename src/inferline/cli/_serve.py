@@ -98,7 +98,8 @@ def serve_command(
         typer.Option(
             "--policy",
             help="With --tune: the replica policy (inferline, inferline+opt-in, none, "
-            "cg-autoscale, queue-length; docs/tuner.md). Default: inferline.",
+            "cg-autoscale, queue-length, simulate; docs/tuner.md). Default: "
+            "inferline.tuner.DEFAULT_POLICY, the one that keeps the SLO in bench tuner.",
         ),
     ] = None,
     holdoff_s: Annotated[
@@ -201,7 +202,7 @@ def serve_command(
         resolve_token,
         serve,
     )
-    from inferline.tuner import policy_for_bundle, policy_options
+    from inferline.tuner import DEFAULT_POLICY, policy_for_bundle, policy_options
 
     if not 0 <= port <= 65535:
         raise ConfigError(f"not a TCP port: {port}", source="<argument>", field="--port")
@@ -281,7 +282,7 @@ def serve_command(
             )
         chosen = None
         if tune:
-            name = policy or (OPT_IN if tuner_opt_in else "inferline")
+            name = policy or (OPT_IN if tuner_opt_in else DEFAULT_POLICY)
             fields = {"scale_down_holdoff_s": holdoff_s, "lookback_s": lookback_s}
             chosen = policy_for_bundle(
                 name,

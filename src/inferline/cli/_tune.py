@@ -32,13 +32,14 @@ def tune_sim_command(
     ],
     slo_s: Annotated[float, typer.Option("--slo-s", help="End-to-end P99 latency objective, s.")],
     policy: Annotated[
-        str,
+        str | None,
         typer.Option(
             "--policy",
             help="inferline, inferline+opt-in (with the opt-in departures from SPEC §2.7), "
-            "none, cg-autoscale or queue-length (docs/tuner.md).",
+            "none, cg-autoscale, queue-length or simulate (docs/tuner.md). Default: "
+            "inferline.tuner.DEFAULT_POLICY, the one that keeps the SLO in bench tuner.",
         ),
-    ] = "inferline",
+    ] = None,
     planning_trace: Annotated[
         Path | None,
         typer.Option(
@@ -55,7 +56,9 @@ def tune_sim_command(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Simulate a plan under a replica policy on a trace (time-varying Estimator)."""
-    from inferline.tuner import tune_simulate
+    from inferline.tuner import DEFAULT_POLICY, tune_simulate
+
+    policy = policy or DEFAULT_POLICY
 
     loaded = load_bundle(bundle)
     cfg = load_plan_for(plan, loaded)

@@ -14,8 +14,10 @@ turn while the plan fits) and recorded as capacity-limited: the status's
 ``capacity_limited`` section and the ``inferline_tuner_capacity_limited`` metrics.
 
 The engine measures each replica's activation (start request → ready message);
-when the policy has a :class:`~inferline.tuner.TunerConfig` the median measured
-activation replaces its assumed ``activation_s``.
+when the policy has a :class:`~inferline.tuner.TunerConfig` (or a ``with_activation``
+method, as the simulating Tuner) the median measured activation replaces its assumed
+``activation_s``. A policy with a ``with_machine`` method (the simulating Tuner) is
+given the machine pool, so its own search stays within it.
 
 Each applied change is reported once, to ``on_change`` (``inferline serve`` prints it)
 or, without one, as an INFO line of the ``inferline.engine`` logger.
@@ -118,6 +120,9 @@ class Autoscaler:
         self._apply = apply or (lambda config: engine.apply(config, wait=False))
         self._on_change = on_change or _log_change  # one report per change, one channel
         self.machine = machine
+        with_machine = getattr(policy, "with_machine", None)
+        if machine is not None and callable(with_machine):  # a policy that plans within it
+            self.policy = with_machine(machine)
         #: Per stage: decisions capped at what fits the machine (count), and the latest
         #: capped one ({"time_s", "wanted", "allowed"}) while the stage's last decision was.
         self.capacity_limited: dict[str, int] = {}
@@ -134,11 +139,15 @@ class Autoscaler:
         A policy's first call may compile or import: the envelope's numba kernel takes
         about 0.5 s to load here, and on the event loop that stalls the first queries
         (the text demo's first second had a 675-ms P100 with the tuner on, 210 ms
-        without). Nothing is applied, recorded or kept.
+        without). A policy with a ``warm_up`` method (the simulating tuner: the Estimator's
+        kernel) is also asked to warm up. Nothing is applied, recorded or kept.
         """
         current = {name: c.replicas for name, c in self.engine.config.stages.items()}
         observation = Observation(np.array([0.0, 1e-3]), dict(current), dict.fromkeys(current, 0))
         self.policy.decide(self.policy.initial_state(0.0), observation, 1.0)
+        hook = getattr(self.policy, "warm_up", None)
+        if callable(hook):  # e.g. the simulating tuner loads the Estimator's kernel
+            hook()
 
     def start_recording(self) -> None:
         """Start the policy's state and the engine's arrival recording (now = time zero)."""
@@ -147,8 +156,15 @@ class Autoscaler:
 
     def _refresh_activation(self) -> None:
         measured = self.engine.activation_median_s()
+        if measured is None:
+            return
+        with_activation = getattr(self.policy, "with_activation", None)
+        if callable(with_activation):
+            if getattr(self.policy, "activation_s", None) != measured:
+                self.policy = with_activation(measured)
+            return
         config = getattr(self.policy, "config", None)
-        if measured is None or not isinstance(config, TunerConfig):
+        if not isinstance(config, TunerConfig):
             return
         if config.activation_s != measured:
             with contextlib.suppress(TypeError):  # not a dataclass policy: keep it as it is
@@ -241,12 +257,13 @@ class Autoscaler:
 
     def status(self) -> dict[str, Any]:
         """The ``tuner`` section of ``/v2/control/status``."""
-        config = getattr(self.policy, "config", None)
+        config = getattr(self.policy, "config", self.policy)
         return {
             "policy": self.policy.name,
             "tick_s": self.tick_s,
             "activation_s": getattr(config, "activation_s", None),
             "scale_down_holdoff_s": getattr(config, "scale_down_holdoff_s", None),
+            "estimated_p99_s": getattr(self._state, "estimate_p99_s", None),
             "n_changes": self.n_changes,
             "errors": self.errors,
             "changes": [c.as_dict() for c in self.changes],

@@ -2,8 +2,9 @@
 
 The driver runs the Estimator's kernel in slices of ``tick_s`` seconds. At each
 tick t it (1) simulates every event before t, (2) hands the controller (a Tuner
-policy, say) the arrivals admitted since the previous tick, the current replica
-counts (starting ones included) and each stage's queued + in-flight queries,
+policy, say) the arrivals admitted since the previous tick with the stages each
+visits, the current replica counts (starting ones included) and each stage's
+queued + in-flight queries,
 and (3) applies the controller's targets at t (at least 1 per stage): an added
 replica serves from t + ``activation_s`` and is billed from t; a removed one
 leaves at once if it is starting or idle, otherwise finishes its batch (billed
@@ -40,12 +41,16 @@ class Observation:
     ``arrivals_s``: pipeline arrivals since the previous decision (sorted);
     ``replicas``: current replicas per stage (starting ones included);
     ``outstanding``: per stage, queries queued plus in flight (only the
-    queue-length policy needs it; ``None`` where the caller cannot measure it).
+    queue-length policy needs it; ``None`` where the caller cannot measure it);
+    ``visits``: per arrival, the stages its query visits as a bitmask over the
+    pipeline's ``stage_names`` (bit i: stage i; ``None`` where unknown, e.g. live,
+    where a query's path is known only once it has finished).
     """
 
     arrivals_s: npt.NDArray[np.float64]
     replicas: Mapping[str, int]
     outstanding: Mapping[str, int] | None = None
+    visits: npt.NDArray[np.int64] | None = None
 
 
 class ReplicaController(Protocol):
@@ -212,6 +217,7 @@ def simulate_timevarying(
             arrivals_s=arrival[seen:ai],
             replicas={nm: int(counts[i]) for i, nm in enumerate(names)},
             outstanding={nm: int(sim.qsize[i] + inflight[i]) for i, nm in enumerate(names)},
+            visits=sim.visit_mask[seen:ai],
         )
         seen = ai
         targets, state = controller.decide(state, obs, t)

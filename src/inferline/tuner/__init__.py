@@ -20,6 +20,7 @@ from inferline.tuner._policy import (
     pipeline_service_s,
 )
 from inferline.tuner._registry import (
+    DEFAULT_POLICY,
     PLANNING_RATE_DURATION_S,
     CoarseGrainedOptions,
     InferLineOptions,
@@ -27,6 +28,7 @@ from inferline.tuner._registry import (
     PolicyOptions,
     PolicySpec,
     QueueLengthOptions,
+    SimulateOptions,
     available_policies,
     make_policy,
     planning_workload,
@@ -35,12 +37,15 @@ from inferline.tuner._registry import (
     policy_spec,
 )
 from inferline.tuner._simulate import simulate_tuned
+from inferline.tuner._simulating import Forecast, SimulateState, SimulatingTuner
 from inferline.tuner._tune_sim import tune_simulate
 
 __all__ = [
+    "DEFAULT_POLICY",
     "PLANNING_RATE_DURATION_S",
     "CoarseGrainedAutoscaler",
     "CoarseGrainedOptions",
+    "Forecast",
     "InferLineOptions",
     "InferLineTuner",
     "NoTuner",
@@ -51,6 +56,9 @@ __all__ = [
     "PolicySpec",
     "QueueLengthOptions",
     "QueueLengthPolicy",
+    "SimulateOptions",
+    "SimulateState",
+    "SimulatingTuner",
     "TrafficEnvelope",
     "TunedResult",
     "TunerConfig",

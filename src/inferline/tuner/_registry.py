@@ -11,7 +11,11 @@ unknown name or field raises :class:`~inferline.errors.ConfigError` naming the v
 ``inferline+opt-in``      the same with its opt-in departures switched on (docs/tuner.md)
 ``cg-autoscale``          AutoScale-style whole-pipeline scaling (:class:`CoarseGrainedAutoscaler`)
 ``queue-length``          Ray Serve-style ongoing requests per replica (:class:`QueueLengthPolicy`)
+``simulate``              the cheapest replica change the Estimator says keeps the SLO
+                          (:class:`SimulatingTuner`)
 ========================  ===================================================================
+
+:data:`DEFAULT_POLICY` is what ``tune-sim`` and ``serve --tune`` run without ``--policy``.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from typing import Any
 from inferline._bundle import check_config_for, load_bundle, load_plan_for, read_bundle_files
 from inferline.errors import ConfigError
 from inferline.pipeline import Pipeline, PipelineConfig
-from inferline.profiles import Profiles
+from inferline.profiles import MachinePool, Profiles
 from inferline.tuner._policy import (
     CoarseGrainedAutoscaler,
     InferLineTuner,
@@ -33,10 +37,13 @@ from inferline.tuner._policy import (
     Policy,
     QueueLengthPolicy,
     TunerConfig,
+    default_replica_limits,
 )
+from inferline.tuner._simulating import SimulatingTuner
 from inferline.workload import Trace, gamma_trace, load_trace
 
 __all__ = [
+    "DEFAULT_POLICY",
     "PLANNING_RATE_DURATION_S",
     "CoarseGrainedOptions",
     "InferLineOptions",
@@ -44,6 +51,7 @@ __all__ = [
     "PolicyOptions",
     "PolicySpec",
     "QueueLengthOptions",
+    "SimulateOptions",
     "available_policies",
     "make_policy",
     "planning_workload",
@@ -122,14 +130,60 @@ class QueueLengthOptions:
         _at_least(self.target_batches, 0.0, "target_batches", strict=True)
 
 
-PolicyOptions = NoTunerOptions | InferLineOptions | CoarseGrainedOptions | QueueLengthOptions
-Factory = Callable[[str, Any, Pipeline, Profiles, PipelineConfig, Trace, "float | None"], Policy]
+@dataclass(frozen=True)
+class SimulateOptions:
+    """The simulating Tuner's margins (fractions of the SLO) and windows (seconds); see
+    :class:`SimulatingTuner`. Defaults measured with ``inferline bench tuner --seeds 8``
+    (benchmarks/results/tuner-simulate.md)."""
+
+    margin: float = 0.0
+    scale_down_margin: float = 0.2
+    lookback_s: float = 30.0
+    bucket_s: float = 5.0
+    scale_down_holdoff_s: float = 15.0
+    activation_s: float = 5.0
+    anticipate_growth: bool = True
+    min_gain: float = 0.01
+    floor_at_plan: bool = True
+    rate_headroom: float = 0.2
+    max_utilisation: float = 0.85
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.margin < 1:
+            raise ConfigError(
+                f"a fraction in [0, 1) is needed, got {self.margin!r}", field="margin"
+            )
+        if not self.margin <= self.scale_down_margin < 1:
+            raise ConfigError(
+                f"must be in [margin ({self.margin:g}), 1), got {self.scale_down_margin!r}",
+                field="scale_down_margin",
+            )
+        _at_least(self.bucket_s, 0.0, "bucket_s", strict=True)
+        _at_least(self.lookback_s, self.bucket_s, "lookback_s")
+        _at_least(self.scale_down_holdoff_s, 0.0, "scale_down_holdoff_s")
+        _at_least(self.activation_s, 0.0, "activation_s")
+        _at_least(self.min_gain, 0.0, "min_gain")
+        _at_least(self.rate_headroom, 0.0, "rate_headroom")
+        if not 0 < self.max_utilisation <= 1:
+            raise ConfigError(
+                f"a fraction in (0, 1] is needed, got {self.max_utilisation!r}",
+                field="max_utilisation",
+            )
+
+
+PolicyOptions = (
+    NoTunerOptions | InferLineOptions | CoarseGrainedOptions | QueueLengthOptions | SimulateOptions
+)
+Factory = Callable[
+    [str, Any, Pipeline, Profiles, PipelineConfig, Trace, "float | None", "MachinePool | None"],
+    Policy,
+]
 
 
 @dataclass(frozen=True)
 class PolicySpec:
     """One registered policy: its name, what it is, its default options and its factory
-    ``(name, options, pipeline, profiles, plan, planning_trace, slo_s) -> Policy``."""
+    ``(name, options, pipeline, profiles, plan, planning_trace, slo_s, machine) -> Policy``."""
 
     name: str
     description: str
@@ -149,6 +203,7 @@ def _inferline(
     plan: PipelineConfig,
     planning_trace: Trace,
     slo_s: float | None,
+    machine: MachinePool | None = None,
 ) -> Policy:
     fields = dataclasses.asdict(options)
     config = TunerConfig.from_plan(pipeline, profiles, plan, planning_trace, slo_s=slo_s, **fields)
@@ -163,6 +218,7 @@ def _coarse(
     plan: PipelineConfig,
     planning_trace: Trace,
     slo_s: float | None,
+    machine: MachinePool | None = None,
 ) -> Policy:
     base = CoarseGrainedAutoscaler.from_plan(pipeline, profiles, plan, planning_trace)
     return dataclasses.replace(base, name=name, **dataclasses.asdict(options))
@@ -176,6 +232,7 @@ def _queue_length(
     plan: PipelineConfig,
     planning_trace: Trace,
     slo_s: float | None,
+    machine: MachinePool | None = None,
 ) -> Policy:
     base = QueueLengthPolicy.from_plan(pipeline, profiles, plan)
     return dataclasses.replace(
@@ -187,6 +244,33 @@ def _queue_length(
         upscale_delay_s=options.upscale_delay_s,
         downscale_delay_s=options.downscale_delay_s,
         min_replicas=options.min_replicas,
+    )
+
+
+def _simulate(
+    name: str,
+    options: SimulateOptions,
+    pipeline: Pipeline,
+    profiles: Profiles,
+    plan: PipelineConfig,
+    planning_trace: Trace,
+    slo_s: float | None,
+    machine: MachinePool | None = None,
+) -> Policy:
+    if slo_s is None:
+        raise ConfigError(
+            "the simulate policy estimates the P99 against the SLO; give the SLO (--slo-s)",
+            field="slo_s",
+        )
+    return SimulatingTuner(
+        pipeline,
+        profiles,
+        plan,
+        slo_s,
+        max_replicas=default_replica_limits(profiles, plan),
+        machine=machine,
+        name=name,
+        **dataclasses.asdict(options),
     )
 
 
@@ -218,8 +302,20 @@ _REGISTRY: dict[str, PolicySpec] = {
             QueueLengthOptions(),
             _queue_length,
         ),
+        PolicySpec(
+            "simulate",
+            "simulates candidate replica counts on the recent and forecast arrivals; the "
+            "cheapest change whose estimated P99 keeps the SLO and fits the machine",
+            SimulateOptions(),
+            _simulate,
+        ),
     )
 }
+
+#: What ``tune-sim``, ``serve --tune`` and :func:`tune_simulate` run without a policy name
+#: (SPEC §2.7: the configuration that keeps misses ≤ 1 % in every ``bench tuner`` scenario
+#: over 8 seeds at less than the coarse-grained autoscaler's cost).
+DEFAULT_POLICY = "simulate"
 
 
 def available_policies() -> tuple[str, ...]:
@@ -261,10 +357,12 @@ def make_policy(
     *,
     slo_s: float | None = None,
     options: PolicyOptions | None = None,
+    machine: MachinePool | None = None,
 ) -> Policy:
     """Build policy ``name`` for ``plan``, made on ``planning_trace`` (its rate and envelope
-    are the policy's baseline). ``slo_s`` feeds the InferLine Tuner's queued-work rule;
-    ``options`` default to the name's (:func:`policy_options`)."""
+    are the policy's baseline). ``slo_s`` feeds the InferLine Tuner's queued-work rule (the
+    ``simulate`` policy needs it); ``options`` default to the name's (:func:`policy_options`);
+    ``machine``: the pool the ``simulate`` policy keeps its decisions within."""
     spec = policy_spec(name)
     if options is None:
         options = spec.defaults
@@ -275,7 +373,7 @@ def make_policy(
         )
     if slo_s is not None and not slo_s > 0:
         raise ConfigError(f"the SLO must be positive seconds, got {slo_s}", field="slo_s")
-    return spec.factory(name, options, pipeline, profiles, plan, planning_trace, slo_s)
+    return spec.factory(name, options, pipeline, profiles, plan, planning_trace, slo_s, machine)
 
 
 def planning_workload(
@@ -309,6 +407,7 @@ def policy_for_bundle(
     planning_rate: float | None = None,
     slo_s: float | None = None,
     options: PolicyOptions | None = None,
+    machine: MachinePool | None = None,
 ) -> Policy:
     """:func:`make_policy` for a bundle folder (or its pipeline.yaml) and a plan (or its file),
     as ``inferline serve --tune`` runs it: the bundle must hold its hardware and profiles."""
@@ -330,5 +429,12 @@ def policy_for_bundle(
     else:
         config = load_plan_for(plan, loaded)
     return make_policy(
-        name, loaded.pipeline, loaded.profiles, config, trace, slo_s=slo_s, options=options
+        name,
+        loaded.pipeline,
+        loaded.profiles,
+        config,
+        trace,
+        slo_s=slo_s,
+        options=options,
+        machine=machine,
     )

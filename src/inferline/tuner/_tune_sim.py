@@ -8,7 +8,7 @@ from inferline.errors import ConfigError
 from inferline.pipeline import Pipeline, PipelineConfig
 from inferline.profiles import Profiles
 from inferline.tuner._policy import Policy
-from inferline.tuner._registry import PolicyOptions, make_policy
+from inferline.tuner._registry import DEFAULT_POLICY, PolicyOptions, make_policy
 from inferline.tuner._simulate import simulate_tuned
 from inferline.workload import Trace, split_trace
 
@@ -25,7 +25,7 @@ def tune_simulate(
     trace: Trace,
     slo_s: float,
     *,
-    policy: str | Policy = "inferline",
+    policy: str | Policy = DEFAULT_POLICY,
     options: PolicyOptions | None = None,
     planning_trace: Trace | None = None,
     activation_s: float = 5.0,

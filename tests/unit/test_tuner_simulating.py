@@ -300,6 +300,53 @@ def test_the_live_autoscaler_hands_it_the_machine_and_the_measured_activation() 
     assert status["estimated_p99_s"] is not None
 
 
+def test_the_live_autoscaler_estimates_with_the_engine_s_calibrated_profiles() -> None:
+    import asyncio
+
+    from inferline.engine._autoscale import PROFILES_REFRESH_S, Autoscaler
+    from inferline.profiles import Calibration
+
+    policy = tuner()
+    slower = Profiles(policy.profiles.hardware, dict(policy.profiles.entries), "calibrated")
+
+    class Calibrator:
+        calls = 0
+
+        def calibration(self) -> Calibration:
+            Calibrator.calls += 1
+            return Calibration(profiles=slower, speeds={})
+
+    class Engine:
+        config = plan()
+        calibrator = Calibrator()
+
+        def take_arrivals(self) -> list[float]:
+            return []
+
+        def outstanding(self) -> dict[str, int]:
+            return {"busy": 0, "idle": 0}
+
+        def activation_median_s(self) -> float | None:
+            return None
+
+        async def apply(
+            self, config: PipelineConfig, timeout_s: float | None = None, *, wait: bool = True
+        ) -> None:
+            self.config = config
+
+    clock = [0.0]
+    scaler = Autoscaler(Engine(), policy, clock=lambda: clock[0])
+    scaler.start_recording()
+    for k in range(3):  # three ticks within one refresh interval: one calibration read
+        clock[0] = 1.0 + k * PROFILES_REFRESH_S / 4
+        asyncio.run(scaler.step())
+    assert isinstance(scaler.policy, SimulatingTuner)
+    assert scaler.policy.profiles is slower and Calibrator.calls == 1
+    clock[0] += PROFILES_REFRESH_S
+    asyncio.run(scaler.step())
+    assert Calibrator.calls == 2
+
+
 def test_tune_sim_without_a_policy_runs_the_default(tmp_path: Path) -> None:
     import json
 

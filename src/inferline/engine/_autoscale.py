@@ -17,7 +17,9 @@ The engine measures each replica's activation (start request → ready message);
 when the policy has a :class:`~inferline.tuner.TunerConfig` (or a ``with_activation``
 method, as the simulating Tuner) the median measured activation replaces its assumed
 ``activation_s``. A policy with a ``with_machine`` method (the simulating Tuner) is
-given the machine pool, so its own search stays within it.
+given the machine pool, so its own search stays within it, and one with a
+``with_profiles`` method the profiles the engine's live calibration made from what it
+served (every :data:`PROFILES_REFRESH_S`), so it estimates with the machine's real speed.
 
 Each applied change is reported once, to ``on_change`` (``inferline serve`` prints it)
 or, without one, as an INFO line of the ``inferline.engine`` logger.
@@ -48,6 +50,8 @@ log = logging.getLogger("inferline.engine")
 
 #: The most recent changes kept for the status report.
 MAX_CHANGES = 200
+#: How often a policy that estimates gets the engine's calibrated profiles, seconds.
+PROFILES_REFRESH_S = 5.0
 
 
 class TunedEngine(Protocol):
@@ -132,6 +136,7 @@ class Autoscaler:
         self.errors = 0
         self._state: Any = None
         self._task: asyncio.Task[None] | None = None
+        self._profiles_at: float | None = None
 
     def warm_up(self) -> None:
         """One decision on a throwaway state and made-up arrivals, before serving.
@@ -173,6 +178,24 @@ class Autoscaler:
                     config=dataclasses.replace(config, activation_s=measured),
                 )
 
+    def _refresh_profiles(self, now: float) -> None:
+        """Give a policy that estimates (``with_profiles``: the simulating Tuner) the
+        profiles the engine calibrated on what it served, every :data:`PROFILES_REFRESH_S`."""
+        with_profiles = getattr(self.policy, "with_profiles", None)
+        calibrator = getattr(self.engine, "calibrator", None)
+        if not callable(with_profiles) or calibrator is None:
+            return
+        if self._profiles_at is not None and now - self._profiles_at < PROFILES_REFRESH_S:
+            return
+        self._profiles_at = now
+        try:
+            calibration = calibrator.calibration()
+        except Exception:  # calibration is advisory: the policy keeps the profiles it has
+            log.exception("tuner: calibrated profiles unavailable; keeping the last")
+            return
+        if calibration is not None:
+            self.policy = with_profiles(calibration.profiles)
+
     async def step(self) -> list[ScaleChange]:
         """One tick: observe, decide, apply what changed; returns the changes."""
         if self._state is None:
@@ -182,6 +205,7 @@ class Autoscaler:
         config = self.engine.config
         current = {name: c.replicas for name, c in config.stages.items()}
         self._refresh_activation()
+        self._refresh_profiles(now)
         observation = Observation(arrivals, current, self.engine.outstanding())
         targets, self._state = self.policy.decide(self._state, observation, now)
         changed = {s: int(k) for s, k in targets.items() if s in current and int(k) != current[s]}

@@ -106,12 +106,27 @@ def test_steady_load_within_the_slo_changes_nothing() -> None:
 
 def test_never_above_the_machine_and_a_capped_stage_is_flagged() -> None:
     # 1 core left for replicas × 3 threads per core: 3 single-thread replicas in all
-    pool = MachinePool(cores=2, memory_bytes=1 << 34, max_threads_per_core=3.0)
+    pool = MachinePool(cores=2, memory_bytes=1 << 34, max_threads_per_core=3.0, fit="threads")
     decisions, state = drive(tuner(machine=pool), 35.0, 12, {"busy": 1, "idle": 1})
     assert max(d["busy"] + d["idle"] for d in decisions) == 3
     assert decisions[-1] == {"busy": 2, "idle": 1}
     assert state.capacity_limited.get("busy", 0) > 2
     assert "capped at the machine" in state.last_reason
+
+
+def test_on_a_busy_bounded_machine_no_replica_beyond_the_cores_it_can_keep_busy() -> None:
+    """35 q/s × 100 ms needs 3.5 busy cores. 4 cores at 80 % less the front-end's share
+    (0.05 + 35 × 0.8 ms) allow 3.12: three busy replicas, not a fourth, whatever the
+    estimate wants; on 2 cores (1.52 allowed) the one replica stays alone."""
+    four = MachinePool(cores=4, memory_bytes=1 << 34)
+    decisions, state = drive(tuner(machine=four), 35.0, 12, {"busy": 1, "idle": 1})
+    assert max(d["busy"] for d in decisions) == 3 and decisions[-1]["idle"] == 1
+    assert state.capacity_limited.get("busy", 0) > 3
+    assert "capped at the machine" in state.last_reason
+    two = MachinePool(cores=2, memory_bytes=1 << 34)
+    decisions, state = drive(tuner(machine=two), 35.0, 12, {"busy": 1, "idle": 1})
+    assert all(d == {"busy": 1, "idle": 1} for d in decisions)
+    assert state.capacity_limited.get("busy", 0) > 1
 
 
 def test_scale_down_waits_for_the_holdoff_after_any_change() -> None:
@@ -282,7 +297,7 @@ def test_the_live_autoscaler_hands_it_the_machine_and_the_measured_activation() 
         ) -> None:
             self.config = config
 
-    pool = MachinePool(cores=2, memory_bytes=1 << 34, max_threads_per_core=3.0)
+    pool = MachinePool(cores=2, memory_bytes=1 << 34, max_threads_per_core=3.0, fit="threads")
     engine, clock = Engine(), [0.0]
     scaler = Autoscaler(engine, tuner(), clock=lambda: clock[0], machine=pool)
     assert isinstance(scaler.policy, SimulatingTuner) and scaler.policy.machine == pool

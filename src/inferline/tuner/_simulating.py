@@ -22,8 +22,12 @@ picks:
   below the plan with ``floor_at_plan``.
 
 Counts never go above the stage's limit, the hardware's unit count or the machine
-(:class:`~inferline.profiles.MachinePool`): a stage that needed a replica the machine has
-no room for is recorded in the state's ``capacity_limited``. Batch sizes and hardware
+(:class:`~inferline.profiles.MachinePool`): its threads and, on a machine that bounds busy
+cores (``fit="busy"``, the default), the cores the estimate says the replicas keep busy at
+the forecast rate, within the share the Planner allows (a replica the cores cannot feed
+only adds contention: on 2 cores the live engine once went to 8 threads and 90 % misses).
+A stage that needed a replica the machine has no room for is recorded in the state's
+``capacity_limited``. Batch sizes and hardware
 never change. The policy is pure (clock injected, no I/O); calibrated profiles replace
 the planned ones through :meth:`SimulatingTuner.with_profiles`.
 """
@@ -42,7 +46,12 @@ import numpy.typing as npt
 from inferline.errors import CapacityError, ConfigError
 from inferline.estimator import Estimator, Observation
 from inferline.pipeline import Pipeline, PipelineConfig
-from inferline.profiles import MachinePool, Profiles, check_plan_fits
+from inferline.profiles import (
+    DEFAULT_FRONTEND_CPU_S_PER_QUERY,
+    MachinePool,
+    Profiles,
+    check_plan_fits,
+)
 from inferline.workload import Trace
 
 __all__ = ["Forecast", "SimulateState", "SimulatingTuner"]
@@ -338,6 +347,19 @@ class SimulatingTuner:
                 return exc.resource or "machine"
         return None
 
+    def _busy_pool(self, rate_qps: float) -> MachinePool | None:
+        """The machine at ``rate_qps`` when it bounds the cores replicas keep busy (fit
+        ``busy``): the front-end keeps its measured share, as when planning."""
+        if self.machine is None or self.machine.fit != "busy":
+            return None
+        overhead = self.profiles.overhead
+        cpu = (
+            overhead.frontend_cpu_s_per_query
+            if overhead is not None and overhead.frontend_cpu_s_per_query is not None
+            else DEFAULT_FRONTEND_CPU_S_PER_QUERY
+        )
+        return self.machine.for_planning(rate_qps, cpu)
+
     def decide(
         self, state: SimulateState, observation: Observation, now_s: float
     ) -> tuple[dict[str, int], SimulateState]:
@@ -359,21 +381,37 @@ class SimulatingTuner:
             return {n: min(current[n], low[n]) for n in names}, state
         state.forecast_qps = fc.rate_qps
         est = Estimator(self.pipeline, self.profiles, fc.trace, slo_s=self.slo_s, seed=self.seed)
-        cache: dict[tuple[int, ...], float] = {}
+        cache: dict[tuple[int, ...], tuple[float, float]] = {}
+        pool = self._busy_pool(fc.rate_qps)
 
-        def p99(counts: Mapping[str, int]) -> float:
+        def run(counts: Mapping[str, int]) -> tuple[float, float]:
+            """(estimated P99, cores the replicas keep busy) of ``counts``."""
             key = tuple(counts[n] for n in names)
             if key not in cache:
-                cache[key] = est.run(self._config(counts)).p99_s
+                config = self._config(counts)
+                result = est.run(config)
+                busy = 0.0
+                if pool is not None:
+                    use = {n: st.utilization for n, st in result.stages.items()}
+                    busy = sum(pool.busy_cores_of(config, use).values())
+                cache[key] = (result.p99_s, busy)
                 state.simulations += 1
             return cache[key]
+
+        def p99(counts: Mapping[str, int]) -> float:
+            return run(counts)[0]
+
+        def busy_ok(counts: Mapping[str, int]) -> bool:
+            """More replicas add no core: on a machine whose busy cores are bounded a
+            replica the cores cannot feed only adds contention."""
+            return pool is None or run(counts)[1] <= pool.busy_cores_allowed + 1e-9
 
         up_to = self.slo_s * (1 - self.margin)
         now_p99 = p99(current)
         what = f"{fc.rate_qps:.1f} qps{' (growing)' if fc.growing else ''}"
         need = self._needed(est, fc)
         if now_p99 > up_to or any(current[n] < need[n] for n in names):
-            targets, limited = self._scale_up(need, current, p99, up_to)
+            targets, limited = self._scale_up(need, current, p99, up_to, busy_ok)
             state.capacity_limited = limited
             state.estimate_p99_s = p99(targets)
             if targets != current:
@@ -403,6 +441,7 @@ class SimulatingTuner:
         current: dict[str, int],
         p99: _Estimate,
         target_s: float,
+        busy_ok: Callable[[Mapping[str, int]], bool] = lambda counts: True,
     ) -> tuple[dict[str, int], dict[str, int]]:
         """The greedy scale-up; returns the counts and, per stage that needed a replica
         the limits had no room for, the count it wanted."""
@@ -413,7 +452,7 @@ class SimulatingTuner:
         for n in names:
             while counts[n] < need[n]:
                 counts[n] += 1
-                if self._fits(counts) is not None:
+                if self._fits(counts) is not None or not busy_ok(counts):
                     counts[n] -= 1
                     limited[n] = need[n]
                     break
@@ -437,7 +476,7 @@ class SimulatingTuner:
             if best is None:
                 break  # no replica moves the estimate: not a matter of replicas
             counts[best] += 1
-            if self._fits(counts) is not None:
+            if self._fits(counts) is not None or not busy_ok(counts):
                 counts[best] -= 1
                 limited[best] = counts[best] + 1
                 blocked.add(best)

@@ -953,7 +953,7 @@ def _levels_table(b: dict[str, Any], s: dict[str, Any]) -> Table:
     table = _table(
         f"{b['pipeline']}: the promise, served ({s['duration_s']:g} s held-out Poisson runs, "
         f"median of {s['repeats']}). est: the Estimator's P99 with the profiles; cal: with "
-        "them rescaled to the engine's predict speed; err: |est − meas| / meas. Targets: "
+        "those the engine calibrated on the run; err: |est − meas| / meas. Targets: "
         f"misses ≤ {s['miss_target']:.0%}, err cal ≤ {s['error_target']:.0%}",
         ("load", "q/s", "SLO", "binds", "est", "cal", "meas", "err", "err cal", "miss",
          "thr", ""),

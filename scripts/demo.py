@@ -54,8 +54,8 @@ MODEL = "text-pipeline"
 QUICK = os.environ.get("DEMO_QUICK") == "1"
 MEAN_RATE_QPS = 8.0
 #: The slice of the Azure trace: its busiest stretch, in minutes from its start.
-SLICE_MIN = (14.0, 25.0) if not QUICK else (14.0, 17.0)
-EVAL_S = 60.0 if not QUICK else 20.0
+SLICE_MIN = (14.0, 25.0)
+EVAL_S = 60.0 if not QUICK else 30.0
 #: The load step: the second half of the step run comes at this many times the rate.
 STEP_FACTOR = 2.0
 SLO_FACTOR = 1.1  # the SLO: this × the tightest the machine keeps at the stepped rate
@@ -110,16 +110,16 @@ def choose_slo(
     if base_tight is None:
         return None
     peak_tight = tightest_slo(lambda s: peak_p99(s) is not None, high_slo_s)
-    candidates = [] if peak_tight is None else [peak_tight * factor]
-    candidates += [base_tight * factor, base_tight]
+    candidates = [] if peak_tight is None else [(peak_tight * factor, peak_tight)]
+    candidates += [(base_tight * factor, base_tight), (base_tight, base_tight)]
     fallback: SloChoice | None = None
-    for slo in candidates:
+    for slo, tight in candidates:
         est = base_p99(slo)
         if est is None:
             continue
         choice = SloChoice(
             slo_s=slo,
-            tightest_s=peak_tight if peak_tight is not None and slo > base_tight else base_tight,
+            tightest_s=tight,
             estimated_p99_s=est,
             binds=est >= binding_fraction * slo,
             peak_feasible=peak_p99(slo) is not None,
@@ -188,7 +188,8 @@ def write_timeline_png(
             )
     for ax in axes[:2]:
         ax.axhline(slo_s * 1000, color="red", lw=0.8, ls=":", label="SLO")
-        ax.set_ylabel("ms")
+        ax.set_ylabel("ms (log scale)")
+        ax.set_yscale("log")
         ax.legend(fontsize=7, loc="upper left")
     if step_at_s is not None:
         for ax in axes:
@@ -282,10 +283,15 @@ class Watch:
             replicas += len(listed)
             tl.replicas.setdefault(name, []).append(len(listed))
         self.samples.append((t, threads, replicas, dollars))
-        estimate = status.get("calibration", {}).get("pipeline", {}).get("estimated_p99_s")
+        calibration = status.get("calibration") or {}
+        estimate = (calibration.get("pipeline") or {}).get("estimated_p99_s")
         tl.estimated_p99_s.append(None if estimate is None else float(estimate))
-        tuner = status.get("tuner", {})
-        self.capacity_limited = tuner.get("capacity_limited", self.capacity_limited)
+        tuner = status.get("tuner") or {}
+        limited = tuner.get("capacity_limited")
+        if limited is not None:
+            self.capacity_limited = (
+                limited.get("decisions") if isinstance(limited, dict) else limited
+            )
         for c in tuner.get("changes", [])[len(self.changes) :]:
             self.changes.append(c)
             if self.show:
@@ -397,7 +403,8 @@ def warm_up(engine: EngineProcess, demo: Demo, slo_s: float) -> None:
     rng = np.random.default_rng(11)
     n = int(MEAN_RATE_QPS * 3)
     bodies = [demo.bodies[int(i)] for i in rng.integers(0, len(demo.bodies), n)]
-    replay(engine.url, np.cumsum(rng.exponential(1 / MEAN_RATE_QPS, n)), bodies, slo_s=slo_s)
+    arrivals = np.cumsum(rng.exponential(1 / MEAN_RATE_QPS, n))
+    replay(engine.url, arrivals, bodies, slo_s=slo_s, model=MODEL)
 
 
 def _ms(x: float | None) -> str:
@@ -500,7 +507,7 @@ def main() -> None:
         warm_up(e, demo, slo_s)
         fixed_eval = demo.serve_replay(e, evaluation, eval_bodies, slo_s, show=False)
         calibrated_path = out / "calibrated-profiles.yaml"
-        inferline("calibrate", e.url, "-o", str(calibrated_path))
+        inferline("calibrate", e.url, "-o", str(calibrated_path), as_json=False)
         cal = calibrated_estimate(
             demo.bundle.pipeline,
             demo.bundle.profiles,

@@ -55,6 +55,7 @@ QUICK = os.environ.get("DEMO_QUICK") == "1"
 MEAN_RATE_QPS = 8.0
 #: The slice of the Azure trace: its busiest stretch, in minutes from its start.
 SLICE_MIN = (14.0, 25.0)
+MAX_GAP_S = 5.0  # idle gaps of the recording longer than this are cut to it
 EVAL_S = 60.0 if not QUICK else 30.0
 #: The load step: the second half of the step run comes at this many times the rate.
 STEP_FACTOR = 2.0
@@ -72,14 +73,24 @@ console = Console()
 def step_arrivals(
     arrival_s: npt.NDArray[np.float64], duration_s: float, factor: float
 ) -> npt.NDArray[np.float64]:
-    """``duration_s`` of arrivals whose second half comes ``factor`` × faster: the first
-    half as recorded, then the recording continues compressed in time (same burstiness)."""
+    """``duration_s`` of arrivals (from 0) whose second half comes ``factor`` × faster: the
+    first half as recorded, then the recording continues compressed in time (same
+    burstiness)."""
     a = np.sort(np.asarray(arrival_s, dtype=np.float64))
-    a = a - a[0] if a.size else a
     half = duration_s / 2.0
     before = a[a < half]
     after = half + (a[a >= half] - half) / factor
     return np.concatenate([before, after[after < duration_s]])
+
+
+def squeeze_gaps(arrival_s: npt.NDArray[np.float64], max_gap_s: float) -> npt.NDArray[np.float64]:
+    """The arrivals with every idle gap longer than ``max_gap_s`` cut to it: the recording's
+    idle minutes would only make the demo wait."""
+    a = np.sort(np.asarray(arrival_s, dtype=np.float64))
+    if a.size == 0:
+        return a
+    gaps = np.minimum(np.diff(a), max_gap_s)
+    return np.concatenate([[0.0], np.cumsum(gaps)])
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,13 +239,14 @@ def inferline(*args: str, as_json: bool = True) -> dict[str, Any]:
 
 
 def azure_slice(rate_qps: float) -> Trace:
-    """The busiest minutes of the real trace, time-scaled to ``rate_qps`` on average."""
+    """The busiest minutes of the real trace, idle gaps squeezed, time-scaled to
+    ``rate_qps`` on average."""
     raw = load_timestamp_csv(bundled_trace_path())
     t = raw.arrival_s - raw.arrival_s[0]
     lo, hi = SLICE_MIN[0] * 60.0, SLICE_MIN[1] * 60.0
-    cut = t[(t >= lo) & (t < hi)] - lo
-    scale = (cut.size / rate_qps) / (hi - lo)
-    return Trace.from_arrivals(np.sort(cut * scale), source="azure slice")
+    cut = squeeze_gaps(t[(t >= lo) & (t < hi)] - lo, MAX_GAP_S)
+    scale = (cut.size / rate_qps) / float(cut[-1])
+    return Trace.from_arrivals(cut * scale, source="azure slice")
 
 
 class Watch:
@@ -330,7 +342,7 @@ class Demo:
         self, arrival_s: npt.NDArray[np.float64], seed: int, label: str
     ) -> tuple[Trace, list[bytes]]:
         """The trace with each query's recorded path and its real payload."""
-        a = arrival_s - arrival_s[0]
+        a = np.asarray(arrival_s, dtype=np.float64)
         if self.bundle.paths is None:
             k = np.random.default_rng([seed, 7]).integers(0, len(self.bodies), a.size)
             return Trace.from_arrivals(a, source=label), [self.bodies[int(i)] for i in k]
@@ -447,7 +459,8 @@ def main() -> None:
         save_trace(tr, out / f"{name}.csv")
     console.print(
         f"\n[bold]Workload[/]: Azure LLM code trace, minutes {SLICE_MIN[0]:g}–{SLICE_MIN[1]:g} "
-        f"rescaled to {MEAN_RATE_QPS:g} q/s on average: planning part {planning.n_queries} "
+        f"(idle gaps over {MAX_GAP_S:g} s cut to it) rescaled to {MEAN_RATE_QPS:g} q/s on "
+        f"average: planning part {planning.n_queries} "
         f"queries, evaluation part {evaluation.n_queries} over {evaluation.duration_s:.0f} s, "
         f"load step {step.n_queries} ({STEP_FACTOR:g}× the rate after {EVAL_S / 2:.0f} s)"
     )

@@ -73,7 +73,7 @@ def feasible_from(min_slo_s: float, p99_fraction: float = 0.9) -> object:
 
 
 def test_the_slo_is_tight_at_the_peak_and_binds_at_the_base(demo: ModuleType) -> None:
-    choice = demo.choose_slo(feasible_from(0.05), feasible_from(0.08))
+    choice = demo.choose_slo(feasible_from(0.05), feasible_from(0.08), factor=1.1)
     assert choice.slo_s == pytest.approx(0.088, rel=0.04)
     assert choice.tightest_s == pytest.approx(0.08, rel=0.04)
     assert choice.binds and choice.peak_feasible
@@ -81,7 +81,7 @@ def test_the_slo_is_tight_at_the_peak_and_binds_at_the_base(demo: ModuleType) ->
 
 
 def test_without_a_peak_plan_the_base_load_sets_the_slo(demo: ModuleType) -> None:
-    choice = demo.choose_slo(feasible_from(0.05), lambda _slo: None)
+    choice = demo.choose_slo(feasible_from(0.05), lambda _slo: None, factor=1.1)
     assert choice.slo_s == pytest.approx(0.055, rel=0.04)
     assert choice.binds and not choice.peak_feasible
 

@@ -454,6 +454,9 @@ def main() -> None:
     step, step_bodies = demo.with_payloads(
         step_arrivals(stepped_src, EVAL_S, STEP_FACTOR), 2, "step"
     )
+    for tr in (evaluation, step):
+        if tr.duration_s < 0.8 * EVAL_S:
+            console.print(f"[yellow]note[/]: the {tr.source} part spans {tr.duration_s:.0f} s only")
     peak_planning = Trace.from_arrivals(planning.arrival_s / STEP_FACTOR, source="planning ×2")
     for name, tr in (("planning", planning), ("evaluation", evaluation), ("step", step)):
         save_trace(tr, out / f"{name}.csv")

@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev,models,ray]'
 	touch $(STAMP)
 
-demo: $(STAMP)  ## profile, plan, estimate, serve and tune a real pipeline on a real trace
+demo: $(STAMP)  ## plan a real pipeline for this machine, serve it, calibrate, load-step it with the Tuner, PNG
 	$(BIN)/python scripts/demo.py
 
 test: $(STAMP)  ## run the whole test suite

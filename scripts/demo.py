@@ -1,23 +1,25 @@
-"""`make demo`: InferLine's loop end to end on a real pipeline and a real trace.
+"""`make demo`: InferLine keeps its promise on this machine, end to end.
 
 1. profile the text pipeline (langid → MiniLM → scikit-learn) on this machine
    (cached: a second run reuses the measurements);
-2. cut a busy slice of the real Azure trace, rescale it, and split it into a
-   planning part and an evaluation part with different arrivals, on which the load
-   has grown 2.5× since planning (GROWTH);
-3. plan the pipeline for a P99 SLO with the InferLine planner;
-4. estimate the evaluation part with the Estimator;
-5. serve the plan on the real engine and replay the evaluation part with real
-   payloads: measured P99 and misses next to the estimate;
-6. serve it again with the Tuner on: the replica changes print as they happen,
-   and the cost is integrated from the replicas actually running.
+2. plan it for THIS machine (`--machine local`) at a tight SLO where the SLO binds (the
+   plan's estimated P99 ≥ 80 % of it): 1.2 × the tightest SLO the machine can still keep
+   when the load doubles, found by searching with the Planner;
+3. serve the plan and replay the evaluation part of a real Azure trace slice with real
+   payloads: the Estimator's P99 and misses with the profiled speeds, again with the
+   speeds the engine calibrated while serving, and the measured ones;
+4. a load step (the second half at 2× the rate) served twice: the fixed plan, then with
+   the Tuner on; misses, replica cost integrated from the status, and the most replica
+   threads against what the machine allows;
+5. a PNG over time: per-second measured P99, the engine's live estimated P99, replicas
+   per stage (Tuner solid, fixed plan dashed), into $DEMO_OUT or a fresh temp folder.
 
-Each step shows the `inferline` command a user would type. Set DEMO_QUICK=1 for a
-shorter run (what the test suite's smoke check uses).
+Each step shows the `inferline` command a user would type. DEMO_QUICK=1: a shorter run.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
@@ -26,119 +28,406 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 from rich.console import Console
 from rich.table import Table
 
 from inferline import load_bundle, load_config, save_trace
-from inferline.engine import EngineProcess, ReplayResult, replay, replay_summary, start_engine
+from inferline.bench.promise import calibrated_estimate, status_figures, tightest_slo
+from inferline.engine import EngineProcess, replay, replay_summary, start_engine
+from inferline.errors import InfeasibleError
+from inferline.estimator import Estimator
+from inferline.planner import Plan, plan
+from inferline.profiler import attach_samples, load_samples
+from inferline.profiles import MachinePool, machine_pool_for_host
 from inferline.workload import Trace, bundled_trace_path, load_timestamp_csv
 
 ROOT = Path(__file__).resolve().parent.parent
 BUNDLE = ROOT / "examples" / "text-pipeline"
+MODEL = "text-pipeline"
 QUICK = os.environ.get("DEMO_QUICK") == "1"
-SLO_S = 0.25
 MEAN_RATE_QPS = 8.0
 #: The slice of the Azure trace: its busiest stretch, in minutes from its start.
-SLICE_MIN = (14.0, 25.0) if not QUICK else (14.0, 17.0)
-EVAL_S = 60.0 if not QUICK else 20.0
-#: After planning the load grows by this factor (the Tuner's reason to exist).
-GROWTH = 2.5
+SLICE_MIN = (14.0, 25.0)
+MAX_GAP_S = 5.0  # idle gaps of the recording longer than this are cut to it
+EVAL_S = 60.0 if not QUICK else 30.0
+#: The load step: the second half of the step run comes at this many times the rate.
+STEP_FACTOR = 2.0
+SLO_FACTOR = 1.2  # the SLO: this × the tightest the machine keeps at the stepped rate
+BINDING_FRACTION = 0.8  # the SLO binds when the plan's estimated P99 ≥ this × the SLO
+LOOSE_SLO_S = 1.0  # the top of the SLO search
 POLL_S = 0.5
+SERVICE_TIME = "lognormal"
 console = Console()
 
 
+# --- pure helpers (tests/unit/test_demo_script.py) -----------------------------------------
+
+
+def step_arrivals(
+    arrival_s: npt.NDArray[np.float64], duration_s: float, factor: float
+) -> npt.NDArray[np.float64]:
+    """``duration_s`` of arrivals (from 0) whose second half comes ``factor`` × faster: the
+    first half as recorded, then the recording continues compressed in time (same
+    burstiness)."""
+    a = np.sort(np.asarray(arrival_s, dtype=np.float64))
+    half = duration_s / 2.0
+    before = a[a < half]
+    after = half + (a[a >= half] - half) / factor
+    return np.concatenate([before, after[after < duration_s]])
+
+
+def squeeze_gaps(arrival_s: npt.NDArray[np.float64], max_gap_s: float) -> npt.NDArray[np.float64]:
+    """The arrivals with every idle gap longer than ``max_gap_s`` cut to it: the recording's
+    idle minutes would only make the demo wait."""
+    a = np.sort(np.asarray(arrival_s, dtype=np.float64))
+    if a.size == 0:
+        return a
+    gaps = np.minimum(np.diff(a), max_gap_s)
+    return np.concatenate([[0.0], np.cumsum(gaps)])
+
+
+@dataclass(frozen=True, slots=True)
+class SloChoice:
+    """The SLO the demo plans for and why (seconds)."""
+
+    slo_s: float
+    tightest_s: float
+    estimated_p99_s: float
+    binds: bool
+    peak_feasible: bool  # the SLO also has a plan on the machine at the stepped rate
+
+
+def choose_slo(
+    base_p99: Callable[[float], float | None],
+    peak_p99: Callable[[float], float | None],
+    *,
+    high_slo_s: float = LOOSE_SLO_S,
+    factor: float = SLO_FACTOR,
+    binding_fraction: float = BINDING_FRACTION,
+) -> SloChoice | None:
+    """A tight SLO that binds at the base load: ``factor`` × the tightest SLO the machine
+    keeps at the peak load (so the Tuner has room to scale into), else at the base load.
+
+    ``base_p99(slo)``/``peak_p99(slo)``: the estimated P99 of the plan for that SLO on the
+    machine, None when none fits. None when not even ``high_slo_s`` fits the base load."""
+    base_tight = tightest_slo(lambda s: base_p99(s) is not None, high_slo_s)
+    if base_tight is None:
+        return None
+    peak_tight = tightest_slo(lambda s: peak_p99(s) is not None, high_slo_s)
+    candidates = [] if peak_tight is None else [(peak_tight * factor, peak_tight)]
+    candidates += [(base_tight * factor, base_tight), (base_tight, base_tight)]
+    fallback: SloChoice | None = None
+    for slo, tight in candidates:
+        est = base_p99(slo)
+        if est is None:
+            continue
+        choice = SloChoice(
+            slo_s=slo,
+            tightest_s=tight,
+            estimated_p99_s=est,
+            binds=est >= binding_fraction * slo,
+            peak_feasible=peak_p99(slo) is not None,
+        )
+        if choice.binds:
+            return choice
+        fallback = fallback or choice
+    return fallback
+
+
+def per_second_p99(
+    sent_s: npt.NDArray[np.float64], latency_s: npt.NDArray[np.float64]
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Per whole second of sending, the P99 (nearest rank) of the answered queries."""
+    ok = np.isfinite(latency_s)
+    second = np.floor(sent_s[ok]).astype(np.int64)
+    lat = latency_s[ok]
+    ts, p99 = [], []
+    for s in np.unique(second).tolist():
+        x = np.sort(lat[second == s])
+        ts.append(s + 0.5)
+        p99.append(float(x[max(0, int(np.ceil(0.99 * x.size)) - 1)]))
+    return np.array(ts, dtype=np.float64), np.array(p99, dtype=np.float64)
+
+
+@dataclass
+class Timeline:
+    """One served run over time (seconds from the replay's start)."""
+
+    latency_t_s: Sequence[float] = ()
+    latency_p99_s: Sequence[float] = ()
+    status_t_s: list[float] = field(default_factory=list)
+    estimated_p99_s: list[float | None] = field(default_factory=list)
+    replicas: dict[str, list[int]] = field(default_factory=dict)
+
+
+def write_timeline_png(
+    path: Path, runs: Mapping[str, Timeline], *, slo_s: float, step_at_s: float | None = None
+) -> Path:
+    """Three panels over time: measured per-second P99, the engine's live estimated P99,
+    replicas per stage. The first run solid, the others dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(3, 1, figsize=(9, 8), sharex=True)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    stages = sorted({s for run in runs.values() for s in run.replicas})
+    for i, (label, run) in enumerate(runs.items()):
+        style = "-" if i == 0 else "--"
+        axes[0].plot(
+            run.latency_t_s, np.asarray(run.latency_p99_s) * 1000, style, label=label, lw=1.2
+        )
+        est = [np.nan if e is None else e * 1000 for e in run.estimated_p99_s]
+        axes[1].plot(run.status_t_s, est, style, label=label, lw=1.2)
+        for j, stage in enumerate(stages):
+            axes[2].step(
+                run.status_t_s,
+                run.replicas.get(stage, [0] * len(run.status_t_s)),
+                style,
+                where="post",
+                color=colours[j % len(colours)],
+                label=f"{stage} ({label})",
+                lw=1.2,
+            )
+    for ax in axes[:2]:
+        ax.axhline(slo_s * 1000, color="red", lw=0.8, ls=":", label="SLO")
+        ax.set_ylabel("ms (log scale)")
+        ax.set_yscale("log")
+        ax.legend(fontsize=7, loc="upper left")
+    if step_at_s is not None:
+        for ax in axes:
+            ax.axvline(step_at_s, color="grey", lw=0.8, ls=":")
+    axes[0].set_title("measured P99 per second")
+    axes[1].set_title("the engine's live estimated P99 (calibrated)")
+    axes[2].set_title("replicas per stage")
+    axes[2].set_ylabel("replicas")
+    axes[2].set_xlabel("seconds from the start of the replay")
+    axes[2].legend(fontsize=7, loc="upper left", ncol=2)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+# --- running it ----------------------------------------------------------------------------
+
+
 def inferline(*args: str, as_json: bool = True) -> dict[str, Any]:
-    """Run one `inferline` command as a user would, show it, return its JSON."""
+    """Run one `inferline` command as a user would, show it, return its JSON; on failure
+    show its message and exit with its code (3: infeasible)."""
     console.print(f"[dim]$ inferline {shlex.join(args)}[/]")
     binary = Path(sys.executable).parent / "inferline"
     command = [str(binary), *args, *(["--json"] if as_json else [])]
     done = subprocess.run(command, check=False, capture_output=as_json, text=True)
     if done.returncode != 0:
         if as_json:
-            console.print(done.stderr)
+            message = done.stderr.strip()
+            with contextlib.suppress(json.JSONDecodeError, AttributeError):
+                message = str(json.loads(done.stdout).get("error") or message)
+            console.print(f"[bold red]{message}[/]")
         raise SystemExit(done.returncode)
     return dict(json.loads(done.stdout)) if as_json else {}
 
 
 def azure_slice(rate_qps: float) -> Trace:
-    """The busiest minutes of the real trace, time-scaled to ``rate_qps`` on average."""
+    """The busiest minutes of the real trace, idle gaps squeezed, time-scaled to
+    ``rate_qps`` on average."""
     raw = load_timestamp_csv(bundled_trace_path())
     t = raw.arrival_s - raw.arrival_s[0]
     lo, hi = SLICE_MIN[0] * 60.0, SLICE_MIN[1] * 60.0
-    cut = t[(t >= lo) & (t < hi)] - lo
-    scale = (cut.size / rate_qps) / (hi - lo)
-    return Trace.from_arrivals(np.sort(cut * scale), source="azure slice")
+    cut = squeeze_gaps(t[(t >= lo) & (t < hi)] - lo, MAX_GAP_S)
+    scale = (cut.size / rate_qps) / float(cut[-1])
+    return Trace.from_arrivals(cut * scale, source="azure slice")
 
 
-def sample_requests(path: Path, n: int) -> None:
-    sys.path.insert(0, str(BUNDLE))
-    try:
-        from samples import sample_requests as make  # type: ignore[import-not-found]
-    finally:
-        sys.path.remove(str(BUNDLE))
-    path.write_text("".join(json.dumps(body) + "\n" for body in make(n, 7)))
+class Watch:
+    """Polls the engine's status while a replay runs: replicas per stage, the live
+    estimated P99, the replica cost, and the Tuner's changes as they happen."""
 
+    def __init__(self, engine: EngineProcess, price: Mapping[str, float], show: bool) -> None:
+        self.engine, self.price, self.show = engine, dict(price), show
+        self.timeline = Timeline()
+        self.samples: list[tuple[float, int, int, float]] = []  # t, threads, replicas, $/h
+        self.changes: list[dict[str, Any]] = []
+        self.capacity_limited: Any = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
 
-def watch_replicas(
-    engine: EngineProcess, price: dict[str, float], stop: threading.Event, show: bool
-) -> dict[str, Any]:
-    """Poll the engine's status: integrate cost from the replicas running, print changes."""
-    seen = 0
-    dollars = 0.0
-    last = time.monotonic()
-    peak: dict[str, int] = {}
-    while not stop.wait(POLL_S):
-        status = engine.status()
-        now = time.monotonic()
-        per_hour = 0.0
-        for name, stage in status["stages"].items():
-            running = int(stage["ready"]) + int(stage.get("starting", 0))
-            per_hour += running * price[stage["hardware"]]
-            peak[name] = max(peak.get(name, 0), int(stage["ready"]))
-        dollars += per_hour * (now - last) / 3600.0
-        last = now
-        changes = status.get("tuner", {}).get("changes", [])
-        for c in changes[seen:]:
-            if show:
+    def __enter__(self) -> Watch:
+        self._t0 = time.monotonic()
+        self._read()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._read()
+
+    def _run(self) -> None:
+        while not self._stop.wait(POLL_S):
+            self._read()
+
+    def _read(self) -> None:
+        try:
+            status = self.engine.status()
+        except Exception:  # a missed reading only coarsens the timeline
+            return
+        t = time.monotonic() - self._t0
+        threads = replicas = 0
+        dollars = 0.0
+        tl = self.timeline
+        tl.status_t_s.append(t)
+        for name, stage in status.get("stages", {}).items():
+            listed = stage.get("replica_list", [])
+            for r in listed:
+                threads += int(r.get("threads") or 1)
+                dollars += self.price.get(str(r.get("hardware")), 0.0)
+            replicas += len(listed)
+            tl.replicas.setdefault(name, []).append(len(listed))
+        self.samples.append((t, threads, replicas, dollars))
+        calibration = status.get("calibration") or {}
+        estimate = (calibration.get("pipeline") or {}).get("estimated_p99_s")
+        tl.estimated_p99_s.append(None if estimate is None else float(estimate))
+        tuner = status.get("tuner") or {}
+        limited = tuner.get("capacity_limited")
+        if limited is not None:
+            self.capacity_limited = (
+                limited.get("decisions") if isinstance(limited, dict) else limited
+            )
+        for c in tuner.get("changes", [])[len(self.changes) :]:
+            self.changes.append(c)
+            if self.show:
                 arrow = "▲" if c["to"] > c["from"] else "▼"
                 console.print(
                     f"  [bold]{arrow}[/] t={c['time_s']:6.1f} s  {c['stage']:>10}: "
                     f"{c['from']} → {c['to']} replicas"
                 )
-        seen = len(changes)
-    return {"cost_dollars": dollars, "peak_replicas": peak, "changes": seen}
+
+    def figures(self) -> dict[str, Any]:
+        return {**status_figures(self.samples), "changes": len(self.changes)}
 
 
-def serve_and_replay(
-    plan: Path, trace: Trace, requests: Path, price: dict[str, float], *, tune: Path | None
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    extra = ["--slo-s", str(SLO_S), "--no-shed"]
+@dataclass
+class Served:
+    """One replay: the summary, the status figures and the timeline."""
+
+    summary: dict[str, Any]
+    machine: dict[str, Any]
+    timeline: Timeline
+
+
+class Demo:
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self.bundle = load_bundle(BUNDLE)
+        self.price = dict(self.bundle.profiles.hardware.price_per_hour)
+        self.pool: MachinePool = machine_pool_for_host()
+        paths = self.bundle.paths
+        n, seed = (paths.samples, paths.seed) if paths else (64, 0)
+        assert self.bundle.samples is not None, "the text pipeline names its samples"
+        dicts = load_samples(self.bundle.root, self.bundle.samples, n, seed)
+        self.bodies = [json.dumps(b, separators=(",", ":")).encode() for b in dicts]
+
+    def with_payloads(
+        self, arrival_s: npt.NDArray[np.float64], seed: int, label: str
+    ) -> tuple[Trace, list[bytes]]:
+        """The trace with each query's recorded path and its real payload."""
+        a = np.asarray(arrival_s, dtype=np.float64)
+        if self.bundle.paths is None:
+            k = np.random.default_rng([seed, 7]).integers(0, len(self.bodies), a.size)
+            return Trace.from_arrivals(a, source=label), [self.bodies[int(i)] for i in k]
+        trace, k = attach_samples(a, self.bundle.paths, seed, label)
+        return trace, [self.bodies[int(i)] for i in k.tolist()]
+
+    def plan_p99(self, trace: Trace) -> Callable[[float], float | None]:
+        memo: dict[float, float | None] = {}
+
+        def p99(slo_s: float) -> float | None:
+            if slo_s not in memo:
+                try:
+                    found: Plan = plan(
+                        "inferline",
+                        self.bundle.pipeline,
+                        self.bundle.profiles,
+                        trace,
+                        slo_s,
+                        machine=self.pool,
+                    )
+                    memo[slo_s] = found.estimated_p99_s
+                except InfeasibleError:  # on this machine or at all
+                    memo[slo_s] = None
+            return memo[slo_s]
+
+        return p99
+
+    def estimate(self, trace: Trace, plan_path: Path, slo_s: float) -> dict[str, float]:
+        result = Estimator(
+            self.bundle.pipeline,
+            self.bundle.profiles,
+            trace,
+            slo_s=slo_s,
+            service_time=SERVICE_TIME,
+        ).run(load_config(plan_path))
+        return {"p99_s": result.p99_s, "miss_rate": result.miss_rate}
+
+    def serve_replay(
+        self,
+        engine: EngineProcess,
+        trace: Trace,
+        bodies: list[bytes],
+        slo_s: float,
+        *,
+        show: bool,
+    ) -> Served:
+        console.print(
+            f"[dim]$ inferline replay {engine.url} --trace {trace.source}.csv --requests …[/]"
+        )
+        engine.reset_stats()
+        with Watch(engine, self.price, show) as watch:
+            result = replay(engine.url, trace.arrival_s, bodies, slo_s=slo_s, model=MODEL)
+        t, p99 = per_second_p99(result.sent_s, result.latency_s)
+        watch.timeline.latency_t_s, watch.timeline.latency_p99_s = t.tolist(), p99.tolist()
+        figures = watch.figures()
+        figures["capacity_limited"] = watch.capacity_limited
+        return Served(replay_summary(result), figures, watch.timeline)
+
+
+def serve_command(slo_s: float, tune: Path | None) -> tuple[str, ...]:
+    extra = ("--slo-s", repr(round(slo_s, 4)), "--no-shed", "--calibration-interval-s", "2")
     if tune is not None:
-        extra += ["--tune", "--planning-trace", str(tune)]
+        extra += ("--tune", "--planning-trace", str(tune))
     console.print(f"[dim]$ inferline serve {BUNDLE.name} --config plan.yaml {shlex.join(extra)}[/]")
-    bodies = [line.encode() for line in requests.read_text().splitlines()]
-    with start_engine(BUNDLE, plan, *extra, start_timeout_s=240.0) as engine:
-        console.print("[dim]$ inferline replay URL --trace evaluation.csv --requests …[/]")
-        stop = threading.Event()
-        box: dict[str, Any] = {}
-        watcher = threading.Thread(
-            target=lambda: box.update(watch_replicas(engine, price, stop, tune is not None))
-        )
-        watcher.start()
-        result: ReplayResult = replay(
-            engine.url, trace.arrival_s, bodies, slo_s=SLO_S, model="text-pipeline"
-        )
-        stop.set()
-        watcher.join()
-    return replay_summary(result), box
+    return extra
+
+
+def warm_up(engine: EngineProcess, demo: Demo, slo_s: float) -> None:
+    """A few seconds of queries so the first measured ones do not pay for cold caches."""
+    rng = np.random.default_rng(11)
+    n = int(MEAN_RATE_QPS * 3)
+    bodies = [demo.bodies[int(i)] for i in rng.integers(0, len(demo.bodies), n)]
+    arrivals = np.cumsum(rng.exponential(1 / MEAN_RATE_QPS, n))
+    replay(engine.url, arrivals, bodies, slo_s=slo_s, model=MODEL)
+
+
+def _ms(x: float | None) -> str:
+    return "—" if x is None else f"{x * 1000:.1f}"
 
 
 def main() -> None:
-    console.rule("InferLine demo: profile → plan → estimate → serve → tune (text pipeline)")
+    started = time.monotonic()
+    out = Path(os.environ.get("DEMO_OUT") or tempfile.mkdtemp(prefix="inferline-demo-"))
+    out.mkdir(parents=True, exist_ok=True)
+    console.rule("InferLine demo: a plan for this machine that keeps its SLO (text pipeline)")
     bundle_arg = str(BUNDLE.relative_to(ROOT))
     console.print("[bold]1. Profile[/] each stage on this machine (cached after the first run)")
     inferline(
@@ -152,99 +441,200 @@ def main() -> None:
         "300",
         as_json=False,
     )
-    bundle = load_bundle(BUNDLE)
-    price = dict(bundle.profiles.hardware.price_per_hour)
+    demo = Demo(out)
+    pool = demo.pool
 
-    with tempfile.TemporaryDirectory(prefix="inferline-demo-") as tmp_name:
-        tmp = Path(tmp_name)
-        full = azure_slice(MEAN_RATE_QPS)
-        cut = full.duration_s * 0.3
-        planning = full.window(0.0, cut)
-        later = full.window(cut, min(full.duration_s, cut + EVAL_S * GROWTH))
-        evaluation = Trace.from_arrivals(later.arrival_s / GROWTH, source="azure slice, grown")
-        for name, tr in (("planning", planning), ("evaluation", evaluation)):
-            save_trace(tr, tmp / f"{name}.csv")
-        console.print(
-            f"\n[bold]2. Workload[/]: Azure LLM code trace, minutes {SLICE_MIN[0]:g}–"
-            f"{SLICE_MIN[1]:g} rescaled to {MEAN_RATE_QPS:g} q/s on average; planning part "
-            f"{planning.n_queries} queries, evaluation part (the load then grows "
-            f"{GROWTH:g}×) {evaluation.n_queries} queries over "
-            f"{evaluation.duration_s:.0f} s (peak 1-s rate "
-            f"{np.bincount(evaluation.arrival_s.astype(int)).max()} q/s)"
-        )
-
-        console.print(f"\n[bold]3. Plan[/] for a P99 SLO of {SLO_S * 1000:.0f} ms")
-        plan_path = tmp / "plan.yaml"
-        planned = inferline(
-            "plan",
-            bundle_arg,
-            "--trace",
-            str(tmp / "planning.csv"),
-            "--slo-s",
-            str(SLO_S),
-            "--margin",
-            "0.1",
-            "-o",
-            str(plan_path),
-        )
-        config = load_config(plan_path)
-        for name, st in config.stages.items():
-            console.print(f"  {name:>10}: {st.replicas} × {st.hardware}, max batch {st.batch_size}")
-        cost_per_hour = config.cost_per_hour(price)
-        console.print(f"  cost ${cost_per_hour:.3f}/hour (planner: {planned.get('planner', '')})")
-
-        console.print("\n[bold]4. Estimate[/] the evaluation part with the Estimator")
-        est = inferline(
-            "simulate",
-            bundle_arg,
-            "--config",
-            str(plan_path),
-            "--trace",
-            str(tmp / "evaluation.csv"),
-            "--slo-s",
-            str(SLO_S),
-        )
-
-        requests = tmp / "requests.jsonl"
-        sample_requests(requests, 400)
-        console.print("\n[bold]5. Serve the plan[/] and replay the evaluation part (real payloads)")
-        fixed, fixed_watch = serve_and_replay(plan_path, evaluation, requests, price, tune=None)
-        console.print("\n[bold]6. Serve with the Tuner on[/]: replica changes as they happen")
-        tuned, tuned_watch = serve_and_replay(
-            plan_path, evaluation, requests, price, tune=tmp / "planning.csv"
-        )
-
-    duration_h = evaluation.duration_s / 3600.0
-    table = Table(title=f"text pipeline, SLO {SLO_S * 1000:.0f} ms, {evaluation.n_queries} queries")
-    for col in ("run", "P50 ms", "P99 ms", "miss rate", "errors", "cost $ (eval. part)"):
-        table.add_column(col, justify="right")
-    table.add_row(
-        "estimated (Estimator)",
-        f"{float(est['p50_s']) * 1000:.1f}",
-        f"{float(est['p99_s']) * 1000:.1f}",
-        f"{float(est['miss_rate']):.2%}",
-        "-",
-        f"{cost_per_hour * duration_h:.5f}",
+    full = azure_slice(MEAN_RATE_QPS)
+    cut = full.duration_s * 0.3
+    planning = full.window(0.0, cut)
+    evaluation, eval_bodies = demo.with_payloads(
+        full.window(cut, cut + EVAL_S).arrival_s, 1, "evaluation"
     )
-    for label, run, watch in (
-        ("measured, fixed plan", fixed, fixed_watch),
-        ("measured, Tuner on", tuned, tuned_watch),
-    ):
-        table.add_row(
-            label,
-            f"{float(run['p50_s']) * 1000:.1f}",
-            f"{float(run['p99_s']) * 1000:.1f}",
-            f"{float(run['miss_rate']):.2%}",
-            str(run["errors"]),
-            f"{watch['cost_dollars']:.5f}",
-        )
-    console.print(table)
-    p99_est, p99_meas = float(est["p99_s"]), float(fixed["p99_s"])
+    stepped_src = full.window(cut + EVAL_S, full.duration_s).arrival_s
+    step, step_bodies = demo.with_payloads(
+        step_arrivals(stepped_src, EVAL_S, STEP_FACTOR), 2, "step"
+    )
+    for tr in (evaluation, step):
+        if tr.duration_s < 0.8 * EVAL_S:
+            console.print(f"[yellow]note[/]: the {tr.source} part spans {tr.duration_s:.0f} s only")
+    peak_planning = Trace.from_arrivals(planning.arrival_s / STEP_FACTOR, source="planning ×2")
+    for name, tr in (("planning", planning), ("evaluation", evaluation), ("step", step)):
+        save_trace(tr, out / f"{name}.csv")
     console.print(
-        f"|estimated − measured P99| = {abs(p99_est - p99_meas) * 1000:.1f} ms "
-        f"({abs(p99_est - p99_meas) / p99_meas:.0%} of measured); "
-        f"tuner changes: {tuned_watch['changes']}, peak ready replicas "
-        f"{tuned_watch['peak_replicas']}"
+        f"\n[bold]Workload[/]: Azure LLM code trace, minutes {SLICE_MIN[0]:g}–{SLICE_MIN[1]:g} "
+        f"(idle gaps over {MAX_GAP_S:g} s cut to it) rescaled to {MEAN_RATE_QPS:g} q/s on "
+        f"average: planning part {planning.n_queries} "
+        f"queries, evaluation part {evaluation.n_queries} over {evaluation.duration_s:.0f} s, "
+        f"load step {step.n_queries} ({STEP_FACTOR:g}× the rate after {EVAL_S / 2:.0f} s)"
+    )
+    console.print(
+        f"Machine: {pool.cores} cores, {pool.frontend_reserve_cores:g} reserved for the "
+        f"front-end, at most {pool.max_threads} replica threads (fit={pool.fit})"
+    )
+
+    console.print(
+        f"\n[bold]2. Plan for this machine[/] at a tight SLO: {SLO_FACTOR:g} × the tightest "
+        f"SLO the machine keeps at {STEP_FACTOR:g}× the load, searched with the Planner"
+    )
+    searching = time.perf_counter()
+    choice = choose_slo(demo.plan_p99(planning), demo.plan_p99(peak_planning))
+    if choice is None:
+        console.print(
+            f"[bold red]infeasible on this machine[/]: no plan for the planning part fits "
+            f"{pool.cores} cores even at SLO {LOOSE_SLO_S:g} s; see `inferline plan "
+            f"{bundle_arg} --trace planning.csv --slo-s {LOOSE_SLO_S:g} --machine local`"
+        )
+        raise SystemExit(3)
+    console.print(
+        f"  tightest {choice.tightest_s * 1000:.1f} ms → SLO {choice.slo_s * 1000:.1f} ms "
+        f"({time.perf_counter() - searching:.1f} s of planning)"
+        + ("" if choice.peak_feasible else "; [yellow]no plan fits the stepped load[/]")
+    )
+    slo_s = round(choice.slo_s, 4)
+    plan_path = out / "plan.yaml"
+    planned = inferline(
+        "plan",
+        bundle_arg,
+        "--trace",
+        str(out / "planning.csv"),
+        "--slo-s",
+        repr(slo_s),
+        "--machine",
+        "local",
+        "-o",
+        str(plan_path),
+    )
+    config = load_config(plan_path)
+    for name, st in config.stages.items():
+        console.print(f"  {name:>10}: {st.replicas} × {st.hardware}, max batch {st.batch_size}")
+    plan_p99 = float(planned["estimated_p99_s"])
+    binds = plan_p99 >= BINDING_FRACTION * slo_s
+    console.print(
+        f"  ${planned['cost_per_hour']:.4f}/hour; estimated P99 {plan_p99 * 1000:.1f} ms = "
+        f"{plan_p99 / slo_s:.0%} of the SLO: "
+        + ("[green]the SLO binds[/]" if binds else "[yellow]the SLO does not bind[/]")
+    )
+    threads_planned = sum(pool.threads_of(config).values())
+    console.print(f"  {threads_planned} replica threads of the {pool.max_threads} allowed")
+
+    console.print("\n[bold]3. Serve the plan[/] and replay the evaluation part (real payloads)")
+    estimated = demo.estimate(evaluation, plan_path, slo_s)
+    with start_engine(BUNDLE, plan_path, *serve_command(slo_s, None), start_timeout_s=240.0) as e:
+        warm_up(e, demo, slo_s)
+        fixed_eval = demo.serve_replay(e, evaluation, eval_bodies, slo_s, show=False)
+        calibrated_path = out / "calibrated-profiles.yaml"
+        inferline("calibrate", e.url, "-o", str(calibrated_path), as_json=False)
+        cal = calibrated_estimate(
+            demo.bundle.pipeline,
+            demo.bundle.profiles,
+            config,
+            evaluation,
+            e.url,
+            slo_s=slo_s,
+            service_time=SERVICE_TIME,
+        )
+        console.print(
+            f"\n[bold]4. Load step[/]: {STEP_FACTOR:g}× the rate after {EVAL_S / 2:.0f} s, "
+            "first on the fixed plan (same engine)"
+        )
+        fixed_step = demo.serve_replay(e, step, step_bodies, slo_s, show=False)
+    console.print("  … then with the Tuner on: its replica changes as they happen")
+    tune_args = serve_command(slo_s, out / "planning.csv")
+    with start_engine(BUNDLE, plan_path, *tune_args, start_timeout_s=240.0) as e:
+        warm_up(e, demo, slo_s)
+        tuned_step = demo.serve_replay(e, step, step_bodies, slo_s, show=True)
+        tuner_policy = e.status().get("tuner", {}).get("policy")
+
+    table = Table(
+        title=f"3. the promise: SLO {slo_s * 1000:.1f} ms, {evaluation.n_queries} "
+        f"queries over {evaluation.duration_s:.0f} s"
+    )
+    for col in ("P99 ms", "miss rate", "|est − meas| / meas"):
+        table.add_column(col, justify="right")
+    table.add_column("", justify="left")
+    meas = fixed_eval.summary
+    m_p99 = meas.get("p99_s")
+
+    def err(x: float | None) -> str:
+        return "—" if x is None or not m_p99 else f"{abs(x - m_p99) / m_p99:.0%}"
+
+    cal_p99 = None if cal is None else cal.p99_s
+    table.add_row(
+        _ms(estimated["p99_s"]),
+        f"{estimated['miss_rate']:.2%}",
+        err(estimated["p99_s"]),
+        "estimated, profiled speeds",
+    )
+    table.add_row(
+        _ms(cal_p99),
+        "—" if cal is None else f"{cal.miss_rate:.2%}",
+        err(cal_p99),
+        "estimated after calibration (the engine's speeds)",
+    )
+    table.add_row(
+        _ms(m_p99), f"{float(meas['miss_rate']):.2%}", "", f"measured (errors {meas['errors']})"
+    )
+    console.print(table)
+
+    step_table = Table(
+        title=f"4. load step: {step.n_queries} queries, {STEP_FACTOR:g}× "
+        f"after {EVAL_S / 2:.0f} s, SLO {slo_s * 1000:.1f} ms"
+    )
+    for col in (
+        "run",
+        "P99 ms",
+        "miss rate",
+        "errors",
+        "cost $",
+        "tuner changes",
+        "max replica threads",
+    ):
+        step_table.add_column(col, justify="right")
+    for label, run in (("fixed plan", fixed_step), (f"Tuner ({tuner_policy})", tuned_step)):
+        step_table.add_row(
+            label,
+            _ms(run.summary.get("p99_s")),
+            f"{float(run.summary['miss_rate']):.2%}",
+            str(run.summary["errors"]),
+            f"{run.machine['cost_usd']:.5f}" if run.machine["cost_usd"] is not None else "—",
+            str(run.machine["changes"]) if label != "fixed plan" else "—",
+            f"{run.machine['max_threads']} / {pool.max_threads}",
+        )
+    console.print(step_table)
+    fewer = float(tuned_step.summary["miss_rate"]) < float(fixed_step.summary["miss_rate"])
+    within = (tuned_step.machine["max_threads"] or 0) <= pool.max_threads
+    console.print(
+        ("[green]the Tuner missed less[/]" if fewer else "[yellow]the Tuner did not miss less[/]")
+        + " than the fixed plan, "
+        + ("[green]within the machine[/]" if within else "[red]beyond the machine[/]")
+        + f"; capacity-limited decisions: {tuned_step.machine.get('capacity_limited')}"
+    )
+
+    png = write_timeline_png(
+        out / "demo.png",
+        {"Tuner": tuned_step.timeline, "fixed plan": fixed_step.timeline},
+        slo_s=slo_s,
+        step_at_s=EVAL_S / 2,
+    )
+    load = os.getloadavg()[0]
+    figures = {
+        "slo_s": slo_s,
+        "plan_estimated_p99_s": plan_p99,
+        "binds": binds,
+        "machine_max_threads": pool.max_threads,
+        "evaluation": {"estimated": estimated, "calibrated_p99_s": cal_p99, "measured": meas},
+        "step": {
+            "fixed": {**fixed_step.summary, **fixed_step.machine},
+            "tuned": {**tuned_step.summary, **tuned_step.machine, "policy": tuner_policy},
+        },
+        "load_average": load,
+        "wall_s": time.monotonic() - started,
+    }
+    (out / "demo.json").write_text(json.dumps(figures, indent=1, default=str) + "\n")
+    busy = f" (the machine was busy: load average {load:.1f})" if load > pool.cores else ""
+    console.print(
+        f"\nwall time {figures['wall_s']:.0f} s{busy}\nfigure: [bold]{png}[/]\n"
+        f"figures, plan and traces: {out}"
     )
 
 

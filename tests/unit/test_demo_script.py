@@ -1,0 +1,122 @@
+"""``make demo``'s pure parts (scripts/demo.py): the load step, the SLO search, the
+per-second P99 and the PNG, on synthetic data."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def demo() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("inferline_demo", ROOT / "scripts" / "demo.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve their module by name
+    spec.loader.exec_module(module)
+    return module
+
+
+@settings(deadline=None, max_examples=40)
+@given(
+    n=st.integers(0, 400),
+    duration_s=st.floats(1.0, 100.0),
+    factor=st.floats(1.0, 4.0),
+    seed=st.integers(0, 1000),
+)
+def test_the_load_step_keeps_the_first_half_and_compresses_the_rest(
+    demo: ModuleType, n: int, duration_s: float, factor: float, seed: int
+) -> None:
+    source = np.sort(np.random.default_rng(seed).uniform(0.0, 3.0 * duration_s, n))
+    out = demo.step_arrivals(source, duration_s, factor)
+    a = source
+    half = duration_s / 2
+    assert np.all(np.diff(out) >= 0) and np.all(out < duration_s)
+    np.testing.assert_array_equal(out[out < half], a[a < half])
+    later = a[(a >= half) & (a < half + half * factor)]
+    np.testing.assert_allclose(out[out >= half], half + (later - half) / factor)
+
+
+def test_a_doubled_rate_doubles_the_second_half(demo: ModuleType) -> None:
+    even = np.arange(0.0, 300.0, 0.1)  # 10 q/s
+    out = demo.step_arrivals(even, 60.0, 2.0)
+    assert np.sum(out < 30.0) == 300
+    assert np.sum(out >= 30.0) == pytest.approx(600, abs=1)
+
+
+@settings(deadline=None, max_examples=40)
+@given(
+    gaps=st.lists(st.floats(0.0, 100.0), min_size=0, max_size=50),
+    max_gap_s=st.floats(0.1, 10.0),
+)
+def test_squeezed_gaps_are_at_most_the_cap_and_short_ones_stay(
+    demo: ModuleType, gaps: list[float], max_gap_s: float
+) -> None:
+    arrivals = np.concatenate([[3.0], 3.0 + np.cumsum(gaps)])
+    out = demo.squeeze_gaps(arrivals, max_gap_s)
+    assert out[0] == 0.0 and out.size == arrivals.size
+    np.testing.assert_allclose(np.diff(out), np.minimum(gaps, max_gap_s), atol=1e-9)
+
+
+def feasible_from(min_slo_s: float, p99_fraction: float = 0.9) -> object:
+    """A stand-in Planner: a plan exists from ``min_slo_s`` on and fills the SLO."""
+    return lambda slo: None if slo < min_slo_s else p99_fraction * slo
+
+
+def test_the_slo_is_tight_at_the_peak_and_binds_at_the_base(demo: ModuleType) -> None:
+    choice = demo.choose_slo(feasible_from(0.05), feasible_from(0.08), factor=1.1)
+    assert choice.slo_s == pytest.approx(0.088, rel=0.04)
+    assert choice.tightest_s == pytest.approx(0.08, rel=0.04)
+    assert choice.binds and choice.peak_feasible
+    assert choice.estimated_p99_s >= 0.8 * choice.slo_s
+
+
+def test_without_a_peak_plan_the_base_load_sets_the_slo(demo: ModuleType) -> None:
+    choice = demo.choose_slo(feasible_from(0.05), lambda _slo: None, factor=1.1)
+    assert choice.slo_s == pytest.approx(0.055, rel=0.04)
+    assert choice.binds and not choice.peak_feasible
+
+
+def test_a_slack_plan_is_reported_as_not_binding(demo: ModuleType) -> None:
+    """The cheapest plan's P99 is 10 ms whatever the SLO: nothing binds above 12.5 ms."""
+    choice = demo.choose_slo(lambda s: 0.010 if s >= 0.05 else None, lambda _s: None)
+    assert choice is not None and not choice.binds
+
+
+def test_no_plan_at_all_is_none(demo: ModuleType) -> None:
+    assert demo.choose_slo(lambda _s: None, lambda _s: 0.01) is None
+
+
+def test_per_second_p99_is_the_nearest_rank_and_skips_failures(demo: ModuleType) -> None:
+    sent = np.array([0.1, 0.2, 0.3, 1.5, 1.6, 3.2])
+    latency = np.array([0.010, 0.030, 0.020, 0.050, np.nan, np.nan])
+    t, p99 = demo.per_second_p99(sent, latency)
+    np.testing.assert_array_equal(t, [0.5, 1.5])
+    np.testing.assert_array_equal(p99, [0.030, 0.050])
+
+
+def test_the_png_has_the_runs_and_is_a_png(demo: ModuleType, tmp_path: Path) -> None:
+    def run(scale: int) -> object:
+        return demo.Timeline(
+            latency_t_s=[0.5, 1.5, 2.5],
+            latency_p99_s=[0.02, 0.03 * scale, 0.025],
+            status_t_s=[0.0, 1.0, 2.0],
+            estimated_p99_s=[None, 0.02, 0.03],
+            replicas={"a": [1, scale, scale], "b": [1, 1, 1]},
+        )
+
+    path = demo.write_timeline_png(
+        tmp_path / "out" / "demo.png", {"Tuner": run(2), "fixed": run(1)}, slo_s=0.05, step_at_s=1
+    )
+    assert path == tmp_path / "out" / "demo.png"
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000

@@ -327,7 +327,7 @@ def test_the_live_autoscaler_estimates_with_the_engine_s_calibrated_profiles() -
     class Calibrator:
         calls = 0
 
-        def calibration(self) -> Calibration:
+        def latest_calibration(self) -> Calibration:
             Calibrator.calls += 1
             return Calibration(profiles=slower, speeds={})
 

@@ -180,7 +180,8 @@ class Autoscaler:
 
     def _refresh_profiles(self, now: float) -> None:
         """Give a policy that estimates (``with_profiles``: the simulating Tuner) the
-        profiles the engine calibrated on what it served, every :data:`PROFILES_REFRESH_S`."""
+        profiles the engine's latest calibration refresh made from what it served, every
+        :data:`PROFILES_REFRESH_S`."""
         with_profiles = getattr(self.policy, "with_profiles", None)
         calibrator = getattr(self.engine, "calibrator", None)
         if not callable(with_profiles) or calibrator is None:
@@ -189,7 +190,7 @@ class Autoscaler:
             return
         self._profiles_at = now
         try:
-            calibration = calibrator.calibration()
+            calibration = calibrator.latest_calibration()
         except Exception:  # calibration is advisory: the policy keeps the profiles it has
             log.exception("tuner: calibrated profiles unavailable; keeping the last")
             return

@@ -144,6 +144,7 @@ class Calibrator:
         self._drift = {name: _Drift() for name in pipeline.stage_names}
         self._speeds: dict[str, dict[str, Any]] = {}
         self._pipeline: dict[str, Any] = {}
+        self._latest: Calibration | None = None
         self.updated_s: float | None = None
         self.errors = 0
         self._error: str | None = None
@@ -172,6 +173,11 @@ class Calibrator:
         """Per (stage, hardware), batch size -> ``predict`` times of the last ``window_s``."""
         since = (self._clock() if now_s is None else now_s) - self.options.window_s
         return _recent(self._batches, since)
+
+    def latest_calibration(self) -> Calibration | None:
+        """The calibrated profiles of the latest refresh (None before one): what the live
+        Tuner estimates with, without calibrating again on the event loop."""
+        return self._latest
 
     def calibration(self) -> Calibration | None:
         """The profiles calibrated on the last ``window_s`` (None: no profiles known)."""
@@ -252,9 +258,11 @@ class Calibrator:
             queries=list(queries),
         )
 
-    def compute(self, snap: _Snapshot) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
-        """Speeds per stage and the pipeline's estimated vs measured P99 (pure; runs in a
-        worker thread)."""
+    def compute(
+        self, snap: _Snapshot
+    ) -> tuple[dict[str, dict[str, Any]], dict[str, Any], Calibration | None]:
+        """Speeds per stage, the pipeline's estimated vs measured P99 and the calibrated
+        profiles they came from (pure; runs in a worker thread)."""
         ratios = {name: dict(_NO_SPEED) for name in self.pipeline.stage_names}
         batches, arrival_s, latency_s, paths = snap.window(self.options.window_s)
         keep = self.options.estimate_max_queries
@@ -273,7 +281,7 @@ class Calibrator:
             if span > 0:
                 pipeline["rate_qps"] = (arrival_s.size - 1) / span
         if self.profiles is None:
-            return ratios, pipeline
+            return ratios, pipeline, None
         calibration = calibrate_profiles(
             self.profiles, batches, min_samples=self.options.min_samples, source=_SOURCE
         )
@@ -302,13 +310,17 @@ class Calibrator:
                     service_time=self.options.service_time,
                 )
                 pipeline[key] = result.p99_s
-        return ratios, pipeline
+        return ratios, pipeline, calibration
 
     def apply(
-        self, snap: _Snapshot, speeds: dict[str, dict[str, Any]], pipeline: dict[str, Any]
+        self,
+        snap: _Snapshot,
+        speeds: dict[str, dict[str, Any]],
+        pipeline: dict[str, Any],
+        calibration: Calibration | None = None,
     ) -> None:
         """Take a computed refresh in (on the event loop): status values, drift warnings."""
-        self._speeds, self._pipeline = speeds, pipeline
+        self._speeds, self._pipeline, self._latest = speeds, pipeline, calibration
         self.updated_s = snap.now_s
         self._error = None
         limit = self.options.drift_ratio
@@ -367,8 +379,8 @@ class Calibrator:
             await asyncio.sleep(self.options.interval_s)
             try:
                 snap = self.snapshot(config(), slo_s)
-                speeds, pipeline = await asyncio.to_thread(self.compute, snap)
-                self.apply(snap, speeds, pipeline)
+                speeds, pipeline, calibration = await asyncio.to_thread(self.compute, snap)
+                self.apply(snap, speeds, pipeline, calibration)
             except Exception as exc:
                 self.errors += 1
                 message = f"{type(exc).__name__}: {exc}"

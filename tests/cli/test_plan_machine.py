@@ -57,7 +57,7 @@ def test_a_machine_that_fits_is_shown_and_recorded_in_the_plan_file(
     assert record["threads_per_core"] == 1.0 and 0.1 < record["frontend_share_cores"] < 0.2
     assert record["fit"] == "threads"
 
-    code, out, err = plan(TEXT, trace, "--machine", "cores=8", "-o", str(out_file))
+    code, out, err = plan(TEXT, trace, "--machine", "cores=8,fit=busy", "-o", str(out_file))
     assert code == 0, err
     line = " ".join(out.split())
     match = re.search(
@@ -84,7 +84,7 @@ def test_a_machine_too_small_exits_3_with_the_cores_needed_and_the_unbounded_pla
     assert "without the machine bound (needs 6 cores, has 2)" in out
     assert re.search(r"embed │\s+cpu-1 │\s+\d+ │\s+2 │", out), out  # the plan that would fit
 
-    code, out, err = plan(TEXT, trace, "--machine", "cores=2")
+    code, out, err = plan(TEXT, trace, "--machine", "cores=2,fit=busy")
     assert code == 3
     assert re.search(
         r"error: inferline: infeasible on this machine: needs 2\.\d\d busy cores, has 1\.60 "
@@ -129,6 +129,21 @@ def test_a_bad_machine_flag_exits_2_naming_it(trace: Path) -> None:
     assert "<argument>, field '--machine': 'disk=1T' is not one of" in err
     code, out, err = plan(TEXT, trace, "--machine", "local,fit=cores")
     assert code == 2 and out == ""
-    assert "field '--machine': fit must be one of busy, threads, got 'cores'" in err
+    assert "field '--machine': fit must be one of busy, shared, threads, got 'cores'" in err
     code, _, err = plan(TEXT, trace, "--machine", "cores=2,threads-per-core=2", "--json")
     assert code == 2 and "threads-per-core is the fit=threads rule's figure; add fit=threads" in err
+
+
+def test_fit_shared_says_contention_is_simulated_and_refuses_what_contention_breaks(
+    trace: Path, tmp_path: Path
+) -> None:
+    out_file = tmp_path / "plan.yaml"
+    code, out, err = plan(TEXT, trace, "--machine", "cores=4,fit=shared", "-o", str(out_file))
+    assert code == 0, err
+    line = " ".join(out.split())
+    assert "contention simulated on shared cores" in line, line
+    assert yaml.safe_load(out_file.read_text())["machine"]["fit"] == "shared"
+    # on 2 cores the 100-q/s, 0.1-s plan needs more than contention leaves
+    code, out, err = plan(TEXT, trace, "--machine", "cores=2,fit=shared")
+    assert code == 3, err
+    assert "infeasible on this machine" in err

@@ -192,3 +192,32 @@ def test_timevarying_run_without_changes_equals_the_fixed_run(
     )  # fmt: skip
     assert np.array_equal(timed.latency_s, fixed.run(case.config).latency_s)
     assert timed.scale_ups == timed.scale_downs == 0
+
+
+@SETTINGS
+@given(cases())
+def test_shared_cores_enough_for_every_replica_equal_dedicated_replicas(case: Case) -> None:
+    from inferline.profiles import MachinePool
+
+    replicas = sum(c.replicas for c in case.config.stages.values())
+    machine = MachinePool(cores=replicas + 1, memory_bytes=None)  # the front-end keeps < 1
+    shared = Estimator(
+        case.pipeline, case.profiles, case.trace, queue_policy=case.policy, machine=machine
+    )
+    assert np.array_equal(shared.run(case.config).latency_s, run(case))
+
+
+@SETTINGS
+@given(cases(), st.integers(1, 3))
+def test_shared_cores_never_finish_the_work_sooner_than_its_critical_path(
+    case: Case, cores: int
+) -> None:
+    from inferline.profiles import MachinePool
+
+    machine = MachinePool(cores=cores, memory_bytes=None)
+    shared = Estimator(
+        case.pipeline, case.profiles, case.trace, queue_policy=case.policy, machine=machine
+    )
+    result = shared.run(case.config)
+    assert not np.isnan(result.latency_s).any()
+    assert (result.latency_s >= case.critical_path_s() - 1e-9).all()

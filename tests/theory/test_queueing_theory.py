@@ -215,3 +215,52 @@ def test_dd1_overload_waits_grow_linearly() -> None:
     result = Estimator(pipeline, profiles, trace).run(config)
     assert np.array_equal(result.latency_s, service + k * (service - gap))
     assert result.stages["server"].utilization == 1.0
+
+
+# --- shared cores: processor sharing -----------------------------------------------------------
+# Replicas that share a machine's cores form a processor-sharing (PS) queue once there are
+# more replicas than jobs: with one core, many single-thread replicas and batch size 1 it
+# is M/G/1-PS, whose mean sojourn E[S] / (1 − ρ) does not depend on the service
+# distribution (insensitivity) and whose sojourn given a job of size x is x / (1 − ρ).
+PS_QUERIES = 1_000_000
+
+
+def run_shared_core(
+    rho: float, service_time: ServiceTime, seed: int
+) -> tuple[Estimator, SimulationResult, float]:
+    from inferline.profiles import EngineOverhead, MachinePool
+
+    pipeline, profiles = single_stage(SERVICE_S)
+    profiles = profiles.with_overhead(EngineOverhead(frontend_cpu_s_per_query=0.0))
+    machine = MachinePool(cores=1, memory_bytes=None)
+    speed = machine.shared_cores_at(0.0, 0.0)  # 0.95: the front-end's idle floor kept out
+    lam = rho * speed / SERVICE_S
+    trace = gamma_trace(lam, 1.0, PS_QUERIES / lam, seed)
+    config = PipelineConfig(
+        stages={"server": StageConfig(hardware="unit", batch_size=1, replicas=256)}
+    )
+    est = Estimator(
+        pipeline, profiles, trace, seed=seed, service_time=service_time, machine=machine
+    )
+    return est, est.run(config), speed
+
+
+@SLOW
+@pytest.mark.parametrize("service_time", ["fixed", "exponential"])
+@pytest.mark.parametrize("rho", [0.5, 0.8])
+def test_shared_core_mean_sojourn_is_insensitive(service_time: ServiceTime, rho: float) -> None:
+    est, result, speed = run_shared_core(rho, service_time, seed=5)
+    lam = est.trace.mean_rate_qps
+    expected = (SERVICE_S / speed) / (1 - lam * SERVICE_S / speed)
+    assert result.mean_s == pytest.approx(expected, rel=0.03)
+
+
+@SLOW
+def test_shared_core_sojourn_grows_linearly_with_job_size() -> None:
+    est, result, speed = run_shared_core(0.7, "exponential", seed=9)
+    size_s = SERVICE_S * np.exp(est.prepared.log_scale)
+    rho = est.trace.mean_rate_qps * SERVICE_S / speed
+    for lo, hi in ((0.0, 0.5), (0.5, 1.0), (1.0, 2.0), (2.0, 4.0)):
+        chosen = (size_s >= lo) & (size_s < hi)
+        expected = float(np.mean(size_s[chosen])) / speed / (1 - rho)
+        assert float(np.mean(result.latency_s[chosen])) == pytest.approx(expected, rel=0.04)

@@ -159,7 +159,8 @@ def test_a_planning_pool_keeps_the_front_ends_measured_share_and_one_thread_per_
 
 def test_a_busy_planning_pool_keeps_the_engines_thread_bound_and_a_busy_target() -> None:
     planning = TWO_CORES.for_planning(140.0, 0.8e-3)
-    assert planning.fit == "busy" and planning.max_busy_fraction == 0.8
+    assert planning.fit == "shared" and planning.max_busy_fraction == 0.8
+    assert planning.bounds_busy_cores and planning.shares_cores
     # threads: the engine's own bound, (2 cores - 1 for the front-end) × 8, so it starts
     assert planning.max_threads == TWO_CORES.max_threads == 8
     # busy: 80 % of 2 cores less the front-end's 0.162
@@ -230,7 +231,8 @@ def test_parse_machine_reads_local_and_described_machines() -> None:
     host = machine_pool_for_host()
     assert (local.cores, local.gpus, local.label) == (host.cores, host.gpus, "local")
     assert local.planning_threads_per_core == 1.0
-    assert local.fit == "busy" and local.max_busy_fraction == 0.8
+    assert local.fit == "shared" and local.max_busy_fraction == 0.8
+    assert parse_machine("local,fit=busy").fit == "busy"
     literal = parse_machine("local,fit=threads,threads-per-core=2")
     assert literal.planning_threads_per_core == 2.0 and literal.fit == "threads"
     assert parse_machine("cores=4,max-busy-fraction=0.6").max_busy_fraction == 0.6
@@ -254,7 +256,7 @@ def test_parse_machine_reads_local_and_described_machines() -> None:
         ("cores=2,gpus=-1", "gpus must be >= 0"),
         ("local,cores=4", "'local' reads cores from this host"),
         ("cores=2,fit=threads,threads-per-core=8", "threads-per-core must be in (0, 4]"),
-        ("cores=2,fit=cores", "fit must be one of busy, threads, got 'cores'"),
+        ("cores=2,fit=cores", "fit must be one of busy, shared, threads, got 'cores'"),
         ("local,threads-per-core=2", "threads-per-core is the fit=threads rule's figure"),
         ("cores=2,fit=threads,max-busy-fraction=0.5", "max-busy-fraction is the fit=busy"),
         ("cores=2,max-busy-fraction=1.5", "max-busy-fraction must be in (0, 1]"),
@@ -287,7 +289,10 @@ def test_the_catalogue_may_name_the_machine(tmp_path: Path) -> None:
     assert local.fit == "threads"
     path.write_text(HARDWARE + "machine: {cores: 4, max_busy_fraction: 0.7}\n")
     four = load_hardware(path).machine
-    assert four is not None and (four.fit, four.max_busy_fraction) == ("busy", 0.7)
+    assert four is not None and (four.fit, four.max_busy_fraction) == ("shared", 0.7)
+    path.write_text(HARDWARE + "machine: {cores: 4, fit: busy}\n")
+    busy = load_hardware(path).machine
+    assert busy is not None and busy.fit == "busy" and not busy.shares_cores
 
 
 @pytest.mark.parametrize(

@@ -243,7 +243,7 @@ def test_initialize_batches_the_busiest_stage_before_it_gives_up_on_busy_cores()
 def test_a_bad_fit_rule_or_busy_fraction_is_a_config_error_naming_the_field() -> None:
     with pytest.raises(ConfigError) as caught:
         MachinePool(cores=2, memory_bytes=None, fit="cores")  # type: ignore[arg-type]
-    assert caught.value.field == "fit" and "busy, threads" in str(caught.value)
+    assert caught.value.field == "fit" and "busy, shared, threads" in str(caught.value)
     with pytest.raises(ConfigError) as caught:
         MachinePool(cores=2, memory_bytes=None, max_busy_fraction=1.5)
     assert caught.value.field == "max_busy_fraction"

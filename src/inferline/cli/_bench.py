@@ -467,7 +467,7 @@ def promise(
         typer.Option(
             "--machine",
             help="The machine to plan for, as `inferline plan --machine` takes it "
-            "(local, or cores=N[,fit=busy|threads,...]).",
+            "(local, or cores=N[,fit=busy|shared|threads,...]).",
         ),
     ] = "local",
     max_rate: Annotated[

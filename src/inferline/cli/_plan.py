@@ -64,8 +64,10 @@ def plan_command(
         typer.Option(
             "--machine",
             help="Plan for a machine: 'local' (this host) or 'cores=N[,memory=16G][,gpus=K]', "
-            "optionally ',fit=busy' (default: the cores the replicas keep busy, with the "
-            "front-end's, stay within ',max-busy-fraction=F' of the machine, default 0.8) or "
+            "optionally ',fit=shared' (default: the cores the replicas keep busy, with the "
+            "front-end's, stay within ',max-busy-fraction=F' of the machine, default 0.8, "
+            "and the Estimator simulates the cores as shared, so contention counts against "
+            "the SLO), ',fit=busy' (the same bound, contention not simulated) or "
             "',fit=threads' (a core per replica thread, ',threads-per-core=T', default 1); "
             "'none' ignores the machine section of hardware.yaml, which applies otherwise.",
         ),

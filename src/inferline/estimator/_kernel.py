@@ -17,6 +17,21 @@ a random multiplier exp(sigma[s, b] * log_scale[q, s]) drawn per (query, stage)
 and applied per batch through its first query (see ``Estimator``'s
 ``service_time``).
 
+Shared cores (processor sharing): a stage with ``demand[s] > 0`` runs on the
+machine's ``cores`` together with every other such stage. Each busy batch asks
+for ``demand[s]`` cores (its replica's threads); while the busy batches ask for
+D > cores, every one of them runs at cores / D of its full speed (the fair share
+an OS scheduler gives runnable threads). All progress at the same rate, so a
+virtual clock V (dV/dt = min(1, cores / D)) orders their completions: a batch of
+work w started at virtual time V0 finishes when V reaches V0 + w, whatever the
+rate does in between. Those completions live in a second heap keyed by virtual
+time (``vt``/``vs``/``vr``); the real time of the next one is recomputed from the
+current rate at every step. V is kept as its lag behind real time (t − V), which
+only grows while the cores are oversubscribed: at full speed a batch then finishes
+at exactly its start plus its service time, as on dedicated hardware. A stage with
+``demand[s] == 0`` has dedicated hardware (a GPU, another host) and its completions
+are ordinary events.
+
 Queue keys: EDF orders by the query's pipeline deadline (arrival + SLO, i.e. by
 arrival time since the SLO is common); FIFO by the time the query reached the
 stage. Ties break on query index, so every run is deterministic.
@@ -68,7 +83,14 @@ ESIZE = 1  # events in the heap
 SEQ = 2  # next event sequence number
 MISSES = 3  # queries finished later than slo_s
 STOPPED = 4  # 1 once more than max_misses queries missed
-N_SCALARS = 5
+VSIZE = 5  # batches in the shared-core heap
+N_SCALARS = 6
+
+# indices into the float64 shared-core state array
+LAG = 0  # real time minus virtual time: what sharing the cores has cost so far
+LAG_AT = 1  # the real time LAG was last brought up to
+DEMAND = 2  # cores the busy shared-core batches ask for
+N_FSCALARS = 3
 
 
 @njit(cache=True, inline="always")
@@ -122,6 +144,12 @@ def advance(  # type: ignore[no-untyped-def]
     scal,  # int64[N_SCALARS]
     ready,  # int64[S]: stages that may start a batch at this instant
     is_ready,  # bool[S]
+    cores,  # float: cores the shared-core stages share (inf: none shared)
+    demand,  # float64[S]: cores a busy batch of stage s asks for (0: dedicated hardware)
+    vt,  # float64[R]: shared-core heap (virtual finish time)
+    vs,  # int64[R]
+    vr,  # int64[R]
+    fscal,  # float64[N_FSCALARS]
 ):
     n = arrival.shape[0]
     S = qsize.shape[0]
@@ -132,13 +160,32 @@ def advance(  # type: ignore[no-untyped-def]
     esize = scal[ESIZE]
     seq = scal[SEQ]
     misses = scal[MISSES]
+    vsize = scal[VSIZE]
+    lag = fscal[LAG]
+    lag_at = fscal[LAG_AT]
+    busy_demand = fscal[DEMAND]
     n_ready = 0
     while True:
         ta = arrival[_U(ai)] if ai < n else inf
         te = et[_U(0)] if esize > 0 else inf
         t = ta if ta < te else te
+        tv = inf
+        rate = 1.0
+        if vsize > 0:
+            if busy_demand > cores:
+                rate = cores / busy_demand
+                tv = lag_at + (vt[_U(0)] + lag - lag_at) / rate
+            else:  # full speed: exact, so that ample cores reproduce dedicated replicas
+                tv = vt[_U(0)] + lag
+            if tv < t:
+                t = tv
         if t >= t_stop or t == inf:
             break
+        if rate != 1.0:
+            lag += (t - lag_at) * (1.0 - rate)
+        lag_at = t
+        # the batch whose completion set t finishes now, whatever the rounding of lag
+        vdue = vt[_U(0)] if vsize > 0 and t == tv else -inf
         # 1. arrivals at t enter the queues of their source stages
         while ai < n and arrival[_U(ai)] == t:
             q = ai
@@ -157,9 +204,18 @@ def advance(  # type: ignore[no-untyped-def]
             remaining[_U(q)] = count
             ai += 1
         # 2. activations and batch completions at t
-        while esize > 0 and et[_U(0)] == t:
-            code = er[_U(0)]
-            esize = event_pop(et, es, er, esize)
+        while True:
+            if esize > 0 and et[_U(0)] == t:
+                code = er[_U(0)]
+                esize = event_pop(et, es, er, esize)
+            elif vsize > 0 and (vt[_U(0)] <= vdue or vt[_U(0)] + lag <= t):  # work done
+                code = vr[_U(0)]
+                vsize = event_pop(vt, vs, vr, vsize)
+                busy_demand -= demand[_U(slot_stage[_U(code)])]
+                if vsize == 0:
+                    busy_demand = 0.0  # no rounding left over once nothing runs
+            else:
+                break
             if code < 0:  # activation
                 rg = -code - 1
                 s = slot_stage[_U(rg)]
@@ -228,8 +284,13 @@ def advance(  # type: ignore[no-untyped-def]
                 busy_s[_U(s)] += service
                 visits[_U(s)] += b
                 batches[_U(s)] += 1
-                event_push(et, es, er, esize, t + service, seq, rg)
-                esize += 1
+                if demand[_U(s)] > 0.0:  # shared cores: finishes after `service` of work
+                    event_push(vt, vs, vr, vsize, (t - lag) + service, seq, rg)
+                    vsize += 1
+                    busy_demand += demand[_U(s)]
+                else:
+                    event_push(et, es, er, esize, t + service, seq, rg)
+                    esize += 1
                 seq += 1
             qsize[_U(s)] = size
         n_ready = 0
@@ -237,6 +298,10 @@ def advance(  # type: ignore[no-untyped-def]
     scal[ESIZE] = esize
     scal[SEQ] = seq
     scal[MISSES] = misses
+    scal[VSIZE] = vsize
+    fscal[LAG] = lag
+    fscal[LAG_AT] = lag_at
+    fscal[DEMAND] = busy_demand
 
 
 @njit(cache=True)

@@ -43,6 +43,9 @@ class StageArrays:
     sigma: F64  # [S, bmax + 1]: spread of the service-time multiplier
     max_batch: I64  # [S]
     replicas: I64  # [S]: replicas serving at the start
+    # [S]: cores a busy batch of each stage asks for on the shared machine (0: dedicated)
+    demand: F64 | None = None
+    shared_cores: float = float("inf")  # cores the stages with demand > 0 share
 
 
 class KernelRun:
@@ -116,6 +119,13 @@ class KernelRun:
         self.scal = np.zeros(k.N_SCALARS, dtype=np.int64)
         self.ready = np.empty(max(S, 1), dtype=np.int64)
         self.is_ready = np.zeros(max(S, 1), dtype=np.bool_)
+        # shared cores (processor sharing, see _kernel)
+        self.demand = np.zeros(S) if stages.demand is None else stages.demand.astype(np.float64)
+        self.shared_cores = float(stages.shared_cores)
+        self.vt = np.empty(R)
+        self.vs = np.empty(R, dtype=np.int64)
+        self.vr = np.empty(R, dtype=np.int64)
+        self.fscal = np.zeros(k.N_FSCALARS)
 
     def advance(self, t_stop: float) -> None:
         """Simulate every event strictly before ``t_stop`` (``math.inf``: to the end)."""
@@ -127,6 +137,7 @@ class KernelRun:
             self.stages.max_batch, self.stages.latency, self.log_scale, self.stages.sigma,
             self.fifo, self.slo_s, self.max_misses, self.finish, self.remaining, self.busy_s,
             self.wait_s, self.visits, self.batches, self.scal, self.ready, self.is_ready,
+            self.shared_cores, self.demand, self.vt, self.vs, self.vr, self.fscal,
         )  # fmt: skip
 
     def set_target(self, stage: int, target: int, t: float, activation_s: float) -> tuple[int, int]:
@@ -145,7 +156,7 @@ class KernelRun:
 
     @property
     def events_pending(self) -> bool:
-        return bool(self.scal[k.ESIZE] > 0)
+        return bool(self.scal[k.ESIZE] > 0 or self.scal[k.VSIZE] > 0)
 
     @property
     def misses(self) -> int:

@@ -12,7 +12,12 @@ from inferline._bundle import check_config_for
 from inferline.errors import ConfigError
 from inferline.estimator._run import KernelRun, PreparedTrace, StageArrays
 from inferline.pipeline import Pipeline, PipelineConfig
-from inferline.profiles import LatencyStat, Profiles
+from inferline.profiles import (
+    DEFAULT_FRONTEND_CPU_S_PER_QUERY,
+    LatencyStat,
+    MachinePool,
+    Profiles,
+)
 from inferline.workload import Trace
 
 __all__ = [
@@ -133,6 +138,15 @@ class Estimator:
     query (seeded, own stream) from the distribution measured nearest the trace's mean
     rate, or its median.
     ``engine_overhead=False`` leaves both out (the pure model of the profiles).
+
+    Shared cores: with ``machine`` the replicas of CPU hardware share its cores, less
+    the front-end's share at the trace's mean rate (the CPU per query the Profiler
+    measured, ``MachinePool.shared_cores_at``). A busy batch asks for its replica's
+    threads; while the busy batches ask for more cores than there are, each runs
+    proportionally slower (processor sharing, see ``_kernel``). Without ``machine``
+    every replica is a dedicated unit, as in the paper. Profiles measured in isolation
+    are the work a batch needs; profiles calibrated on a loaded machine already carry
+    its contention, so estimate those without ``machine``.
     """
 
     def __init__(
@@ -148,6 +162,7 @@ class Estimator:
         paths: PathMode = "auto",
         service_time: ServiceTime = "fixed",
         engine_overhead: bool = True,
+        machine: MachinePool | None = None,
     ) -> None:
         if queue_policy not in ("edf", "fifo"):
             raise ConfigError(
@@ -183,6 +198,15 @@ class Estimator:
         )
         self._extra_min_s = overhead.per_query_min_s if overhead is not None else 0.0
         self.trace = trace
+        self.machine = machine
+        if machine is not None:
+            cpu = DEFAULT_FRONTEND_CPU_S_PER_QUERY
+            if overhead is not None and overhead.frontend_cpu_s_per_query is not None:
+                cpu = overhead.frontend_cpu_s_per_query
+            rate = float(trace.mean_rate_qps)  # inf for a trace of one instant: no rate
+            self.shared_cores = machine.shared_cores_at(rate if math.isfinite(rate) else 0.0, cpu)
+        else:
+            self.shared_cores = math.inf
         self.slo_s = slo_s
         self.queue_policy = queue_policy
         self.latency_stat: LatencyStat = latency_stat
@@ -267,11 +291,18 @@ class Estimator:
                 sigma[i, 1 : c.batch_size + 1] = (
                     np.log(p99[1:] / latency[i, 1 : c.batch_size + 1]) / _Z99
                 )
+        machine = self.machine
         return StageArrays(
             latency=latency,
             sigma=sigma,
             max_batch=np.array([c.batch_size for c in cfgs], dtype=np.int64),
             replicas=np.array([c.replicas for c in cfgs], dtype=np.int64),
+            demand=(
+                None
+                if machine is None
+                else np.array([machine.cores_per_busy_replica(c.hardware) for c in cfgs])
+            ),
+            shared_cores=self.shared_cores,
         )
 
     def _start(
@@ -344,6 +375,7 @@ def simulate(
     latency_stat: LatencyStat = "median",
     service_time: ServiceTime = "fixed",
     engine_overhead: bool = True,
+    machine: MachinePool | None = None,
 ) -> SimulationResult:
     """Estimate the latency of every query in ``trace`` under ``config`` (SPEC §2.5)."""
     estimator = Estimator(
@@ -356,5 +388,6 @@ def simulate(
         latency_stat=latency_stat,
         service_time=service_time,
         engine_overhead=engine_overhead,
+        machine=machine,
     )
     return estimator.run(config)

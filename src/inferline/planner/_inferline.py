@@ -244,6 +244,7 @@ def initialize(search: Search, log: list[str]) -> Key:
         "initialize: batch 1 on each stage's lowest-latency hardware, replicas at the work "
         f"floor: {search.describe(key)} (${search.cost(key):.4f}/h)"
     )
+    seen: set[Key] = {key}
     while True:
         outcome = search.evaluate(key)
         if outcome.feasible:
@@ -252,10 +253,32 @@ def initialize(search: Search, log: list[str]) -> Key:
                 f"<= {search.target_s * 1000:.1f} ms"
             )
             return key
-        if outcome.utilization is not None and outcome.p99_s <= search.target_s:
+        meets_slo = outcome.utilization is not None and outcome.p99_s <= search.target_s
+        if search.shares_cores:
+            if len(seen) > _MAX_SHARED_STEPS:
+                raise InfeasibleError(
+                    f"inferline: no feasible configuration on the shared cores after "
+                    f"{_MAX_SHARED_STEPS} steps; the last, {search.describe(key)}, "
+                    + ("meets the SLO but " + outcome.reason if meets_slo else "misses the SLO")
+                )
+            stepped = _shared_cores_step(search, key, meets_slo, seen, log)
+            if stepped is not None:
+                seen.add(stepped)
+                key = stepped
+                continue
+            raise InfeasibleError(
+                f"inferline: no feasible configuration on the shared cores: from "
+                f"{search.describe(key)}, which "
+                + (f"meets the SLO but {outcome.reason}" if meets_slo else "misses the SLO")
+                + ", every further step (a replica more on the bottleneck, a bigger batch"
+                + (", a replica fewer" if meets_slo else "")
+                + ") was tried or is out of the limits"
+            )
+        if meets_slo:
             # meets the SLO but keeps too many cores busy: more replicas do not help, a
             # bigger batch on the busiest stage that has one does
-            key = _batch_for_busy_cores(search, key, outcome, log)
+            key = _batch_for_busy_cores(search, key, outcome, seen, log)
+            seen.add(key)
             continue
         capacity = [
             k * search.mu(name, hw, b) / search.scale[name]
@@ -286,7 +309,9 @@ def initialize(search: Search, log: list[str]) -> Key:
         )
 
 
-def _batch_for_busy_cores(search: Search, key: Key, outcome: Outcome, log: list[str]) -> Key:
+def _batch_for_busy_cores(
+    search: Search, key: Key, outcome: Outcome, seen: set[Key], log: list[str]
+) -> Key:
     """``key`` with the busiest stage that can batch more at its next batch size."""
     utilization = outcome.utilization or ()
     busy = [u * k * search.threads[hw] for u, (hw, _, k) in zip(utilization, key, strict=True)]
@@ -299,10 +324,84 @@ def _batch_for_busy_cores(search: Search, key: Key, outcome: Outcome, log: list[
                 f"busiest stage that can batch more, '{search.names[i]}' ({busy[i]:.2f} cores)"
             )
             return search.replace(key, i, (hw, bigger, k))
+    # every stage at its largest batch: fewer replicas fill bigger batches, which cost less CPU
+    for i in sorted(range(len(key)), key=lambda j: (-busy[j], j)):
+        hw, b, k = key[i]
+        fewer = search.replace(key, i, (hw, b, k - 1))
+        if k > search.work_floor(search.names[i], hw, b) and fewer not in seen:
+            log.append(
+                f"initialize: meets the SLO but {outcome.reason}; every stage is at its largest "
+                f"profiled batch, so one replica fewer on '{search.names[i]}' ({k}->{k - 1}: "
+                "fuller batches cost less CPU per query)"
+            )
+            return fewer
     raise InfeasibleError(
         f"inferline: {search.describe(key)} meets the SLO but {outcome.reason}, and every stage "
         "is at its largest profiled batch"
     )
+
+
+_MAX_SHARED_STEPS = 400
+
+
+def _shared_cores_step(
+    search: Search, key: Key, meets_slo: bool, seen: set[Key], log: list[str]
+) -> Key | None:
+    """On shared cores, the next step of Initialize, chosen by simulating every candidate.
+
+    A replica more is the paper's step, but on cores that are already full it only
+    shares them thinner, while a bigger batch costs less CPU per query and one replica
+    fewer fills its batches better. So each candidate is simulated over the whole trace:
+    while ``key`` misses the SLO, a replica more on the bottleneck or the next batch size
+    on any stage, the lowest P99 winning; while it meets the SLO but keeps too many
+    cores busy, the next batch size or one replica fewer on any stage, the fewest busy
+    cores among those that still meet the SLO winning (else the lowest P99). Ties: the
+    cheaper. None when no candidate within the limits is new.
+    """
+    names = search.names
+    candidates: list[tuple[Key, str]] = []
+    if not meets_slo:
+        capacity = [
+            k * search.mu(name, hw, b) / search.scale[name]
+            for name, (hw, b, k) in zip(names, key, strict=True)
+        ]
+        i = min(range(len(names)), key=lambda j: (capacity[j], j))
+        hw, b, k = key[i]
+        if k + 1 <= search.replica_cap(names[i], hw):
+            candidates.append(
+                (search.replace(key, i, (hw, b, k + 1)), f"+1 replica on bottleneck '{names[i]}'")
+            )
+    for j, (hw_j, b_j, k_j) in enumerate(key):
+        bigger = next_batch(search, names[j], hw_j, b_j)
+        if bigger is not None:
+            candidates.append(
+                (
+                    search.replace(key, j, (hw_j, bigger, k_j)),
+                    f"batch {b_j}->{bigger} on '{names[j]}'",
+                )
+            )
+        if meets_slo and k_j > search.work_floor(names[j], hw_j, b_j):
+            candidates.append(
+                (search.replace(key, j, (hw_j, b_j, k_j - 1)), f"one replica fewer on '{names[j]}'")
+            )
+    allowed = search.machine.busy_cores_allowed if search.machine is not None else math.inf
+    scored = []
+    for n, (candidate, why) in enumerate(candidates):
+        if candidate in seen or not search.units_ok(candidate):
+            continue
+        p99, busy = search.full_run(candidate)
+        fits = p99 <= search.target_s and busy <= allowed + 1e-9
+        # fitting candidates first; then (meeting the SLO) the fewest busy cores, or the P99
+        rank = (0, busy) if fits else (1, p99, busy) if not meets_slo else (1, busy, p99)
+        scored.append((rank, search.cost(candidate), n, candidate, why, p99, busy))
+    if not scored:
+        return None
+    _, _, _, best, why, p99, busy = min(scored)
+    log.append(
+        f"initialize: {why} (the best of {len(scored)} simulated step(s) on the shared cores: "
+        f"P99 {_ms(p99)}, {busy:.2f} busy cores of {allowed:.2f}); ${search.cost(best):.4f}/h"
+    )
+    return best
 
 
 def _move_off_full_hardware(search: Search, key: Key, i: int, log: list[str]) -> Key:

@@ -1,15 +1,18 @@
 """Planning for a machine: every planner's answer bounded by what one host offers.
 
-The Estimator treats each replica as a dedicated unit, so a plan is only as good as
-that assumption on the machine it runs on. With ``machine=`` a planner first plans as
-without one; if that plan fits the machine (``check_plan_fits`` on the pool
-``MachinePool.for_planning`` makes for the trace's mean rate, and under the ``busy`` fit
-rule the cores its replicas keep busy in the Estimator's run that judged it) it is the
-answer, so a machine that is big enough never changes a plan. Otherwise the searching planners
-(inferline, exhaustive) search again with the machine as a limit on every
+Without a machine the Estimator treats each replica as a dedicated unit, so a plan is
+only as good as that assumption on the machine it runs on. With ``machine=`` a planner
+first plans as without one; if that plan fits the machine (``check_plan_fits`` on the
+pool ``MachinePool.for_planning`` makes for the trace's mean rate, and under the
+``busy`` fit rule the cores its replicas keep busy in the Estimator's run that judged
+it) it is the answer, so a machine that is big enough never changes a plan. Otherwise
+the searching planners (inferline, exhaustive) search again with the machine as a limit on every
 configuration they consider; the coarse-grained ones cannot trade one stage for
-another and only check. When nothing fits, :class:`MachineInfeasibleError` says how
-many cores the cheapest unbounded plan needs and carries that plan.
+another and only check. Under the ``shared`` fit rule the searching planners always
+search again, with an Estimator that simulates the machine's cores as shared (the
+unbounded plan's estimate left contention out). When nothing fits,
+:class:`MachineInfeasibleError` says how many cores the cheapest unbounded plan needs
+and carries that plan.
 """
 
 from __future__ import annotations
@@ -69,7 +72,7 @@ def _fits(plan: Plan, pool: MachinePool) -> bool:
         check_plan_fits(plan.config, pool)
     except CapacityError:
         return False
-    if pool.fit != "busy":
+    if not pool.bounds_busy_cores:
         return True
     busy = busy_cores(plan, pool)
     return busy is not None and busy <= pool.busy_cores_allowed + 1e-9
@@ -89,14 +92,15 @@ def plan_on_machine(
     means the SLO cannot be met anywhere: that error is the answer."""
     pool = planning_pool(machine, profiles, trace)
     unbounded = run(None)
-    if _fits(unbounded, pool):
+    # on shared cores the unbounded plan was estimated without the contention: search again
+    if _fits(unbounded, pool) and not (pool.shares_cores and searches):
         return dataclasses.replace(
             unbounded,
             machine=_use(pool, unbounded, profiles, trace),
             log=(*unbounded.log, f"{planner}: fits the machine as planned without it"),
         )
     why: str
-    within = " in its busy cores" if pool.fit == "busy" else ""
+    within = " in its busy cores" if pool.bounds_busy_cores else ""
     if searches:
         try:
             bounded = run(pool)
@@ -130,7 +134,7 @@ def _infeasible(
     gpus = pool.gpus_needed(unbounded.config)
     needs_text = f"needs {needs} cores, has {pool.cores}"
     busy = busy_cores(unbounded, pool)
-    if pool.fit == "busy" and busy is not None:
+    if pool.bounds_busy_cores and busy is not None:
         allowed = pool.cores * pool.max_busy_fraction
         if busy > pool.busy_cores_allowed + 1e-9 or needs <= pool.cores:
             needs = max(pool.busy_cores_needed(busy), needs)
@@ -144,7 +148,7 @@ def _infeasible(
     if gpus > pool.gpus:
         needs_text += f"; needs {gpus} GPUs, has {pool.gpus}"
     share = pool.frontend_reserve_cores
-    if pool.fit == "busy":
+    if pool.bounds_busy_cores:
         runs = f"keeps {_demand(pool, unbounded)} plus {share:.2f} core for the front-end"
         leaves = (
             f"this machine's target of {pool.max_busy_fraction * 100:.0f} % busy leaves "
@@ -174,12 +178,12 @@ def _infeasible(
 def _demand(pool: MachinePool, plan: Plan) -> str:
     threads = sum(pool.threads_of(plan.config).values())
     busy = busy_cores(plan, pool)
-    if pool.fit != "busy" or busy is None:
+    if not pool.bounds_busy_cores or busy is None:
         return f"{threads} replica threads"
     return f"{busy:.2f} busy cores in {threads} replica threads"
 
 
 def _supply(pool: MachinePool) -> str:
-    if pool.fit != "busy":
+    if not pool.bounds_busy_cores:
         return f"{pool.max_threads}"
     return f"{pool.busy_cores_allowed:.2f} busy cores in {pool.max_threads} threads"

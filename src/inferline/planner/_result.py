@@ -63,13 +63,14 @@ class MachineUse:
         gpus = (
             f", {self.gpu_replicas} of {pool.gpus} GPU(s)" if pool.gpus or self.gpu_replicas else ""
         )
-        if pool.fit == "busy":
+        if pool.bounds_busy_cores:
             busy = "?" if self.replica_busy_cores is None else f"{self.replica_busy_cores:.2f}"
             use = (
                 f"replicas busy {busy} of {pool.busy_cores_allowed:.2f} cores (target "
                 f"{pool.max_busy_fraction * 100:.0f} % of {pool.cores}, less the front-end's "
                 "share), "
                 f"{self.replica_threads} threads of {pool.max_threads}"
+                + (", contention simulated on shared cores" if pool.shares_cores else "")
             )
         elif pool.max_threads_per_core == 1:
             use = f"replicas use {self.replica_threads} of {pool.replica_cores:.2f} cores"

@@ -27,6 +27,8 @@ more replicas never hurt:
 
 * **Dominance**: a key is infeasible if a simulated key with the same hardware
   and batch sizes and at least as many replicas at every stage was infeasible.
+  Under the ``shared`` fit rule, where the Estimator simulates the machine's cores as
+  shared, one more replica can slow the others down, so this shortcut is off.
 """
 
 from __future__ import annotations
@@ -102,8 +104,16 @@ class Search:
         self.margin = float(margin)
         self.target_s = self.slo_s * (1.0 - self.margin)
         self.latency_stat: LatencyStat = latency_stat
+        #: under the ``shared`` fit rule the Estimator simulates the machine's cores as shared
+        self.shares_cores = machine is not None and machine.shares_cores
         self.estimator = Estimator(
-            pipeline, profiles, trace, slo_s=self.target_s, seed=seed, latency_stat=latency_stat
+            pipeline,
+            profiles,
+            trace,
+            slo_s=self.target_s,
+            seed=seed,
+            latency_stat=latency_stat,
+            machine=machine if self.shares_cores else None,
         )
         self.names = pipeline.stage_names
         self.scale = pipeline.scale_factors
@@ -277,7 +287,7 @@ class Search:
         """Why ``key`` keeps more cores busy than the machine's ``busy`` rule allows, or None."""
         pool = self.machine
         busy = self.busy_cores(key, outcome)
-        if pool is None or pool.fit != "busy" or busy is None:
+        if pool is None or not pool.bounds_busy_cores or busy is None:
             return None
         if busy <= pool.busy_cores_allowed + 1e-9:
             return None
@@ -288,7 +298,11 @@ class Search:
         )
 
     def _dominated(self, key: Key) -> bool:
-        """True if a configuration with the same settings and at least as many replicas failed."""
+        """True if a configuration with the same settings and at least as many replicas failed.
+
+        Not on shared cores: there one more replica can slow every other one down."""
+        if self.shares_cores:
+            return False
         known = self._infeasible.get(_shape(key))
         if not known:
             return False
@@ -302,6 +316,17 @@ class Search:
         outcome = self._outcome(result)
         self.cache[key] = outcome
         return outcome
+
+    def full_run(self, key: Key) -> tuple[float, float]:
+        """``key``'s estimated P99 and busy cores over the whole trace (no early stop, not
+        cached: for comparing steps that all miss the target)."""
+        self.calls += 1
+        result = self.estimator.run(self.config(key))
+        busy = sum(
+            result.stages[name].utilization * k * self.threads[hw]
+            for name, (hw, _, k) in zip(self.names, key, strict=True)
+        )
+        return result.p99_s, busy
 
     def _unsimulated(self, reason: str) -> Outcome:
         self.pruned += 1

@@ -48,7 +48,7 @@ class _MachineEntry(BaseModel):
     cores: int | str
     memory_gb: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     gpus: int = Field(default=0, ge=0)
-    fit: Literal["busy", "threads"] = "busy"
+    fit: Literal["busy", "shared", "threads"] = "shared"
     max_busy_fraction: float | None = Field(default=None, gt=0, le=1)
     threads_per_core: float | None = Field(default=None, gt=0, le=MAX_THREADS_PER_CORE / 2)
 

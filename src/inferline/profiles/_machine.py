@@ -20,11 +20,15 @@ At an arrival rate λ it keeps ``FRONTEND_FLOOR_CORES + λ × frontend_cpu_s_per
 cores for the front-end (the CPU the Profiler measured it to spend per query) and one
 GPU per GPU replica. How replicas fit the cores left is the pool's ``fit`` rule:
 
-* ``busy`` (default): the CPU the replicas *use*, Σ utilisation × replicas × threads
+* ``busy``: the CPU the replicas *use*, Σ utilisation × replicas × threads
   from the Estimator's run on the planning trace, plus the front-end's share, stays
   within ``max_busy_fraction`` of the cores (an idle replica takes no CPU; a machine
   near 100 % busy inflates latency through contention). Threads stay within the
   engine's loose bound, so nothing absurd starts.
+* ``shared`` (default): as ``busy``, and the Estimator that judges each plan simulates the
+  cores as shared (processor sharing: while the busy replicas ask for more cores than
+  the machine has after the front-end's share, each runs proportionally slower), so
+  the latency that contention adds counts against the SLO, not only the average CPU.
 * ``threads``: every replica thread gets a core of its own, up to
   ``planning_threads_per_core`` (default 1) per core left.
 """
@@ -92,7 +96,7 @@ REPLICA_MEMORY_BYTES = 32 << 20
 DEFAULT_MAX_BUSY_FRACTION = 0.8
 
 #: How a plan's replicas must fit the cores: by the CPU they use, or a core per thread.
-FitRule = Literal["busy", "threads"]
+FitRule = Literal["busy", "shared", "threads"]
 FIT_RULES: tuple[str, ...] = get_args(FitRule)
 
 #: Memory kept for the front-end process.
@@ -125,7 +129,7 @@ class MachinePool:
     max_batch_size: int = MAX_BATCH_SIZE
     planning_threads_per_core: float = 1.0
     allot_gpus: bool = False
-    fit: FitRule = "busy"
+    fit: FitRule = "shared"
     max_busy_fraction: float = DEFAULT_MAX_BUSY_FRACTION
     thread_reserve_cores: float | None = None
     label: str = dataclasses.field(default="", compare=False)
@@ -191,6 +195,28 @@ class MachinePool:
         """Cores the replicas may keep busy under the ``busy`` rule: the target share of
         the machine less the front-end's (for a pool from :meth:`for_planning`)."""
         return self.cores * self.max_busy_fraction - self.frontend_reserve_cores
+
+    @property
+    def bounds_busy_cores(self) -> bool:
+        """Whether a plan's busy cores must stay within ``busy_cores_allowed``."""
+        return self.fit in ("busy", "shared")
+
+    @property
+    def shares_cores(self) -> bool:
+        """Whether the Estimator should simulate this machine's cores as shared."""
+        return self.fit == "shared"
+
+    def shared_cores_at(self, rate_qps: float, frontend_cpu_s_per_query: float) -> float:
+        """Cores the replicas share at ``rate_qps``: the machine less the front-end's
+        measured share (never below a tenth of the machine)."""
+        reserve = FRONTEND_FLOOR_CORES + max(rate_qps, 0.0) * frontend_cpu_s_per_query
+        return max(0.1 * self.cores, self.cores - reserve)
+
+    def cores_per_busy_replica(self, hardware: str) -> float:
+        """Cores a busy replica on ``hardware`` takes from the shared cores (its threads;
+        0 for a GPU replica, whose work runs on its own device)."""
+        resources = resources_for(hardware, self.cores)
+        return float(resources.threads) if resources.device == "cpu" else 0.0
 
     def busy_cores_needed(self, replica_busy_cores: float) -> int:
         """The fewest cores that keep ``replica_busy_cores`` plus the front-end's share
@@ -446,7 +472,7 @@ def machine_pool_for_host(
     frontend_reserve_cores: float = FRONTEND_RESERVE_CORES,
     max_threads_per_core: float = MAX_THREADS_PER_CORE,
     planning_threads_per_core: float = 1.0,
-    fit: FitRule = "busy",
+    fit: FitRule = "shared",
     max_busy_fraction: float = DEFAULT_MAX_BUSY_FRACTION,
 ) -> MachinePool:
     """This host as a pool: usable cores, memory and visible GPUs, read now."""
@@ -470,8 +496,10 @@ _LOCAL_KEYS = ("fit", "max-busy-fraction", "threads-per-core")
 _MEMORY = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?$", re.IGNORECASE)
 _MACHINE_HELP = (
     "'local' (this host) or 'cores=N[,memory=16G][,gpus=K]', either optionally with "
-    "',fit=busy|threads' (busy, the default: the CPU replicas use stays within "
-    "max-busy-fraction=F of the cores, default 0.8; threads: a core per replica thread, "
+    "',fit=shared|busy|threads' (shared, the default: the CPU replicas use stays within "
+    "max-busy-fraction=F of the cores, default 0.8, and the Estimator simulates the cores "
+    "as shared; busy: the same bound without the simulated contention; threads: a core "
+    "per replica thread, "
     "',threads-per-core=T' per core, default 1)"
 )
 
@@ -494,7 +522,7 @@ def machine_from_fields(
     memory_bytes: int | None = None,
     gpus: int = 0,
     threads_per_core: float | None = None,
-    fit: str = "busy",
+    fit: str = "shared",
     max_busy_fraction: float | None = None,
     label: str = "",
 ) -> MachinePool:
@@ -502,11 +530,11 @@ def machine_from_fields(
     fit rule and its figure apply); ValueError saying what is wrong."""
     if fit not in FIT_RULES:
         raise ValueError(f"fit must be one of {', '.join(FIT_RULES)}, got {fit!r}")
-    rule: FitRule = "threads" if fit == "threads" else "busy"
+    rule: FitRule = "threads" if fit == "threads" else "shared" if fit == "shared" else "busy"
     if threads_per_core is not None and rule != "threads":
         raise ValueError("threads-per-core is the fit=threads rule's figure; add fit=threads")
-    if max_busy_fraction is not None and rule != "busy":
-        raise ValueError("max-busy-fraction is the fit=busy rule's figure; drop fit=threads")
+    if max_busy_fraction is not None and rule == "threads":
+        raise ValueError("max-busy-fraction is the fit=busy/shared rules' figure; drop fit=threads")
     tpc = 1.0 if threads_per_core is None else threads_per_core
     if not 0 < tpc <= MAX_THREADS_PER_CORE / 2:
         raise ValueError(
@@ -537,7 +565,7 @@ def machine_from_fields(
 def parse_machine(
     text: str, *, source: str = "<argument>", field: str = "--machine"
 ) -> MachinePool:
-    """``local`` or ``cores=N[,memory=..G][,gpus=K]``, with ``fit=busy|threads`` and its
+    """``local`` or ``cores=N[,memory=..G][,gpus=K]``, with ``fit=busy|shared|threads`` and its
     figure (``max-busy-fraction=F`` / ``threads-per-core=T``), as a pool;
     :class:`ConfigError` naming ``field`` otherwise."""
     parts = [p.strip() for p in text.split(",") if p.strip()]
@@ -561,7 +589,7 @@ def parse_machine(
             memory_bytes=parse_memory_bytes(values["memory"]) if "memory" in values else None,
             gpus=int(values.get("gpus", "0")),
             threads_per_core=_number(values.get("threads-per-core")),
-            fit=values.get("fit", "busy").lower(),
+            fit=values.get("fit", "shared").lower(),
             max_busy_fraction=_number(values.get("max-busy-fraction")),
             label="local" if local else "",
         )

@@ -26,6 +26,8 @@ Counts never go above the stage's limit, the hardware's unit count or the machin
 cores (``fit="busy"``, the default), the cores the estimate says the replicas keep busy at
 the forecast rate, within the share the Planner allows (a replica the cores cannot feed
 only adds contention: on 2 cores the live engine once went to 8 threads and 90 % misses).
+Under ``fit="shared"`` the estimate also simulates the cores as shared, unless the
+profiles were calibrated while serving (they carry the contention already).
 A stage that needed a replica the machine has no room for is recorded in the state's
 ``capacity_limited``. Batch sizes and hardware
 never change. The policy is pure (clock injected, no I/O); calibrated profiles replace
@@ -133,6 +135,9 @@ class SimulatingTuner:
     max_utilisation: float = 1.0
     seed: int = 0
     name: str = "simulate"
+    #: the profiles were calibrated while serving (they carry the machine's contention),
+    #: so the Estimator does not simulate shared cores on top
+    profiles_calibrated: bool = False
 
     def __post_init__(self) -> None:
         if not self.slo_s > 0:
@@ -172,7 +177,7 @@ class SimulatingTuner:
     def with_profiles(self, profiles: Profiles) -> SimulatingTuner:
         """The same policy estimating with ``profiles`` (e.g. calibrated on the machine);
         a state from the old one stays valid."""
-        return dataclasses.replace(self, profiles=profiles)
+        return dataclasses.replace(self, profiles=profiles, profiles_calibrated=True)
 
     def with_machine(self, machine: MachinePool | None) -> SimulatingTuner:
         return dataclasses.replace(self, machine=machine)
@@ -350,7 +355,7 @@ class SimulatingTuner:
     def _busy_pool(self, rate_qps: float) -> MachinePool | None:
         """The machine at ``rate_qps`` when it bounds the cores replicas keep busy (fit
         ``busy``): the front-end keeps its measured share, as when planning."""
-        if self.machine is None or self.machine.fit != "busy":
+        if self.machine is None or not self.machine.bounds_busy_cores:
             return None
         overhead = self.profiles.overhead
         cpu = (
@@ -380,7 +385,15 @@ class SimulatingTuner:
             state.last_reason = "scale down: no recent arrivals"
             return {n: min(current[n], low[n]) for n in names}, state
         state.forecast_qps = fc.rate_qps
-        est = Estimator(self.pipeline, self.profiles, fc.trace, slo_s=self.slo_s, seed=self.seed)
+        shared = self.machine is not None and self.machine.shares_cores
+        est = Estimator(
+            self.pipeline,
+            self.profiles,
+            fc.trace,
+            slo_s=self.slo_s,
+            seed=self.seed,
+            machine=self.machine if shared and not self.profiles_calibrated else None,
+        )
         cache: dict[tuple[int, ...], tuple[float, float]] = {}
         pool = self._busy_pool(fc.rate_qps)
 

@@ -1,0 +1,93 @@
+"""The Estimator's shared cores (processor sharing), on cases small enough to work by hand."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from inferline.estimator import Estimator
+from inferline.pipeline import Pipeline, PipelineConfig, StageConfig
+from inferline.profiles import (
+    BatchProfile,
+    EngineOverhead,
+    HardwareCatalogue,
+    HardwareType,
+    MachinePool,
+    ProfilePoint,
+    Profiles,
+)
+from inferline.workload import Trace
+
+CATALOGUE = HardwareCatalogue(
+    (
+        HardwareType("cpu-1", price_per_hour=1.0),
+        HardwareType("cpu-2", price_per_hour=2.0),
+        HardwareType("gpu-t4", price_per_hour=3.0, accelerator=True),
+    )
+)
+
+
+def one_stage(hardware: str = "cpu-1", service_s: float = 1.0) -> tuple[Pipeline, Profiles]:
+    pipeline = Pipeline.chain("one", ["work"])
+    profile = BatchProfile("work", hardware, (ProfilePoint(1, service_s, service_s),))
+    # no front-end CPU per query: the shared cores are the machine less the idle floor
+    overhead = EngineOverhead(frontend_cpu_s_per_query=0.0)
+    return pipeline, Profiles(CATALOGUE, {("work", hardware): profile}, overhead=overhead)
+
+
+def latencies(
+    arrivals: list[float], replicas: int, cores: int, hardware: str = "cpu-1"
+) -> tuple[np.ndarray, float]:
+    pipeline, profiles = one_stage(hardware)
+    config = PipelineConfig(
+        stages={"work": StageConfig(hardware=hardware, batch_size=1, replicas=replicas)}
+    )
+    machine = MachinePool(cores=cores, memory_bytes=None)
+    est = Estimator(pipeline, profiles, Trace(np.array(arrivals)), machine=machine)
+    return est.run(config).latency_s, est.shared_cores
+
+
+def test_two_batches_on_fewer_cores_share_them() -> None:
+    got, cores = latencies([0.0, 0.0, 10.0], replicas=2, cores=1)
+    assert cores == pytest.approx(0.95)  # the front-end's idle floor is kept out
+    both = 2.0 / cores  # 2 s of work at 0.95 core
+    assert got[0] == pytest.approx(both) and got[1] == pytest.approx(both)
+    assert got[2] == pytest.approx(1.0 / cores)  # alone, still only 0.95 of a core
+
+
+def test_a_batch_speeds_up_when_the_other_finishes() -> None:
+    # on 1.95 cores: A (t=0) and B (t=0.5) share at 0.975 each from 0.5 until A is done
+    got, cores = latencies([0.0, 0.5], replicas=2, cores=2)
+    assert cores == pytest.approx(1.95)
+    share = cores / 2
+    a_done = 0.5 + (1.0 - 0.5) / share
+    assert got[0] == pytest.approx(a_done)
+    b_left = 1.0 - (a_done - 0.5) * share
+    assert got[1] == pytest.approx(a_done + b_left - 0.5)
+
+
+def test_cores_enough_for_every_replica_change_nothing() -> None:
+    arrivals = [0.0, 0.0, 0.1, 0.3, 0.31, 2.0]
+    shared, _ = latencies(arrivals, replicas=3, cores=8)
+    pipeline, profiles = one_stage()
+    config = PipelineConfig(
+        stages={"work": StageConfig(hardware="cpu-1", batch_size=1, replicas=3)}
+    )
+    dedicated = Estimator(pipeline, profiles, Trace(np.array(arrivals))).run(config).latency_s
+    np.testing.assert_array_equal(shared, dedicated)
+
+
+def test_a_replica_asks_for_its_threads_and_a_gpu_replica_for_none() -> None:
+    # one cpu-2 batch on 2 cores (1.95 shared) runs at 1.95/2 of its speed
+    got, cores = latencies([0.0], replicas=1, cores=2, hardware="cpu-2")
+    assert got[0] == pytest.approx(2.0 / cores)
+    got, _ = latencies([0.0, 0.0, 0.0], replicas=3, cores=1, hardware="gpu-t4")
+    np.testing.assert_array_equal(got, [1.0, 1.0, 1.0])
+
+
+def test_without_a_machine_every_replica_is_dedicated() -> None:
+    pipeline, profiles = one_stage()
+    est = Estimator(pipeline, profiles, Trace(np.array([0.0, 0.0])))
+    assert math.isinf(est.shared_cores)

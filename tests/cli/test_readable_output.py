@@ -198,3 +198,26 @@ def test_simulate_prints_the_summary_and_per_stage_tables(traces: dict[str, Path
     assert 0 < p50 <= p95 <= p99
     for name, stage in load_config(config).stages.items():
         assert re.search(rf"{name} │\s+{re.escape(stage.hardware)} │\s+{stage.batch_size} │", out)
+
+
+def test_simulate_on_a_machine_shares_its_cores_and_says_so(traces: dict[str, Path]) -> None:
+    def p99(*extra: str) -> tuple[float, str]:
+        out = readable(
+            "simulate",
+            str(BUNDLE),
+            "--config",
+            str(BUNDLE / "configs" / "balanced.yaml"),
+            "--trace",
+            str(traces["gamma"]),
+            "--slo-s",
+            "0.15",
+            *extra,
+        )
+        row = re.search(r"│\s+\d+ │\s+[\d.]+ │\s+[\d.]+ │\s+([\d.]+) │", out)
+        assert row is not None, out
+        return float(row.group(1)), out
+
+    alone, _ = p99()
+    shared, out = p99("--machine", "cores=1")
+    assert "shared cores of cores=1" in " ".join(out.split())
+    assert shared > alone  # the same replicas on one core wait for it

@@ -12,6 +12,7 @@ from inferline._bundle import load_bundle, load_plan_for
 from inferline.cli._common import JSON_OPTION, print_json, stdout, user_errors
 from inferline.errors import ConfigError
 from inferline.estimator import Estimator
+from inferline.profiles import parse_machine
 from inferline.workload import load_trace
 
 
@@ -28,6 +29,15 @@ def simulate_command(
     latency_stat: Annotated[
         str, typer.Option("--latency-stat", help="Profile statistic per batch: median or p99.")
     ] = "median",
+    machine: Annotated[
+        str | None,
+        typer.Option(
+            "--machine",
+            help="Simulate the replicas sharing this machine's cores ('local' or "
+            "'cores=N', as `plan --machine` takes it): contention slows busy replicas "
+            "down; default: every replica has its own hardware.",
+        ),
+    ] = None,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Simulate a configuration of a pipeline on a trace (the Estimator)."""
@@ -44,13 +54,21 @@ def simulate_command(
         seed=seed,
         queue_policy=queue_policy,  # type: ignore[arg-type]  # validated by Estimator
         latency_stat=latency_stat,  # type: ignore[arg-type]
+        machine=None if machine is None else parse_machine(machine),
     )
     result = estimator.run(cfg, source=str(config))
     summary = result.summary()
     if as_json:
         print_json(summary)
         return
-    head = Table(title=f"{loaded.pipeline.name} on {trace.name} (SLO {slo_s * 1000:.0f} ms)")
+    shared = (
+        ""
+        if machine is None
+        else f", {estimator.shared_cores:.2f} shared cores of {machine}"
+    )
+    head = Table(
+        title=f"{loaded.pipeline.name} on {trace.name} (SLO {slo_s * 1000:.0f} ms{shared})"
+    )
     for col in ("queries", "P50 ms", "P95 ms", "P99 ms", "miss rate", "$/hour"):
         head.add_column(col, justify="right")
     head.add_row(

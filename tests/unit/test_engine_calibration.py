@@ -250,3 +250,29 @@ def test_the_estimate_covers_at_most_the_latest_queries(tmp_path: Path) -> None:
     pipe = cal.status()["pipeline"]
     assert pipe["queries"] == 100 and pipe["measured_p99_s"] == 0.005
     assert pipe["rate_qps"] == pytest.approx(100.0)
+
+
+def test_the_uncalibrated_estimate_shares_the_hosts_cores_and_the_calibrated_not(
+    tmp_path: Path,
+) -> None:
+    from inferline.profiles import MachinePool
+
+    pipeline, config = _bundle(tmp_path)
+    one_core = MachinePool(cores=1, memory_bytes=None)
+
+    def estimates(machine: MachinePool | None) -> dict[str, Any]:
+        clock = Clock()
+        cal = Calibrator(pipeline, _profiles(0.02), clock=clock, machine=machine)
+        for k in range(400):  # 40 q/s, a and b at their profiled 20 ms: 1.6 cores asked
+            cal.record_batch("a", "cpu-1", 1, 0.02)
+            cal.record_batch("b", "cpu-1", 1, 0.02)
+            cal.record_query(clock.now + k * 0.025, 0.05, ("a", "b"))
+        clock.now += 10.0
+        cal.refresh(config, slo_s=1.0)
+        return cal.status()["pipeline"]
+
+    alone, shared = estimates(None), estimates(one_core)
+    assert shared["estimated_uncalibrated_p99_s"] > alone["estimated_uncalibrated_p99_s"]
+    assert shared["estimated_p99_s"] == pytest.approx(alone["estimated_p99_s"])
+    busy_rule = estimates(MachinePool(cores=1, memory_bytes=None, fit="busy"))
+    assert busy_rule["estimated_uncalibrated_p99_s"] == alone["estimated_uncalibrated_p99_s"]

@@ -61,11 +61,7 @@ def simulate_command(
     if as_json:
         print_json(summary)
         return
-    shared = (
-        ""
-        if machine is None
-        else f", {estimator.shared_cores:.2f} shared cores of {machine}"
-    )
+    shared = "" if machine is None else f", {estimator.shared_cores:.2f} shared cores of {machine}"
     head = Table(
         title=f"{loaded.pipeline.name} on {trace.name} (SLO {slo_s * 1000:.0f} ms{shared})"
     )

@@ -8,7 +8,9 @@ off the event loop (a worker thread), :meth:`Calibrator.refresh` calibrates the
 profiles on the last ``window_s`` of batches (:func:`~inferline.profiles.calibrate_profiles`)
 and runs the Estimator on the last ``window_s`` of answered queries, as they arrived
 and along the paths they took, under the plan in force: its P99 beside the measured
-one, with the calibrated and with the original profiles. Each stage's speed ratio
+one, with the calibrated and with the original profiles (those on the host's cores
+shared, under the machine's ``shared`` fit rule: calibrated profiles carry the
+contention already). Each stage's speed ratio
 (measured / profiled ``predict`` time) is checked for drift: beyond ``drift_ratio``
 (either way) for ``drift_sustain_s`` logs one warning naming the stage, and counts it.
 Nothing a refresh raises reaches the server: it is logged and shown in the status.
@@ -31,6 +33,7 @@ from inferline.estimator import ServiceTime, simulate
 from inferline.pipeline import Pipeline, PipelineConfig
 from inferline.profiles import (
     Calibration,
+    MachinePool,
     Profiles,
     calibrate_profiles,
     hardware_to_mapping,
@@ -132,9 +135,13 @@ class Calibrator:
         options: CalibrationOptions | None = None,
         *,
         clock: Callable[[], float],
+        machine: MachinePool | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.profiles = profiles
+        #: the host whose cores the uncalibrated estimate shares (fit ``shared``); the
+        #: calibrated profiles carry that contention already
+        self.machine = machine if machine is not None and machine.shares_cores else None
         self.options = options or CalibrationOptions()
         self._clock = clock
         self._batches: dict[tuple[str, str], dict[int, deque[tuple[float, float]]]] = {}
@@ -297,9 +304,9 @@ class Calibrator:
             }
         if arrival_s.size >= 2:
             trace = Trace.from_arrivals(arrival_s - arrival_s[0], paths)
-            for key, profiles in (
-                ("estimated_p99_s", calibration.profiles),
-                ("estimated_uncalibrated_p99_s", self.profiles),
+            for key, profiles, machine in (
+                ("estimated_p99_s", calibration.profiles, None),
+                ("estimated_uncalibrated_p99_s", self.profiles, self.machine),
             ):
                 result = simulate(
                     self.pipeline,
@@ -308,6 +315,7 @@ class Calibrator:
                     trace,
                     slo_s=snap.slo_s,
                     service_time=self.options.service_time,
+                    machine=machine,
                 )
                 pipeline[key] = result.p99_s
         return ratios, pipeline, calibration

@@ -249,7 +249,7 @@ class Engine:
             )
         self.metrics = EngineMetrics(pipeline.stage_names)
         #: Rolling measured ``predict`` times and answered queries; see _calibration.py.
-        self.calibrator = Calibrator(pipeline, profiles, calibration, clock=clock)
+        self.calibrator = Calibrator(pipeline, profiles, calibration, clock=clock, machine=machine)
         self._failure_log = FailureLog(clock=clock)
         self._estimate_error = EstimateError()
         self.metrics.watch(self.status)

@@ -276,3 +276,36 @@ def test_the_uncalibrated_estimate_shares_the_hosts_cores_and_the_calibrated_not
     assert shared["estimated_p99_s"] == pytest.approx(alone["estimated_p99_s"])
     busy_rule = estimates(MachinePool(cores=1, memory_bytes=None, fit="busy"))
     assert busy_rule["estimated_uncalibrated_p99_s"] == alone["estimated_uncalibrated_p99_s"]
+
+
+def test_cpu_work_is_calibrated_apart_for_an_estimate_on_shared_cores(tmp_path: Path) -> None:
+    from inferline.profiles import MachinePool
+
+    pipeline, config = _bundle(tmp_path)
+
+    def calibrate(machine: MachinePool | None, cpu_s: float | None) -> Calibrator:
+        clock = Clock()
+        cal = Calibrator(pipeline, _profiles(0.01), clock=clock, machine=machine)
+        for k in range(200):  # batches waited for a core: 30 ms served, 10 ms of CPU
+            cal.record_batch("a", "cpu-1", 1, 0.03, cpu_s)
+            cal.record_batch("b", "cpu-1", 1, 0.01, cpu_s)
+            cal.record_query(clock.now + k * 0.05, 0.05, ("a", "b"))
+        clock.now += 10.0
+        cal.refresh(config, slo_s=1.0)
+        return cal
+
+    shared = calibrate(MachinePool(cores=2, memory_bytes=None), 0.01)
+    served, work = shared.latest_calibration(), shared.latest_work_calibration()
+    assert served is not None and work is not None
+    assert served.speeds[("a", "cpu-1")].ratio == pytest.approx(3.0)
+    assert work.speeds[("a", "cpu-1")].ratio == pytest.approx(1.0)  # the CPU it took
+    assert work.profiles.get("a", "cpu-1").latency_s(1) < served.profiles.get(
+        "a", "cpu-1"
+    ).latency_s(1)
+    # no CPU times reported, or a machine that does not share its cores: none
+    assert (
+        calibrate(MachinePool(cores=2, memory_bytes=None), None).latest_work_calibration() is None
+    )
+    busy = MachinePool(cores=2, memory_bytes=None, fit="busy")
+    assert calibrate(busy, 0.01).latest_work_calibration() is None
+    assert calibrate(None, 0.01).latest_work_calibration() is None

@@ -82,10 +82,10 @@ class FakeActor:
             return future
 
         def work() -> Any:
-            results, predict_s = run_batch(
+            results, predict_s, cpu_s = run_batch(
                 self.model, self.spec["stage"], items, tuple(self.spec["successors"]), ()
             )
-            return ("done", batch_id, results, predict_s)
+            return ("done", batch_id, results, predict_s, cpu_s)
 
         return FakeActor.pool.submit(work)
 

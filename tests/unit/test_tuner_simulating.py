@@ -324,12 +324,18 @@ def test_the_live_autoscaler_estimates_with_the_engine_s_calibrated_profiles() -
     policy = tuner()
     slower = Profiles(policy.profiles.hardware, dict(policy.profiles.entries), "calibrated")
 
+    work_profiles = Profiles(policy.profiles.hardware, dict(policy.profiles.entries), "work")
+
     class Calibrator:
         calls = 0
+        work: Calibration | None = None
 
         def latest_calibration(self) -> Calibration:
             Calibrator.calls += 1
             return Calibration(profiles=slower, speeds={})
+
+        def latest_work_calibration(self) -> Calibration | None:
+            return Calibrator.work
 
     class Engine:
         config = plan()
@@ -357,9 +363,17 @@ def test_the_live_autoscaler_estimates_with_the_engine_s_calibrated_profiles() -
         asyncio.run(scaler.step())
     assert isinstance(scaler.policy, SimulatingTuner)
     assert scaler.policy.profiles is slower and Calibrator.calls == 1
+    assert scaler.policy.profiles_carry_contention  # served times: no shared cores on top
     clock[0] += PROFILES_REFRESH_S
     asyncio.run(scaler.step())
     assert Calibrator.calls == 2
+    # CPU work calibrated (a machine with shared cores): the policy shares the cores itself
+    Calibrator.work = Calibration(profiles=work_profiles, speeds={})
+    clock[0] += PROFILES_REFRESH_S
+    asyncio.run(scaler.step())
+    assert isinstance(scaler.policy, SimulatingTuner)
+    assert scaler.policy.profiles is work_profiles
+    assert not scaler.policy.profiles_carry_contention
 
 
 def test_tune_sim_without_a_policy_runs_the_default(tmp_path: Path) -> None:

@@ -87,7 +87,7 @@ class _StageDeployment:
     @_serve.batch(max_batch_size=1, batch_wait_timeout_s=0.0)
     async def run(self, items: list[Any]) -> list[Any]:
         # predict() blocks: run it off the replica's event loop, which keeps queueing
-        results, predict_s = await asyncio.to_thread(
+        results, predict_s, _ = await asyncio.to_thread(
             run_batch, self._model, self._stage, items, self._successors, self._declared
         )
         self._batch_sizes[len(items)] = self._batch_sizes.get(len(items), 0) + 1

@@ -190,11 +190,14 @@ class Autoscaler:
             return
         self._profiles_at = now
         try:
+            work = calibrator.latest_work_calibration()
             calibration = calibrator.latest_calibration()
         except Exception:  # calibration is advisory: the policy keeps the profiles it has
             log.exception("tuner: calibrated profiles unavailable; keeping the last")
             return
-        if calibration is not None:
+        if work is not None:  # CPU work: the policy simulates the shared cores on top
+            self.policy = with_profiles(work.profiles, carry_contention=False)
+        elif calibration is not None:
             self.policy = with_profiles(calibration.profiles)
 
     async def step(self) -> list[ScaleChange]:

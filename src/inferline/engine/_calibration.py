@@ -23,7 +23,7 @@ import contextlib
 import logging
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -39,6 +39,7 @@ from inferline.profiles import (
     hardware_to_mapping,
     nearest_rank,
     profiles_to_mapping,
+    resources_for,
 )
 from inferline.workload import Trace
 
@@ -113,6 +114,8 @@ class _Snapshot:
     slo_s: float
     batches: dict[tuple[str, str], dict[int, list[tuple[float, float]]]]  # (time, predict)
     queries: list[tuple[float, float, tuple[str, ...]]]  # (arrival, latency, path)
+    #: (time, CPU work) per batch: the process's CPU seconds ÷ the replica's threads
+    work: dict[tuple[str, str], dict[int, list[tuple[float, float]]]] = field(default_factory=dict)
 
     def window(self, window_s: float) -> tuple[Any, np.ndarray, np.ndarray, list[Any]]:
         """Batch samples, arrivals (sorted), latencies and paths of the last ``window_s``."""
@@ -145,6 +148,8 @@ class Calibrator:
         self.options = options or CalibrationOptions()
         self._clock = clock
         self._batches: dict[tuple[str, str], dict[int, deque[tuple[float, float]]]] = {}
+        self._work: dict[tuple[str, str], dict[int, deque[tuple[float, float]]]] = {}
+        self._threads: dict[str, int] = {}
         self._queries: deque[tuple[float, float, tuple[str, ...]]] = deque(
             maxlen=self.options.max_queries
         )
@@ -152,20 +157,47 @@ class Calibrator:
         self._speeds: dict[str, dict[str, Any]] = {}
         self._pipeline: dict[str, Any] = {}
         self._latest: Calibration | None = None
+        self._latest_work: Calibration | None = None
         self.updated_s: float | None = None
         self.errors = 0
         self._error: str | None = None
         self._task: asyncio.Task[None] | None = None
 
     # --- the hot path ----------------------------------------------------------------------
-    def record_batch(self, stage: str, hardware: str, size: int, predict_s: float) -> None:
-        by_size = self._batches.get((stage, hardware))
+    def record_batch(
+        self,
+        stage: str,
+        hardware: str,
+        size: int,
+        predict_s: float,
+        predict_cpu_s: float | None = None,
+    ) -> None:
+        now = self._clock()
+        self._append(self._batches, stage, hardware, size, now, predict_s)
+        if predict_cpu_s is not None and self.machine is not None:
+            threads = self._threads.get(hardware)
+            if threads is None:
+                threads = self._threads[hardware] = resources_for(
+                    hardware, self.machine.cores
+                ).threads
+            self._append(self._work, stage, hardware, size, now, predict_cpu_s / threads)
+
+    def _append(
+        self,
+        table: dict[tuple[str, str], dict[int, deque[tuple[float, float]]]],
+        stage: str,
+        hardware: str,
+        size: int,
+        now: float,
+        value: float,
+    ) -> None:
+        by_size = table.get((stage, hardware))
         if by_size is None:
-            by_size = self._batches[(stage, hardware)] = {}
+            by_size = table[(stage, hardware)] = {}
         samples = by_size.get(size)
         if samples is None:
             samples = by_size[size] = deque(maxlen=self.options.max_batches_per_size)
-        samples.append((self._clock(), predict_s))
+        samples.append((now, value))
 
     def record_query(self, arrival_s: float, latency_s: float, path: tuple[str, ...]) -> None:
         self._queries.append((arrival_s, latency_s, path))
@@ -173,6 +205,7 @@ class Calibrator:
     def reset(self) -> None:
         """Forget the batches and queries measured so far (``DELETE /v2/control/stats``)."""
         self._batches.clear()
+        self._work.clear()
         self._queries.clear()
 
     # --- reading -----------------------------------------------------------------------------
@@ -185,6 +218,13 @@ class Calibrator:
         """The calibrated profiles of the latest refresh (None before one): what the live
         Tuner estimates with, without calibrating again on the event loop."""
         return self._latest
+
+    def latest_work_calibration(self) -> Calibration | None:
+        """Profiles calibrated on the CPU work of the latest refresh's batches (their
+        process's CPU time ÷ threads: without the time they waited for a core), for an
+        Estimator that simulates the host's cores as shared; None unless the machine's
+        fit rule is ``shared`` and batches reported their CPU time."""
+        return self._latest_work
 
     def calibration(self) -> Calibration | None:
         """The profiles calibrated on the last ``window_s`` (None: no profiles known)."""
@@ -253,23 +293,26 @@ class Calibrator:
         queries = self._queries  # in order of answer, so nearly in order of arrival
         while queries and queries[0][0] < since:
             queries.popleft()
-        for by_size in self._batches.values():
-            for d in by_size.values():
-                while d and d[0][0] < since:
-                    d.popleft()
+        for table in (self._batches, self._work):
+            for by_size in table.values():
+                for d in by_size.values():
+                    while d and d[0][0] < since:
+                        d.popleft()
         return _Snapshot(
             now_s=now,
             config=config,
             slo_s=slo_s,
             batches={k: {b: list(d) for b, d in v.items()} for k, v in self._batches.items()},
             queries=list(queries),
+            work={k: {b: list(d) for b, d in v.items()} for k, v in self._work.items()},
         )
 
     def compute(
         self, snap: _Snapshot
-    ) -> tuple[dict[str, dict[str, Any]], dict[str, Any], Calibration | None]:
-        """Speeds per stage, the pipeline's estimated vs measured P99 and the calibrated
-        profiles they came from (pure; runs in a worker thread)."""
+    ) -> tuple[dict[str, dict[str, Any]], dict[str, Any], Calibration | None, Calibration | None]:
+        """Speeds per stage, the pipeline's estimated vs measured P99, the calibrated
+        profiles they came from and those calibrated on CPU work (pure; runs in a worker
+        thread)."""
         ratios = {name: dict(_NO_SPEED) for name in self.pipeline.stage_names}
         batches, arrival_s, latency_s, paths = snap.window(self.options.window_s)
         keep = self.options.estimate_max_queries
@@ -288,9 +331,17 @@ class Calibrator:
             if span > 0:
                 pipeline["rate_qps"] = (arrival_s.size - 1) / span
         if self.profiles is None:
-            return ratios, pipeline, None
+            return ratios, pipeline, None, None
         calibration = calibrate_profiles(
             self.profiles, batches, min_samples=self.options.min_samples, source=_SOURCE
+        )
+        work = _recent(snap.work, snap.now_s - self.options.window_s)
+        work_calibration = (
+            calibrate_profiles(
+                self.profiles, work, min_samples=self.options.min_samples, source=_WORK_SOURCE
+            )
+            if work and self.machine is not None
+            else None
         )
         for name in self.pipeline.stage_names:
             speed = calibration.speeds.get((name, snap.config.stages[name].hardware))
@@ -318,7 +369,7 @@ class Calibrator:
                     machine=machine,
                 )
                 pipeline[key] = result.p99_s
-        return ratios, pipeline, calibration
+        return ratios, pipeline, calibration, work_calibration
 
     def apply(
         self,
@@ -326,9 +377,11 @@ class Calibrator:
         speeds: dict[str, dict[str, Any]],
         pipeline: dict[str, Any],
         calibration: Calibration | None = None,
+        work_calibration: Calibration | None = None,
     ) -> None:
         """Take a computed refresh in (on the event loop): status values, drift warnings."""
         self._speeds, self._pipeline, self._latest = speeds, pipeline, calibration
+        self._latest_work = work_calibration
         self.updated_s = snap.now_s
         self._error = None
         limit = self.options.drift_ratio
@@ -387,8 +440,7 @@ class Calibrator:
             await asyncio.sleep(self.options.interval_s)
             try:
                 snap = self.snapshot(config(), slo_s)
-                speeds, pipeline, calibration = await asyncio.to_thread(self.compute, snap)
-                self.apply(snap, speeds, pipeline, calibration)
+                self.apply(snap, *await asyncio.to_thread(self.compute, snap))
             except Exception as exc:
                 self.errors += 1
                 message = f"{type(exc).__name__}: {exc}"
@@ -408,6 +460,7 @@ class Calibrator:
 
 
 _SOURCE = "calibrated on the serving engine"
+_WORK_SOURCE = "calibrated on the serving engine's CPU work per batch"
 #: A stage's speed before it ran ``min_samples`` batches (or without profiles).
 _NO_SPEED: dict[str, Any] = {
     "speed_ratio": None,

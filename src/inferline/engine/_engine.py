@@ -550,7 +550,13 @@ class Engine:
                 st.metrics.batch_size.observe(len(visits))
 
     def _on_done(
-        self, r: Replica, st: _StageRuntime, batch_id: int, results: list[Any], predict_s: float
+        self,
+        r: Replica,
+        st: _StageRuntime,
+        batch_id: int,
+        results: list[Any],
+        predict_s: float,
+        predict_cpu_s: float | None = None,
     ) -> None:
         batch = self._take_batch(r, st, batch_id)
         if batch is None:
@@ -560,7 +566,9 @@ class Engine:
         st.dispatcher.record_service(now - batch.sent_s, len(batch.visits))
         st.metrics.service_s.observe(predict_s)
         st.predict_s.append(predict_s)
-        self.calibrator.record_batch(st.name, r.hardware, len(batch.visits), predict_s)
+        self.calibrator.record_batch(
+            st.name, r.hardware, len(batch.visits), predict_s, predict_cpu_s
+        )
         observe = st.metrics.stage_latency_s.observe
         failed, first_error = 0, ""
         for visit, (value, routes, tensors, error) in zip(batch.visits, results, strict=True):
@@ -725,7 +733,8 @@ class Engine:
     def _on_message(self, r: Replica, st: _StageRuntime, message: Any) -> None:
         kind = message[0]
         if kind == "done":
-            self._on_done(r, st, message[1], message[2], message[3])
+            cpu_s = message[4] if len(message) > 4 else None
+            self._on_done(r, st, message[1], message[2], message[3], cpu_s)
         elif kind == "failed":
             self._on_failed(r, st, message[1], message[2])
         elif kind == "ready":

@@ -8,7 +8,7 @@ Messages are tuples whose first item is the kind:
 
 front-end → replica: ``("batch", batch_id, inputs)``, ``("stop",)``
 replica → front-end: ``("ready", info)``, ``("fatal", message)``,
-``("done", batch_id, results, predict_s)``, ``("failed", batch_id, message)``;
+``("done", batch_id, results, predict_s, predict_cpu_s)``, ``("failed", batch_id, message)``;
 each result is ``(value, routes, tensors, error)``.
 """
 

@@ -64,8 +64,8 @@ def serve(spec: dict[str, Any]) -> int:
             return 0
         _, batch_id, items = message
         try:
-            results, predict_s = run_batch(model, stage, items, successors, declared_out)
-            reply = pack(("done", batch_id, results, predict_s))
+            results, predict_s, cpu_s = run_batch(model, stage, items, successors, declared_out)
+            reply = pack(("done", batch_id, results, predict_s, cpu_s))
         except Exception as exc:
             reply = pack(("failed", batch_id, f"{type(exc).__name__}: {exc}"))
         sock.sendall(reply)

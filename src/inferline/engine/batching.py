@@ -102,16 +102,20 @@ def run_batch(
     items: list[Any],
     successors: Sequence[str],
     declared: Sequence[TensorSpec],
-) -> tuple[list[ItemResult], float]:
-    """One batch through ``model``: a result per item and the seconds ``predict`` took.
+) -> tuple[list[ItemResult], float, float]:
+    """One batch through ``model``: a result per item, the seconds ``predict`` took and
+    the CPU seconds the replica's process spent in it (every thread: the work the batch
+    asked of the cores, without the time it waited for one).
 
     Raises when the batch as a whole fails (``predict`` raised or returned the wrong
     number of outputs); a problem with one output (a bad ``route`` choice, an output
     that is not a tensor) fails only that item's query.
     """
     started = time.perf_counter()
+    cpu_started = time.process_time()
     outputs = model.predict(items)
     predict_s = time.perf_counter() - started
+    predict_cpu_s = time.process_time() - cpu_started
     if not isinstance(outputs, list | tuple) or len(outputs) != len(items):
         got = len(outputs) if isinstance(outputs, list | tuple) else type(outputs).__name__
         raise TypeError(f"predict returned {got} outputs for a batch of {len(items)}")
@@ -138,4 +142,4 @@ def run_batch(
                 results.append((None, (), value_to_tensors(stage, output, declared), None))
         except Exception as exc:  # one bad output fails its query, not the batch
             results.append((None, (), None, f"{type(exc).__name__}: {exc}"))
-    return results, predict_s
+    return results, predict_s, predict_cpu_s

@@ -212,10 +212,10 @@ class InMemoryReplica(Replica):
             self.die()
             return
         try:
-            results, predict_s = run_batch(
+            results, predict_s, cpu_s = run_batch(
                 self._model, self.stage, items, self._successors, self._declared
             )
-            reply: Any = ("done", batch_id, results, predict_s)
+            reply: Any = ("done", batch_id, results, predict_s, cpu_s)
         except Exception as exc:
             reply = ("failed", batch_id, f"{type(exc).__name__}: {exc}")
         self._reply(reply)

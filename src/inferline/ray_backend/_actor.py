@@ -105,12 +105,12 @@ class _StageActor:
 
     def run(self, batch_id: int, items: list[Any]) -> tuple[Any, ...]:
         try:
-            results, predict_s = self._run_batch(
+            results, predict_s, cpu_s = self._run_batch(
                 self._model, self._stage, items, self._successors, self._declared
             )
         except Exception as exc:
             return ("failed", batch_id, f"{type(exc).__name__}: {exc}")
-        return ("done", batch_id, results, predict_s)
+        return ("done", batch_id, results, predict_s, cpu_s)
 
     @_ray.method(concurrency_group="watch")  # type: ignore[untyped-decorator]
     def watch(self) -> None:

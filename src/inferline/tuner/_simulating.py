@@ -27,7 +27,9 @@ cores (``fit="busy"``, the default), the cores the estimate says the replicas ke
 the forecast rate, within the share the Planner allows (a replica the cores cannot feed
 only adds contention: on 2 cores the live engine once went to 8 threads and 90 % misses).
 Under ``fit="shared"`` the estimate also simulates the cores as shared, unless the
-profiles were calibrated while serving (they carry the contention already).
+profiles were calibrated on the time batches took while served (they carry the
+contention already); the live engine gives it profiles calibrated on the batches' CPU
+work instead, so that a replica more is judged with the contention it adds.
 A stage that needed a replica the machine has no room for is recorded in the state's
 ``capacity_limited``. Batch sizes and hardware
 never change. The policy is pure (clock injected, no I/O); calibrated profiles replace
@@ -135,9 +137,9 @@ class SimulatingTuner:
     max_utilisation: float = 1.0
     seed: int = 0
     name: str = "simulate"
-    #: the profiles were calibrated while serving (they carry the machine's contention),
-    #: so the Estimator does not simulate shared cores on top
-    profiles_calibrated: bool = False
+    #: the profiles were calibrated on the time batches took while served (they carry
+    #: the machine's contention), so the Estimator does not simulate shared cores on top
+    profiles_carry_contention: bool = False
 
     def __post_init__(self) -> None:
         if not self.slo_s > 0:
@@ -174,10 +176,15 @@ class SimulatingTuner:
 
     # --- seams for the live engine ---------------------------------------------------------
 
-    def with_profiles(self, profiles: Profiles) -> SimulatingTuner:
-        """The same policy estimating with ``profiles`` (e.g. calibrated on the machine);
-        a state from the old one stays valid."""
-        return dataclasses.replace(self, profiles=profiles, profiles_calibrated=True)
+    def with_profiles(
+        self, profiles: Profiles, *, carry_contention: bool = True
+    ) -> SimulatingTuner:
+        """The same policy estimating with ``profiles`` (e.g. calibrated on the machine:
+        on the time batches took, which carries the contention, or on their CPU work,
+        which does not); a state from the old one stays valid."""
+        return dataclasses.replace(
+            self, profiles=profiles, profiles_carry_contention=carry_contention
+        )
 
     def with_machine(self, machine: MachinePool | None) -> SimulatingTuner:
         return dataclasses.replace(self, machine=machine)
@@ -392,7 +399,7 @@ class SimulatingTuner:
             fc.trace,
             slo_s=self.slo_s,
             seed=self.seed,
-            machine=self.machine if shared and not self.profiles_calibrated else None,
+            machine=self.machine if shared and not self.profiles_carry_contention else None,
         )
         cache: dict[tuple[int, ...], tuple[float, float]] = {}
         pool = self._busy_pool(fc.rate_qps)

@@ -23,6 +23,7 @@ import contextlib
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -49,7 +50,8 @@ from inferline.profiles import MachinePool, machine_pool_for_host
 from inferline.workload import Trace, bundled_trace_path, load_timestamp_csv
 
 ROOT = Path(__file__).resolve().parent.parent
-BUNDLE = ROOT / "examples" / "text-pipeline"
+SOURCE_BUNDLE = ROOT / "examples" / "text-pipeline"
+BUNDLE = SOURCE_BUNDLE  # the working copy in the output folder once main() made it
 MODEL = "text-pipeline"
 QUICK = os.environ.get("DEMO_QUICK") == "1"
 MEAN_RATE_QPS = 8.0
@@ -423,12 +425,27 @@ def _ms(x: float | None) -> str:
     return "—" if x is None else f"{x * 1000:.1f}"
 
 
+def use_working_copy(out: Path) -> None:
+    """Profile and serve a copy of the bundle in ``out``: the demo writes nothing into the
+    checkout. Its profiles come along (a re-run re-measures only what changed); the model
+    cache is linked, not copied."""
+    global BUNDLE
+    copy = out / SOURCE_BUNDLE.name
+    if not copy.exists():
+        shutil.copytree(SOURCE_BUNDLE, copy, ignore=shutil.ignore_patterns(".models"))
+        models = SOURCE_BUNDLE / ".models"
+        models.mkdir(exist_ok=True)
+        (copy / ".models").symlink_to(models, target_is_directory=True)
+    BUNDLE = copy
+
+
 def main() -> None:
     started = time.monotonic()
     out = Path(os.environ.get("DEMO_OUT") or tempfile.mkdtemp(prefix="inferline-demo-"))
     out.mkdir(parents=True, exist_ok=True)
+    use_working_copy(out)
     console.rule("InferLine demo: a plan for this machine that keeps its SLO (text pipeline)")
-    bundle_arg = str(BUNDLE.relative_to(ROOT))
+    bundle_arg = str(BUNDLE)
     console.print("[bold]1. Profile[/] each stage on this machine (cached after the first run)")
     inferline(
         "profile",

@@ -120,3 +120,18 @@ def test_the_png_has_the_runs_and_is_a_png(demo: ModuleType, tmp_path: Path) -> 
     assert path == tmp_path / "out" / "demo.png"
     data = path.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+
+
+def test_the_demo_works_on_a_copy_of_the_bundle_outside_the_checkout(
+    demo: ModuleType, tmp_path: Path
+) -> None:
+    demo.use_working_copy(tmp_path)
+    copy = tmp_path / "text-pipeline"
+    assert demo.BUNDLE == copy
+    assert (copy / "profiles.yaml").read_text() == (
+        demo.SOURCE_BUNDLE / "profiles.yaml"
+    ).read_text()
+    assert (copy / ".models").is_symlink()
+    assert (copy / ".models").resolve() == (demo.SOURCE_BUNDLE / ".models").resolve()
+    demo.use_working_copy(tmp_path)  # a re-run keeps the copy and what it measured
+    assert demo.BUNDLE == copy

@@ -127,11 +127,11 @@ def test_the_demo_works_on_a_copy_of_the_bundle_outside_the_checkout(
 ) -> None:
     demo.use_working_copy(tmp_path)
     copy = tmp_path / "text-pipeline"
-    assert demo.BUNDLE == copy
+    assert copy == demo.BUNDLE
     assert (copy / "profiles.yaml").read_text() == (
         demo.SOURCE_BUNDLE / "profiles.yaml"
     ).read_text()
     assert (copy / ".models").is_symlink()
     assert (copy / ".models").resolve() == (demo.SOURCE_BUNDLE / ".models").resolve()
     demo.use_working_copy(tmp_path)  # a re-run keeps the copy and what it measured
-    assert demo.BUNDLE == copy
+    assert copy == demo.BUNDLE

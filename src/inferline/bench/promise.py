@@ -79,7 +79,11 @@ RAMP_COST_TOLERANCE = 0.01
 Progress = Callable[[str, int, int], None]
 
 #: The example pipelines, relative to the checkout.
-DEFAULT_BUNDLES = (Path("examples/text-pipeline"), Path("examples/image-cascade"))
+DEFAULT_BUNDLES = (
+    Path("examples/text-pipeline"),
+    Path("examples/image-cascade"),
+    Path("examples/tabular-triage"),
+)
 
 
 @dataclass(frozen=True, slots=True)

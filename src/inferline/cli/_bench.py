@@ -441,7 +441,7 @@ def ray_bench(
 def promise(
     bundles: Annotated[
         list[Path] | None,
-        typer.Argument(help="Bundle folders (default: the text pipeline and the image cascade)."),
+        typer.Argument(help="Bundle folders (default: the three real example pipelines)."),
     ] = None,
     loads: Annotated[
         str, typer.Option("--loads", help="Loads, as fractions of the machine's capacity.")

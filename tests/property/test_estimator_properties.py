@@ -197,13 +197,16 @@ def test_timevarying_run_without_changes_equals_the_fixed_run(
 @SETTINGS
 @given(cases())
 def test_shared_cores_enough_for_every_replica_equal_dedicated_replicas(case: Case) -> None:
-    from inferline.profiles import MachinePool
+    from inferline.profiles import DEFAULT_FRONTEND_CPU_S_PER_QUERY, MachinePool
 
     replicas = sum(c.replicas for c in case.config.stages.values())
-    machine = MachinePool(cores=replicas + 1, memory_bytes=None)  # the front-end keeps < 1
+    rate = case.trace.mean_rate_qps if np.isfinite(case.trace.mean_rate_qps) else 0.0
+    frontend = 0.05 + rate * DEFAULT_FRONTEND_CPU_S_PER_QUERY  # what the front-end keeps
+    machine = MachinePool(cores=replicas + 1 + int(np.ceil(frontend)), memory_bytes=None)
     shared = Estimator(
         case.pipeline, case.profiles, case.trace, queue_policy=case.policy, machine=machine
     )
+    assert shared.shared_cores >= replicas
     assert np.array_equal(shared.run(case.config).latency_s, run(case))
 
 

@@ -379,6 +379,7 @@ class Demo:
             trace,
             slo_s=slo_s,
             service_time=SERVICE_TIME,
+            machine=self.pool if self.pool.shares_cores else None,  # as the plan was judged
         ).run(load_config(plan_path))
         return {"p99_s": result.p99_s, "miss_rate": result.miss_rate}
 

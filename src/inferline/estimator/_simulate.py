@@ -13,10 +13,10 @@ from inferline.errors import ConfigError
 from inferline.estimator._run import KernelRun, PreparedTrace, StageArrays
 from inferline.pipeline import Pipeline, PipelineConfig
 from inferline.profiles import (
-    DEFAULT_FRONTEND_CPU_S_PER_QUERY,
     LatencyStat,
     MachinePool,
     Profiles,
+    frontend_cpu_s_per_query,
 )
 from inferline.workload import Trace
 
@@ -200,9 +200,7 @@ class Estimator:
         self.trace = trace
         self.machine = machine
         if machine is not None:
-            cpu = DEFAULT_FRONTEND_CPU_S_PER_QUERY
-            if overhead is not None and overhead.frontend_cpu_s_per_query is not None:
-                cpu = overhead.frontend_cpu_s_per_query
+            cpu, _ = frontend_cpu_s_per_query(overhead)
             rate = float(trace.mean_rate_qps)  # inf for a trace of one instant: no rate
             self.shared_cores = machine.shared_cores_at(rate if math.isfinite(rate) else 0.0, cpu)
         else:

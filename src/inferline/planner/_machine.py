@@ -23,27 +23,19 @@ from collections.abc import Callable
 from inferline.errors import CapacityError, InfeasibleError, MachineInfeasibleError
 from inferline.planner._result import MachineUse, Plan
 from inferline.profiles import (
-    DEFAULT_FRONTEND_CPU_S_PER_QUERY,
     MachinePool,
     Profiles,
     check_plan_fits,
+    frontend_cpu_s_per_query,
 )
 from inferline.workload import Trace
 
-__all__ = ["frontend_cpu_s_per_query", "plan_on_machine", "planning_pool"]
-
-
-def frontend_cpu_s_per_query(profiles: Profiles) -> tuple[float, bool]:
-    """The front-end's CPU per query and whether the Profiler measured it (else the default)."""
-    overhead = profiles.overhead
-    if overhead is not None and overhead.frontend_cpu_s_per_query is not None:
-        return overhead.frontend_cpu_s_per_query, True
-    return DEFAULT_FRONTEND_CPU_S_PER_QUERY, False
+__all__ = ["plan_on_machine", "planning_pool"]
 
 
 def planning_pool(machine: MachinePool, profiles: Profiles, trace: Trace) -> MachinePool:
     """``machine`` as the Planner sees it for ``trace`` (front-end share at its mean rate)."""
-    cpu, _ = frontend_cpu_s_per_query(profiles)
+    cpu, _ = frontend_cpu_s_per_query(profiles.overhead)
     return machine.for_planning(float(trace.mean_rate_qps), cpu)
 
 
@@ -55,7 +47,7 @@ def busy_cores(plan: Plan, pool: MachinePool) -> float | None:
 
 
 def _use(pool: MachinePool, plan: Plan, profiles: Profiles, trace: Trace) -> MachineUse:
-    cpu, measured = frontend_cpu_s_per_query(profiles)
+    cpu, measured = frontend_cpu_s_per_query(profiles.overhead)
     return MachineUse(
         pool=pool,
         rate_qps=float(trace.mean_rate_qps),

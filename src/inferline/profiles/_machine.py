@@ -43,11 +43,14 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, get_args
+from typing import TYPE_CHECKING, Literal, get_args
 
 from inferline._hardware_names import ReplicaResources, resources_for
 from inferline.errors import CapacityError, ConfigError
 from inferline.pipeline import PipelineConfig
+
+if TYPE_CHECKING:
+    from inferline.profiles._model import EngineOverhead
 
 __all__ = [
     "DEFAULT_FRONTEND_CPU_S_PER_QUERY",
@@ -64,6 +67,7 @@ __all__ = [
     "ReplicaResources",
     "check_plan_fits",
     "fit_plan",
+    "frontend_cpu_s_per_query",
     "machine_from_fields",
     "machine_pool_for_host",
     "parse_machine",
@@ -306,6 +310,14 @@ class MachinePool:
 
 #: Stands for "no bound" in the counts a pool allows.
 _UNBOUNDED = 1 << 40
+
+
+def frontend_cpu_s_per_query(overhead: EngineOverhead | None) -> tuple[float, bool]:
+    """The front-end's CPU per query from the profiles' engine overhead, and whether the
+    Profiler measured it (else :data:`DEFAULT_FRONTEND_CPU_S_PER_QUERY`)."""
+    if overhead is not None and overhead.frontend_cpu_s_per_query is not None:
+        return overhead.frontend_cpu_s_per_query, True
+    return DEFAULT_FRONTEND_CPU_S_PER_QUERY, False
 
 
 def check_plan_fits(plan: PipelineConfig, pool: MachinePool | None) -> None:

@@ -51,10 +51,10 @@ from inferline.errors import CapacityError, ConfigError
 from inferline.estimator import Estimator, Observation
 from inferline.pipeline import Pipeline, PipelineConfig
 from inferline.profiles import (
-    DEFAULT_FRONTEND_CPU_S_PER_QUERY,
     MachinePool,
     Profiles,
     check_plan_fits,
+    frontend_cpu_s_per_query,
 )
 from inferline.workload import Trace
 
@@ -364,12 +364,7 @@ class SimulatingTuner:
         ``busy``): the front-end keeps its measured share, as when planning."""
         if self.machine is None or not self.machine.bounds_busy_cores:
             return None
-        overhead = self.profiles.overhead
-        cpu = (
-            overhead.frontend_cpu_s_per_query
-            if overhead is not None and overhead.frontend_cpu_s_per_query is not None
-            else DEFAULT_FRONTEND_CPU_S_PER_QUERY
-        )
+        cpu, _ = frontend_cpu_s_per_query(self.profiles.overhead)
         return self.machine.for_planning(rate_qps, cpu)
 
     def decide(

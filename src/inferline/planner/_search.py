@@ -321,12 +321,9 @@ class Search:
         """``key``'s estimated P99 and busy cores over the whole trace (no early stop, not
         cached: for comparing steps that all miss the target)."""
         self.calls += 1
-        result = self.estimator.run(self.config(key))
-        busy = sum(
-            result.stages[name].utilization * k * self.threads[hw]
-            for name, (hw, _, k) in zip(self.names, key, strict=True)
-        )
-        return result.p99_s, busy
+        outcome = self._outcome(self.estimator.run(self.config(key)))
+        busy = self.busy_cores(key, outcome)
+        return outcome.p99_s, math.inf if busy is None else busy
 
     def _unsimulated(self, reason: str) -> Outcome:
         self.pruned += 1

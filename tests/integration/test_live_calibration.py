@@ -109,6 +109,11 @@ def test_live_calibration_on_a_served_engine(tmp_path: Path) -> None:
     ) as engine:
         result = replay(engine.url, arrivals, bodies, slo_s=0.5, model="sleepy")
         assert (np.asarray(result.status) == 200).all()
+        # every answer says which stages it visited: the engine's real routing
+        assert len(result.paths) == len(arrivals)
+        for path in result.paths:
+            assert path is not None and path.split("+")[0] == "parse"
+            assert set(path.split("+")) <= {"parse", "model", "fallback"}
         section = _wait_for_estimate(engine, len(arrivals), timeout_s=15.0)
         _, metrics = engine.request("GET", "/metrics")
         human = calibrate(engine.url, "-o", str(tmp_path / "calibrated.yaml"))

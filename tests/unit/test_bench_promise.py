@@ -195,3 +195,25 @@ def test_tables_show_the_figures_the_verdicts_and_what_did_not_fit() -> None:
     assert "infeasible on this machine" in text
     assert "0.00120" in text and "/out/promise.json" in text and "load average 9.0" in text
     assert "FAIL" in text_of(figures(False))
+
+
+def test_calibration_estimates_along_the_paths_the_engine_answered() -> None:
+    """Samples the served models route another way than when profiled (weights trained
+    on another machine) take the answered path; queries without an answer keep theirs."""
+    from inferline.bench.promise import observed_trace, paths_agreement
+    from inferline.engine import answered_path
+    from inferline.workload import Trace
+
+    body = b'{"model_name":"m","parameters":{"path":"a+b"},"outputs":[{"path":"x"}]}'
+    assert answered_path(body) == "a+b"
+    assert answered_path(b'{"error":"shed"}') is None
+    trace = Trace.from_arrivals([0.0, 0.1, 0.2, 0.3], [("a",), ("a", "b"), ("a",), ("a",)])
+    observed = observed_trace(trace, ["a+b", "a", None, "a"])
+    routes = [observed.path_table[k] for k in observed.path_ids.tolist()]
+    assert routes == [("a", "b"), ("a",), ("a",), ("a",)]
+    assert list(observed.arrival_s) == list(trace.arrival_s)
+    assert paths_agreement(trace, observed) == 0.5
+    assert observed_trace(trace, [None] * 4) is trace
+    plain = Trace.from_arrivals([0.0, 0.1])
+    assert observed_trace(plain, ["a", "a"]) is plain
+    assert paths_agreement(plain, plain) is None

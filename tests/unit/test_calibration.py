@@ -140,3 +140,45 @@ def test_calibrated_profiles_round_trip_through_the_file_format() -> None:
     loaded = profiles_from_mapping(profiles_to_mapping(result.profiles), hardware, ("m",))
     assert loaded.get("m", "cpu-1").points == result.profiles.get("m", "cpu-1").points
     assert math.isclose(loaded.get("m", "cpu-1").latency_s(5), 0.0105)
+
+
+def test_measured_round_trips_replace_the_profiled_rest() -> None:
+    """Served side by side, the rest of the round trip (IPC, waiting for a core to wake
+    up, for the engine to read the answer) grows too: measured sizes take their round
+    trip's median and P99; the others scale the profiled rest like the measured ones."""
+    profiles = _profile([0.001, 0.002, 0.004, 0.008, 0.016], rest_s=0.0005)
+    key = ("m", "cpu-1")
+    predicts = {1: [0.001] * 99 + [0.003]}
+    turns = {1: [0.002] * 98 + [0.006, 0.009]}  # rest 1 ms at the median: 2x profiled
+    result = calibrate_profiles(profiles, {key: predicts}, turns={key: turns})
+    calibrated = result.profiles.get("m", "cpu-1")
+    one = calibrated.points[0]
+    assert (one.median_s, one.p99_s, one.predict_median_s) == (0.002, 0.009, 0.001)
+    four = next(p for p in calibrated.points if p.batch_size == 4)
+    assert four.predict_median_s == pytest.approx(0.004)  # speed ratio 1
+    assert four.median_s == pytest.approx(0.004 + 2 * 0.0005)
+    # without round trips, the rest stays as profiled
+    plain = calibrate_profiles(profiles, {key: predicts}).profiles.get("m", "cpu-1")
+    assert plain.points[0].median_s == pytest.approx(0.0015)
+    assert next(p for p in plain.points if p.batch_size == 4).median_s == pytest.approx(0.0045)
+    # too few round trips of a size: that size is calibrated as without them
+    few = calibrate_profiles(profiles, {key: predicts}, turns={key: {1: [0.002] * 5}})
+    assert few.profiles.get("m", "cpu-1") == plain
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    curve=curves,
+    extra=st.lists(st.floats(0.0, 0.02), min_size=20, max_size=60),
+)
+def test_a_round_trip_never_makes_a_point_faster_than_its_predict(
+    curve: list[float], extra: list[float]
+) -> None:
+    profiles = _profile(curve)
+    key = ("m", "cpu-1")
+    predicts = [curve[0]] * len(extra)
+    turns = [curve[0] + e for e in extra]
+    result = calibrate_profiles(profiles, {key: {1: predicts}}, turns={key: {1: turns}})
+    for point in result.profiles.get("m", "cpu-1").points:
+        assert point.median_s >= (point.predict_median_s or 0.0) - 1e-12
+        assert point.p99_s >= point.median_s

@@ -309,3 +309,29 @@ def test_cpu_work_is_calibrated_apart_for_an_estimate_on_shared_cores(tmp_path: 
     busy = MachinePool(cores=2, memory_bytes=None, fit="busy")
     assert calibrate(busy, 0.01).latest_work_calibration() is None
     assert calibrate(None, 0.01).latest_work_calibration() is None
+
+
+def test_round_trips_calibrate_the_served_profiles_and_are_reported(tmp_path: Path) -> None:
+    """The engine's calibration takes each batch's round trip as the point's latency,
+    and the report carries the CPU-work profiles when the host's cores are shared."""
+    from inferline.profiles import MachinePool
+
+    pipeline, config = _bundle(tmp_path)
+    clock = Clock()
+    machine = MachinePool(cores=2, memory_bytes=None)
+    cal = Calibrator(pipeline, _profiles(0.002), clock=clock, machine=machine)
+    for _ in range(100):
+        cal.record_batch("a", "cpu-1", 1, 0.002, 0.002, 0.005)
+        cal.record_batch("b", "cpu-1", 1, 0.002, 0.002)
+    cal.refresh(config, slo_s=1.0)
+    latest = cal.latest_calibration()
+    assert latest is not None
+    assert latest.profiles.get("a", "cpu-1").latency_s(1) == pytest.approx(0.005)
+    assert latest.profiles.get("b", "cpu-1").latency_s(1) < 0.005
+    report = cal.report(config)
+    served = report["profiles"]
+    work = report["work_profiles"]
+    assert served is not None and work is not None
+    assert json.dumps(report)  # the endpoint's body
+    cal.reset()
+    assert cal.report(config)["work_profiles"] is None

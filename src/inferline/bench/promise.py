@@ -23,6 +23,7 @@ machine (issue 14, "Done when"). Per bundle:
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import tempfile
@@ -286,18 +287,34 @@ def calibrated_estimate(
     slo_s: float,
     seed: int = 0,
     service_time: ServiceTime = "lognormal",
+    machine: MachinePool | None = None,
 ) -> SimulationResult | None:
     """The Estimator again on the same arrivals with the profiles the engine at ``url``
-    calibrated from the run's own batches (``GET /v2/control/calibration``: measured
-    median and P99 per stage and batch size, other sizes scaled by the stage's speed
-    ratio), keeping the profiled engine overhead. None when the engine has none."""
+    calibrated from the run's own batches (``GET /v2/control/calibration``), keeping the
+    profiled engine overhead. None when the engine has none.
+
+    Without ``machine``: the batches' wall times (measured median and P99 per stage and
+    batch size, other sizes scaled by the stage's speed ratio), each replica simulated
+    as a dedicated unit: the contention is in the times, but not when it happened. With
+    a ``machine`` that shares its cores: the batches' CPU work, on the machine's cores
+    simulated as shared, so slow batches come when the replicas are busy together, as
+    served (None when the engine calibrated no CPU work)."""
     try:
         report = fetch_calibration(url)
     except InferLineError:
         return None
-    calibrated = report.profiles.with_overhead(profiles.overhead)
+    shared = machine is not None and machine.shares_cores
+    source = report.work_profiles if shared else report.profiles
+    if source is None:
+        return None
     return Estimator(
-        pipeline, calibrated, trace, slo_s=slo_s, seed=seed, service_time=service_time
+        pipeline,
+        source.with_overhead(profiles.overhead),
+        trace,
+        slo_s=slo_s,
+        seed=seed,
+        service_time=service_time,
+        machine=machine if shared else None,
     ).run(config)
 
 
@@ -479,8 +496,9 @@ def _serve_args(slo_s: float, *extra: str) -> tuple[str, ...]:
 
 def _replay(
     ctx: _Context, engine: EngineProcess, trace: Trace, samples: np.ndarray, slo_s: float
-) -> tuple[dict[str, Any], StatusPoller]:
-    """Replay ``trace`` with its sample payloads while polling status."""
+) -> tuple[dict[str, Any], StatusPoller, Trace]:
+    """Replay ``trace`` with its sample payloads while polling status; also the trace
+    with the paths the engine answered along (:func:`observed_trace`)."""
     from inferline.engine import replay, replay_summary
 
     price = ctx.profiles.hardware.price_per_hour
@@ -497,7 +515,32 @@ def _replay(
     measured = replay_summary(result)
     if measured["errors"]:
         measured["first_error"] = next(iter(result.errors.values()), "")
-    return measured, poller
+    return measured, poller, observed_trace(trace, result.paths)
+
+
+def paths_agreement(trace: Trace, observed: Trace) -> float | None:
+    """The share of queries that took the path their sample took when profiled."""
+    if trace.path_ids is None or observed.path_ids is None or not trace.arrival_s.size:
+        return None
+    planned = [trace.path_table[k] for k in trace.path_ids.tolist()]
+    served = [observed.path_table[k] for k in observed.path_ids.tolist()]
+    return sum(a == b for a, b in zip(planned, served, strict=True)) / len(planned)
+
+
+def observed_trace(trace: Trace, answered: Sequence[str | None]) -> Trace:
+    """``trace`` with each query's path replaced by the one the engine answered along
+    (stage names joined by ``+``, in visit order; None: kept as it was). A bundle's
+    paths record which path each sample took when profiled; models trained on another
+    machine may route some samples the other way, which calibration, seeing the served
+    queries, should not inherit."""
+    if trace.path_ids is None or not any(answered):
+        return trace
+    ids = trace.path_ids.tolist()
+    paths = [
+        tuple(a.split("+")) if a else trace.path_table[k]
+        for k, a in itertools.zip_longest(ids, answered[: len(ids)])
+    ]
+    return Trace.from_arrivals(trace.arrival_s, paths, source=trace.source)
 
 
 def _warm_up(ctx: _Context, engine: EngineProcess, rate_qps: float, slo_s: float) -> None:
@@ -546,22 +589,33 @@ def _level(
             trace, samples = ctx.with_paths(arrivals, seed, f"held out, {rate:.1f} q/s")
             _warm_up(ctx, engine, rate, slo_s)
             engine.reset_stats()
-            measured, poller = _replay(ctx, engine, trace, samples, slo_s)
+            measured, poller, observed = _replay(ctx, engine, trace, samples, slo_s)
             stats = engine.stats()
             served_batch = poller.served_batch(stats)
             profiled = ctx.estimate(trace, chosen.config, slo_s)
-            calibrated = calibrated_estimate(
-                ctx.bundle.pipeline,
-                ctx.profiles,
-                chosen.config,
-                trace,
-                engine.url,
-                slo_s=slo_s,
-                seed=s.seed,
-                service_time=s.service_time,
+            calibrated, calibrated_shared = (
+                calibrated_estimate(
+                    ctx.bundle.pipeline,
+                    ctx.profiles,
+                    chosen.config,
+                    observed,
+                    engine.url,
+                    slo_s=slo_s,
+                    seed=s.seed,
+                    service_time=s.service_time,
+                    machine=machine,
+                )
+                for machine in (None, ctx.pool)
             )
-            run = _run_figures(measured, poller.figures(), profiled, calibrated)
-            runs.append({**run, "served_batch": served_batch, "stages": _time_split(stats)})
+            run = _run_figures(measured, poller.figures(), profiled, calibrated, calibrated_shared)
+            runs.append(
+                {
+                    **run,
+                    "served_batch": served_batch,
+                    "stages": _time_split(stats),
+                    "paths_as_profiled": paths_agreement(trace, observed),
+                }
+            )
     out["runs"] = runs
     out.update(_level_summary(runs, ctx.pool, s))
     return out
@@ -599,6 +653,7 @@ def _run_figures(
     machine: dict[str, Any],
     profiled: SimulationResult,
     calibrated: SimulationResult | None,
+    calibrated_shared: SimulationResult | None = None,
 ) -> dict[str, Any]:
     meas = measured.get("p99_s")
 
@@ -606,7 +661,10 @@ def _run_figures(
         return None if est is None or not meas else abs(est - meas) / meas
 
     cal_p99 = None if calibrated is None else calibrated.p99_s
+    shared_p99 = None if calibrated_shared is None else calibrated_shared.p99_s
     return {
+        "calibrated_shared_p99_s": shared_p99,
+        "calibrated_shared_error": error(shared_p99),
         "estimated_p99_s": profiled.p99_s,
         "estimated_miss_rate": profiled.miss_rate,
         "calibrated_p99_s": cal_p99,
@@ -693,7 +751,7 @@ def _ramp(
             start_timeout_s=s.start_timeout_s,
         ) as engine:
             _warm_up(ctx, engine, low, slo_s)
-            measured, poller = _replay(ctx, engine, trace, samples, slo_s)
+            measured, poller, _ = _replay(ctx, engine, trace, samples, slo_s)
             machine = poller.figures()
             tuner = engine.status().get("tuner", {})
         out[label] = {

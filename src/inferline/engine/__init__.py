@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from inferline.engine._http import EngineApp
     from inferline.engine._replay import (
         ReplayResult,
+        answered_path,
         default_body,
         parse_input_option,
         replay,
@@ -70,6 +71,7 @@ __all__ = [
     "Tensor",
     "TensorSpec",
     "UnreachableError",
+    "answered_path",
     "check_exposure",
     "default_body",
     "fetch_calibration",
@@ -105,6 +107,7 @@ _LAZY = {
     "thread_environment": "inferline.engine._hardware",
     "EngineApp": "inferline.engine._http",
     "ReplayResult": "inferline.engine._replay",
+    "answered_path": "inferline.engine._replay",
     "default_body": "inferline.engine._replay",
     "parse_input_option": "inferline.engine._replay",
     "replay": "inferline.engine._replay",

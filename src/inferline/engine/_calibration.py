@@ -2,17 +2,18 @@
 makes of it (docs/engine.md, "Live calibration").
 
 The engine hands every finished batch (stage, hardware, size, measured ``predict``
-time) and every answered query (arrival, latency, path) to a :class:`Calibrator`; both
-are appends to bounded deques, the only work on the hot path. Every ``interval_s``,
-off the event loop (a worker thread), :meth:`Calibrator.refresh` calibrates the
-profiles on the last ``window_s`` of batches (:func:`~inferline.profiles.calibrate_profiles`)
-and runs the Estimator on the last ``window_s`` of answered queries, as they arrived
-and along the paths they took, under the plan in force: its P99 beside the measured
-one, with the calibrated and with the original profiles (those on the host's cores
-shared, under the machine's ``shared`` fit rule: calibrated profiles carry the
-contention already). Each stage's speed ratio
-(measured / profiled ``predict`` time) is checked for drift: beyond ``drift_ratio``
-(either way) for ``drift_sustain_s`` logs one warning naming the stage, and counts it.
+time, its CPU time and its round trip) and every answered query (arrival, latency,
+path) to a :class:`Calibrator`; both are appends to bounded deques, the only work on
+the hot path. Every ``interval_s``, off the event loop (a worker thread),
+:meth:`Calibrator.refresh` calibrates the profiles on the last ``window_s`` of batches
+(:func:`~inferline.profiles.calibrate_profiles`, round trips included) and runs the
+Estimator on the last ``window_s`` of answered queries, as they arrived and along the
+paths they took, under the plan in force: its P99 beside the measured one, with the
+calibrated and with the original profiles (those on the host's cores shared, under the
+machine's ``shared`` fit rule: calibrated profiles carry the contention already). Each
+stage's speed ratio (measured / profiled ``predict`` time) is checked for drift: beyond
+``drift_ratio`` (either way) for ``drift_sustain_s`` logs one warning naming the stage,
+and counts it.
 Nothing a refresh raises reaches the server: it is logged and shown in the status.
 """
 
@@ -116,6 +117,8 @@ class _Snapshot:
     queries: list[tuple[float, float, tuple[str, ...]]]  # (arrival, latency, path)
     #: (time, CPU work) per batch: the process's CPU seconds ÷ the replica's threads
     work: dict[tuple[str, str], dict[int, list[tuple[float, float]]]] = field(default_factory=dict)
+    #: (time, round trip) per batch: from handing it to a replica to taking its answers
+    turns: dict[tuple[str, str], dict[int, list[tuple[float, float]]]] = field(default_factory=dict)
 
     def window(self, window_s: float) -> tuple[Any, np.ndarray, np.ndarray, list[Any]]:
         """Batch samples, arrivals (sorted), latencies and paths of the last ``window_s``."""
@@ -149,6 +152,7 @@ class Calibrator:
         self._clock = clock
         self._batches: dict[tuple[str, str], dict[int, deque[tuple[float, float]]]] = {}
         self._work: dict[tuple[str, str], dict[int, deque[tuple[float, float]]]] = {}
+        self._turns: dict[tuple[str, str], dict[int, deque[tuple[float, float]]]] = {}
         self._threads: dict[str, int] = {}
         self._queries: deque[tuple[float, float, tuple[str, ...]]] = deque(
             maxlen=self.options.max_queries
@@ -171,9 +175,12 @@ class Calibrator:
         size: int,
         predict_s: float,
         predict_cpu_s: float | None = None,
+        turn_s: float | None = None,
     ) -> None:
         now = self._clock()
         self._append(self._batches, stage, hardware, size, now, predict_s)
+        if turn_s is not None:
+            self._append(self._turns, stage, hardware, size, now, turn_s)
         if predict_cpu_s is not None and self.machine is not None:
             threads = self._threads.get(hardware)
             if threads is None:
@@ -206,6 +213,7 @@ class Calibrator:
         """Forget the batches and queries measured so far (``DELETE /v2/control/stats``)."""
         self._batches.clear()
         self._work.clear()
+        self._turns.clear()
         self._queries.clear()
 
     # --- reading -----------------------------------------------------------------------------
@@ -230,8 +238,26 @@ class Calibrator:
         """The profiles calibrated on the last ``window_s`` (None: no profiles known)."""
         if self.profiles is None:
             return None
+        since = self._clock() - self.options.window_s
         return calibrate_profiles(
-            self.profiles, self.samples(), min_samples=self.options.min_samples, source=_SOURCE
+            self.profiles,
+            _recent(self._batches, since),
+            min_samples=self.options.min_samples,
+            source=_SOURCE,
+            turns=_recent(self._turns, since),
+        )
+
+    def work_calibration(self) -> Calibration | None:
+        """The profiles calibrated on the CPU work of the last ``window_s`` (None unless
+        the machine's fit rule is ``shared`` and batches reported their CPU time)."""
+        if self.profiles is None or self.machine is None:
+            return None
+        since = self._clock() - self.options.window_s
+        work = _recent(self._work, since)
+        if not work:
+            return None
+        return calibrate_profiles(
+            self.profiles, work, min_samples=self.options.min_samples, source=_WORK_SOURCE
         )
 
     def report(self, config: PipelineConfig) -> dict[str, Any]:
@@ -259,6 +285,8 @@ class Calibrator:
         if calibration is not None:
             body["hardware"] = hardware_to_mapping(calibration.profiles.hardware)["hardware"]
             body["profiles"] = profiles_to_mapping(calibration.profiles)
+        work = self.work_calibration()
+        body["work_profiles"] = None if work is None else profiles_to_mapping(work.profiles)
         return body
 
     def status(self) -> dict[str, Any]:
@@ -293,7 +321,7 @@ class Calibrator:
         queries = self._queries  # in order of answer, so nearly in order of arrival
         while queries and queries[0][0] < since:
             queries.popleft()
-        for table in (self._batches, self._work):
+        for table in (self._batches, self._work, self._turns):
             for by_size in table.values():
                 for d in by_size.values():
                     while d and d[0][0] < since:
@@ -305,6 +333,7 @@ class Calibrator:
             batches={k: {b: list(d) for b, d in v.items()} for k, v in self._batches.items()},
             queries=list(queries),
             work={k: {b: list(d) for b, d in v.items()} for k, v in self._work.items()},
+            turns={k: {b: list(d) for b, d in v.items()} for k, v in self._turns.items()},
         )
 
     def compute(
@@ -332,10 +361,15 @@ class Calibrator:
                 pipeline["rate_qps"] = (arrival_s.size - 1) / span
         if self.profiles is None:
             return ratios, pipeline, None, None
+        since = snap.now_s - self.options.window_s
         calibration = calibrate_profiles(
-            self.profiles, batches, min_samples=self.options.min_samples, source=_SOURCE
+            self.profiles,
+            batches,
+            min_samples=self.options.min_samples,
+            source=_SOURCE,
+            turns=_recent(snap.turns, since),
         )
-        work = _recent(snap.work, snap.now_s - self.options.window_s)
+        work = _recent(snap.work, since)
         work_calibration = (
             calibrate_profiles(
                 self.profiles, work, min_samples=self.options.min_samples, source=_WORK_SOURCE

@@ -21,7 +21,10 @@ __all__ = ["CalibrationReport", "fetch_calibration"]
 class CalibrationReport:
     """What a running engine measured: its calibrated profiles, per stage the measured
     against the profiled ``predict`` times (``stages``, as the endpoint answers), and the
-    pipeline's estimated and measured P99 (``pipeline``) of its latest refresh."""
+    pipeline's estimated and measured P99 (``pipeline``) of its latest refresh.
+    ``work_profiles``: calibrated on each batch's CPU time ÷ threads (the engine's
+    machine fit rule is ``shared``), for an Estimator that shares the host's cores;
+    None otherwise."""
 
     url: str
     model: str
@@ -30,6 +33,7 @@ class CalibrationReport:
     stages: dict[str, Any]
     pipeline: dict[str, Any]
     raw: dict[str, Any]
+    work_profiles: Profiles | None = None
 
 
 def _base_url(url: str) -> str:
@@ -80,6 +84,10 @@ def fetch_calibration(url: str, timeout_s: float = 10.0) -> CalibrationReport:
     try:
         hardware = hardware_from_mapping({"hardware": body["hardware"]}, endpoint)
         profiles = profiles_from_mapping(body["profiles"], hardware, None, endpoint)
+        work = body.get("work_profiles")
+        work_profiles = (
+            None if work is None else profiles_from_mapping(work, hardware, None, endpoint)
+        )
     except InferLineError as exc:
         raise EngineError(f"the engine's calibration report is malformed: {exc}") from None
     return CalibrationReport(
@@ -90,4 +98,5 @@ def fetch_calibration(url: str, timeout_s: float = 10.0) -> CalibrationReport:
         stages=dict(body["stages"]),
         pipeline=dict(body.get("pipeline") or {}),
         raw=body,
+        work_profiles=work_profiles,
     )

@@ -563,11 +563,12 @@ class Engine:
             return
         now = self._clock()
         # the replica's whole turn (IPC and pickling included) is what the queue waits for
-        st.dispatcher.record_service(now - batch.sent_s, len(batch.visits))
+        turn_s = now - batch.sent_s
+        st.dispatcher.record_service(turn_s, len(batch.visits))
         st.metrics.service_s.observe(predict_s)
         st.predict_s.append(predict_s)
         self.calibrator.record_batch(
-            st.name, r.hardware, len(batch.visits), predict_s, predict_cpu_s
+            st.name, r.hardware, len(batch.visits), predict_s, predict_cpu_s, turn_s
         )
         observe = st.metrics.stage_latency_s.observe
         failed, first_error = 0, ""

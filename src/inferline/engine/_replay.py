@@ -31,6 +31,7 @@ from inferline.errors import ConfigError
 
 __all__ = [
     "ReplayResult",
+    "answered_path",
     "default_body",
     "discover_model",
     "parse_input_option",
@@ -53,6 +54,9 @@ class ReplayResult:
     status: npt.NDArray[np.int64]  # HTTP status; 0 = connection failed, -1 = timed out
     errors: dict[int, str] = field(default_factory=dict)  # query -> error message
     slo_s: float = 1.0
+    #: per query, the stages it visited as the engine answered (``parameters.path``,
+    #: names joined by ``+`` in visit order); None without an answer that says
+    paths: list[str | None] = field(default_factory=list)
 
     @property
     def outcome(self) -> list[str]:
@@ -182,8 +186,31 @@ def discover_model(url: str, timeout_s: float = 5.0) -> str:
 # --- the client ---------------------------------------------------------------------------------
 
 
+def answered_path(body: bytes) -> str | None:
+    """The ``parameters.path`` of an InferLine answer, without parsing the whole body
+    (the engine writes ``parameters`` before ``outputs``)."""
+    start = body.find(_PATH_MARK)
+    if start < 0:
+        return None
+    start += len(_PATH_MARK)
+    end = body.find(b'"', start)
+    return body[start:end].decode() if end >= 0 else None
+
+
+_PATH_MARK = b'"parameters":{"path":"'
+
+
 class _Recorder:
-    __slots__ = ("errors", "finished", "latency_s", "outstanding", "sent_s", "status", "t0")
+    __slots__ = (
+        "errors",
+        "finished",
+        "latency_s",
+        "outstanding",
+        "paths",
+        "sent_s",
+        "status",
+        "t0",
+    )
 
     def __init__(self, n: int, t0: float) -> None:
         self.t0 = t0
@@ -191,6 +218,7 @@ class _Recorder:
         self.latency_s = np.full(n, np.nan)
         self.status = np.full(n, TIMED_OUT, dtype=np.int64)
         self.errors: dict[int, str] = {}
+        self.paths: list[str | None] = [None] * n
         self.outstanding = 0
         self.finished: asyncio.Future[None] | None = None
 
@@ -242,6 +270,8 @@ class _Connection(asyncio.Protocol):
         del buffer[: end + 4 + length]
         i, self.current = self.current, -1
         error = None
+        if status == 200 and i >= 0:
+            self.client.recorder.paths[i] = answered_path(body)
         if status != 200:
             try:
                 error = str(json.loads(body).get("error", body[:200].decode(errors="replace")))
@@ -391,6 +421,7 @@ async def replay_async(
         status=recorder.status,
         errors=recorder.errors,
         slo_s=slo_s,
+        paths=recorder.paths,
     )
 
 

@@ -6,12 +6,17 @@ into profiles. It is pure (samples in, Profiles out), so the engine, ``inferline
 calibrate`` and the in-place Profiler share it.
 
 A profiled point's latency is its ``predict`` part plus the rest of the round trip (IPC,
-(de)serialisation), which calibration keeps as profiled. Per batch size:
+(de)serialisation, waiting to be read). Per batch size:
 
-- measured at least ``min_samples`` times: the measured median and P99 ``predict`` time;
+- measured at least ``min_samples`` times: the measured median and P99 ``predict`` time,
+  and, when the batches' round trips were measured too (``turns``: the engine's time from
+  handing a batch to a replica to taking its answers), the measured median and P99 round
+  trip as the point's latency: served side by side, the rest of the round trip grows
+  too (a replica waits for a core to wake up, the engine to read its answer);
 - otherwise: the profiled ``predict`` part scaled by the stage's speed ratio (measured /
   profiled ``predict`` time over every batch the stage ran; None until it ran
-  ``min_samples`` batches, then the profile is kept as it is).
+  ``min_samples`` batches, then the profile is kept as it is), and the rest of the round
+  trip as profiled, scaled like the measured sizes' rest when there are round trips.
 
 A calibrated curve never falls as the batch grows (a running maximum), so the profiles'
 conservative lookup between sizes (SPEC §2.3) still holds.
@@ -168,21 +173,48 @@ def speed_of_sizes(
     return StageSpeed(profile.stage, profile.hardware, total, ratio, tuple(out))
 
 
+def _round_trips(
+    profile: BatchProfile, speed: StageSpeed, turns: Samples, min_samples: int
+) -> tuple[dict[int, tuple[float, float]], float]:
+    """Per measured size, the round trip's (median, P99); and the ratio of the measured
+    rest of the round trip (round trip − ``predict``, medians) to the profiled rest."""
+    out: dict[int, tuple[float, float]] = {}
+    measured_rest = profiled_rest = 0.0
+    for s in speed.sizes:
+        ordered = sorted(turns.get(s.batch_size, ()))
+        if len(ordered) < min_samples or s.count < min_samples:
+            continue
+        median = max(_median(ordered), s.median_s)
+        out[s.batch_size] = (median, max(nearest_rank(ordered, 0.99), s.p99_s, median))
+        med, _, pred = _profiled_at(profile, s.batch_size)
+        measured_rest += s.count * (median - s.median_s)
+        profiled_rest += s.count * (med - pred)
+    ratio = measured_rest / profiled_rest if out and profiled_rest > 0 else 1.0
+    return out, ratio
+
+
 def _calibrated_profile(
-    profile: BatchProfile, speed: StageSpeed, min_samples: int, source: str
+    profile: BatchProfile,
+    speed: StageSpeed,
+    min_samples: int,
+    source: str,
+    turns: Samples | None = None,
 ) -> BatchProfile:
     measured = {s.batch_size: s for s in speed.sizes if s.count >= min_samples}
     if speed.ratio is None and not measured:
         return profile
     ratio = speed.ratio if speed.ratio is not None else 1.0
+    trips, rest_ratio = _round_trips(profile, speed, turns or {}, min_samples)
     reps = {p.batch_size: p.reps for p in profile.points}
     points: list[ProfilePoint] = []
     top_median = top_p99 = 0.0
     for b in sorted({p.batch_size for p in profile.points} | set(measured)):
         median, p99, predict = _profiled_at(profile, b)
-        rest = median - predict  # IPC and (de)serialisation: kept as profiled
+        rest = rest_ratio * (median - predict)  # IPC, (de)serialisation, waiting to be read
         s = measured.get(b)
-        if s is not None:
+        if s is not None and b in trips:
+            new_predict, (new_median, new_p99) = s.median_s, trips[b]
+        elif s is not None:
             new_predict, new_median = s.median_s, rest + s.median_s
             new_p99 = rest + s.p99_s
         else:
@@ -208,12 +240,14 @@ def calibrate_profiles(
     *,
     min_samples: int = 20,
     source: str = "calibrated",
+    turns: Mapping[tuple[str, str], Samples] | None = None,
 ) -> Calibration:
     """``profiles`` with every (stage, hardware) that has samples calibrated to them.
 
-    ``samples``: per (stage, hardware), batch size -> measured ``predict`` times (s).
-    Entries without samples, and samples of a stage or hardware without a profile, are
-    left as they are. ``source`` names where the calibrated entries came from.
+    ``samples``: per (stage, hardware), batch size -> measured ``predict`` times (s);
+    ``turns``: the same batches' round trips (s), when measured. Entries without
+    samples, and samples of a stage or hardware without a profile, are left as they are.
+    ``source`` names where the calibrated entries came from.
     """
     if min_samples < 1:
         raise ConfigError(f"must be ≥ 1, got {min_samples}", field="min_samples")
@@ -227,6 +261,8 @@ def calibrate_profiles(
         if not speed.samples:
             continue
         speeds[key] = speed
-        entries[key] = _calibrated_profile(profile, speed, min_samples, source)
+        entries[key] = _calibrated_profile(
+            profile, speed, min_samples, source, (turns or {}).get(key)
+        )
     calibrated = Profiles(profiles.hardware, entries, profiles.source, profiles.overhead)
     return Calibration(calibrated, speeds)

@@ -141,6 +141,9 @@ def test_settings_refuse_what_cannot_be_measured() -> None:
     assert bad_ramp.value.field == "ramp_from"
     with pytest.raises(ConfigError):
         PromiseSettings(repeats=0)
+    with pytest.raises(ConfigError, match="≥ 0") as reruns:
+        PromiseSettings(max_reruns=-1)
+    assert reruns.value.field == "max_reruns"
 
 
 def figures(passed: bool) -> dict[str, Any]:
@@ -149,17 +152,18 @@ def figures(passed: bool) -> dict[str, Any]:
         "runs": [{}],
         "estimated_p99_s": 0.040, "calibrated_p99_s": 0.045, "measured_p99_s": 0.047,
         "error": 0.149, "calibrated_error": 0.043, "measured_miss_rate": 0.004,
-        "max_threads": 4, "passed": passed,
+        "max_threads": 4, "passed": passed, "other_cores": 0.07, "disturbed_runs": [{}],
     }  # fmt: skip
     run = {
         "feasible": True, "policy": "inferline", "tuner_changes": 2, "measured_p99_s": 0.05,
         "measured_miss_rate": 0.002, "cost_usd": 0.0012, "mean_cost_per_hour": 0.21,
-        "max_threads": 4,
+        "max_threads": 4, "machine_load": {"other_cores": 0.31},
     }  # fmt: skip
     return {
         "settings": {
             "duration_s": 60.0, "repeats": 3, "miss_target": 0.01, "error_target": 0.1,
-            "ramp_from": 0.4, "ramp_to": 0.8, "ramp_s": 60.0,
+            "ramp_from": 0.4, "ramp_to": 0.8, "ramp_s": 60.0, "other_cores_limit": 0.25,
+            "steal_limit": 0.05, "max_reruns": 2,
         },
         "machine": {"cores": 2, "frontend_reserve_cores": 1.0, "max_threads": 8,
                     "max_threads_per_core": 8.0, "fit": "busy"},
@@ -194,6 +198,8 @@ def test_tables_show_the_figures_the_verdicts_and_what_did_not_fit() -> None:
     assert "4/4" in text and "PASS" in text and "FAIL" not in text
     assert "infeasible on this machine" in text
     assert "0.00120" in text and "/out/promise.json" in text and "load average 9.0" in text
+    # other processes' cores, per level and per ramp leg; the limits that re-run a run
+    assert "0.07" in text and "0.31" in text and "0.25 cores" in text and "5% steal" in text
     assert "FAIL" in text_of(figures(False))
 
 

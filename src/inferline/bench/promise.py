@@ -38,6 +38,11 @@ import numpy as np
 from rich.table import Table
 
 from inferline import Bundle, load_bundle
+from inferline.bench._machine_load import (
+    OTHER_CORES_LIMIT,
+    STEAL_LIMIT,
+    MachineLoadMeter,
+)
 from inferline.engine import fetch_calibration
 from inferline.errors import ConfigError, InfeasibleError, InferLineError
 from inferline.estimator import Estimator, ServiceTime, SimulationResult
@@ -116,6 +121,12 @@ class PromiseSettings:
     poll_s: float = 0.25
     start_timeout_s: float = 300.0
     tail_s: float = 30.0  # after the last send, wait this long for answers
+    #: a run during which other processes kept more than ``other_cores_limit`` cores busy
+    #: or the hypervisor stole more than ``steal_limit`` of the CPU is run again, at most
+    #: this many times per load (and per leg of the ramp)
+    max_reruns: int = 2
+    other_cores_limit: float = OTHER_CORES_LIMIT
+    steal_limit: float = STEAL_LIMIT
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -141,6 +152,11 @@ class PromiseSettings:
             raise ConfigError(f"must be positive, got {self.max_rate_qps!r}", field="max_rate_qps")
         if self.repeats < 1:
             raise ConfigError(f"must be ≥ 1, got {self.repeats}", field="repeats")
+        if self.max_reruns < 0:
+            raise ConfigError(f"must be ≥ 0, got {self.max_reruns}", field="max_reruns")
+        for name in ("other_cores_limit", "steal_limit"):
+            if not getattr(self, name) >= 0:
+                raise ConfigError(f"must be ≥ 0, got {getattr(self, name)!r}", field=name)
         if not self.bundles:
             raise ConfigError("give at least one bundle folder", field="bundles")
         if not self.loads or not all(0 < f <= 1 for f in self.loads):
@@ -324,7 +340,8 @@ def calibrated_estimate(
 class StatusPoller:
     """Reads the engine's status every ``period_s`` while a replay runs: the most replica
     threads at any time and the replica cost integrated over the run (SPEC §2.2:
-    replicas that are starting count)."""
+    replicas that are starting count); and, about every second, the machine's CPU
+    counters (:class:`MachineLoadMeter`: what other processes and the hypervisor took)."""
 
     def __init__(
         self,
@@ -340,9 +357,12 @@ class StatusPoller:
         self.samples: list[tuple[float, int, int, float]] = []  # t, threads, replicas, $/h
         self.batches_first: dict[str, int] = {}
         self.batches_last: dict[str, int] = {}
+        self.machine_load = MachineLoadMeter(engine.process.pid)
+        self._load_every = max(1, round(1.0 / period_s))
 
     def __enter__(self) -> StatusPoller:
         self._t0 = time.monotonic()
+        self.machine_load.read()
         self._read()
         self._thread.start()
         return self
@@ -351,10 +371,15 @@ class StatusPoller:
         self._stop.set()
         self._thread.join()
         self._read()
+        self.machine_load.read()
 
     def _run(self) -> None:
+        ticks = 0
         while not self._stop.wait(self._period_s):
             self._read()
+            ticks += 1
+            if ticks % self._load_every == 0:
+                self.machine_load.read()
 
     def _read(self) -> None:
         try:
@@ -389,6 +414,17 @@ class StatusPoller:
 
     def figures(self) -> dict[str, Any]:
         return status_figures(self.samples)
+
+    def load_figures(self, settings: PromiseSettings) -> dict[str, Any] | None:
+        """Other processes' cores and the steal during the run, and whether that
+        disturbed it (None: fewer than two readings)."""
+        share = self.machine_load.share()
+        if share is None:
+            return None
+        return {
+            **share.as_dict(),
+            "disturbed": share.disturbed(settings.other_cores_limit, settings.steal_limit),
+        }
 
 
 def status_figures(samples: Sequence[tuple[float, int, int, float]]) -> dict[str, Any]:
@@ -578,12 +614,15 @@ def _level(
     plan_file = tmp / f"plan-{fraction:g}.yaml"
     save_config(chosen.config, plan_file)
     out.update(_plan_figures(ctx, chosen, slo_s))
-    runs = []
+    runs: list[dict[str, Any]] = []
+    disturbed: list[dict[str, Any]] = []
     with start_engine(
         ctx.bundle.root, plan_file, *_serve_args(slo_s), start_timeout_s=s.start_timeout_s
     ) as engine:
-        for r in range(s.repeats):
-            step(f"{ctx.name} at {fraction:g}× ({rate:.1f} q/s): run {r + 1} of {s.repeats}")
+        while len(runs) < s.repeats:
+            r = len(runs)
+            again = " again" if disturbed and disturbed[-1]["repeat"] == r else ""
+            step(f"{ctx.name} at {fraction:g}× ({rate:.1f} q/s): run {r + 1} of {s.repeats}{again}")
             seed = s.seed + 1000 * (r + 1)
             arrivals = gamma_trace(rate, 1.0, s.duration_s, seed).arrival_s
             trace, samples = ctx.with_paths(arrivals, seed, f"held out, {rate:.1f} q/s")
@@ -608,17 +647,35 @@ def _level(
                 for machine in (None, ctx.pool)
             )
             run = _run_figures(measured, poller.figures(), profiled, calibrated, calibrated_shared)
-            runs.append(
-                {
-                    **run,
-                    "served_batch": served_batch,
-                    "stages": _time_split(stats),
-                    "paths_as_profiled": paths_agreement(trace, observed),
-                }
+            run.update(
+                repeat=r,
+                served_batch=served_batch,
+                stages=_time_split(stats),
+                paths_as_profiled=paths_agreement(trace, observed),
+                machine_load=poller.load_figures(s),
             )
+            if _disturbed(run) and len(disturbed) < s.max_reruns:
+                disturbed.append(run)
+                step(f"{ctx.name} at {fraction:g}×: run {r + 1} {_disturbance(run)}")
+                continue
+            runs.append(run)
     out["runs"] = runs
+    out["disturbed_runs"] = disturbed
     out.update(_level_summary(runs, ctx.pool, s))
     return out
+
+
+def _disturbed(run: Mapping[str, Any]) -> bool:
+    load = run.get("machine_load")
+    return bool(load and load["disturbed"])
+
+
+def _disturbance(run: Mapping[str, Any]) -> str:
+    load = run["machine_load"]
+    return (
+        f"disturbed (other processes kept {load['other_cores']:.2f} cores busy, the "
+        f"hypervisor stole {load['steal_fraction']:.1%}): running it again"
+    )
 
 
 def _time_split(stats: Mapping[str, Any]) -> dict[str, dict[str, float | None]]:
@@ -689,8 +746,14 @@ def _level_summary(
             "measured_miss_rate",
             "error",
             "calibrated_error",
+            "calibrated_shared_p99_s",
+            "calibrated_shared_error",
         )
     }
+    summary["other_cores"] = _median(
+        [r["machine_load"]["other_cores"] for r in runs if r.get("machine_load")]
+    )
+    summary["runs_disturbed"] = sum(_disturbed(r) for r in runs)
     max_threads = max((r["max_threads"] or 0) for r in runs)
     misses = summary["measured_miss_rate"]
     err = summary["calibrated_error"]
@@ -744,17 +807,24 @@ def _ramp(
             extra = ("--tune", "--planning-rate", repr(rate))
             if s.policy is not None:
                 extra += ("--policy", s.policy)
-        with start_engine(
-            ctx.bundle.root,
-            plan_file,
-            *_serve_args(slo_s, *extra),
-            start_timeout_s=s.start_timeout_s,
-        ) as engine:
-            _warm_up(ctx, engine, low, slo_s)
-            measured, poller, _ = _replay(ctx, engine, trace, samples, slo_s)
-            machine = poller.figures()
-            tuner = engine.status().get("tuner", {})
+        for attempt in range(s.max_reruns + 1):
+            with start_engine(
+                ctx.bundle.root,
+                plan_file,
+                *_serve_args(slo_s, *extra),
+                start_timeout_s=s.start_timeout_s,
+            ) as engine:
+                _warm_up(ctx, engine, low, slo_s)
+                measured, poller, _ = _replay(ctx, engine, trace, samples, slo_s)
+                machine = poller.figures()
+                tuner = engine.status().get("tuner", {})
+            load = poller.load_figures(s)
+            if not (load and load["disturbed"]) or attempt == s.max_reruns:
+                break
+            step(f"{ctx.name} ramp, {label}: {_disturbance({'machine_load': load})}")
         out[label] = {
+            "machine_load": load,
+            "reruns": attempt,
             "feasible": True,
             "plan_cost_per_hour": chosen.cost_per_hour,
             "plan_threads": sum(ctx.pool.threads_of(chosen.config).values()),
@@ -950,6 +1020,10 @@ def _passed(bundles: list[dict[str, Any]]) -> bool:
 # --- readable output -----------------------------------------------------------------------
 
 
+def _cores(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f}"
+
+
 def _ms(value: float | None) -> str:
     if value is None:
         return "—"
@@ -1022,9 +1096,12 @@ def _levels_table(b: dict[str, Any], s: dict[str, Any]) -> Table:
         f"{b['pipeline']}: the promise, served ({s['duration_s']:g} s held-out Poisson runs, "
         f"median of {s['repeats']}). est: the Estimator's P99 with the profiles; cal: with "
         "those the engine calibrated on the run; err: |est − meas| / meas. Targets: "
-        f"misses ≤ {s['miss_target']:.0%}, err cal ≤ {s['error_target']:.0%}",
+        f"misses ≤ {s['miss_target']:.0%}, err cal ≤ {s['error_target']:.0%}. other: "
+        "cores other processes kept busy (a run above "
+        f"{s['other_cores_limit']:g} cores or {s['steal_limit']:.0%} steal is run again, "
+        f"up to {s['max_reruns']} times a load; re-runs: those)",
         ("load", "q/s", "SLO", "binds", "est", "cal", "meas", "err", "err cal", "miss",
-         "thr", ""),
+         "thr", "other", "re-runs", ""),
     )  # fmt: skip
     for lv in b["levels"]:
         if "runs" not in lv:
@@ -1042,6 +1119,8 @@ def _levels_table(b: dict[str, Any], s: dict[str, Any]) -> Table:
             _pct(lv["calibrated_error"]),
             _pct(lv["measured_miss_rate"], 1),
             f"{lv['max_threads']}/{b['pool_threads']}",
+            _cores(lv.get("other_cores")),
+            str(len(lv.get("disturbed_runs", []))),
             _verdict(lv["passed"]),
         )
     return table
@@ -1053,7 +1132,7 @@ def _ramp_table(b: dict[str, Any], s: dict[str, Any]) -> Table:
         f"{b['pipeline']}: {r['from_qps']:.0f} → {r['to_qps']:.0f} q/s "
         f"({s['ramp_from']:g} → {s['ramp_to']:g} × capacity) over {s['ramp_s']:g} s, "
         f"SLO {_ms(r.get('slo_s'))} ms: the Tuner against the fixed plan sized for the peak",
-        ("run", "policy", "changes", "P99", "miss", "cost $", "$/h", "thr", ""),
+        ("run", "policy", "changes", "P99", "miss", "cost $", "$/h", "thr", "other", ""),
     )
     for label in ("fixed", "tuned"):
         x = r.get(label, {})
@@ -1069,6 +1148,7 @@ def _ramp_table(b: dict[str, Any], s: dict[str, Any]) -> Table:
             _money(x["cost_usd"], 5),
             _money(x.get("mean_cost_per_hour"), 3),
             f"{x['max_threads']}/{b['pool_threads']}",
+            _cores((x.get("machine_load") or {}).get("other_cores")),
             _verdict(_ramp_passed(r)) if label == "tuned" else "",
         )
     return table

@@ -491,6 +491,14 @@ def promise(
     warmup_s: Annotated[
         float, typer.Option("--warmup-s", help="Warm-up traffic before each run, s.")
     ] = 3.0,
+    max_reruns: Annotated[
+        int,
+        typer.Option(
+            "--max-reruns",
+            help="Run again, at most this many times per load, a run during which other "
+            "processes kept more than 0.25 cores busy or the hypervisor stole over 5 %.",
+        ),
+    ] = 2,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     out: Annotated[
         Path | None,
@@ -512,7 +520,8 @@ def promise(
         {"loads": "--loads", "duration_s": "--duration-s", "repeats": "--repeats",
          "slo_s": "--slo-s", "machine": "--machine", "max_rate_qps": "--max-rate",
          "planning_duration_s": "--planning-duration-s", "ramp_s": "--ramp-s",
-         "warmup_s": "--warmup-s", "ramp_hold_s": "--ramp-hold-s", "bundles": "BUNDLES"}
+         "warmup_s": "--warmup-s", "ramp_hold_s": "--ramp-hold-s", "bundles": "BUNDLES",
+         "max_reruns": "--max-reruns"}
     ):  # fmt: skip
         settings = PromiseSettings(
             bundles=tuple(bundles) if bundles else DEFAULT_BUNDLES,
@@ -529,6 +538,7 @@ def promise(
             ramp_hold_s=ramp_hold_s,
             policy=policy,
             warmup_s=warmup_s,
+            max_reruns=max_reruns,
             seed=seed,
         )
     if policy is not None:

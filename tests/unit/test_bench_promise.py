@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -149,7 +150,8 @@ def test_settings_refuse_what_cannot_be_measured() -> None:
 def figures(passed: bool) -> dict[str, Any]:
     level = {
         "load": 0.8, "rate_qps": 80.0, "slo_s": 0.055, "feasible": True, "binds": True,
-        "runs": [{}],
+        "runs": [{"machine_load": {"other_cores": 0.07}, "measured_p99_s": 0.047,
+                  "measured_p99_sd_s": 0.0029}],
         "estimated_p99_s": 0.040, "calibrated_p99_s": 0.045, "measured_p99_s": 0.047,
         "error": 0.149, "calibrated_error": 0.043, "measured_miss_rate": 0.004,
         "max_threads": 4, "passed": passed, "other_cores": 0.07, "disturbed_runs": [{}],
@@ -198,8 +200,10 @@ def test_tables_show_the_figures_the_verdicts_and_what_did_not_fit() -> None:
     assert "4/4" in text and "PASS" in text and "FAIL" not in text
     assert "infeasible on this machine" in text
     assert "0.00120" in text and "/out/promise.json" in text and "load average 9.0" in text
-    # other processes' cores, per level and per ramp leg; the limits that re-run a run
+    # other processes' cores, per level and per ramp leg; the limits that re-run a run;
+    # the measured P99's own sampling error
     assert "0.07" in text and "0.31" in text and "0.25 cores" in text and "5% steal" in text
+    assert "1 run(s) re-run" in text and "6%" in text
     assert "FAIL" in text_of(figures(False))
 
 
@@ -223,3 +227,15 @@ def test_calibration_estimates_along_the_paths_the_engine_answered() -> None:
     plain = Trace.from_arrivals([0.0, 0.1])
     assert observed_trace(plain, ["a", "a"]) is plain
     assert paths_agreement(plain, plain) is None
+
+
+def test_the_sampling_error_of_a_p99_shrinks_with_the_run_and_needs_answers() -> None:
+    from inferline.bench.promise import p99_sampling_sd
+
+    rng = np.random.default_rng(1)
+    short = p99_sampling_sd(rng.exponential(0.01, 1_000))
+    long = p99_sampling_sd(rng.exponential(0.01, 16_000))
+    assert short is not None and long is not None
+    assert long < short  # 16 x the queries: about a quarter of the spread
+    assert p99_sampling_sd(np.full(50, 0.01)) is None
+    assert p99_sampling_sd(np.array([np.nan] * 200)) is None

@@ -549,6 +549,7 @@ def _replay(
             timeout_s=ctx.settings.tail_s,
         )
     measured = replay_summary(result)
+    measured["p99_sd_s"] = p99_sampling_sd(result.latency_s, seed=ctx.settings.seed)
     if measured["errors"]:
         measured["first_error"] = next(iter(result.errors.values()), "")
     return measured, poller, observed_trace(trace, result.paths)
@@ -561,6 +562,17 @@ def paths_agreement(trace: Trace, observed: Trace) -> float | None:
     planned = [trace.path_table[k] for k in trace.path_ids.tolist()]
     served = [observed.path_table[k] for k in observed.path_ids.tolist()]
     return sum(a == b for a, b in zip(planned, served, strict=True)) / len(planned)
+
+
+def p99_sampling_sd(latency_s: np.ndarray, *, seed: int = 0, resamples: int = 200) -> float | None:
+    """The bootstrap standard deviation of the P99 of the answered latencies: how much
+    the measured P99 of a run this long moves by chance alone (None: under 100 answers)."""
+    kept = latency_s[np.isfinite(latency_s)]
+    if kept.size < 100:
+        return None
+    rng = np.random.default_rng([seed, 99])
+    picks = rng.integers(0, kept.size, (resamples, kept.size))
+    return float(np.std(np.percentile(kept[picks], 99, axis=1)))
 
 
 def observed_trace(trace: Trace, answered: Sequence[str | None]) -> Trace:
@@ -726,6 +738,7 @@ def _run_figures(
         "estimated_miss_rate": profiled.miss_rate,
         "calibrated_p99_s": cal_p99,
         "measured_p99_s": meas,
+        "measured_p99_sd_s": measured.get("p99_sd_s"),
         "measured_miss_rate": measured["miss_rate"],
         "error": error(profiled.p99_s),
         "calibrated_error": error(cal_p99),
@@ -1096,12 +1109,10 @@ def _levels_table(b: dict[str, Any], s: dict[str, Any]) -> Table:
         f"{b['pipeline']}: the promise, served ({s['duration_s']:g} s held-out Poisson runs, "
         f"median of {s['repeats']}). est: the Estimator's P99 with the profiles; cal: with "
         "those the engine calibrated on the run; err: |est − meas| / meas. Targets: "
-        f"misses ≤ {s['miss_target']:.0%}, err cal ≤ {s['error_target']:.0%}. other: "
-        "cores other processes kept busy (a run above "
-        f"{s['other_cores_limit']:g} cores or {s['steal_limit']:.0%} steal is run again, "
-        f"up to {s['max_reruns']} times a load; re-runs: those)",
+        f"misses ≤ {s['miss_target']:.0%}, err cal ≤ {s['error_target']:.0%}. "
+        + _noise_and_machine(b["levels"], s),
         ("load", "q/s", "SLO", "binds", "est", "cal", "meas", "err", "err cal", "miss",
-         "thr", "other", "re-runs", ""),
+         "thr", ""),
     )  # fmt: skip
     for lv in b["levels"]:
         if "runs" not in lv:
@@ -1119,11 +1130,35 @@ def _levels_table(b: dict[str, Any], s: dict[str, Any]) -> Table:
             _pct(lv["calibrated_error"]),
             _pct(lv["measured_miss_rate"], 1),
             f"{lv['max_threads']}/{b['pool_threads']}",
-            _cores(lv.get("other_cores")),
-            str(len(lv.get("disturbed_runs", []))),
             _verdict(lv["passed"]),
         )
     return table
+
+
+def _noise_and_machine(levels: Sequence[dict[str, Any]], s: dict[str, Any]) -> str:
+    """The caption's last sentences: how noisy a measured P99 is, and whether the
+    machine was ours (other processes' cores; runs re-run because it was not)."""
+    runs = [r for lv in levels for r in lv.get("runs", [])]
+    noise = [
+        r["measured_p99_sd_s"] / r["measured_p99_s"]
+        for r in runs
+        if r.get("measured_p99_sd_s") is not None and r.get("measured_p99_s")
+    ]
+    other = [r["machine_load"]["other_cores"] for r in runs if r.get("machine_load")]
+    reruns = sum(len(lv.get("disturbed_runs", [])) for lv in levels)
+    out = ""
+    if noise:
+        out += (
+            f"A measured P99's own sampling error (bootstrap SD): {min(noise):.0%}–"
+            f"{max(noise):.0%}. "
+        )
+    if other:
+        out += f"Other processes kept {min(other):.2f}–{max(other):.2f} cores busy; "
+    return out + (
+        f"{reruns} run(s) re-run (a run above {s['other_cores_limit']:g} cores of other "
+        f"processes or {s['steal_limit']:.0%} steal is run again, up to {s['max_reruns']} "
+        "times a load)"
+    )
 
 
 def _ramp_table(b: dict[str, Any], s: dict[str, Any]) -> Table:

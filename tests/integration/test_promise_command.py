@@ -54,6 +54,13 @@ def test_readable_output_has_capacity_the_promise_and_the_ramp(tmp_path: Path) -
     assert level["max_threads"] <= bundle["pool_threads"] == written["machine"]["max_threads"]
     assert level["runs"][0]["measured"]["sent"] > 0
     assert level["estimated_p99_s"] > 0 and level["measured_p99_s"] > 0
+    # planned again from what the engine calibrated; a different plan was served too
+    again = level["replanned"]
+    if again["feasible"]:
+        assert "planned again from the profiles the engine calibrated" in text
+        assert again["plan_threads"] <= bundle["pool_threads"]
+        if not again["same_plan"]:
+            assert again["runs"][0]["measured"]["sent"] > 0
     ramp = bundle["ramp"]
     assert ramp["tuned"]["policy"] and ramp["fixed"]["policy"] is None
     assert ramp["fixed"]["cost_usd"] > 0 and ramp["tuned"]["cost_usd"] > 0
@@ -62,12 +69,13 @@ def test_readable_output_has_capacity_the_promise_and_the_ramp(tmp_path: Path) -
 
 
 def test_json_is_the_only_thing_on_stdout() -> None:
-    done = promise("--no-ramp", "--json")
+    done = promise("--no-ramp", "--no-replan", "--json")
     assert done.returncode == 0, done.stderr[-3000:]
     figures = json.loads(done.stdout)  # exactly one JSON object
     bundle = figures["bundles"][0]
     assert bundle["pipeline"] == "text-demo" and "ramp" not in bundle
     level = bundle["levels"][0]
+    assert "replanned" not in level
     assert set(level) >= {"estimated_p99_s", "calibrated_p99_s", "measured_p99_s", "passed"}
     assert isinstance(figures["passed"], bool) and figures["written"] == []
 

@@ -155,6 +155,10 @@ def figures(passed: bool) -> dict[str, Any]:
         "estimated_p99_s": 0.040, "calibrated_p99_s": 0.045, "measured_p99_s": 0.047,
         "error": 0.149, "calibrated_error": 0.043, "measured_miss_rate": 0.004,
         "max_threads": 4, "passed": passed, "other_cores": 0.07, "disturbed_runs": [{}],
+        "replanned": {"feasible": True, "same_plan": False, "cost_per_hour": 0.1275,
+                      "first_cost_per_hour": 0.17, "plan_threads": 3, "planned_p99_s": 0.051,
+                      "measured_p99_s": 0.0432, "measured_miss_rate": 0.003,
+                      "passed": passed, "runs": [{}]},
     }  # fmt: skip
     run = {
         "feasible": True, "policy": "inferline", "tuner_changes": 2, "measured_p99_s": 0.05,
@@ -204,6 +208,9 @@ def test_tables_show_the_figures_the_verdicts_and_what_did_not_fit() -> None:
     # the measured P99's own sampling error
     assert "0.07" in text and "0.31" in text and "0.25 cores" in text and "5% steal" in text
     assert "1 run(s) re-run" in text and "6%" in text
+    # planned again from the calibrated profiles: cheaper, served, and its verdict
+    assert "planned again" in text and "0.1275" in text and "0.1700" in text
+    assert "43.2" in text and "3/4" in text
     assert "FAIL" in text_of(figures(False))
 
 
@@ -239,3 +246,28 @@ def test_the_sampling_error_of_a_p99_shrinks_with_the_run_and_needs_answers() ->
     assert long < short  # 16 x the queries: about a quarter of the spread
     assert p99_sampling_sd(np.full(50, 0.01)) is None
     assert p99_sampling_sd(np.array([np.nan] * 200)) is None
+
+
+def test_replanning_takes_the_cpu_work_on_shared_cores_and_keeps_the_overhead() -> None:
+    from inferline.bench.promise import replanning_profiles
+    from inferline.engine import CalibrationReport
+    from inferline.profiles import EngineOverhead
+
+    def one(t: float) -> Profiles:
+        return profiles_for({"a": {1: (t, t)}})
+
+    served, work = one(0.004), one(0.002)
+    overhead = EngineOverhead(per_batch_s=1e-4, per_query_s=1e-3)
+    given = one(0.003).with_overhead(overhead)
+    report = CalibrationReport("http://x", "m", 60.0, served, {}, {}, {}, work_profiles=work)
+    shared = MachinePool(cores=2, memory_bytes=None)
+    busy = MachinePool(cores=2, memory_bytes=None, fit="busy")
+
+    def curve(p: Profiles) -> tuple[ProfilePoint, ...]:
+        return p.get("a", "cpu-1").points
+
+    assert curve(replanning_profiles(report, given, shared)) == curve(work)
+    assert curve(replanning_profiles(report, given, busy)) == curve(served)
+    assert replanning_profiles(report, given, shared).overhead == overhead
+    no_work = CalibrationReport("http://x", "m", 60.0, served, {}, {}, {})
+    assert curve(replanning_profiles(no_work, given, shared)) == curve(served)

@@ -182,3 +182,18 @@ def test_a_round_trip_never_makes_a_point_faster_than_its_predict(
     for point in result.profiles.get("m", "cpu-1").points:
         assert point.median_s >= (point.predict_median_s or 0.0) - 1e-12
         assert point.p99_s >= point.median_s
+
+
+def test_sizes_not_measured_take_the_measured_sizes_spread() -> None:
+    """An isolated profile's tail (a batch timed after idling) is not the served one:
+    sizes not run often enough get their profiled P99 − median scaled as the measured
+    sizes' was."""
+    profiles = _profile([0.001, 0.002, 0.004, 0.008, 0.016], rest_s=0.0, spread=2.0)
+    key = ("m", "cpu-1")
+    # size 1 profiled at median 1 ms, P99 2 ms; served: median 1 ms, P99 1.5 ms
+    served = {1: [0.001] * 98 + [0.0015] * 2}
+    result = calibrate_profiles(profiles, {key: served}, turns={key: served})
+    calibrated = result.profiles.get("m", "cpu-1")
+    eight = next(p for p in calibrated.points if p.batch_size == 8)
+    assert eight.median_s == pytest.approx(0.008)
+    assert eight.p99_s == pytest.approx(0.008 + 0.5 * 0.008)  # half the profiled spread

@@ -23,6 +23,7 @@ machine (issue 14, "Done when"). Per bundle:
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import math
@@ -43,7 +44,7 @@ from inferline.bench._machine_load import (
     STEAL_LIMIT,
     MachineLoadMeter,
 )
-from inferline.engine import fetch_calibration
+from inferline.engine import CalibrationReport, fetch_calibration
 from inferline.errors import ConfigError, InfeasibleError, InferLineError
 from inferline.estimator import Estimator, ServiceTime, SimulationResult
 from inferline.pipeline import Pipeline, PipelineConfig, save_config
@@ -125,6 +126,9 @@ class PromiseSettings:
     #: or the hypervisor stole more than ``steal_limit`` of the CPU is run again, at most
     #: this many times per load (and per leg of the ramp)
     max_reruns: int = 2
+    #: after each load's runs, plan again from the profiles the engine calibrated and
+    #: serve that plan too when it differs
+    replan: bool = True
     other_cores_limit: float = OTHER_CORES_LIMIT
     steal_limit: float = STEAL_LIMIT
     seed: int = 0
@@ -612,68 +616,153 @@ def _level(
     tmp: Path,
     step: Callable[[str], None],
 ) -> dict[str, Any]:
-    """Plan at ``fraction`` of capacity, serve it, replay ``repeats`` held-out traces."""
+    """Plan at ``fraction`` of capacity, serve it, replay ``repeats`` held-out traces;
+    then re-plan from what the engine calibrated and serve that plan too."""
     from inferline.engine.process import start_engine
 
     s = ctx.settings
     rate = fraction * capacity_qps
     chosen = ctx.plan_at(rate, slo_s, s.seed)
     out: dict[str, Any] = {"load": fraction, "rate_qps": rate, "slo_s": slo_s}
+    label = f"{ctx.name} at {fraction:g}×"
     if chosen is None:
         out["feasible"] = False
-        step(f"{ctx.name} at {fraction:g}×: no plan fits")
+        step(f"{label}: no plan fits")
         return out
     plan_file = tmp / f"plan-{fraction:g}.yaml"
     save_config(chosen.config, plan_file)
     out.update(_plan_figures(ctx, chosen, slo_s))
-    runs: list[dict[str, Any]] = []
-    disturbed: list[dict[str, Any]] = []
+    report = None
     with start_engine(
         ctx.bundle.root, plan_file, *_serve_args(slo_s), start_timeout_s=s.start_timeout_s
     ) as engine:
-        while len(runs) < s.repeats:
-            r = len(runs)
-            again = " again" if disturbed and disturbed[-1]["repeat"] == r else ""
-            step(f"{ctx.name} at {fraction:g}× ({rate:.1f} q/s): run {r + 1} of {s.repeats}{again}")
-            seed = s.seed + 1000 * (r + 1)
-            arrivals = gamma_trace(rate, 1.0, s.duration_s, seed).arrival_s
-            trace, samples = ctx.with_paths(arrivals, seed, f"held out, {rate:.1f} q/s")
-            _warm_up(ctx, engine, rate, slo_s)
-            engine.reset_stats()
-            measured, poller, observed = _replay(ctx, engine, trace, samples, slo_s)
-            stats = engine.stats()
-            served_batch = poller.served_batch(stats)
-            profiled = ctx.estimate(trace, chosen.config, slo_s)
-            calibrated, calibrated_shared = (
-                calibrated_estimate(
-                    ctx.bundle.pipeline,
-                    ctx.profiles,
-                    chosen.config,
-                    observed,
-                    engine.url,
-                    slo_s=slo_s,
-                    seed=s.seed,
-                    service_time=s.service_time,
-                    machine=machine,
-                )
-                for machine in (None, ctx.pool)
-            )
-            run = _run_figures(measured, poller.figures(), profiled, calibrated, calibrated_shared)
-            run.update(
-                repeat=r,
-                served_batch=served_batch,
-                stages=_time_split(stats),
-                paths_as_profiled=paths_agreement(trace, observed),
-                machine_load=poller.load_figures(s),
-            )
-            if _disturbed(run) and len(disturbed) < s.max_reruns:
-                disturbed.append(run)
-                step(f"{ctx.name} at {fraction:g}×: run {r + 1} {_disturbance(run)}")
-                continue
-            runs.append(run)
+        runs, disturbed = _serve_runs(ctx, engine, chosen.config, rate, slo_s, label, step)
+        if s.replan:
+            with contextlib.suppress(InferLineError):
+                report = fetch_calibration(engine.url)
     out["runs"] = runs
     out["disturbed_runs"] = disturbed
     out.update(_level_summary(runs, ctx.pool, s))
+    if report is not None:
+        out["replanned"] = _replan(
+            ctx, report, chosen, rate, slo_s, tmp / f"replan-{fraction:g}.yaml", step
+        )
+    return out
+
+
+def _serve_runs(
+    ctx: _Context,
+    engine: EngineProcess,
+    config: PipelineConfig,
+    rate: float,
+    slo_s: float,
+    label: str,
+    step: Callable[[str], None],
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """``repeats`` held-out runs on the engine serving ``config``, each against the
+    Estimator's P99 with the profiles and calibrated; and the disturbed runs, re-run."""
+    s = ctx.settings
+    runs: list[dict[str, Any]] = []
+    disturbed: list[dict[str, Any]] = []
+    while len(runs) < s.repeats:
+        r = len(runs)
+        again = " again" if disturbed and disturbed[-1]["repeat"] == r else ""
+        step(f"{label} ({rate:.1f} q/s): run {r + 1} of {s.repeats}{again}")
+        seed = s.seed + 1000 * (r + 1)
+        arrivals = gamma_trace(rate, 1.0, s.duration_s, seed).arrival_s
+        trace, samples = ctx.with_paths(arrivals, seed, f"held out, {rate:.1f} q/s")
+        _warm_up(ctx, engine, rate, slo_s)
+        engine.reset_stats()
+        measured, poller, observed = _replay(ctx, engine, trace, samples, slo_s)
+        stats = engine.stats()
+        served_batch = poller.served_batch(stats)
+        profiled = ctx.estimate(trace, config, slo_s)
+        calibrated, calibrated_shared = (
+            calibrated_estimate(
+                ctx.bundle.pipeline,
+                ctx.profiles,
+                config,
+                observed,
+                engine.url,
+                slo_s=slo_s,
+                seed=s.seed,
+                service_time=s.service_time,
+                machine=machine,
+            )
+            for machine in (None, ctx.pool)
+        )
+        run = _run_figures(measured, poller.figures(), profiled, calibrated, calibrated_shared)
+        run.update(
+            repeat=r,
+            served_batch=served_batch,
+            stages=_time_split(stats),
+            paths_as_profiled=paths_agreement(trace, observed),
+            machine_load=poller.load_figures(s),
+        )
+        if _disturbed(run) and len(disturbed) < s.max_reruns:
+            disturbed.append(run)
+            step(f"{label}: run {r + 1} {_disturbance(run)}")
+            continue
+        runs.append(run)
+    return runs, disturbed
+
+
+def replanning_profiles(
+    report: CalibrationReport, profiles: Profiles, pool: MachinePool
+) -> Profiles:
+    """What to re-plan with after serving: on a machine whose cores the Planner simulates
+    as shared, the CPU work the engine calibrated (the Planner adds the contention of
+    each candidate itself; the served times carry that of the plan they were served
+    under); else the served times. The profiled engine overhead is kept."""
+    chosen = report.work_profiles if pool.shares_cores else None
+    return (chosen or report.profiles).with_overhead(profiles.overhead)
+
+
+def _replan(
+    ctx: _Context,
+    report: CalibrationReport,
+    first: Plan,
+    rate: float,
+    slo_s: float,
+    plan_file: Path,
+    step: Callable[[str], None],
+) -> dict[str, Any]:
+    """The Planner again, on the same planning trace, with the profiles the engine
+    calibrated while serving ``first``; a different plan is served like the first."""
+    from inferline.engine.process import start_engine
+
+    s = ctx.settings
+    profiles = replanning_profiles(report, ctx.profiles, ctx.pool)
+    trace = ctx.trace(rate, s.planning_duration_s, s.seed, f"planning, {rate:.1f} q/s")
+    again = plan_for_machine(ctx.bundle.pipeline, profiles, trace, slo_s, ctx.pool, seed=s.seed)
+    if again is None:
+        return {"feasible": False}
+    out: dict[str, Any] = {
+        "feasible": True,
+        "plan": _plan_summary(again.config),
+        "cost_per_hour": again.cost_per_hour,
+        "first_cost_per_hour": first.cost_per_hour,
+        "planned_p99_s": again.estimated_p99_s,
+        "same_plan": again.config == first.config,
+        "plan_threads": sum(ctx.pool.threads_of(again.config).values()),
+    }
+    if out["same_plan"]:
+        return out
+    save_config(again.config, plan_file)
+    label = f"{ctx.name} at {rate:.1f} q/s, re-planned"
+    with start_engine(
+        ctx.bundle.root, plan_file, *_serve_args(slo_s), start_timeout_s=s.start_timeout_s
+    ) as engine:
+        runs, disturbed = _serve_runs(ctx, engine, again.config, rate, slo_s, label, step)
+    summary = _level_summary(runs, ctx.pool, s)
+    out.update(
+        runs=runs,
+        disturbed_runs=disturbed,
+        measured_p99_s=summary["measured_p99_s"],
+        measured_miss_rate=summary["measured_miss_rate"],
+        max_threads=summary["max_threads"],
+        passed=summary["misses_pass"] and summary["fits_machine"],
+    )
     return out
 
 
@@ -706,14 +795,18 @@ def _plan_figures(ctx: _Context, chosen: Plan, slo_s: float) -> dict[str, Any]:
     threads = sum(ctx.pool.threads_of(chosen.config).values())
     return {
         "feasible": chosen.feasible,
-        "plan": {
-            n: {"hardware": c.hardware, "batch_size": c.batch_size, "replicas": c.replicas}
-            for n, c in chosen.config.stages.items()
-        },
+        "plan": _plan_summary(chosen.config),
         "plan_threads": threads,
         "cost_per_hour": chosen.cost_per_hour,
         "planned_p99_s": chosen.estimated_p99_s,
         "binds": chosen.estimated_p99_s >= ctx.settings.binding_fraction * slo_s,
+    }
+
+
+def _plan_summary(config: PipelineConfig) -> dict[str, dict[str, Any]]:
+    return {
+        n: {"hardware": c.hardware, "batch_size": c.batch_size, "replicas": c.replicas}
+        for n, c in config.stages.items()
     }
 
 
@@ -1019,11 +1112,16 @@ def _load_average() -> float:
 
 
 def _passed(bundles: list[dict[str, Any]]) -> bool:
-    """Every bundle planned, every level and ramp passed."""
+    """Every bundle planned, every level, re-planned level and ramp passed."""
     for b in bundles:
         if "infeasible" in b:
             return False
         if not all(level.get("passed") for level in b.get("levels", [])):
+            return False
+        replans = [
+            lv["replanned"] for lv in b.get("levels", []) if "runs" in lv.get("replanned", {})
+        ]
+        if not all(r.get("passed") for r in replans):
             return False
         if "ramp" in b and not (b["ramp"].get("passed") and b["ramp"].get("fits_machine")):
             return False
@@ -1093,6 +1191,8 @@ def tables(figures: dict[str, Any]) -> list[Table]:
     for b in figures["bundles"]:
         if b.get("levels"):
             out.append(_levels_table(b, s))
+            if any(lv.get("replanned", {}).get("feasible") for lv in b["levels"]):
+                out.append(_replan_table(b))
         if b.get("ramp"):
             out.append(_ramp_table(b, s))
     out[-1].caption = "".join(f"{note}; " for note in figures.get("notes", [])) + (
@@ -1159,6 +1259,31 @@ def _noise_and_machine(levels: Sequence[dict[str, Any]], s: dict[str, Any]) -> s
         f"processes or {s['steal_limit']:.0%} steal is run again, up to {s['max_reruns']} "
         "times a load)"
     )
+
+
+def _replan_table(b: dict[str, Any]) -> Table:
+    table = _table(
+        f"{b['pipeline']}: planned again from the profiles the engine calibrated while "
+        "serving (CPU work on shared cores), same load and SLO; a different plan is served "
+        "like the first",
+        ("load", "$/h first", "$/h again", "thr", "est", "meas", "miss", ""),
+    )
+    for lv in b["levels"]:
+        r = lv.get("replanned", {})
+        if not r.get("feasible"):
+            continue
+        same = r["same_plan"]
+        table.add_row(
+            f"{lv['load']:g}×",
+            _money(r["first_cost_per_hour"], 4),
+            "same plan" if same else _money(r["cost_per_hour"], 4),
+            f"{r['plan_threads']}/{b['pool_threads']}",
+            _ms(r["planned_p99_s"]),
+            "—" if same else _ms(r.get("measured_p99_s")),
+            "—" if same else _pct(r.get("measured_miss_rate"), 1),
+            "" if same else _verdict(r.get("passed")),
+        )
+    return table
 
 
 def _ramp_table(b: dict[str, Any], s: dict[str, Any]) -> Table:

@@ -499,6 +499,14 @@ def promise(
             "processes kept more than 0.25 cores busy or the hypervisor stole over 5 %.",
         ),
     ] = 2,
+    no_replan: Annotated[
+        bool,
+        typer.Option(
+            "--no-replan",
+            help="Skip planning again from the profiles the engine calibrated (and serving "
+            "that plan).",
+        ),
+    ] = False,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     out: Annotated[
         Path | None,
@@ -539,6 +547,7 @@ def promise(
             policy=policy,
             warmup_s=warmup_s,
             max_reruns=max_reruns,
+            replan=not no_replan,
             seed=seed,
         )
     if policy is not None:

@@ -15,8 +15,10 @@ A profiled point's latency is its ``predict`` part plus the rest of the round tr
   too (a replica waits for a core to wake up, the engine to read its answer);
 - otherwise: the profiled ``predict`` part scaled by the stage's speed ratio (measured /
   profiled ``predict`` time over every batch the stage ran; None until it ran
-  ``min_samples`` batches, then the profile is kept as it is), and the rest of the round
-  trip as profiled, scaled like the measured sizes' rest when there are round trips.
+  ``min_samples`` batches, then the profile is kept as it is), the rest of the round
+  trip as profiled, scaled like the measured sizes' rest when there are round trips, and
+  the profiled spread (P99 − median) scaled like the measured sizes' spread (the speed
+  ratio when no size was measured often enough).
 
 A calibrated curve never falls as the batch grows (a running maximum), so the profiles'
 conservative lookup between sizes (SPEC §2.3) still holds.
@@ -193,6 +195,26 @@ def _round_trips(
     return out, ratio
 
 
+def _spread_ratio(
+    profile: BatchProfile,
+    measured: Mapping[int, SizeSpeed],
+    fitted: Mapping[int, tuple[float, float, float]],
+    *,
+    default: float,
+) -> float:
+    """How the measured sizes' spread (P99 − median) compares with the profiled one, for
+    the sizes not measured: an isolated profile's tail (a batch timed after idling) is
+    not the served one. ``default`` (the speed ratio) without measured sizes."""
+    measured_spread = profiled_spread = 0.0
+    for b, s in measured.items():
+        median, p99, _ = _profiled_at(profile, b)
+        measured_spread += s.count * (fitted[b][2] - fitted[b][1])
+        profiled_spread += s.count * (p99 - median)
+    if not measured or profiled_spread <= 0:
+        return default
+    return measured_spread / profiled_spread
+
+
 def _calibrated_profile(
     profile: BatchProfile,
     speed: StageSpeed,
@@ -206,20 +228,27 @@ def _calibrated_profile(
     ratio = speed.ratio if speed.ratio is not None else 1.0
     trips, rest_ratio = _round_trips(profile, speed, turns or {}, min_samples)
     reps = {p.batch_size: p.reps for p in profile.points}
+    fitted: dict[int, tuple[float, float, float]] = {}  # size -> (predict, median, P99)
+    for b, size in measured.items():
+        median, p99, predict = _profiled_at(profile, b)
+        rest = rest_ratio * (median - predict)  # IPC, (de)serialisation, waiting to be read
+        fitted[b] = (
+            (size.median_s, *trips[b])
+            if b in trips
+            else (size.median_s, rest + size.median_s, rest + size.p99_s)
+        )
+    spread = _spread_ratio(profile, measured, fitted, default=ratio)
     points: list[ProfilePoint] = []
     top_median = top_p99 = 0.0
     for b in sorted({p.batch_size for p in profile.points} | set(measured)):
-        median, p99, predict = _profiled_at(profile, b)
-        rest = rest_ratio * (median - predict)  # IPC, (de)serialisation, waiting to be read
-        s = measured.get(b)
-        if s is not None and b in trips:
-            new_predict, (new_median, new_p99) = s.median_s, trips[b]
-        elif s is not None:
-            new_predict, new_median = s.median_s, rest + s.median_s
-            new_p99 = rest + s.p99_s
+        if b in fitted:
+            new_predict, new_median, new_p99 = fitted[b]
         else:
+            median, p99, predict = _profiled_at(profile, b)
+            rest = rest_ratio * (median - predict)
             new_predict, new_median = ratio * predict, rest + ratio * predict
-            new_p99 = new_median + ratio * (p99 - median)
+            new_p99 = new_median + spread * (p99 - median)
+        seen = measured.get(b)
         top_median = max(top_median, new_median)
         top_p99 = max(top_p99, new_p99, top_median)
         points.append(
@@ -228,7 +257,7 @@ def _calibrated_profile(
                 top_median,
                 top_p99,
                 predict_median_s=new_predict,
-                reps=s.count if s is not None else reps.get(b),
+                reps=seen.count if seen is not None else reps.get(b),
             )
         )
     return dataclasses.replace(profile, points=tuple(points), source=source)

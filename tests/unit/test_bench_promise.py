@@ -211,6 +211,9 @@ def test_tables_show_the_figures_the_verdicts_and_what_did_not_fit() -> None:
     # planned again from the calibrated profiles: cheaper, served, and its verdict
     assert "planned again" in text and "0.1275" in text and "0.1700" in text
     assert "43.2" in text and "3/4" in text
+    tight = figures(True)
+    tight["bundles"][0]["levels"][0]["replanned"] = {"feasible": False}
+    assert "no plan fits" in text_of(tight)
     assert "FAIL" in text_of(figures(False))
 
 

@@ -1191,7 +1191,7 @@ def tables(figures: dict[str, Any]) -> list[Table]:
     for b in figures["bundles"]:
         if b.get("levels"):
             out.append(_levels_table(b, s))
-            if any(lv.get("replanned", {}).get("feasible") for lv in b["levels"]):
+            if any(lv.get("replanned") for lv in b["levels"]):
                 out.append(_replan_table(b))
         if b.get("ramp"):
             out.append(_ramp_table(b, s))
@@ -1270,7 +1270,10 @@ def _replan_table(b: dict[str, Any]) -> Table:
     )
     for lv in b["levels"]:
         r = lv.get("replanned", {})
-        if not r.get("feasible"):
+        if not r:
+            continue
+        if not r["feasible"]:
+            table.add_row(f"{lv['load']:g}×", _money(lv.get("cost_per_hour"), 4), "no plan fits")
             continue
         same = r["same_plan"]
         table.add_row(

@@ -15,10 +15,14 @@ machine (issue 14, "Done when"). Per bundle:
    engine and a held-out Poisson trace with the bundle's real sample payloads replayed;
    measured P99 and misses against the Estimator's for the same arrivals, with the
    bundle's profiles and with the profiles the engine calibrated from the run
-   (:func:`calibrated_estimate`). Medians over ``repeats``.
+   (:func:`calibrated_estimate`, along the paths the engine answered). Medians over
+   ``repeats``. Then the Planner plans again from what the engine calibrated
+   (:func:`replanning_profiles`) and a different plan is served the same way.
 4. **A ramp**: 0.4 → 0.8 × capacity with the Tuner on against the fixed plan sized for the
    peak: misses and the replica cost integrated over the run from the engine's status.
-5. **The machine**: the most replica threads the engine ran at any time, against the pool.
+5. **The machine**: the most replica threads the engine ran at any time, against the pool;
+   and what other processes and the hypervisor took during each run (a disturbed run is
+   run again, ``max_reruns``).
 """
 
 from __future__ import annotations

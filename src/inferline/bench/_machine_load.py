@@ -63,13 +63,12 @@ class MachineShare:
     ) -> bool:
         return self.other_cores > other_cores_limit or self.steal_fraction > steal_limit
 
-    def as_dict(self) -> dict[str, float | bool]:
+    def as_dict(self) -> dict[str, float]:
         return {
             "wall_s": self.wall_s,
             "own_cores": self.own_cpu_s / self.wall_s if self.wall_s > 0 else 0.0,
             "other_cores": self.other_cores,
             "steal_fraction": self.steal_fraction,
-            "disturbed": self.disturbed(),
         }
 
 

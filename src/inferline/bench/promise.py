@@ -491,12 +491,20 @@ class _Context:
         plan: remembered)."""
         key = (rate_qps, slo_s, seed)
         if key not in self.plans:
-            s = self.settings
-            t = self.trace(rate_qps, s.planning_duration_s, seed, f"planning, {rate_qps:.1f} q/s")
             self.plans[key] = plan_for_machine(
-                self.bundle.pipeline, self.profiles, t, slo_s, self.pool, seed=seed
+                self.bundle.pipeline,
+                self.profiles,
+                self.planning_trace(rate_qps, seed),
+                slo_s,
+                self.pool,
+                seed=seed,
             )
         return self.plans[key]
+
+    def planning_trace(self, rate_qps: float, seed: int) -> Trace:
+        """The Poisson trace plans at this rate are made for."""
+        s = self.settings
+        return self.trace(rate_qps, s.planning_duration_s, seed, f"planning, {rate_qps:.1f} q/s")
 
     def estimate(self, trace: Trace, config: PipelineConfig, slo_s: float) -> SimulationResult:
         s = self.settings
@@ -622,8 +630,6 @@ def _level(
 ) -> dict[str, Any]:
     """Plan at ``fraction`` of capacity, serve it, replay ``repeats`` held-out traces;
     then re-plan from what the engine calibrated and serve that plan too."""
-    from inferline.engine.process import start_engine
-
     s = ctx.settings
     rate = fraction * capacity_qps
     chosen = ctx.plan_at(rate, slo_s, s.seed)
@@ -633,17 +639,11 @@ def _level(
         out["feasible"] = False
         step(f"{label}: no plan fits")
         return out
-    plan_file = tmp / f"plan-{fraction:g}.yaml"
-    save_config(chosen.config, plan_file)
     out.update(_plan_figures(ctx, chosen, slo_s))
-    report = None
-    with start_engine(
-        ctx.bundle.root, plan_file, *_serve_args(slo_s), start_timeout_s=s.start_timeout_s
-    ) as engine:
-        runs, disturbed = _serve_runs(ctx, engine, chosen.config, rate, slo_s, label, step)
-        if s.replan:
-            with contextlib.suppress(InferLineError):
-                report = fetch_calibration(engine.url)
+    runs, disturbed, report = _serve_plan(
+        ctx, chosen.config, tmp / f"plan-{fraction:g}.yaml", rate, slo_s, label, step,
+        calibration=s.replan,
+    )  # fmt: skip
     out["runs"] = runs
     out["disturbed_runs"] = disturbed
     out.update(_level_summary(runs, ctx.pool, s))
@@ -652,6 +652,36 @@ def _level(
             ctx, report, chosen, rate, slo_s, tmp / f"replan-{fraction:g}.yaml", step
         )
     return out
+
+
+def _serve_plan(
+    ctx: _Context,
+    config: PipelineConfig,
+    plan_file: Path,
+    rate: float,
+    slo_s: float,
+    label: str,
+    step: Callable[[str], None],
+    *,
+    calibration: bool = False,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], CalibrationReport | None]:
+    """``config`` served by ``inferline serve`` for :func:`_serve_runs`; with
+    ``calibration``, also what the engine calibrated by the end (None: nothing)."""
+    from inferline.engine.process import start_engine
+
+    save_config(config, plan_file)
+    report = None
+    with start_engine(
+        ctx.bundle.root,
+        plan_file,
+        *_serve_args(slo_s),
+        start_timeout_s=ctx.settings.start_timeout_s,
+    ) as engine:
+        runs, disturbed = _serve_runs(ctx, engine, config, rate, slo_s, label, step)
+        if calibration:
+            with contextlib.suppress(InferLineError):
+                report = fetch_calibration(engine.url)
+    return runs, disturbed, report
 
 
 def _serve_runs(
@@ -733,11 +763,9 @@ def _replan(
 ) -> dict[str, Any]:
     """The Planner again, on the same planning trace, with the profiles the engine
     calibrated while serving ``first``; a different plan is served like the first."""
-    from inferline.engine.process import start_engine
-
     s = ctx.settings
     profiles = replanning_profiles(report, ctx.profiles, ctx.pool)
-    trace = ctx.trace(rate, s.planning_duration_s, s.seed, f"planning, {rate:.1f} q/s")
+    trace = ctx.planning_trace(rate, s.seed)
     again = plan_for_machine(ctx.bundle.pipeline, profiles, trace, slo_s, ctx.pool, seed=s.seed)
     if again is None:
         return {"feasible": False}
@@ -752,12 +780,8 @@ def _replan(
     }
     if out["same_plan"]:
         return out
-    save_config(again.config, plan_file)
     label = f"{ctx.name} at {rate:.1f} q/s, re-planned"
-    with start_engine(
-        ctx.bundle.root, plan_file, *_serve_args(slo_s), start_timeout_s=s.start_timeout_s
-    ) as engine:
-        runs, disturbed = _serve_runs(ctx, engine, again.config, rate, slo_s, label, step)
+    runs, disturbed, _ = _serve_plan(ctx, again.config, plan_file, rate, slo_s, label, step)
     summary = _level_summary(runs, ctx.pool, s)
     out.update(
         runs=runs,

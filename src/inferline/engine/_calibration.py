@@ -236,25 +236,33 @@ class Calibrator:
 
     def calibration(self) -> Calibration | None:
         """The profiles calibrated on the last ``window_s`` (None: no profiles known)."""
-        if self.profiles is None:
-            return None
         since = self._clock() - self.options.window_s
-        return calibrate_profiles(
-            self.profiles,
-            _recent(self._batches, since),
-            min_samples=self.options.min_samples,
-            source=_SOURCE,
-            turns=_recent(self._turns, since),
-        )
+        return self._served(_recent(self._batches, since), _recent(self._turns, since))
 
     def work_calibration(self) -> Calibration | None:
         """The profiles calibrated on the CPU work of the last ``window_s`` (None unless
         the machine's fit rule is ``shared`` and batches reported their CPU time)."""
-        if self.profiles is None or self.machine is None:
+        return self._on_work(_recent(self._work, self._clock() - self.options.window_s))
+
+    def _served(
+        self,
+        batches: dict[tuple[str, str], dict[int, list[float]]],
+        turns: dict[tuple[str, str], dict[int, list[float]]],
+    ) -> Calibration | None:
+        """The profiles calibrated on these ``predict`` times and round trips."""
+        if self.profiles is None:
             return None
-        since = self._clock() - self.options.window_s
-        work = _recent(self._work, since)
-        if not work:
+        return calibrate_profiles(
+            self.profiles,
+            batches,
+            min_samples=self.options.min_samples,
+            source=_SOURCE,
+            turns=turns,
+        )
+
+    def _on_work(self, work: dict[tuple[str, str], dict[int, list[float]]]) -> Calibration | None:
+        """The profiles calibrated on these CPU works (None: none, or not shared cores)."""
+        if self.profiles is None or self.machine is None or not work:
             return None
         return calibrate_profiles(
             self.profiles, work, min_samples=self.options.min_samples, source=_WORK_SOURCE
@@ -359,24 +367,11 @@ class Calibrator:
             span = float(arrival_s[-1] - arrival_s[0])
             if span > 0:
                 pipeline["rate_qps"] = (arrival_s.size - 1) / span
-        if self.profiles is None:
-            return ratios, pipeline, None, None
         since = snap.now_s - self.options.window_s
-        calibration = calibrate_profiles(
-            self.profiles,
-            batches,
-            min_samples=self.options.min_samples,
-            source=_SOURCE,
-            turns=_recent(snap.turns, since),
-        )
-        work = _recent(snap.work, since)
-        work_calibration = (
-            calibrate_profiles(
-                self.profiles, work, min_samples=self.options.min_samples, source=_WORK_SOURCE
-            )
-            if work and self.machine is not None
-            else None
-        )
+        calibration = self._served(batches, _recent(snap.turns, since))
+        if self.profiles is None or calibration is None:  # no profiles: measured only
+            return ratios, pipeline, None, None
+        work_calibration = self._on_work(_recent(snap.work, since))
         for name in self.pipeline.stage_names:
             speed = calibration.speeds.get((name, snap.config.stages[name].hardware))
             if speed is None or speed.ratio is None:

@@ -544,7 +544,6 @@ def main() -> None:
         inferline("calibrate", e.url, "-o", str(calibrated_path), as_json=False)
         cal = calibrated_estimate(
             demo.bundle.pipeline,
-            demo.bundle.profiles,
             config,
             evaluation,
             e.url,

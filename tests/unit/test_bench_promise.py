@@ -251,7 +251,7 @@ def test_the_sampling_error_of_a_p99_shrinks_with_the_run_and_needs_answers() ->
     assert p99_sampling_sd(np.array([np.nan] * 200)) is None
 
 
-def test_replanning_takes_the_cpu_work_on_shared_cores_and_keeps_the_overhead() -> None:
+def test_replanning_takes_the_cpu_work_on_shared_cores_with_its_overhead() -> None:
     from inferline.bench.promise import replanning_profiles
     from inferline.engine import CalibrationReport
     from inferline.profiles import EngineOverhead
@@ -259,9 +259,8 @@ def test_replanning_takes_the_cpu_work_on_shared_cores_and_keeps_the_overhead() 
     def one(t: float) -> Profiles:
         return profiles_for({"a": {1: (t, t)}})
 
-    served, work = one(0.004), one(0.002)
-    overhead = EngineOverhead(per_batch_s=1e-4, per_query_s=1e-3)
-    given = one(0.003).with_overhead(overhead)
+    measured = EngineOverhead(per_batch_s=1e-4, per_query_s=4e-4)
+    served, work = one(0.004).with_overhead(measured), one(0.002).with_overhead(measured)
     report = CalibrationReport("http://x", "m", 60.0, served, {}, {}, {}, work_profiles=work)
     shared = MachinePool(cores=2, memory_bytes=None)
     busy = MachinePool(cores=2, memory_bytes=None, fit="busy")
@@ -269,8 +268,8 @@ def test_replanning_takes_the_cpu_work_on_shared_cores_and_keeps_the_overhead() 
     def curve(p: Profiles) -> tuple[ProfilePoint, ...]:
         return p.get("a", "cpu-1").points
 
-    assert curve(replanning_profiles(report, given, shared)) == curve(work)
-    assert curve(replanning_profiles(report, given, busy)) == curve(served)
-    assert replanning_profiles(report, given, shared).overhead == overhead
+    assert curve(replanning_profiles(report, shared)) == curve(work)
+    assert curve(replanning_profiles(report, busy)) == curve(served)
+    assert replanning_profiles(report, shared).overhead == measured
     no_work = CalibrationReport("http://x", "m", 60.0, served, {}, {}, {})
-    assert curve(replanning_profiles(no_work, given, shared)) == curve(served)
+    assert curve(replanning_profiles(no_work, shared)) == curve(served)

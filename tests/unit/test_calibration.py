@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -10,7 +11,10 @@ from hypothesis import strategies as st
 
 from inferline.errors import ConfigError
 from inferline.profiles import (
+    MIN_FRONTEND_QUERIES,
+    OVERHEAD_PERCENTILES,
     BatchProfile,
+    EngineOverhead,
     HardwareCatalogue,
     HardwareType,
     ProfilePoint,
@@ -197,3 +201,44 @@ def test_sizes_not_measured_take_the_measured_sizes_spread() -> None:
     eight = next(p for p in calibrated.points if p.batch_size == 8)
     assert eight.median_s == pytest.approx(0.008)
     assert eight.p99_s == pytest.approx(0.008 + 0.5 * 0.008)  # half the profiled spread
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    times=st.lists(st.floats(0.0, 0.05), min_size=MIN_FRONTEND_QUERIES, max_size=600),
+    per_batch=st.floats(0.0, 0.001),
+)
+def test_measured_front_end_times_become_the_per_query_overhead(
+    times: list[float], per_batch: float
+) -> None:
+    import numpy as np
+
+    profiled = EngineOverhead(
+        per_batch_s=per_batch, per_query_s=0.004, frontend_cpu_s_per_query=0.0007
+    )
+    profiles = _profile([0.001, 0.002, 0.004, 0.008, 0.016]).with_overhead(profiled)
+    overhead = calibrate_profiles(profiles, {}, frontend_s=times).profiles.overhead
+    assert overhead is not None
+    assert overhead.per_batch_s == per_batch and overhead.frontend_cpu_s_per_query == 0.0007
+    assert overhead.per_query_percentiles == OVERHEAD_PERCENTILES
+    values = overhead.per_query_percentiles_s
+    assert all(b >= a for a, b in itertools.pairwise(values))
+    assert values[0] == pytest.approx(min(times)) and values[-1] == pytest.approx(max(times))
+    assert overhead.per_query_s == pytest.approx(float(np.median(times)), abs=1e-12)
+    # every profile's per-batch part stays as it was
+    assert profiles.get("m", "cpu-1").latency_s(1) == calibrate_profiles(
+        profiles, {}, frontend_s=times
+    ).profiles.get("m", "cpu-1").latency_s(1)
+    # fewer than MIN_FRONTEND_QUERIES: the profiled overhead is kept
+    few = calibrate_profiles(profiles, {}, frontend_s=times[: MIN_FRONTEND_QUERIES - 1])
+    assert few.profiles.overhead == profiled
+
+
+def test_a_calibrated_overhead_round_trips_through_the_file_format() -> None:
+    profiles = _profile([0.001, 0.002, 0.004, 0.008, 0.016])
+    result = calibrate_profiles(profiles, {}, frontend_s=[0.001 * (k % 7) for k in range(300)])
+    loaded = profiles_from_mapping(profiles_to_mapping(result.profiles), HW, ("m",))
+    assert loaded.overhead is not None and result.profiles.overhead is not None
+    assert loaded.overhead.per_query_percentiles_s == pytest.approx(
+        result.profiles.overhead.per_query_percentiles_s
+    )

@@ -146,19 +146,21 @@ def test_calibration_options_are_checked() -> None:
         CalibrationOptions(min_samples=0)
 
 
-async def _get(app: EngineApp, path: str) -> tuple[int, bytes]:
+async def _get(
+    app: EngineApp, path: str, method: str = "GET", body: bytes = b""
+) -> tuple[int, bytes]:
     scope = {
         "type": "http",
-        "method": "GET",
+        "method": method,
         "path": path,
         "raw_path": path.encode(),
         "query_string": b"",
-        "headers": [],
+        "headers": [(b"content-length", str(len(body)).encode())],
     }
     sent: list[dict[str, Any]] = []
 
     async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
+        return {"type": "http.request", "body": body, "more_body": False}
 
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
@@ -335,3 +337,61 @@ def test_round_trips_calibrate_the_served_profiles_and_are_reported(tmp_path: Pa
     assert json.dumps(report)  # the endpoint's body
     cal.reset()
     assert cal.report(config)["work_profiles"] is None
+
+
+def test_the_front_ends_time_per_query_replaces_the_profiled_overhead(tmp_path: Path) -> None:
+    """Every answered query's time in the HTTP front-end outside the engine is recorded;
+    from MIN_FRONTEND_QUERIES of them on, the calibrated profiles carry their distribution
+    as the per-query overhead, and the report shows it beside the profiled one."""
+    from inferline.profiles import MIN_FRONTEND_QUERIES, EngineOverhead
+
+    pipeline, config = _bundle(tmp_path)
+    clock = Clock()
+    profiled = EngineOverhead(per_batch_s=1e-4, per_query_s=0.004, per_query_p99_s=0.02)
+    cal = Calibrator(pipeline, _profiles().with_overhead(profiled), clock=clock)
+    for _ in range(50):
+        cal.record_batch("a", "cpu-1", 1, 0.002)
+    for k in range(MIN_FRONTEND_QUERIES - 1):
+        cal.record_frontend(0.0005 + 1e-6 * k)
+    cal.refresh(config, slo_s=1.0)
+    latest = cal.latest_calibration()
+    assert latest is not None and latest.profiles.overhead == profiled  # too few yet
+    assert cal.report(config)["frontend"]["calibrated"] is False
+    cal.record_frontend(0.003)
+    cal.refresh(config, slo_s=1.0)
+    latest = cal.latest_calibration()
+    assert latest is not None and latest.profiles.overhead is not None
+    overhead = latest.profiles.overhead
+    assert overhead.per_batch_s == profiled.per_batch_s  # the per-batch part is kept
+    assert 0.0005 < overhead.per_query_s < 0.0007
+    assert overhead.per_query_percentiles_s[-1] == pytest.approx(0.003)
+    frontend = cal.report(config)["frontend"]
+    assert frontend["calibrated"] is True and frontend["queries"] == MIN_FRONTEND_QUERIES
+    assert frontend["profiled_median_s"] == 0.004
+    assert 0.0005 < frontend["median_s"] < 0.0007
+    clock.now += 61.0  # past the window: forgotten
+    assert cal.report(config)["frontend"]["queries"] == 0
+
+
+def test_the_http_front_end_records_its_time_per_answered_query(tmp_path: Path) -> None:
+    pipeline, config = _bundle(tmp_path)
+
+    async def main() -> tuple[list[int], list[float]]:
+        engine = Engine(
+            pipeline, config, replica_factory=InMemoryReplicaFactory(), profiles=_profiles()
+        )
+        await engine.start()
+        app = EngineApp(engine)
+        body = json.dumps(
+            {"inputs": [{"name": "x", "shape": [1], "datatype": "FP64", "data": [1.0]}]}
+        ).encode()
+        codes = [(await _get(app, "/v2/models/calib/infer", "POST", body))[0] for _ in range(3)]
+        await _get(app, "/v2/models/calib/infer", "POST", b"{not json")
+        recorded = [v for _, v in engine.calibrator._frontend]
+        await engine.stop()
+        return codes, recorded
+
+    codes, recorded = asyncio.run(main())
+    assert codes == [200, 200, 200]
+    assert len(recorded) == 3  # answered queries only, not the malformed one
+    assert all(0.0 <= v < 1.0 for v in recorded)

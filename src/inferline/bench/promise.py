@@ -303,7 +303,6 @@ def single_replica_rate(pipeline: Pipeline, profiles: Profiles) -> float:
 
 def calibrated_estimate(
     pipeline: Pipeline,
-    profiles: Profiles,
     config: PipelineConfig,
     trace: Trace,
     url: str,
@@ -314,8 +313,8 @@ def calibrated_estimate(
     machine: MachinePool | None = None,
 ) -> SimulationResult | None:
     """The Estimator again on the same arrivals with the profiles the engine at ``url``
-    calibrated from the run's own batches (``GET /v2/control/calibration``), keeping the
-    profiled engine overhead. None when the engine has none.
+    calibrated from the run's own batches and front-end times (``GET
+    /v2/control/calibration``). None when the engine has none.
 
     Without ``machine``: the batches' wall times (measured median and P99 per stage and
     batch size, other sizes scaled by the stage's speed ratio), each replica simulated
@@ -333,7 +332,7 @@ def calibrated_estimate(
         return None
     return Estimator(
         pipeline,
-        source.with_overhead(profiles.overhead),
+        source,
         trace,
         slo_s=slo_s,
         seed=seed,
@@ -714,7 +713,6 @@ def _serve_runs(
         calibrated, calibrated_shared = (
             calibrated_estimate(
                 ctx.bundle.pipeline,
-                ctx.profiles,
                 config,
                 observed,
                 engine.url,
@@ -741,15 +739,14 @@ def _serve_runs(
     return runs, disturbed
 
 
-def replanning_profiles(
-    report: CalibrationReport, profiles: Profiles, pool: MachinePool
-) -> Profiles:
+def replanning_profiles(report: CalibrationReport, pool: MachinePool) -> Profiles:
     """What to re-plan with after serving: on a machine whose cores the Planner simulates
     as shared, the CPU work the engine calibrated (the Planner adds the contention of
     each candidate itself; the served times carry that of the plan they were served
-    under); else the served times. The profiled engine overhead is kept."""
+    under); else the served times. Both carry the per-query overhead the front-end
+    measured (the profiled one when it answered too few queries)."""
     chosen = report.work_profiles if pool.shares_cores else None
-    return (chosen or report.profiles).with_overhead(profiles.overhead)
+    return chosen or report.profiles
 
 
 def _replan(
@@ -764,7 +761,7 @@ def _replan(
     """The Planner again, on the same planning trace, with the profiles the engine
     calibrated while serving ``first``; a different plan is served like the first."""
     s = ctx.settings
-    profiles = replanning_profiles(report, ctx.profiles, ctx.pool)
+    profiles = replanning_profiles(report, ctx.pool)
     trace = ctx.planning_trace(rate, s.seed)
     again = plan_for_machine(ctx.bundle.pipeline, profiles, trace, slo_s, ctx.pool, seed=s.seed)
     if again is None:

@@ -33,6 +33,7 @@ from inferline.errors import ConfigError
 from inferline.estimator import ServiceTime, simulate
 from inferline.pipeline import Pipeline, PipelineConfig
 from inferline.profiles import (
+    MIN_FRONTEND_QUERIES,
     Calibration,
     MachinePool,
     Profiles,
@@ -106,6 +107,11 @@ def _recent(
     return out
 
 
+def _recent_values(samples: Iterable[tuple[float, float]], since: float) -> list[float]:
+    """The values of (time, value) samples taken at ``since`` or later."""
+    return [v for t, v in samples if t >= since]
+
+
 @dataclass(frozen=True)
 class _Snapshot:
     """What one refresh works on, copied on the event loop."""
@@ -119,6 +125,8 @@ class _Snapshot:
     work: dict[tuple[str, str], dict[int, list[tuple[float, float]]]] = field(default_factory=dict)
     #: (time, round trip) per batch: from handing it to a replica to taking its answers
     turns: dict[tuple[str, str], dict[int, list[tuple[float, float]]]] = field(default_factory=dict)
+    #: (time, seconds) per answered query: its time in the front-end outside the engine
+    frontend: list[tuple[float, float]] = field(default_factory=list)
 
     def window(self, window_s: float) -> tuple[Any, np.ndarray, np.ndarray, list[Any]]:
         """Batch samples, arrivals (sorted), latencies and paths of the last ``window_s``."""
@@ -157,6 +165,9 @@ class Calibrator:
         self._queries: deque[tuple[float, float, tuple[str, ...]]] = deque(
             maxlen=self.options.max_queries
         )
+        #: (time, seconds) per answered query: its time in the HTTP front-end, outside
+        #: the engine (parsing, answering, waiting for the event loop)
+        self._frontend: deque[tuple[float, float]] = deque(maxlen=self.options.max_queries)
         self._drift = {name: _Drift() for name in pipeline.stage_names}
         self._speeds: dict[str, dict[str, Any]] = {}
         self._pipeline: dict[str, Any] = {}
@@ -209,12 +220,17 @@ class Calibrator:
     def record_query(self, arrival_s: float, latency_s: float, path: tuple[str, ...]) -> None:
         self._queries.append((arrival_s, latency_s, path))
 
+    def record_frontend(self, seconds: float) -> None:
+        """One answered query's time in the front-end outside the engine."""
+        self._frontend.append((self._clock(), seconds))
+
     def reset(self) -> None:
         """Forget the batches and queries measured so far (``DELETE /v2/control/stats``)."""
         self._batches.clear()
         self._work.clear()
         self._turns.clear()
         self._queries.clear()
+        self._frontend.clear()
 
     # --- reading -----------------------------------------------------------------------------
     def samples(self, now_s: float | None = None) -> dict[tuple[str, str], dict[int, list[float]]]:
@@ -237,19 +253,26 @@ class Calibrator:
     def calibration(self) -> Calibration | None:
         """The profiles calibrated on the last ``window_s`` (None: no profiles known)."""
         since = self._clock() - self.options.window_s
-        return self._served(_recent(self._batches, since), _recent(self._turns, since))
+        return self._served(
+            _recent(self._batches, since),
+            _recent(self._turns, since),
+            _recent_values(self._frontend, since),
+        )
 
     def work_calibration(self) -> Calibration | None:
         """The profiles calibrated on the CPU work of the last ``window_s`` (None unless
         the machine's fit rule is ``shared`` and batches reported their CPU time)."""
-        return self._on_work(_recent(self._work, self._clock() - self.options.window_s))
+        since = self._clock() - self.options.window_s
+        return self._on_work(_recent(self._work, since), _recent_values(self._frontend, since))
 
     def _served(
         self,
         batches: dict[tuple[str, str], dict[int, list[float]]],
         turns: dict[tuple[str, str], dict[int, list[float]]],
+        frontend_s: list[float],
     ) -> Calibration | None:
-        """The profiles calibrated on these ``predict`` times and round trips."""
+        """The profiles calibrated on these ``predict`` times, round trips and front-end
+        times."""
         if self.profiles is None:
             return None
         return calibrate_profiles(
@@ -258,14 +281,22 @@ class Calibrator:
             min_samples=self.options.min_samples,
             source=_SOURCE,
             turns=turns,
+            frontend_s=frontend_s,
         )
 
-    def _on_work(self, work: dict[tuple[str, str], dict[int, list[float]]]) -> Calibration | None:
-        """The profiles calibrated on these CPU works (None: none, or not shared cores)."""
+    def _on_work(
+        self, work: dict[tuple[str, str], dict[int, list[float]]], frontend_s: list[float]
+    ) -> Calibration | None:
+        """The profiles calibrated on these CPU works and front-end times (None: no work,
+        or not shared cores)."""
         if self.profiles is None or self.machine is None or not work:
             return None
         return calibrate_profiles(
-            self.profiles, work, min_samples=self.options.min_samples, source=_WORK_SOURCE
+            self.profiles,
+            work,
+            min_samples=self.options.min_samples,
+            source=_WORK_SOURCE,
+            frontend_s=frontend_s,
         )
 
     def report(self, config: PipelineConfig) -> dict[str, Any]:
@@ -295,7 +326,21 @@ class Calibrator:
             body["profiles"] = profiles_to_mapping(calibration.profiles)
         work = self.work_calibration()
         body["work_profiles"] = None if work is None else profiles_to_mapping(work.profiles)
+        body["frontend"] = self._frontend_summary()
         return body
+
+    def _frontend_summary(self) -> dict[str, Any]:
+        """The front-end's measured time per query beside the profiled per-query overhead."""
+        values = sorted(_recent_values(self._frontend, self._clock() - self.options.window_s))
+        overhead = self.profiles.overhead if self.profiles is not None else None
+        return {
+            "queries": len(values),
+            "median_s": nearest_rank(values, 0.5) if values else None,
+            "p99_s": nearest_rank(values, 0.99) if values else None,
+            "profiled_median_s": overhead.per_query_s if overhead is not None else None,
+            "profiled_p99_s": overhead.per_query_p99_s if overhead is not None else None,
+            "calibrated": len(values) >= MIN_FRONTEND_QUERIES,
+        }
 
     def status(self) -> dict[str, Any]:
         """The ``calibration`` section of the status (values of the latest refresh)."""
@@ -329,6 +374,8 @@ class Calibrator:
         queries = self._queries  # in order of answer, so nearly in order of arrival
         while queries and queries[0][0] < since:
             queries.popleft()
+        while self._frontend and self._frontend[0][0] < since:
+            self._frontend.popleft()
         for table in (self._batches, self._work, self._turns):
             for by_size in table.values():
                 for d in by_size.values():
@@ -342,6 +389,7 @@ class Calibrator:
             queries=list(queries),
             work={k: {b: list(d) for b, d in v.items()} for k, v in self._work.items()},
             turns={k: {b: list(d) for b, d in v.items()} for k, v in self._turns.items()},
+            frontend=list(self._frontend),
         )
 
     def compute(
@@ -368,10 +416,11 @@ class Calibrator:
             if span > 0:
                 pipeline["rate_qps"] = (arrival_s.size - 1) / span
         since = snap.now_s - self.options.window_s
-        calibration = self._served(batches, _recent(snap.turns, since))
+        frontend_s = _recent_values(snap.frontend, since)
+        calibration = self._served(batches, _recent(snap.turns, since), frontend_s)
         if self.profiles is None or calibration is None:  # no profiles: measured only
             return ratios, pipeline, None, None
-        work_calibration = self._on_work(_recent(snap.work, since))
+        work_calibration = self._on_work(_recent(snap.work, since), frontend_s)
         for name in self.pipeline.stage_names:
             speed = calibration.speeds.get((name, snap.config.stages[name].hardware))
             if speed is None or speed.ratio is None:

@@ -170,6 +170,8 @@ class EngineApp:
             await _send(send, 200, body, b"application/octet-stream", (header,))
         end_ns = time.perf_counter_ns()
         self.model_stats.record(True, end_ns - start_ns, parsed_ns - start_ns, end_ns - answered_ns)
+        # the per-query overhead the Estimator adds, as served (live calibration)
+        self.engine.calibrator.record_frontend((end_ns - start_ns) * 1e-9 - answer.latency_s)
 
     async def _stats(self, send: Send) -> None:
         await _send_json(send, 200, self.model_stats.render(self.engine, self.model, _VERSION))

@@ -48,7 +48,7 @@ from inferline.profiler._measure import _Pool, measure_batch_size
 from inferline.profiler._relay import PATH_TENSOR, relay_module_source
 from inferline.profiler._samples import parse_requests
 from inferline.profiler._stats import RepetitionPolicy
-from inferline.profiles import EngineOverhead
+from inferline.profiles import OVERHEAD_PERCENTILES, EngineOverhead
 
 __all__ = ["OverheadOptions", "OverheadResult", "measure_overhead", "with_path"]
 
@@ -56,13 +56,7 @@ _RELAY_HARDWARE = "cpu-1"
 
 
 #: Percentiles at which the per-query overhead distribution is recorded (finer in the tail).
-PERCENTILE_GRID = (
-    *range(0, 95, 5),
-    *range(95, 100),
-    99.5,
-    99.9,
-    100,
-)
+PERCENTILE_GRID = OVERHEAD_PERCENTILES
 
 
 @dataclass(frozen=True)

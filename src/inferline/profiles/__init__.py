@@ -1,6 +1,7 @@
 """Hardware catalogue, prices, per-stage batch latency profiles, and the machine as a pool."""
 
 from inferline.profiles._calibrate import (
+    MIN_FRONTEND_QUERIES,
     Calibration,
     SizeSpeed,
     StageSpeed,
@@ -39,6 +40,7 @@ from inferline.profiles._machine import (
     resources_for,
 )
 from inferline.profiles._model import (
+    OVERHEAD_PERCENTILES,
     BatchProfile,
     EngineOverhead,
     HardwareCatalogue,
@@ -57,6 +59,8 @@ __all__ = [
     "FRONTEND_RESERVE_CORES",
     "MAX_BATCH_SIZE",
     "MAX_THREADS_PER_CORE",
+    "MIN_FRONTEND_QUERIES",
+    "OVERHEAD_PERCENTILES",
     "REPLICA_MEMORY_BYTES",
     "BatchProfile",
     "Calibration",

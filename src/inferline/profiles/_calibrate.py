@@ -22,6 +22,12 @@ A profiled point's latency is its ``predict`` part plus the rest of the round tr
 
 A calibrated curve never falls as the batch grows (a running maximum), so the profiles'
 conservative lookup between sizes (SPEC §2.3) still holds.
+
+The engine's per-query overhead (HTTP, parsing, answering) is calibrated too, when the
+front-end measured it on at least ``MIN_FRONTEND_QUERIES`` queries (``frontend_s``: per
+query, the time in the HTTP handler less the time inside the engine): its distribution
+replaces the profiled one, which was measured with no-op stages at fixed rates and is
+not what a front-end sharing the cores with busy replicas spends.
 """
 
 from __future__ import annotations
@@ -33,14 +39,24 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 
+import numpy as np
+
 from inferline.errors import ConfigError
-from inferline.profiles._model import BatchProfile, ProfilePoint, Profiles
+from inferline.profiles._model import (
+    OVERHEAD_PERCENTILES,
+    BatchProfile,
+    EngineOverhead,
+    ProfilePoint,
+    Profiles,
+)
 
 __all__ = [
+    "MIN_FRONTEND_QUERIES",
     "Calibration",
     "SizeSpeed",
     "StageSpeed",
     "calibrate_profiles",
+    "calibrated_overhead",
     "nearest_rank",
     "speed_of_sizes",
     "stage_speed",
@@ -270,13 +286,15 @@ def calibrate_profiles(
     min_samples: int = 20,
     source: str = "calibrated",
     turns: Mapping[tuple[str, str], Samples] | None = None,
+    frontend_s: Sequence[float] | None = None,
 ) -> Calibration:
     """``profiles`` with every (stage, hardware) that has samples calibrated to them.
 
     ``samples``: per (stage, hardware), batch size -> measured ``predict`` times (s);
-    ``turns``: the same batches' round trips (s), when measured. Entries without
-    samples, and samples of a stage or hardware without a profile, are left as they are.
-    ``source`` names where the calibrated entries came from.
+    ``turns``: the same batches' round trips (s), when measured; ``frontend_s``: the
+    front-end's time per answered query outside the engine (s), when measured. Entries
+    without samples, and samples of a stage or hardware without a profile, are left as
+    they are. ``source`` names where the calibrated entries came from.
     """
     if min_samples < 1:
         raise ConfigError(f"must be ≥ 1, got {min_samples}", field="min_samples")
@@ -293,5 +311,35 @@ def calibrate_profiles(
         entries[key] = _calibrated_profile(
             profile, speed, min_samples, source, (turns or {}).get(key)
         )
-    calibrated = Profiles(profiles.hardware, entries, profiles.source, profiles.overhead)
+    overhead = calibrated_overhead(profiles.overhead, frontend_s or (), source)
+    calibrated = Profiles(profiles.hardware, entries, profiles.source).with_overhead(overhead)
     return Calibration(calibrated, speeds)
+
+
+#: Answered queries the front-end must have timed before its measured per-query
+#: overhead replaces the profiled one (a P99 needs a few hundred).
+MIN_FRONTEND_QUERIES = 200
+
+
+def calibrated_overhead(
+    overhead: EngineOverhead | None, frontend_s: Sequence[float], source: str = "calibrated"
+) -> EngineOverhead | None:
+    """``overhead`` with its per-query distribution replaced by the measured one (its
+    per-batch part and the front-end's CPU per query kept); unchanged with fewer than
+    ``MIN_FRONTEND_QUERIES`` measured queries."""
+    if len(frontend_s) < MIN_FRONTEND_QUERIES:
+        return overhead
+    values = np.percentile(
+        np.maximum(np.asarray(frontend_s, dtype=np.float64), 0.0), OVERHEAD_PERCENTILES
+    )
+    values = np.maximum.accumulate(values)
+    base = overhead if overhead is not None else EngineOverhead()
+    return dataclasses.replace(
+        base,
+        per_query_s=float(np.interp(50.0, OVERHEAD_PERCENTILES, values)),
+        per_query_p99_s=float(np.interp(99.0, OVERHEAD_PERCENTILES, values)),
+        per_query_percentiles=OVERHEAD_PERCENTILES,
+        per_query_percentiles_s=tuple(float(v) for v in values),
+        per_query_by_rate=(),
+        source=source,
+    )

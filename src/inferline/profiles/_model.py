@@ -16,6 +16,7 @@ from inferline.errors import ProfileError
 from inferline.profiles._machine import MachinePool
 
 __all__ = [
+    "OVERHEAD_PERCENTILES",
     "BatchProfile",
     "EngineOverhead",
     "HardwareCatalogue",
@@ -26,6 +27,15 @@ __all__ = [
 ]
 
 LatencyStat = Literal["median", "p99"]
+
+#: Percentiles at which a per-query overhead distribution is recorded (finer in the tail).
+OVERHEAD_PERCENTILES: tuple[float, ...] = (
+    *(float(q) for q in range(0, 95, 5)),
+    *(float(q) for q in range(95, 100)),
+    99.5,
+    99.9,
+    100.0,
+)
 
 
 @dataclass(frozen=True)

@@ -155,6 +155,7 @@ def figures(passed: bool) -> dict[str, Any]:
         "estimated_p99_s": 0.040, "calibrated_p99_s": 0.045, "measured_p99_s": 0.047,
         "error": 0.149, "calibrated_error": 0.043, "measured_miss_rate": 0.004,
         "max_threads": 4, "passed": passed, "other_cores": 0.07, "disturbed_runs": [{}],
+        "measured_p99_spread": 0.37,
         "replanned": {"feasible": True, "same_plan": False, "cost_per_hour": 0.1275,
                       "first_cost_per_hour": 0.17, "plan_threads": 3, "planned_p99_s": 0.051,
                       "measured_p99_s": 0.0432, "measured_miss_rate": 0.003,
@@ -208,6 +209,7 @@ def test_tables_show_the_figures_the_verdicts_and_what_did_not_fit() -> None:
     # the measured P99's own sampling error
     assert "0.07" in text and "0.31" in text and "0.25 cores" in text and "5% steal" in text
     assert "1 run(s) re-run" in text and "6%" in text
+    assert "37% apart" in " ".join(text.split())
     # planned again from the calibrated profiles: cheaper, served, and its verdict
     assert "planned again" in text and "0.1275" in text and "0.1700" in text
     assert "43.2" in text and "3/4" in text
@@ -273,3 +275,13 @@ def test_replanning_takes_the_cpu_work_on_shared_cores_with_its_overhead() -> No
     assert replanning_profiles(report, shared).overhead == measured
     no_work = CalibrationReport("http://x", "m", 60.0, served, {}, {}, {})
     assert curve(replanning_profiles(no_work, shared)) == curve(served)
+
+
+def test_the_spread_between_repeats_is_relative_to_their_median() -> None:
+    from inferline.bench.promise import repeat_spread
+
+    assert repeat_spread([0.063, 0.094]) == pytest.approx(0.031 / 0.0785)
+    assert repeat_spread([0.1, 0.1, 0.1]) == 0.0
+    assert repeat_spread([0.1]) is None
+    assert repeat_spread([0.1, None]) is None
+    assert repeat_spread([0.1, float("nan"), 0.12]) == pytest.approx(0.02 / 0.11)

@@ -73,6 +73,7 @@ __all__ = [
     "machine_capacity",
     "machine_pool",
     "plan_for_machine",
+    "repeat_spread",
     "run_promise_benchmark",
     "status_figures",
     "tables",
@@ -885,6 +886,7 @@ def _level_summary(
         [r["machine_load"]["other_cores"] for r in runs if r.get("machine_load")]
     )
     summary["runs_disturbed"] = sum(_disturbed(r) for r in runs)
+    summary["measured_p99_spread"] = repeat_spread([r["measured_p99_s"] for r in runs])
     max_threads = max((r["max_threads"] or 0) for r in runs)
     misses = summary["measured_miss_rate"]
     err = summary["calibrated_error"]
@@ -1260,22 +1262,37 @@ def _levels_table(b: dict[str, Any], s: dict[str, Any]) -> Table:
     return table
 
 
+def repeat_spread(p99s: Sequence[float | None]) -> float | None:
+    """How far apart the repeats of one load measured its P99: (largest − smallest) ÷
+    their median (None with fewer than two). The same plan, load and arrivals measured
+    again: what a run's own bootstrap SD does not show (the VM's speed between runs)."""
+    values = [v for v in p99s if v is not None and math.isfinite(v)]
+    if len(values) < 2:
+        return None
+    middle = float(np.median(values))
+    return (max(values) - min(values)) / middle if middle > 0 else None
+
+
 def _noise_and_machine(levels: Sequence[dict[str, Any]], s: dict[str, Any]) -> str:
-    """The caption's last sentences: how noisy a measured P99 is, and whether the
-    machine was ours (other processes' cores; runs re-run because it was not)."""
+    """The caption's last sentences: how noisy a measured P99 is (within a run and
+    between repeats), and whether the machine was ours (other processes' cores; runs
+    re-run because it was not)."""
     runs = [r for lv in levels for r in lv.get("runs", [])]
     noise = [
         r["measured_p99_sd_s"] / r["measured_p99_s"]
         for r in runs
         if r.get("measured_p99_sd_s") is not None and r.get("measured_p99_s")
     ]
+    spreads = [lv["measured_p99_spread"] for lv in levels if lv.get("measured_p99_spread")]
     other = [r["machine_load"]["other_cores"] for r in runs if r.get("machine_load")]
     reruns = sum(len(lv.get("disturbed_runs", [])) for lv in levels)
     out = ""
     if noise:
         out += (
-            f"A measured P99's own sampling error (bootstrap SD): {min(noise):.0%}–"
-            f"{max(noise):.0%}. "
+            f"A measured P99's own sampling error (bootstrap SD): {min(noise):.0%}–{max(noise):.0%}"
+        )
+        out += (
+            f"; between repeats of one load: up to {max(spreads):.0%} apart. " if spreads else ". "
         )
     if other:
         out += f"Other processes kept {min(other):.2f}–{max(other):.2f} cores busy; "

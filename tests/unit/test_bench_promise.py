@@ -217,6 +217,10 @@ def test_tables_show_the_figures_the_verdicts_and_what_did_not_fit() -> None:
     tight["bundles"][0]["levels"][0]["replanned"] = {"feasible": False}
     assert "no plan fits" in text_of(tight)
     assert "FAIL" in text_of(figures(False))
+    assert "PASS*" not in text
+    disturbed = figures(True)
+    disturbed["bundles"][0]["levels"][0]["runs_disturbed"] = 1
+    assert "PASS*" in text_of(disturbed)
 
 
 def test_calibration_estimates_along_the_paths_the_engine_answered() -> None:

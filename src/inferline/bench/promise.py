@@ -1236,7 +1236,8 @@ def _levels_table(b: dict[str, Any], s: dict[str, Any]) -> Table:
         f"{b['pipeline']}: the promise, served ({s['duration_s']:g} s held-out Poisson runs, "
         f"median of {s['repeats']}). est: the Estimator's P99 with the profiles; cal: with "
         "those the engine calibrated on the run; err: |est − meas| / meas. Targets: "
-        f"misses ≤ {s['miss_target']:.0%}, err cal ≤ {s['error_target']:.0%}. "
+        f"misses ≤ {s['miss_target']:.0%}, err cal ≤ {s['error_target']:.0%}; "
+        "*: a run counted was still disturbed after its re-runs. "
         + _noise_and_machine(b["levels"], s),
         ("load", "q/s", "SLO", "binds", "est", "cal", "meas", "err", "err cal", "miss",
          "thr", ""),
@@ -1257,7 +1258,7 @@ def _levels_table(b: dict[str, Any], s: dict[str, Any]) -> Table:
             _pct(lv["calibrated_error"]),
             _pct(lv["measured_miss_rate"], 1),
             f"{lv['max_threads']}/{b['pool_threads']}",
-            _verdict(lv["passed"]),
+            _verdict(lv["passed"]) + ("*" if lv.get("runs_disturbed") else ""),
         )
     return table
 

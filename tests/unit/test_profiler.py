@@ -28,7 +28,7 @@ from inferline.pipeline._io import (
 )
 from inferline.profiler import ProfilerError, available_hardware, load_samples
 from inferline.profiler._measure import _Pool
-from inferline.profiler._overhead import PERCENTILE_GRID, _cpu_per_query, with_path
+from inferline.profiler._overhead import _cpu_per_query, with_path
 from inferline.profiler._relay import PATH_TENSOR, Relay, relay_module_source
 from inferline.profiler._samples import bundle_imports
 from inferline.profiler._stats import (
@@ -49,6 +49,7 @@ from inferline.profiler._validate import (
     rate_for_utilisation,
 )
 from inferline.profiles import (
+    OVERHEAD_PERCENTILES,
     BatchProfile,
     EngineOverhead,
     HardwareCatalogue,
@@ -477,7 +478,7 @@ def test_relay_passes_inputs_on_and_routes_by_the_carried_path() -> None:
     assert join == [request]
     body = with_path({"inputs": [{"name": "x"}]}, ("a", "c"))
     assert body["inputs"][-1]["data"] == ["a+c"]
-    assert PERCENTILE_GRID[0] == 0 and PERCENTILE_GRID[-1] == 100
+    assert OVERHEAD_PERCENTILES[0] == 0 and OVERHEAD_PERCENTILES[-1] == 100
 
 
 def test_attach_samples_gives_each_query_its_samples_path() -> None:

@@ -55,10 +55,6 @@ __all__ = ["OverheadOptions", "OverheadResult", "measure_overhead", "with_path"]
 _RELAY_HARDWARE = "cpu-1"
 
 
-#: Percentiles at which the per-query overhead distribution is recorded (finer in the tail).
-PERCENTILE_GRID = OVERHEAD_PERCENTILES
-
-
 @dataclass(frozen=True)
 class OverheadOptions:
     """How the no-op DAG is loaded: at each rate, ``rounds`` Poisson runs of
@@ -286,7 +282,7 @@ def measure_overhead(
             )
             residual = result.latency_s - estimate
             residual = np.maximum(residual[np.isfinite(residual)], 0.0)
-            rows.append(np.percentile(residual, PERCENTILE_GRID))
+            rows.append(np.percentile(residual, OVERHEAD_PERCENTILES))
         # per percentile, the median over rounds: one round caught in a stall of the machine
         # (another job, the host) does not decide the tail; medians of non-decreasing rows
         # are non-decreasing
@@ -296,8 +292,8 @@ def measure_overhead(
             {
                 "rate_qps": rate,
                 "per_batch_s": per_batch_of(results),
-                "per_query_p50_s": float(np.interp(50.0, PERCENTILE_GRID, values)),
-                "per_query_p99_s": float(np.interp(99.0, PERCENTILE_GRID, values)),
+                "per_query_p50_s": float(np.interp(50.0, OVERHEAD_PERCENTILES, values)),
+                "per_query_p99_s": float(np.interp(99.0, OVERHEAD_PERCENTILES, values)),
                 "client_p99_s_per_round": [replay_summary(r[2])["p99_s"] for r in results],
                 "frontend_cpu_s_per_query": (
                     cpu_use[rate][0] / cpu_use[rate][1] if rate in cpu_use else None
@@ -311,9 +307,9 @@ def measure_overhead(
     base = by_rate[0][1]
     overhead = EngineOverhead(
         per_batch_s=round(per_batch_s, 7),
-        per_query_s=round(float(np.interp(50.0, PERCENTILE_GRID, base)), 7),
-        per_query_p99_s=round(float(np.interp(99.0, PERCENTILE_GRID, base)), 7),
-        per_query_percentiles=tuple(float(q) for q in PERCENTILE_GRID),
+        per_query_s=round(float(np.interp(50.0, OVERHEAD_PERCENTILES, base)), 7),
+        per_query_p99_s=round(float(np.interp(99.0, OVERHEAD_PERCENTILES, base)), 7),
+        per_query_percentiles=OVERHEAD_PERCENTILES,
         per_query_percentiles_s=base,
         per_query_by_rate=tuple(by_rate) if len(by_rate) > 1 else (),
         frontend_cpu_s_per_query=_cpu_per_query(list(cpu_use.values())),

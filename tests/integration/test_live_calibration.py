@@ -212,6 +212,10 @@ def test_profile_in_place_writes_the_served_speeds(tmp_path: Path) -> None:
     entry = taken.get("model", "cpu-1")
     assert "in-place" in entry.source and "15.0, 45.0 q/s" in entry.source
     assert "Taken in place" in out.read_text()
+    # 180 answered queries, fewer than MIN_FRONTEND_QUERIES: the profiled per-query
+    # overhead is kept, and the header does not claim a measured one
+    assert taken.per_query_overhead_s == given.per_query_overhead_s
+    assert "engine_overhead: the front-end" not in out.read_text()
     for b in (1, 8):  # 8 is beyond the plan's batches: the isolated point, scaled
         assert entry.latency_s(b) > 1.5 * given.get("model", "cpu-1").latency_s(b)
     assert taken.get("fallback", "cpu-1").latency_s(4) == pytest.approx(

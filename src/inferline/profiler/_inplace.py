@@ -243,6 +243,8 @@ def _profile_in_place(
         "# each stage's predict times measured while the pipeline was served; batch sizes the\n"
         "# load never produced are the isolated profile scaled by the stage's measured ratio.\n"
     )
+    if (report.raw.get("frontend") or {}).get("calibrated"):
+        header += "# engine_overhead: the front-end's time per query, measured under that load.\n"
     text = yaml.safe_dump(
         profiles_to_mapping(profiles), sort_keys=False, width=100, default_flow_style=None
     )

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 
+from inferline.errors import ConfigError
 from inferline.estimator import Estimator
 from inferline.pipeline import Pipeline, PipelineConfig, StageConfig
 from inferline.profiles import (
@@ -91,3 +92,48 @@ def test_without_a_machine_every_replica_is_dedicated() -> None:
     pipeline, profiles = one_stage()
     est = Estimator(pipeline, profiles, Trace(np.array([0.0, 0.0])))
     assert math.isinf(est.shared_cores)
+
+
+def test_three_batches_on_two_cores_run_two_to_a_core() -> None:
+    # per-core run queues (the default): A and C share core 0, B has core 1 alone; both
+    # cores busy, so each gives 1.95 / 2 of its time. When B is done, core 1 takes A.
+    got, cores = latencies([0.0, 0.0, 0.0], replicas=3, cores=2)
+    share = cores / 2
+    b_done = 1.0 / share
+    assert got[1] == pytest.approx(b_done)
+    left = 1.0 - b_done * share / 2  # A and C ran at half the core until then
+    assert got[0] == pytest.approx(b_done + left / share)
+    assert got[2] == pytest.approx(got[0])
+
+
+def test_fair_sharing_runs_three_batches_on_two_cores_at_two_thirds() -> None:
+    pipeline, profiles = one_stage()
+    config = PipelineConfig(
+        stages={"work": StageConfig(hardware="cpu-1", batch_size=1, replicas=3)}
+    )
+    machine = MachinePool(cores=2, memory_bytes=None, core_sharing="fair")
+    est = Estimator(pipeline, profiles, Trace(np.array([0.0, 0.0, 0.0])), machine=machine)
+    got = est.run(config).latency_s
+    np.testing.assert_allclose(got, [3.0 / est.shared_cores] * 3)
+
+
+def test_replicas_of_several_threads_share_the_cores_fairly() -> None:
+    # a cpu-2 batch spreads over two cores, which one run queue per core cannot show
+    pipeline, profiles = one_stage("cpu-2")
+    config = PipelineConfig(
+        stages={"work": StageConfig(hardware="cpu-2", batch_size=1, replicas=3)}
+    )
+    trace = Trace(np.array([0.0, 0.0, 0.0]))
+    per_core = Estimator(pipeline, profiles, trace, machine=MachinePool(cores=4, memory_bytes=None))
+    fair = Estimator(
+        pipeline,
+        profiles,
+        trace,
+        machine=MachinePool(cores=4, memory_bytes=None, core_sharing="fair"),
+    )
+    np.testing.assert_array_equal(per_core.run(config).latency_s, fair.run(config).latency_s)
+
+
+def test_an_unknown_core_sharing_is_refused() -> None:
+    with pytest.raises(ConfigError, match="core sharing 'round-robin'"):
+        MachinePool(cores=2, memory_bytes=None, core_sharing="round-robin")  # type: ignore[arg-type]

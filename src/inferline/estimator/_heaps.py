@@ -8,7 +8,8 @@ array passed to an inlined helper, which costs more than the heap work itself.
 Stage queues are binary heaps of (query, enqueue time) pairs, stage s in its own slice
 ``[heap_base[s], heap_base[s] + stage_capacity[s])`` of two shared arrays ``hq``/``ht``;
 their order is :func:`_before`. The event heap holds (time, sequence, code) triples
-ordered by time, then sequence (so events at one instant fire in creation order).
+ordered by time, then sequence (so events at one instant fire in creation order); the
+shared cores' run queues are event heaps too, one slice ``[c * R, c * R + size)`` per core.
 
 Array indices are cast to unsigned (``_U``): numba then omits the negative-index
 wraparound it emits for signed ones, which frees registers in the large loops (~15 %).
@@ -79,47 +80,54 @@ def queue_pop(hq, ht, base, size, fifo):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True, inline="always")
-def event_push(et, es, er, size, t, seq, code):  # type: ignore[no-untyped-def]
-    """Add event (t, seq, code) to the event heap of ``size`` entries (the caller counts it)."""
+def event_push(et, es, er, base, size, t, seq, code):  # type: ignore[no-untyped-def]
+    """Add event (t, seq, code) to the event heap of ``size`` entries at ``base`` (the caller
+    counts it)."""
     i = size
     while i > 0:
         parent = (i - 1) >> 1
-        if not (t < et[_U(parent)] or (t == et[_U(parent)] and seq < es[_U(parent)])):
+        pt = et[_U(base + parent)]
+        if not (t < pt or (t == pt and seq < es[_U(base + parent)])):
             break
-        et[_U(i)] = et[_U(parent)]
-        es[_U(i)] = es[_U(parent)]
-        er[_U(i)] = er[_U(parent)]
+        et[_U(base + i)] = pt
+        es[_U(base + i)] = es[_U(base + parent)]
+        er[_U(base + i)] = er[_U(base + parent)]
         i = parent
-    et[_U(i)] = t
-    es[_U(i)] = seq
-    er[_U(i)] = code
+    et[_U(base + i)] = t
+    es[_U(base + i)] = seq
+    er[_U(base + i)] = code
 
 
 @njit(cache=True, inline="always")
-def event_pop(et, es, er, size):  # type: ignore[no-untyped-def]
-    """Remove the earliest event from the event heap of ``size`` entries; returns the new size."""
+def event_pop(et, es, er, base, size):  # type: ignore[no-untyped-def]
+    """Remove the earliest event from the event heap of ``size`` entries at ``base``; returns
+    the new size."""
     size -= 1
     if size > 0:  # move the last event to the root and sift it down
-        lt = et[_U(size)]
-        ls = es[_U(size)]
-        lr = er[_U(size)]
+        lt = et[_U(base + size)]
+        ls = es[_U(base + size)]
+        lr = er[_U(base + size)]
         i = 0
         while True:
             child = 2 * i + 1
             if child >= size:
                 break
-            if child + 1 < size and (
-                et[_U(child + 1)] < et[_U(child)]
-                or (et[_U(child + 1)] == et[_U(child)] and es[_U(child + 1)] < es[_U(child)])
-            ):
-                child += 1
-            if not (et[_U(child)] < lt or (et[_U(child)] == lt and es[_U(child)] < ls)):
+            ct = et[_U(base + child)]
+            cs = es[_U(base + child)]
+            if child + 1 < size:
+                rt = et[_U(base + child + 1)]
+                rs = es[_U(base + child + 1)]
+                if rt < ct or (rt == ct and rs < cs):
+                    child += 1
+                    ct = rt
+                    cs = rs
+            if not (ct < lt or (ct == lt and cs < ls)):
                 break
-            et[_U(i)] = et[_U(child)]
-            es[_U(i)] = es[_U(child)]
-            er[_U(i)] = er[_U(child)]
+            et[_U(base + i)] = ct
+            es[_U(base + i)] = cs
+            er[_U(base + i)] = er[_U(base + child)]
             i = child
-        et[_U(i)] = lt
-        es[_U(i)] = ls
-        er[_U(i)] = lr
+        et[_U(base + i)] = lt
+        es[_U(base + i)] = ls
+        er[_U(base + i)] = lr
     return size

@@ -18,19 +18,30 @@ and applied per batch through its first query (see ``Estimator``'s
 ``service_time``).
 
 Shared cores (processor sharing): a stage with ``demand[s] > 0`` runs on the
-machine's ``cores`` together with every other such stage. Each busy batch asks
-for ``demand[s]`` cores (its replica's threads); while the busy batches ask for
-D > cores, every one of them runs at cores / D of its full speed (the fair share
-an OS scheduler gives runnable threads). All progress at the same rate, so a
-virtual clock V (dV/dt = min(1, cores / D)) orders their completions: a batch of
-work w started at virtual time V0 finishes when V reaches V0 + w, whatever the
-rate does in between. Those completions live in a second heap keyed by virtual
-time (``vt``/``vs``/``vr``); the real time of the next one is recomputed from the
-current rate at every step. V is kept as its lag behind real time (t − V), which
-only grows while the cores are oversubscribed: at full speed a batch then finishes
-at exactly its start plus its service time, as on dedicated hardware. A stage with
-``demand[s] == 0`` has dedicated hardware (a GPU, another host) and its completions
-are ordinary events.
+machine's ``cores`` together with every other such stage, in one of C run queues
+(``clag.shape[0]``):
+
+* C = 1, ``fair``: one queue for all the cores. Each busy batch asks for
+  ``demand[s]`` cores (its replica's threads); while the busy batches ask for
+  D > cores, every one of them runs at cores / D of its full speed.
+* C > 1, ``per-core``: a queue per core, as an OS scheduler keeps them. A
+  starting batch joins the queue with the fewest batches; the k batches of one
+  queue share its core (each at 1 / k of its speed), so three batches on two
+  cores run at 1/2, 1/2 and 1, not 2/3 each. A queue that empties takes a batch
+  from the longest one (the scheduler's balancing when a core goes idle). While
+  every core is busy each gives the replicas ``cores`` / C of its time (the rest
+  goes to the front-end).
+
+The batches of one queue progress at the same rate, so a virtual clock V_c per
+queue orders their completions: a batch of work w started at virtual time V0
+finishes when V_c reaches V0 + w, whatever the rate does in between. Each queue
+is a heap keyed by virtual time (slice ``[c * R, c * R + csize[c])`` of
+``vt``/``vs``/``vr``); the real time of its next completion is recomputed from its
+current rate at every step. V_c is kept as its lag behind real time (t − V_c),
+which only grows while the core is oversubscribed: at full speed a batch then
+finishes at exactly its start plus its service time, as on dedicated hardware. A
+stage with ``demand[s] == 0`` has dedicated hardware (a GPU, another host) and
+its completions are ordinary events.
 
 Queue keys: EDF orders by the query's pipeline deadline (arrival + SLO, i.e. by
 arrival time since the SLO is common); FIFO by the time the query reached the
@@ -83,14 +94,12 @@ ESIZE = 1  # events in the heap
 SEQ = 2  # next event sequence number
 MISSES = 3  # queries finished later than slo_s
 STOPPED = 4  # 1 once more than max_misses queries missed
-VSIZE = 5  # batches in the shared-core heap
+VSIZE = 5  # batches in the shared-core run queues, all together
 N_SCALARS = 6
 
 # indices into the float64 shared-core state array
-LAG = 0  # real time minus virtual time: what sharing the cores has cost so far
-LAG_AT = 1  # the real time LAG was last brought up to
-DEMAND = 2  # cores the busy shared-core batches ask for
-N_FSCALARS = 3
+LAG_AT = 0  # the real time the run queues' lags were last brought up to
+N_FSCALARS = 1
 
 
 @njit(cache=True, inline="always")
@@ -146,13 +155,21 @@ def advance(  # type: ignore[no-untyped-def]
     is_ready,  # bool[S]
     cores,  # float: cores the shared-core stages share (inf: none shared)
     demand,  # float64[S]: cores a busy batch of stage s asks for (0: dedicated hardware)
-    vt,  # float64[R]: shared-core heap (virtual finish time)
-    vs,  # int64[R]
-    vr,  # int64[R]
+    vt,  # float64[C * R]: run queues (virtual finish time), queue c at c * R
+    vs,  # int64[C * R]
+    vr,  # int64[C * R]
+    csize,  # int64[C]: batches in each run queue
+    clag,  # float64[C]: each queue's real time minus its virtual time
+    cdemand,  # float64[C]: cores the batches of each queue ask for
+    crate,  # float64[C]: scratch, each queue's current rate
     fscal,  # float64[N_FSCALARS]
 ):
     n = arrival.shape[0]
     S = qsize.shape[0]
+    R = status.shape[0]
+    C = clag.shape[0]
+    per_core = C > 1
+    cap = 1.0 if per_core else cores  # cores one run queue has
     bmax = latency.shape[1] - 1
     scaled = log_scale.shape[0] > 0
     inf = np.inf
@@ -161,31 +178,48 @@ def advance(  # type: ignore[no-untyped-def]
     seq = scal[SEQ]
     misses = scal[MISSES]
     vsize = scal[VSIZE]
-    lag = fscal[LAG]
     lag_at = fscal[LAG_AT]
-    busy_demand = fscal[DEMAND]
     n_ready = 0
     while True:
         ta = arrival[_U(ai)] if ai < n else inf
         te = et[_U(0)] if esize > 0 else inf
         t = ta if ta < te else te
         tv = inf
-        rate = 1.0
+        vcore = -1  # the run queue whose next completion is the earliest
         if vsize > 0:
-            if busy_demand > cores:
-                rate = cores / busy_demand
-                tv = lag_at + (vt[_U(0)] + lag - lag_at) / rate
-            else:  # full speed: exact, so that ample cores reproduce dedicated replicas
-                tv = vt[_U(0)] + lag
+            share = 1.0  # per core, while every core is busy: the front-end takes the rest
+            if per_core and cores < C:
+                busy_cores = 0
+                for c in range(C):
+                    if csize[_U(c)] > 0:
+                        busy_cores += 1
+                if busy_cores == C:
+                    share = cores / C
+            for c in range(C):
+                if csize[_U(c)] == 0:
+                    continue
+                d = cdemand[_U(c)]
+                rate = share * (cap / d if d > cap else 1.0)
+                crate[_U(c)] = rate
+                root = vt[_U(c * R)]
+                if rate == 1.0:  # full speed: exact, so ample cores reproduce dedicated ones
+                    tc = root + clag[_U(c)]
+                else:
+                    tc = lag_at + (root + clag[_U(c)] - lag_at) / rate
+                if tc < tv:
+                    tv = tc
+                    vcore = c
             if tv < t:
                 t = tv
         if t >= t_stop or t == inf:
             break
-        if rate != 1.0:
-            lag += (t - lag_at) * (1.0 - rate)
+        if vsize > 0:
+            for c in range(C):
+                if csize[_U(c)] > 0 and crate[_U(c)] != 1.0:
+                    clag[_U(c)] += (t - lag_at) * (1.0 - crate[_U(c)])
         lag_at = t
-        # the batch whose completion set t finishes now, whatever the rounding of lag
-        vdue = vt[_U(0)] if vsize > 0 and t == tv else -inf
+        # the batch whose completion set t finishes now, whatever the rounding of the lag
+        vdue = vt[_U(vcore * R)] if vcore >= 0 and t == tv else -inf
         # 1. arrivals at t enter the queues of their source stages
         while ai < n and arrival[_U(ai)] == t:
             q = ai
@@ -207,15 +241,25 @@ def advance(  # type: ignore[no-untyped-def]
         while True:
             if esize > 0 and et[_U(0)] == t:
                 code = er[_U(0)]
-                esize = event_pop(et, es, er, esize)
-            elif vsize > 0 and (vt[_U(0)] <= vdue or vt[_U(0)] + lag <= t):  # work done
-                code = vr[_U(0)]
-                vsize = event_pop(vt, vs, vr, vsize)
-                busy_demand -= demand[_U(slot_stage[_U(code)])]
-                if vsize == 0:
-                    busy_demand = 0.0  # no rounding left over once nothing runs
+                esize = event_pop(et, es, er, 0, esize)
             else:
-                break
+                done = -1  # a run queue whose first batch's work is done
+                if vsize > 0:
+                    for c in range(C):
+                        if csize[_U(c)] > 0:
+                            root = vt[_U(c * R)]
+                            if (c == vcore and root <= vdue) or root + clag[_U(c)] <= t:
+                                done = c
+                                break
+                if done < 0:
+                    break
+                base = done * R
+                code = vr[_U(base)]
+                csize[_U(done)] = event_pop(vt, vs, vr, base, csize[_U(done)])
+                vsize -= 1
+                cdemand[_U(done)] -= demand[_U(slot_stage[_U(code)])]
+                if csize[_U(done)] == 0:
+                    cdemand[_U(done)] = 0.0  # no rounding left over once nothing runs
             if code < 0:  # activation
                 rg = -code - 1
                 s = slot_stage[_U(rg)]
@@ -285,23 +329,49 @@ def advance(  # type: ignore[no-untyped-def]
                 visits[_U(s)] += b
                 batches[_U(s)] += 1
                 if demand[_U(s)] > 0.0:  # shared cores: finishes after `service` of work
-                    event_push(vt, vs, vr, vsize, (t - lag) + service, seq, rg)
+                    c = 0
+                    for x in range(1, C):  # the run queue with the fewest batches
+                        if csize[_U(x)] < csize[_U(c)]:
+                            c = x
+                    event_push(
+                        vt, vs, vr, c * R, csize[_U(c)], (t - clag[_U(c)]) + service, seq, rg
+                    )
+                    csize[_U(c)] += 1
                     vsize += 1
-                    busy_demand += demand[_U(s)]
+                    cdemand[_U(c)] += demand[_U(s)]
                 else:
-                    event_push(et, es, er, esize, t + service, seq, rg)
+                    event_push(et, es, er, 0, esize, t + service, seq, rg)
                     esize += 1
                 seq += 1
             qsize[_U(s)] = size
         n_ready = 0
+        # 4. an idle core takes a batch from the longest run queue (per-core sharing)
+        while per_core and vsize > 0:
+            idle = -1
+            longest = 0
+            for c in range(C):
+                if csize[_U(c)] == 0 and idle < 0:
+                    idle = c
+                if csize[_U(c)] > csize[_U(longest)]:
+                    longest = c
+            if idle < 0 or csize[_U(longest)] < 2:
+                break
+            base = longest * R
+            code = vr[_U(base)]
+            left = vt[_U(base)] - (t - clag[_U(longest)])  # work still to do
+            moved_seq = vs[_U(base)]
+            csize[_U(longest)] = event_pop(vt, vs, vr, base, csize[_U(longest)])
+            event_push(vt, vs, vr, idle * R, 0, (t - clag[_U(idle)]) + left, moved_seq, code)
+            csize[_U(idle)] = 1
+            moved = demand[_U(slot_stage[_U(code)])]
+            cdemand[_U(longest)] -= moved
+            cdemand[_U(idle)] = moved
     scal[AI] = ai
     scal[ESIZE] = esize
     scal[SEQ] = seq
     scal[MISSES] = misses
     scal[VSIZE] = vsize
-    fscal[LAG] = lag
     fscal[LAG_AT] = lag_at
-    fscal[DEMAND] = busy_demand
 
 
 @njit(cache=True)
@@ -344,7 +414,7 @@ def set_target(  # type: ignore[no-untyped-def]
         if slot < 0:
             break
         status[slot] = STARTING
-        event_push(et, es, er, scal[ESIZE], t + activation_s, scal[SEQ], -slot - 1)
+        event_push(et, es, er, 0, scal[ESIZE], t + activation_s, scal[SEQ], -slot - 1)
         scal[ESIZE] += 1
         scal[SEQ] += 1
         current += 1

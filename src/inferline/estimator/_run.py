@@ -46,6 +46,8 @@ class StageArrays:
     # [S]: cores a busy batch of each stage asks for on the shared machine (0: dedicated)
     demand: F64 | None = None
     shared_cores: float = float("inf")  # cores the stages with demand > 0 share
+    # run queues the shared cores keep: 1 (fair sharing) or one per core (see _kernel)
+    run_queues: int = 1
 
 
 class KernelRun:
@@ -106,6 +108,7 @@ class KernelRun:
         self.batch_n = np.zeros(R, dtype=np.int64)
         self.removed_at = np.zeros(R)
         self.drain_billed_s = np.zeros(S)
+        C = max(int(stages.run_queues), 1)
         self.et = np.empty(R)
         self.es = np.empty(R, dtype=np.int64)
         self.er = np.empty(R, dtype=np.int64)
@@ -122,9 +125,13 @@ class KernelRun:
         # shared cores (processor sharing, see _kernel)
         self.demand = np.zeros(S) if stages.demand is None else stages.demand.astype(np.float64)
         self.shared_cores = float(stages.shared_cores)
-        self.vt = np.empty(R)
-        self.vs = np.empty(R, dtype=np.int64)
-        self.vr = np.empty(R, dtype=np.int64)
+        self.vt = np.empty(C * R)
+        self.vs = np.empty(C * R, dtype=np.int64)
+        self.vr = np.empty(C * R, dtype=np.int64)
+        self.csize = np.zeros(C, dtype=np.int64)
+        self.clag = np.zeros(C)
+        self.cdemand = np.zeros(C)
+        self.crate = np.ones(C)
         self.fscal = np.zeros(k.N_FSCALARS)
 
     def advance(self, t_stop: float) -> None:
@@ -137,7 +144,8 @@ class KernelRun:
             self.stages.max_batch, self.stages.latency, self.log_scale, self.stages.sigma,
             self.fifo, self.slo_s, self.max_misses, self.finish, self.remaining, self.busy_s,
             self.wait_s, self.visits, self.batches, self.scal, self.ready, self.is_ready,
-            self.shared_cores, self.demand, self.vt, self.vs, self.vr, self.fscal,
+            self.shared_cores, self.demand, self.vt, self.vs, self.vr, self.csize, self.clag,
+            self.cdemand, self.crate, self.fscal,
         )  # fmt: skip
 
     def set_target(self, stage: int, target: int, t: float, activation_s: float) -> tuple[int, int]:

@@ -290,17 +290,19 @@ class Estimator:
                     np.log(p99[1:] / latency[i, 1 : c.batch_size + 1]) / _Z99
                 )
         machine = self.machine
+        demand = (
+            None
+            if machine is None
+            else np.array([machine.cores_per_busy_replica(c.hardware) for c in cfgs])
+        )
         return StageArrays(
             latency=latency,
             sigma=sigma,
             max_batch=np.array([c.batch_size for c in cfgs], dtype=np.int64),
             replicas=np.array([c.replicas for c in cfgs], dtype=np.int64),
-            demand=(
-                None
-                if machine is None
-                else np.array([machine.cores_per_busy_replica(c.hardware) for c in cfgs])
-            ),
+            demand=demand,
             shared_cores=self.shared_cores,
+            run_queues=_run_queues(machine, demand),
         )
 
     def _start(
@@ -389,3 +391,13 @@ def simulate(
         machine=machine,
     )
     return estimator.run(config)
+
+
+def _run_queues(machine: MachinePool | None, demand: np.ndarray | None) -> int:
+    """Run queues the kernel keeps for the shared cores: one per core under ``per-core``
+    sharing when every replica sharing them has one thread (a replica of several threads
+    spreads over several cores, which one queue per batch cannot show), else one."""
+    if machine is None or demand is None or machine.core_sharing != "per-core":
+        return 1
+    shared = demand[demand > 0]
+    return machine.cores if shared.size and bool((shared <= 1.0).all()) else 1

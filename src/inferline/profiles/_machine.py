@@ -53,6 +53,7 @@ if TYPE_CHECKING:
     from inferline.profiles._model import EngineOverhead
 
 __all__ = [
+    "CORE_SHARING",
     "DEFAULT_FRONTEND_CPU_S_PER_QUERY",
     "DEFAULT_MAX_BUSY_FRACTION",
     "FIT_RULES",
@@ -62,6 +63,7 @@ __all__ = [
     "MAX_BATCH_SIZE",
     "MAX_THREADS_PER_CORE",
     "REPLICA_MEMORY_BYTES",
+    "CoreSharing",
     "FitRule",
     "MachinePool",
     "ReplicaResources",
@@ -102,6 +104,11 @@ DEFAULT_MAX_BUSY_FRACTION = 0.8
 #: How a plan's replicas must fit the cores: by the CPU they use, or a core per thread.
 FitRule = Literal["busy", "shared", "threads"]
 FIT_RULES: tuple[str, ...] = get_args(FitRule)
+#: How the Estimator shares a machine's cores between busy replicas (``shared`` rule):
+#: ``per-core``, a run queue per core as the OS scheduler keeps them (three batches on
+#: two cores run at 1/2, 1/2 and 1); ``fair``, perfect processor sharing (2/3 each).
+CoreSharing = Literal["per-core", "fair"]
+CORE_SHARING: tuple[str, ...] = get_args(CoreSharing)
 
 #: Memory kept for the front-end process.
 FRONTEND_MEMORY_BYTES = 256 << 20
@@ -136,6 +143,7 @@ class MachinePool:
     fit: FitRule = "shared"
     max_busy_fraction: float = DEFAULT_MAX_BUSY_FRACTION
     thread_reserve_cores: float | None = None
+    core_sharing: CoreSharing = "per-core"
     label: str = dataclasses.field(default="", compare=False)
 
     def __post_init__(self) -> None:
@@ -160,6 +168,12 @@ class MachinePool:
             raise ConfigError(
                 f"unknown fit rule {self.fit!r}; expected one of {', '.join(FIT_RULES)}",
                 field="fit",
+            )
+        if self.core_sharing not in CORE_SHARING:
+            raise ConfigError(
+                f"unknown core sharing {self.core_sharing!r}; expected one of "
+                f"{', '.join(CORE_SHARING)}",
+                field="core_sharing",
             )
         fraction = self.max_busy_fraction
         if not (isinstance(fraction, int | float) and 0 < fraction <= 1):

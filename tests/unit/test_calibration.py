@@ -170,6 +170,24 @@ def test_measured_round_trips_replace_the_profiled_rest() -> None:
     assert few.profiles.get("m", "cpu-1") == plain
 
 
+def test_cpu_work_takes_the_measured_rest_of_the_round_trip() -> None:
+    """Calibrating CPU work, a point is the work plus the measured median rest of the
+    round trip of its size (the Profiler's harness timed a rest the engine does not
+    spend); sizes not measured scale the profiled rest like the measured ones."""
+    profiles = _profile([0.001, 0.002, 0.004, 0.008, 0.016], rest_s=0.002)
+    key = ("m", "cpu-1")
+    work = {1: [0.001] * 99 + [0.002]}
+    rests = {1: [0.0005] * 60 + [0.0007] * 40}  # median 0.5 ms: a quarter of the profiled
+    calibrated = calibrate_profiles(profiles, {key: work}, rests={key: rests}).profiles
+    one = calibrated.get("m", "cpu-1").points[0]
+    assert (one.median_s, one.p99_s) == pytest.approx((0.0015, 0.0025))
+    four = next(p for p in calibrated.get("m", "cpu-1").points if p.batch_size == 4)
+    assert four.median_s == pytest.approx(0.004 + 0.25 * 0.002)
+    # too few rests of a size: the profiled rest stays
+    few = calibrate_profiles(profiles, {key: work}, rests={key: {1: [0.0005] * 5}})
+    assert few.profiles.get("m", "cpu-1").points[0].median_s == pytest.approx(0.003)
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     curve=curves,

@@ -313,6 +313,29 @@ def test_cpu_work_is_calibrated_apart_for_an_estimate_on_shared_cores(tmp_path: 
     assert calibrate(None, 0.01).latest_work_calibration() is None
 
 
+def test_cpu_work_takes_the_round_trip_outside_predict_the_engine_measured(
+    tmp_path: Path,
+) -> None:
+    from inferline.profiles import MachinePool
+
+    pipeline, config = _bundle(tmp_path)
+    clock = Clock()
+    cal = Calibrator(
+        pipeline, _profiles(0.01), clock=clock, machine=MachinePool(cores=2, memory_bytes=None)
+    )
+    for k in range(200):  # 10 ms of CPU in 30 ms of predict, 2 ms more to take the answer
+        cal.record_batch("a", "cpu-1", 1, 0.03, 0.01, turn_s=0.032)
+        cal.record_batch("b", "cpu-1", 1, 0.01, 0.01)
+        cal.record_query(clock.now + k * 0.05, 0.05, ("a", "b"))
+    clock.now += 10.0
+    cal.refresh(config, slo_s=1.0)
+    work = cal.latest_work_calibration()
+    assert work is not None
+    assert work.profiles.get("a", "cpu-1").latency_s(1) == pytest.approx(0.012)
+    direct = cal.work_calibration()  # the endpoint's path: the same rests
+    assert direct is not None and direct.profiles == work.profiles
+
+
 def test_round_trips_calibrate_the_served_profiles_and_are_reported(tmp_path: Path) -> None:
     """The engine's calibration takes each batch's round trip as the point's latency,
     and the report carries the CPU-work profiles when the host's cores are shared."""

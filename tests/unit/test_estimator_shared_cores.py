@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pytest
@@ -39,14 +40,18 @@ def one_stage(hardware: str = "cpu-1", service_s: float = 1.0) -> tuple[Pipeline
 
 
 def latencies(
-    arrivals: list[float], replicas: int, cores: int, hardware: str = "cpu-1"
+    arrivals: list[float],
+    replicas: int,
+    cores: int,
+    hardware: str = "cpu-1",
+    **machine: Any,
 ) -> tuple[np.ndarray, float]:
     pipeline, profiles = one_stage(hardware)
     config = PipelineConfig(
         stages={"work": StageConfig(hardware=hardware, batch_size=1, replicas=replicas)}
     )
-    machine = MachinePool(cores=cores, memory_bytes=None)
-    est = Estimator(pipeline, profiles, Trace(np.array(arrivals)), machine=machine)
+    pool = MachinePool(cores=cores, memory_bytes=None, **machine)
+    est = Estimator(pipeline, profiles, Trace(np.array(arrivals)), machine=pool)
     return est.run(config).latency_s, est.shared_cores
 
 
@@ -95,9 +100,9 @@ def test_without_a_machine_every_replica_is_dedicated() -> None:
 
 
 def test_three_batches_on_two_cores_run_two_to_a_core() -> None:
-    # per-core run queues (the default): A and C share core 0, B has core 1 alone; both
-    # cores busy, so each gives 1.95 / 2 of its time. When B is done, core 1 takes A.
-    got, cores = latencies([0.0, 0.0, 0.0], replicas=3, cores=2)
+    # per-core run queues: A and C share core 0, B has core 1 alone; both cores busy, so
+    # each gives 1.95 / 2 of its time. With no balancing delay, core 1 takes A once B is done.
+    got, cores = latencies([0.0, 0.0, 0.0], replicas=3, cores=2, idle_balance_s=0.0)
     share = cores / 2
     b_done = 1.0 / share
     assert got[1] == pytest.approx(b_done)
@@ -106,15 +111,19 @@ def test_three_batches_on_two_cores_run_two_to_a_core() -> None:
     assert got[2] == pytest.approx(got[0])
 
 
+def test_an_idle_core_takes_a_waiting_batch_after_the_balancing_delay() -> None:
+    got, cores = latencies([0.0, 0.0, 0.0], replicas=3, cores=2, idle_balance_s=0.25)
+    share = cores / 2
+    b_done = 1.0 / share
+    # for 0.25 s core 1 stays idle, so core 0 has the whole core for A and C (1/2 each)
+    left = 1.0 - b_done * share / 2 - 0.25 / 2
+    assert got[0] == pytest.approx(b_done + 0.25 + left / share)
+    assert got[2] == pytest.approx(got[0])
+
+
 def test_fair_sharing_runs_three_batches_on_two_cores_at_two_thirds() -> None:
-    pipeline, profiles = one_stage()
-    config = PipelineConfig(
-        stages={"work": StageConfig(hardware="cpu-1", batch_size=1, replicas=3)}
-    )
-    machine = MachinePool(cores=2, memory_bytes=None, core_sharing="fair")
-    est = Estimator(pipeline, profiles, Trace(np.array([0.0, 0.0, 0.0])), machine=machine)
-    got = est.run(config).latency_s
-    np.testing.assert_allclose(got, [3.0 / est.shared_cores] * 3)
+    got, cores = latencies([0.0, 0.0, 0.0], replicas=3, cores=2, core_sharing="fair")
+    np.testing.assert_allclose(got, [3.0 / cores] * 3)
 
 
 def test_replicas_of_several_threads_share_the_cores_fairly() -> None:
@@ -134,6 +143,8 @@ def test_replicas_of_several_threads_share_the_cores_fairly() -> None:
     np.testing.assert_array_equal(per_core.run(config).latency_s, fair.run(config).latency_s)
 
 
-def test_an_unknown_core_sharing_is_refused() -> None:
+def test_an_unknown_core_sharing_or_a_negative_balancing_delay_is_refused() -> None:
     with pytest.raises(ConfigError, match="core sharing 'round-robin'"):
         MachinePool(cores=2, memory_bytes=None, core_sharing="round-robin")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="idle_balance_s must be >= 0"):
+        MachinePool(cores=2, memory_bytes=None, idle_balance_s=-1.0)

@@ -125,6 +125,8 @@ class _Snapshot:
     work: dict[tuple[str, str], dict[int, list[tuple[float, float]]]] = field(default_factory=dict)
     #: (time, round trip) per batch: from handing it to a replica to taking its answers
     turns: dict[tuple[str, str], dict[int, list[tuple[float, float]]]] = field(default_factory=dict)
+    #: (time, round trip − predict) per batch whose CPU work was measured
+    rests: dict[tuple[str, str], dict[int, list[tuple[float, float]]]] = field(default_factory=dict)
     #: (time, seconds) per answered query: its time in the front-end outside the engine
     frontend: list[tuple[float, float]] = field(default_factory=list)
 
@@ -161,6 +163,8 @@ class Calibrator:
         self._batches: dict[tuple[str, str], dict[int, deque[tuple[float, float]]]] = {}
         self._work: dict[tuple[str, str], dict[int, deque[tuple[float, float]]]] = {}
         self._turns: dict[tuple[str, str], dict[int, deque[tuple[float, float]]]] = {}
+        #: the round trip outside ``predict`` of the batches in ``_work``
+        self._rests: dict[tuple[str, str], dict[int, deque[tuple[float, float]]]] = {}
         self._threads: dict[str, int] = {}
         self._queries: deque[tuple[float, float, tuple[str, ...]]] = deque(
             maxlen=self.options.max_queries
@@ -199,6 +203,8 @@ class Calibrator:
                     hardware, self.machine.cores
                 ).threads
             self._append(self._work, stage, hardware, size, now, predict_cpu_s / threads)
+            if turn_s is not None:
+                self._append(self._rests, stage, hardware, size, now, max(0.0, turn_s - predict_s))
 
     def _append(
         self,
@@ -229,6 +235,7 @@ class Calibrator:
         self._batches.clear()
         self._work.clear()
         self._turns.clear()
+        self._rests.clear()
         self._queries.clear()
         self._frontend.clear()
 
@@ -263,7 +270,11 @@ class Calibrator:
         """The profiles calibrated on the CPU work of the last ``window_s`` (None unless
         the machine's fit rule is ``shared`` and batches reported their CPU time)."""
         since = self._clock() - self.options.window_s
-        return self._on_work(_recent(self._work, since), _recent_values(self._frontend, since))
+        return self._on_work(
+            _recent(self._work, since),
+            _recent_values(self._frontend, since),
+            _recent(self._rests, since),
+        )
 
     def _served(
         self,
@@ -285,10 +296,13 @@ class Calibrator:
         )
 
     def _on_work(
-        self, work: dict[tuple[str, str], dict[int, list[float]]], frontend_s: list[float]
+        self,
+        work: dict[tuple[str, str], dict[int, list[float]]],
+        frontend_s: list[float],
+        rests: dict[tuple[str, str], dict[int, list[float]]],
     ) -> Calibration | None:
-        """The profiles calibrated on these CPU works and front-end times (None: no work,
-        or not shared cores)."""
+        """The profiles calibrated on these CPU works, the same batches' round trips
+        outside ``predict`` and front-end times (None: no work, or not shared cores)."""
         if self.profiles is None or self.machine is None or not work:
             return None
         return calibrate_profiles(
@@ -296,6 +310,7 @@ class Calibrator:
             work,
             min_samples=self.options.min_samples,
             source=_WORK_SOURCE,
+            rests=rests,
             frontend_s=frontend_s,
         )
 
@@ -389,6 +404,7 @@ class Calibrator:
             queries=list(queries),
             work={k: {b: list(d) for b, d in v.items()} for k, v in self._work.items()},
             turns={k: {b: list(d) for b, d in v.items()} for k, v in self._turns.items()},
+            rests={k: {b: list(d) for b, d in v.items()} for k, v in self._rests.items()},
             frontend=list(self._frontend),
         )
 
@@ -420,7 +436,9 @@ class Calibrator:
         calibration = self._served(batches, _recent(snap.turns, since), frontend_s)
         if self.profiles is None or calibration is None:  # no profiles: measured only
             return ratios, pipeline, None, None
-        work_calibration = self._on_work(_recent(snap.work, since), frontend_s)
+        work_calibration = self._on_work(
+            _recent(snap.work, since), frontend_s, _recent(snap.rests, since)
+        )
         for name in self.pipeline.stage_names:
             speed = calibration.speeds.get((name, snap.config.stages[name].hardware))
             if speed is None or speed.ratio is None:

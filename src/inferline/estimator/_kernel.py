@@ -27,10 +27,11 @@ machine's ``cores`` together with every other such stage, in one of C run queues
 * C > 1, ``per-core``: a queue per core, as an OS scheduler keeps them. A
   starting batch joins the queue with the fewest batches; the k batches of one
   queue share its core (each at 1 / k of its speed), so three batches on two
-  cores run at 1/2, 1/2 and 1, not 2/3 each. A queue that empties takes a batch
-  from the longest one (the scheduler's balancing when a core goes idle). While
-  every core is busy each gives the replicas ``cores`` / C of its time (the rest
-  goes to the front-end).
+  cores run at 1/2, 1/2 and 1, not 2/3 each. A core whose queue stays empty for
+  ``balance_s`` while another queue holds two or more takes one of them (the
+  scheduler's load balancing, which does not act at once on a machine whose
+  cores keep waking for short tasks; 0: at once). While every core is busy each
+  gives the replicas ``cores`` / C of its time (the rest goes to the front-end).
 
 The batches of one queue progress at the same rate, so a virtual clock V_c per
 queue orders their completions: a batch of work w started at virtual time V0
@@ -59,8 +60,9 @@ with a status:
   event still pending (the slot is reused only after it fires, so a slot never
   has two events in the heap and the heap needs one entry per slot).
 
-Event heap entries are (time, sequence, code): code ≥ 0 is a batch completion
-of replica ``code``; code < 0 the activation of replica ``-code - 1``.
+Event heap entries are (time, sequence, code): 0 ≤ code < R is a batch
+completion of replica ``code``; code < 0 the activation of replica ``-code - 1``;
+code ≥ R the balancing check of run queue ``code - R`` (one pending per queue).
 
 Implementation notes (speed only; the semantics above are the contract):
 arrivals are sorted, so EDF's (arrival time, query) order is plain query-index
@@ -162,6 +164,8 @@ def advance(  # type: ignore[no-untyped-def]
     clag,  # float64[C]: each queue's real time minus its virtual time
     cdemand,  # float64[C]: cores the batches of each queue ask for
     crate,  # float64[C]: scratch, each queue's current rate
+    cbalance,  # int64[C]: 0, or 1 while a balancing check is pending, 2 once it found the core idle
+    balance_s,  # float: how long a core stays idle before it takes a waiting batch
     fscal,  # float64[N_FSCALARS]
 ):
     n = arrival.shape[0]
@@ -242,6 +246,10 @@ def advance(  # type: ignore[no-untyped-def]
             if esize > 0 and et[_U(0)] == t:
                 code = er[_U(0)]
                 esize = event_pop(et, es, er, 0, esize)
+                if code >= R:  # a balancing check: still idle, the core takes a batch
+                    c = code - R
+                    cbalance[_U(c)] = 2 if csize[_U(c)] == 0 else 0
+                    continue
             else:
                 done = -1  # a run queue whose first batch's work is done
                 if vsize > 0:
@@ -339,6 +347,8 @@ def advance(  # type: ignore[no-untyped-def]
                     csize[_U(c)] += 1
                     vsize += 1
                     cdemand[_U(c)] += demand[_U(s)]
+                    if cbalance[_U(c)] == 2:  # busy again: a later idle spell waits anew
+                        cbalance[_U(c)] = 0
                 else:
                     event_push(et, es, er, 0, esize, t + service, seq, rg)
                     esize += 1
@@ -350,12 +360,19 @@ def advance(  # type: ignore[no-untyped-def]
             idle = -1
             longest = 0
             for c in range(C):
-                if csize[_U(c)] == 0 and idle < 0:
+                if csize[_U(c)] == 0 and idle < 0 and (balance_s == 0.0 or cbalance[_U(c)] != 1):
                     idle = c
                 if csize[_U(c)] > csize[_U(longest)]:
                     longest = c
             if idle < 0 or csize[_U(longest)] < 2:
                 break
+            if balance_s > 0.0 and cbalance[_U(idle)] == 0:  # look again once it stayed idle
+                event_push(et, es, er, 0, esize, t + balance_s, seq, R + idle)
+                esize += 1
+                seq += 1
+                cbalance[_U(idle)] = 1
+                continue
+            cbalance[_U(idle)] = 0
             base = longest * R
             code = vr[_U(base)]
             left = vt[_U(base)] - (t - clag[_U(longest)])  # work still to do

@@ -48,6 +48,8 @@ class StageArrays:
     shared_cores: float = float("inf")  # cores the stages with demand > 0 share
     # run queues the shared cores keep: 1 (fair sharing) or one per core (see _kernel)
     run_queues: int = 1
+    # how long a core stays idle, with batches waiting on another, before it takes one
+    balance_s: float = 0.0
 
 
 class KernelRun:
@@ -109,9 +111,10 @@ class KernelRun:
         self.removed_at = np.zeros(R)
         self.drain_billed_s = np.zeros(S)
         C = max(int(stages.run_queues), 1)
-        self.et = np.empty(R)
-        self.es = np.empty(R, dtype=np.int64)
-        self.er = np.empty(R, dtype=np.int64)
+        # one event per replica slot, and a balancing check per run queue
+        self.et = np.empty(R + C)
+        self.es = np.empty(R + C, dtype=np.int64)
+        self.er = np.empty(R + C, dtype=np.int64)
         # results
         self.finish = np.full(n, np.nan)
         self.remaining = np.zeros(n, dtype=np.int8)
@@ -132,6 +135,7 @@ class KernelRun:
         self.clag = np.zeros(C)
         self.cdemand = np.zeros(C)
         self.crate = np.ones(C)
+        self.cbalance = np.zeros(C, dtype=np.int64)
         self.fscal = np.zeros(k.N_FSCALARS)
 
     def advance(self, t_stop: float) -> None:
@@ -145,7 +149,8 @@ class KernelRun:
             self.fifo, self.slo_s, self.max_misses, self.finish, self.remaining, self.busy_s,
             self.wait_s, self.visits, self.batches, self.scal, self.ready, self.is_ready,
             self.shared_cores, self.demand, self.vt, self.vs, self.vr, self.csize, self.clag,
-            self.cdemand, self.crate, self.fscal,
+            self.cdemand, self.crate, self.cbalance, self.stages.balance_s,
+            self.fscal,
         )  # fmt: skip
 
     def set_target(self, stage: int, target: int, t: float, activation_s: float) -> tuple[int, int]:

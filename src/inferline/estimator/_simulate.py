@@ -303,6 +303,7 @@ class Estimator:
             demand=demand,
             shared_cores=self.shared_cores,
             run_queues=_run_queues(machine, demand),
+            balance_s=0.0 if machine is None else machine.idle_balance_s,
         )
 
     def _start(

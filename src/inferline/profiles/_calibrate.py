@@ -13,6 +13,11 @@ A profiled point's latency is its ``predict`` part plus the rest of the round tr
   handing a batch to a replica to taking its answers), the measured median and P99 round
   trip as the point's latency: served side by side, the rest of the round trip grows
   too (a replica waits for a core to wake up, the engine to read its answer);
+- with ``rests`` (calibrating CPU work: the samples are each batch's CPU time, which
+  leaves out the waits for a core that an Estimator sharing the cores adds itself):
+  the work plus the measured median rest of the round trip (round trip − ``predict``)
+  of that size, where the profile's rest was timed by the Profiler's harness, not the
+  engine (one MC-dropout stage: 2.6 ms profiled, 0.6 ms served);
 - otherwise: the profiled ``predict`` part scaled by the stage's speed ratio (measured /
   profiled ``predict`` time over every batch the stage ran; None until it ran
   ``min_samples`` batches, then the profile is kept as it is), the rest of the round
@@ -211,6 +216,25 @@ def _round_trips(
     return out, ratio
 
 
+def _measured_rests(
+    profile: BatchProfile, rests: Samples, min_samples: int
+) -> tuple[dict[int, float], float]:
+    """Per size measured ``min_samples`` times, the median rest of the round trip; and the
+    ratio of the measured rests to the profiled ones (1 without measured sizes)."""
+    out: dict[int, float] = {}
+    measured_rest = profiled_rest = 0.0
+    for b in sorted(rests):
+        ordered = sorted(rests[b])
+        if len(ordered) < min_samples or not 1 <= b <= profile.max_batch_size:
+            continue
+        out[b] = _median(ordered)
+        med, _, pred = _profiled_at(profile, b)
+        measured_rest += len(ordered) * out[b]
+        profiled_rest += len(ordered) * (med - pred)
+    ratio = measured_rest / profiled_rest if out and profiled_rest > 0 else 1.0
+    return out, ratio
+
+
 def _spread_ratio(
     profile: BatchProfile,
     measured: Mapping[int, SizeSpeed],
@@ -237,17 +261,22 @@ def _calibrated_profile(
     min_samples: int,
     source: str,
     turns: Samples | None = None,
+    rests: Samples | None = None,
 ) -> BatchProfile:
     measured = {s.batch_size: s for s in speed.sizes if s.count >= min_samples}
     if speed.ratio is None and not measured:
         return profile
     ratio = speed.ratio if speed.ratio is not None else 1.0
     trips, rest_ratio = _round_trips(profile, speed, turns or {}, min_samples)
+    rest_of: dict[int, float] = {}
+    if rests:
+        rest_of, rest_ratio = _measured_rests(profile, rests, min_samples)
     reps = {p.batch_size: p.reps for p in profile.points}
     fitted: dict[int, tuple[float, float, float]] = {}  # size -> (predict, median, P99)
     for b, size in measured.items():
         median, p99, predict = _profiled_at(profile, b)
-        rest = rest_ratio * (median - predict)  # IPC, (de)serialisation, waiting to be read
+        # IPC, (de)serialisation, waiting to be read
+        rest = rest_of.get(b, rest_ratio * (median - predict))
         fitted[b] = (
             (size.median_s, *trips[b])
             if b in trips
@@ -286,12 +315,14 @@ def calibrate_profiles(
     min_samples: int = 20,
     source: str = "calibrated",
     turns: Mapping[tuple[str, str], Samples] | None = None,
+    rests: Mapping[tuple[str, str], Samples] | None = None,
     frontend_s: Sequence[float] | None = None,
 ) -> Calibration:
     """``profiles`` with every (stage, hardware) that has samples calibrated to them.
 
     ``samples``: per (stage, hardware), batch size -> measured ``predict`` times (s);
-    ``turns``: the same batches' round trips (s), when measured; ``frontend_s``: the
+    ``turns``: the same batches' round trips (s), when measured; ``rests``: the batches'
+    round trips less their ``predict`` times (s), with CPU-work samples; ``frontend_s``: the
     front-end's time per answered query outside the engine (s), when measured. Entries
     without samples, and samples of a stage or hardware without a profile, are left as
     they are. ``source`` names where the calibrated entries came from.
@@ -309,7 +340,7 @@ def calibrate_profiles(
             continue
         speeds[key] = speed
         entries[key] = _calibrated_profile(
-            profile, speed, min_samples, source, (turns or {}).get(key)
+            profile, speed, min_samples, source, (turns or {}).get(key), (rests or {}).get(key)
         )
     overhead = calibrated_overhead(profiles.overhead, frontend_s or (), source)
     calibrated = Profiles(profiles.hardware, entries, profiles.source).with_overhead(overhead)

@@ -104,6 +104,11 @@ DEFAULT_MAX_BUSY_FRACTION = 0.8
 #: How a plan's replicas must fit the cores: by the CPU they use, or a core per thread.
 FitRule = Literal["busy", "shared", "threads"]
 FIT_RULES: tuple[str, ...] = get_args(FitRule)
+#: How long a core stays idle, while another runs two or more batches, before the OS
+#: moves one over (``per-core`` sharing): the calibrated estimates of the three example
+#: pipelines on this 2-core VM were closest to measured at 20-40 ms (at once: the image
+#: cascade 10-17 % low; docs/estimator.md).
+IDLE_BALANCE_S = 0.02
 #: How the Estimator shares a machine's cores between busy replicas (``shared`` rule):
 #: ``per-core``, a run queue per core as the OS scheduler keeps them (three batches on
 #: two cores run at 1/2, 1/2 and 1); ``fair``, perfect processor sharing (2/3 each).
@@ -144,6 +149,7 @@ class MachinePool:
     max_busy_fraction: float = DEFAULT_MAX_BUSY_FRACTION
     thread_reserve_cores: float | None = None
     core_sharing: CoreSharing = "per-core"
+    idle_balance_s: float = IDLE_BALANCE_S
     label: str = dataclasses.field(default="", compare=False)
 
     def __post_init__(self) -> None:
@@ -174,6 +180,11 @@ class MachinePool:
                 f"unknown core sharing {self.core_sharing!r}; expected one of "
                 f"{', '.join(CORE_SHARING)}",
                 field="core_sharing",
+            )
+        if not (math.isfinite(self.idle_balance_s) and self.idle_balance_s >= 0):
+            raise ConfigError(
+                f"idle_balance_s must be >= 0 seconds, got {self.idle_balance_s!r}",
+                field="idle_balance_s",
             )
         fraction = self.max_busy_fraction
         if not (isinstance(fraction, int | float) and 0 < fraction <= 1):

@@ -241,6 +241,9 @@ def test_parse_machine_reads_local_and_described_machines() -> None:
     assert (big.cores, big.memory_bytes, big.gpus) == (16, 64 * GIB, 2)
     assert parse_machine("cores=4").memory_bytes is None
     assert parse_machine("cores=4,memory=512M").memory_bytes == 512 << 20
+    assert local.core_sharing == "per-core"
+    assert parse_machine("local,sharing=fair").core_sharing == "fair"
+    assert parse_machine("cores=4,sharing=FAIR").core_sharing == "fair"
 
 
 @pytest.mark.parametrize(
@@ -257,6 +260,7 @@ def test_parse_machine_reads_local_and_described_machines() -> None:
         ("local,cores=4", "'local' reads cores from this host"),
         ("cores=2,fit=threads,threads-per-core=8", "threads-per-core must be in (0, 4]"),
         ("cores=2,fit=cores", "fit must be one of busy, shared, threads, got 'cores'"),
+        ("cores=2,sharing=equal", "sharing must be one of per-core, fair, got 'equal'"),
         ("local,threads-per-core=2", "threads-per-core is the fit=threads rule's figure"),
         ("cores=2,fit=threads,max-busy-fraction=0.5", "max-busy-fraction is the fit=busy"),
         ("cores=2,max-busy-fraction=1.5", "max-busy-fraction must be in (0, 1]"),
@@ -293,6 +297,9 @@ def test_the_catalogue_may_name_the_machine(tmp_path: Path) -> None:
     path.write_text(HARDWARE + "machine: {cores: 4, fit: busy}\n")
     busy = load_hardware(path).machine
     assert busy is not None and busy.fit == "busy" and not busy.shares_cores
+    path.write_text(HARDWARE + "machine: {cores: 4, sharing: fair}\n")
+    fair = load_hardware(path).machine
+    assert fair is not None and fair.core_sharing == "fair"
 
 
 @pytest.mark.parametrize(

@@ -51,6 +51,7 @@ class _MachineEntry(BaseModel):
     fit: Literal["busy", "shared", "threads"] = "shared"
     max_busy_fraction: float | None = Field(default=None, gt=0, le=1)
     threads_per_core: float | None = Field(default=None, gt=0, le=MAX_THREADS_PER_CORE / 2)
+    sharing: Literal["per-core", "fair"] = "per-core"
 
     @field_validator("cores")
     @classmethod
@@ -91,6 +92,7 @@ def _machine(entry: _MachineEntry | None, path: str | Path) -> MachinePool | Non
             threads_per_core=entry.threads_per_core,
             fit=entry.fit,
             max_busy_fraction=entry.max_busy_fraction,
+            sharing=entry.sharing,
             label="local" if entry.cores == "local" else f"{Path(path).name} machine",
         )
     except ValueError as exc:  # a figure of the other fit rule

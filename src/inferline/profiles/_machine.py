@@ -528,8 +528,16 @@ def machine_pool_for_host(
 
 # --- a machine named on the command line or in the hardware catalogue -----------------------
 
-_MACHINE_KEYS = ("cores", "memory", "gpus", "fit", "max-busy-fraction", "threads-per-core")
-_LOCAL_KEYS = ("fit", "max-busy-fraction", "threads-per-core")
+_MACHINE_KEYS = (
+    "cores",
+    "memory",
+    "gpus",
+    "fit",
+    "max-busy-fraction",
+    "threads-per-core",
+    "sharing",
+)
+_LOCAL_KEYS = ("fit", "max-busy-fraction", "threads-per-core", "sharing")
 _MEMORY = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?$", re.IGNORECASE)
 _MACHINE_HELP = (
     "'local' (this host) or 'cores=N[,memory=16G][,gpus=K]', either optionally with "
@@ -537,7 +545,8 @@ _MACHINE_HELP = (
     "max-busy-fraction=F of the cores, default 0.8, and the Estimator simulates the cores "
     "as shared; busy: the same bound without the simulated contention; threads: a core "
     "per replica thread, "
-    "',threads-per-core=T' per core, default 1)"
+    "',threads-per-core=T' per core, default 1), and ',sharing=per-core|fair' (how the "
+    "Estimator shares the cores: a run queue per core, the default, or fair sharing)"
 )
 
 
@@ -561,12 +570,16 @@ def machine_from_fields(
     threads_per_core: float | None = None,
     fit: str = "shared",
     max_busy_fraction: float | None = None,
+    sharing: str = "per-core",
     label: str = "",
 ) -> MachinePool:
     """A pool for a described machine, or this host when ``cores`` is None (then only the
-    fit rule and its figure apply); ValueError saying what is wrong."""
+    fit rule, its figure and the core sharing apply); ValueError saying what is wrong."""
     if fit not in FIT_RULES:
         raise ValueError(f"fit must be one of {', '.join(FIT_RULES)}, got {fit!r}")
+    if sharing not in CORE_SHARING:
+        raise ValueError(f"sharing must be one of {', '.join(CORE_SHARING)}, got {sharing!r}")
+    core_sharing: CoreSharing = "fair" if sharing == "fair" else "per-core"
     rule: FitRule = "threads" if fit == "threads" else "shared" if fit == "shared" else "busy"
     if threads_per_core is not None and rule != "threads":
         raise ValueError("threads-per-core is the fit=threads rule's figure; add fit=threads")
@@ -581,8 +594,11 @@ def machine_from_fields(
     if not (math.isfinite(fraction) and 0 < fraction <= 1):
         raise ValueError(f"max-busy-fraction must be in (0, 1], got {fraction:g}")
     if cores is None:
-        return machine_pool_for_host(
-            planning_threads_per_core=tpc, fit=rule, max_busy_fraction=fraction
+        return dataclasses.replace(
+            machine_pool_for_host(
+                planning_threads_per_core=tpc, fit=rule, max_busy_fraction=fraction
+            ),
+            core_sharing=core_sharing,
         )
     if cores < 1:
         raise ValueError(f"cores must be at least 1, got {cores}")
@@ -595,6 +611,7 @@ def machine_from_fields(
         planning_threads_per_core=tpc,
         fit=rule,
         max_busy_fraction=fraction,
+        core_sharing=core_sharing,
         label=label or f"{cores} cores",
     )
 
@@ -628,6 +645,7 @@ def parse_machine(
             threads_per_core=_number(values.get("threads-per-core")),
             fit=values.get("fit", "shared").lower(),
             max_busy_fraction=_number(values.get("max-busy-fraction")),
+            sharing=values.get("sharing", "per-core").lower(),
             label="local" if local else "",
         )
     except ValueError as exc:

@@ -154,6 +154,7 @@ def figures(passed: bool) -> dict[str, Any]:
                   "measured_p99_sd_s": 0.0029}],
         "estimated_p99_s": 0.040, "calibrated_p99_s": 0.045, "measured_p99_s": 0.047,
         "error": 0.149, "calibrated_error": 0.043, "measured_miss_rate": 0.004,
+        "calibrated_shared_p99_s": 0.0433, "calibrated_shared_error": 0.079,
         "max_threads": 4, "passed": passed, "other_cores": 0.07, "disturbed_runs": [{}],
         "measured_p99_spread": 0.37,
         "replanned": {"feasible": True, "same_plan": False, "cost_per_hour": 0.1275,
@@ -201,6 +202,8 @@ def test_tables_show_the_figures_the_verdicts_and_what_did_not_fit() -> None:
     text = text_of(figures(True))
     assert "text-pipeline" in text and "100.0" in text and "60.0" in text and "55.0" in text
     assert "40.0" in text and "45.0" in text and "47.0" in text  # est, calibrated, measured
+    assert "43.3" in text and "8%" in text  # calibrated on CPU work, cores shared
+    assert "on the cores simulated as shared" in " ".join(text.split())
     assert "15%" in text and "4%" in text and "0.4%" in text and "0.20%" in text
     assert "4/4" in text and "PASS" in text and "FAIL" not in text
     assert "infeasible on this machine" in text

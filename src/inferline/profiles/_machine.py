@@ -547,8 +547,8 @@ _MACHINE_HELP = (
     "max-busy-fraction=F of the cores, default 0.8, and the Estimator simulates the cores "
     "as shared; busy: the same bound without the simulated contention; threads: a core "
     "per replica thread, "
-    "',threads-per-core=T' per core, default 1), and ',sharing=per-core|fair' (how the "
-    "Estimator shares the cores: a run queue per core, the default, or fair sharing)"
+    "',threads-per-core=T' per core, default 1), and ',sharing=fair|per-core' (how the "
+    "Estimator shares the cores: fairly, the default, or a run queue per core)"
 )
 
 

@@ -35,7 +35,7 @@ from inferline.tuner import (
     policy_options,
     tune_simulate,
 )
-from inferline.workload import Trace, ramp_trace
+from inferline.workload import Trace, gamma_trace, ramp_trace
 
 REFERENCE = Path(__file__).resolve().parents[2] / "examples" / "reference"
 HW = "cpu-1"
@@ -184,6 +184,69 @@ def test_forecast_replays_the_recorded_paths() -> None:
     paths = forecast.trace.paths()
     assert paths is not None and paths.count(("busy", "idle")) == 17
     assert paths.count(("busy",)) == 33
+
+
+def test_noise_in_steady_arrivals_seldom_reads_as_growth() -> None:
+    """Poisson arrivals at a steady 40 q/s for 3 minutes: a trend that noise made, followed
+    seconds ahead, once forecast up to 2× the rate in one tick of ten (the live Tuner then
+    bought replicas for a rate that never came). The forecast takes the trend less its
+    standard error now."""
+    policy = tuner()
+    state = policy.initial_state(0.0)
+    arrivals = gamma_trace(40.0, 1.0, 180.0, seed=3).arrival_s
+    high = 0
+    for tick in range(1, 181):
+        chunk = arrivals[(arrivals > tick - 1) & (arrivals <= tick)]
+        policy.decide(state, Observation(chunk, {"busy": 9, "idle": 1}), float(tick))
+        forecast = policy.forecast(state, float(tick))
+        if forecast is not None and forecast.rate_qps > 1.3 * 40.0:
+            high += 1
+    assert high <= 3  # of 180 ticks
+
+
+def test_a_steep_ramp_still_reads_as_growth() -> None:
+    policy = tuner()
+    state = policy.initial_state(0.0)
+    arrivals = ramp_trace(10.0, 60.0, 10.0, before_s=10.0, after_s=0.0, cv=0.0, seed=0).arrival_s
+    for tick in range(1, 16):
+        chunk = arrivals[(arrivals > tick - 1) & (arrivals <= tick)]
+        policy.decide(state, Observation(chunk, {"busy": 9, "idle": 1}), float(tick))
+    forecast = policy.forecast(state, 15.0)
+    assert forecast is not None and forecast.growing
+    assert forecast.rate_qps > 40.0  # the rate now (≈ 35 q/s) and more: it follows the ramp
+
+
+def _greedy(
+    estimate: dict[tuple[int, int], float],
+    waits: dict[str, float] | None = None,
+    busy_room: int = 50,
+) -> dict[str, int]:
+    """``_scale_up`` from one replica each on made-up estimates (by (busy, idle) counts,
+    others far above the SLO), waits per stage and a machine whose cores can keep
+    ``busy_room`` replicas of "busy" busy."""
+    policy = tuner()
+    counts, _ = policy._scale_up(
+        {"busy": 1, "idle": 1},
+        {"busy": 1, "idle": 1},
+        lambda c: estimate.get((c["busy"], c["idle"]), 10.0),
+        0.9 * SLO_S,
+        lambda c: c["busy"] <= busy_room,
+        None if waits is None else (lambda c: waits),
+    )
+    return counts
+
+
+def test_a_stage_whose_queries_do_not_wait_gets_no_replica_whatever_the_estimate() -> None:
+    """On shared cores the Estimator can credit a replica of an idle stage with a cut (a
+    bigger share of the cores); only a stage whose queries wait for a replica gets one."""
+    estimate = {(1, 1): 3.0, (1, 2): 2.0, (2, 1): 2.5, (2, 2): 1.5, (3, 1): 0.5}
+    assert _greedy(estimate)["idle"] == 2  # without the waits: the idle stage's "cut"
+    assert _greedy(estimate, {"busy": 0.4, "idle": 0.0}) == {"busy": 3, "idle": 1}
+
+
+def test_once_the_machine_refuses_a_replica_none_is_added_elsewhere() -> None:
+    estimate = {(1, 1): 3.0, (2, 1): 2.0, (2, 2): 1.9, (3, 1): 0.5}
+    assert _greedy(estimate, busy_room=2) == {"busy": 2, "idle": 1}
 
 
 @settings(max_examples=25, deadline=None)

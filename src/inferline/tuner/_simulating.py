@@ -73,6 +73,8 @@ GROWTH_Z = 2.0
 #: Seconds of 1-s counts the growth trends are fitted to: a short one reacts to a steep
 #: ramp, a long one sees a gentle ramp through the noise.
 TREND_WINDOWS_S = (5, 10)
+#: A trend's forecast is its line's value ahead less this many standard errors of it.
+TREND_Z = 1.0
 
 
 @dataclass(frozen=True)
@@ -247,10 +249,11 @@ class SimulatingTuner:
         edges = [now_s - b * i for i in range(n_buckets, -1, -1)]  # oldest first
         if self.anticipate_growth and n_buckets >= 2:
             n1, n0 = int(counts[0]), int(counts[1])
-            if n1 - n0 > GROWTH_Z * math.sqrt(n1 + n0):
+            rise = n1 - n0 - GROWTH_Z * math.sqrt(n1 + n0)  # the growth, less its noise
+            if rise > 0:
                 # the line through the two buckets' mean rates, followed to when a replica
                 # asked for now serves
-                ahead = (n1 + (n1 - n0) * (self.activation_s + b / 2) / b) / b
+                ahead = (n1 + rise * (self.activation_s + b / 2) / b) / b
                 if ahead > rate:
                     rate, growing = ahead, True
         for window in TREND_WINDOWS_S if self.anticipate_growth else ():
@@ -300,8 +303,12 @@ class SimulatingTuner:
         sigma = max(math.sqrt(float(resid @ resid) / (n - 2)), math.sqrt(counts.mean()))
         if slope <= GROWTH_Z * sigma / math.sqrt(float(x @ x)):
             return None
-        # the last second's centre is (n − 1)/2; now is half a second later
-        return float(counts.mean() + slope * ((n - 1) / 2 + 0.5 + self.activation_s))
+        # the last second's centre is (n − 1)/2; now is half a second later. The line's
+        # value there, less GROWTH_Z of its standard error: a slope that noise could have
+        # made, followed seconds ahead, would forecast a rate that never comes
+        ahead = (n - 1) / 2 + 0.5 + self.activation_s
+        error = sigma * math.sqrt(1 / n + ahead * ahead / float(x @ x))
+        return float(counts.mean() + slope * ahead - TREND_Z * error)
 
     def _paths(
         self, masks: npt.NDArray[np.int64]
@@ -396,11 +403,12 @@ class SimulatingTuner:
             seed=self.seed,
             machine=self.machine if shared and not self.profiles_carry_contention else None,
         )
-        cache: dict[tuple[int, ...], tuple[float, float]] = {}
+        cache: dict[tuple[int, ...], tuple[float, float, dict[str, float]]] = {}
         pool = self._busy_pool(fc.rate_qps)
 
-        def run(counts: Mapping[str, int]) -> tuple[float, float]:
-            """(estimated P99, cores the replicas keep busy) of ``counts``."""
+        def run(counts: Mapping[str, int]) -> tuple[float, float, dict[str, float]]:
+            """(estimated P99, cores the replicas keep busy, per stage the mean wait for a
+            replica) of ``counts``."""
             key = tuple(counts[n] for n in names)
             if key not in cache:
                 config = self._config(counts)
@@ -409,12 +417,16 @@ class SimulatingTuner:
                 if pool is not None:
                     use = {n: st.utilization for n, st in result.stages.items()}
                     busy = sum(pool.busy_cores_of(config, use).values())
-                cache[key] = (result.p99_s, busy)
+                waits = {n: st.mean_queue_s for n, st in result.stages.items()}
+                cache[key] = (result.p99_s, busy, waits)
                 state.simulations += 1
             return cache[key]
 
         def p99(counts: Mapping[str, int]) -> float:
             return run(counts)[0]
+
+        def waits(counts: Mapping[str, int]) -> Mapping[str, float]:
+            return run(counts)[2]
 
         def busy_ok(counts: Mapping[str, int]) -> bool:
             """More replicas add no core: on a machine whose busy cores are bounded a
@@ -426,7 +438,7 @@ class SimulatingTuner:
         what = f"{fc.rate_qps:.1f} qps{' (growing)' if fc.growing else ''}"
         need = self._needed(est, fc)
         if now_p99 > up_to or any(current[n] < need[n] for n in names):
-            targets, limited = self._scale_up(need, current, p99, up_to, busy_ok)
+            targets, limited = self._scale_up(need, current, p99, up_to, busy_ok, waits)
             state.capacity_limited = limited
             state.estimate_p99_s = p99(targets)
             if targets != current:
@@ -457,30 +469,54 @@ class SimulatingTuner:
         p99: _Estimate,
         target_s: float,
         busy_ok: Callable[[Mapping[str, int]], bool] = lambda counts: True,
+        waits: Callable[[Mapping[str, int]], Mapping[str, float]] | None = None,
     ) -> tuple[dict[str, int], dict[str, int]]:
         """The greedy scale-up; returns the counts and, per stage that needed a replica
-        the limits had no room for, the count it wanted."""
+        the limits had no room for, the count it wanted.
+
+        A replica can only shorten the wait for a replica at its own stage: a stage whose
+        queries wait less than ``min_gain`` × SLO on average (``waits``) gets none, whatever
+        the estimate says it would cut (on shared cores such a cut is a bigger share of the
+        cores taken from the other stages, which the real machine does not give). Once the
+        machine refuses a replica the search stops: on full cores one more anywhere only
+        adds contention."""
         names = self.pipeline.stage_names
         counts = dict(current)
         limited: dict[str, int] = {}
+        full = False  # the machine refused a replica
+
+        def refused(trial: Mapping[str, int]) -> str | None:
+            """Why ``trial`` cannot run ("machine" when the machine is what refuses)."""
+            why = self._fits(trial)
+            if why is None and not busy_ok(trial):
+                return "machine"
+            if why is None or why == "stage limit" or why.startswith("units of"):
+                return why
+            return "machine"
+
         # a stage its visits alone load beyond max_utilisation: the fewest replicas that do not
         for n in names:
             while counts[n] < need[n]:
                 counts[n] += 1
-                if self._fits(counts) is not None or not busy_ok(counts):
+                why = refused(counts)
+                if why is not None:
                     counts[n] -= 1
                     limited[n] = need[n]
+                    full = full or why == "machine"
                     break
         price = self.profiles.hardware.price_per_hour
         blocked: set[str] = set()
-        for _ in range(sum(self.max_replicas.values())):
+        for _ in range(0 if full else sum(self.max_replicas.values())):
             now = p99(counts)
             if now <= target_s:
                 break
             best, best_gain = None, 0.0
+            waiting = waits(counts) if waits is not None else None
             for n in names:
                 if n in blocked:
                     continue
+                if waiting is not None and waiting[n] < self.min_gain * self.slo_s:
+                    continue  # not a bottleneck: its queries do not wait for a replica
                 trial = {**counts, n: counts[n] + 1}
                 cut = now - p99(trial)
                 if cut < self.min_gain * self.slo_s:
@@ -491,9 +527,12 @@ class SimulatingTuner:
             if best is None:
                 break  # no replica moves the estimate: not a matter of replicas
             counts[best] += 1
-            if self._fits(counts) is not None or not busy_ok(counts):
+            why = refused(counts)
+            if why is not None:
                 counts[best] -= 1
                 limited[best] = counts[best] + 1
+                if why == "machine":
+                    break
                 blocked.add(best)
         return counts, limited
 

@@ -92,3 +92,21 @@ def test_a_pipeline_that_cannot_fit_the_machine_exits_3_and_says_why() -> None:
         "infeasible on this machine" in bundle["infeasible"]
         and "fit=threads" in bundle["infeasible"]
     )
+
+
+def test_profile_here_measures_a_copy_and_leaves_the_bundle_alone(tmp_path: Path) -> None:
+    from inferline import load_bundle
+    from inferline.bench.promise import profile_copy
+    from inferline.profiler import ProfileOptions
+
+    source = Path(DEMO)
+    before = {p.name: p.read_bytes() for p in source.iterdir() if p.is_file()}
+    options = ProfileOptions(force=True, max_batch=2, samples=8, overhead=False)
+    copy, figures = profile_copy(source, tmp_path / "bundle", options)
+    assert copy == tmp_path / "bundle" and (copy / "profiles.yaml").is_file()
+    assert {p.name: p.read_bytes() for p in source.iterdir() if p.is_file()} == before
+    assert (copy / "profiles.yaml").read_bytes() != before["profiles.yaml"]  # measured anew
+    ratios = figures["latency_vs_bundle"]
+    stages = load_bundle(copy).pipeline.stage_names
+    assert ratios and all(key.split(" on ")[0] in stages for key in ratios)
+    assert all(r > 0 for r in ratios.values()) and figures["wall_s"] > 0

@@ -224,6 +224,12 @@ def test_tables_show_the_figures_the_verdicts_and_what_did_not_fit() -> None:
     disturbed = figures(True)
     disturbed["bundles"][0]["levels"][0]["runs_disturbed"] = 1
     assert "PASS*" in text_of(disturbed)
+    assert "profiled here" not in text
+    here = figures(True)
+    here["bundles"][0]["profiled_here"] = {
+        "wall_s": 90.0, "latency_vs_bundle": {"a on cpu-1": 0.52, "b on cpu-1": 0.61},
+    }  # fmt: skip
+    assert "profiled here: 0.52–0.61× the bundle's latencies" in text_of(here)
 
 
 def test_calibration_estimates_along_the_paths_the_engine_answered() -> None:

@@ -213,7 +213,7 @@ def test_a_steep_ramp_still_reads_as_growth() -> None:
         policy.decide(state, Observation(chunk, {"busy": 9, "idle": 1}), float(tick))
     forecast = policy.forecast(state, 15.0)
     assert forecast is not None and forecast.growing
-    assert forecast.rate_qps > 40.0  # the rate now (≈ 35 q/s) and more: it follows the ramp
+    assert forecast.rate_qps > 36.0  # above the rate now (35 q/s): it follows the ramp
 
 
 def _greedy(

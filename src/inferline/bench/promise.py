@@ -23,6 +23,11 @@ machine (issue 14, "Done when"). Per bundle:
 5. **The machine**: the most replica threads the engine ran at any time, against the pool;
    and what other processes and the hypervisor took during each run (a disturbed run is
    run again, ``max_reruns``).
+
+With ``profile_here`` each bundle is first copied into a temporary folder and profiled on
+this machine (:func:`profile_copy`): a bundle's profiles are from the machine they were
+taken on, and planned on another machine's the benchmark measures their age, not the
+promise.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import contextlib
 import itertools
 import json
 import math
+import shutil
 import tempfile
 import threading
 import time
@@ -63,6 +69,7 @@ from inferline.workload import Trace, gamma_trace, ramp_trace
 
 if TYPE_CHECKING:
     from inferline.engine.process import EngineProcess
+    from inferline.profiler import ProfileOptions
 
 __all__ = [
     "DEFAULT_BUNDLES",
@@ -136,6 +143,8 @@ class PromiseSettings:
     replan: bool = True
     other_cores_limit: float = OTHER_CORES_LIMIT
     steal_limit: float = STEAL_LIMIT
+    #: profile a copy of each bundle on this machine first (:func:`profile_copy`)
+    profile_here: bool = False
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -517,6 +526,36 @@ class _Context:
             service_time=s.service_time,
             machine=self.pool if self.pool.shares_cores else None,
         ).run(config)
+
+
+def profile_copy(
+    bundle: Path, copy: Path, options: ProfileOptions | None = None
+) -> tuple[Path, dict[str, Any]]:
+    """``bundle`` copied to ``copy`` (its model cache linked, not copied) and profiled there
+    on this machine (``options``: everything measured again); also how the new profiles
+    compare with the bundle's: per stage and hardware, the median over their common batch
+    sizes of new ÷ old median latency."""
+    from inferline.profiler import NullProgress, ProfileOptions, profile_bundle
+
+    root = bundle if bundle.is_dir() else bundle.parent
+    shutil.copytree(root, copy, ignore=shutil.ignore_patterns(".models"))
+    if (root / ".models").is_dir():
+        (copy / ".models").symlink_to((root / ".models").resolve(), target_is_directory=True)
+    before = load_bundle(root).profiles
+    started = time.perf_counter()
+    profile_bundle(copy, options or ProfileOptions(force=True), NullProgress())
+    after = load_bundle(copy).profiles
+    ratios: dict[str, float] = {}
+    for (stage, hw), new in after.entries.items():
+        old = before.entries.get((stage, hw))
+        if old is None:
+            continue
+        sizes = {p.batch_size for p in new.points} & {p.batch_size for p in old.points}
+        if sizes:
+            ratios[f"{stage} on {hw}"] = float(
+                np.median([new.latency_s(b) / old.latency_s(b) for b in sorted(sizes)])
+            )
+    return copy, {"wall_s": time.perf_counter() - started, "latency_vs_bundle": ratios}
 
 
 def _load(path: Path, settings: PromiseSettings, pool: MachinePool) -> _Context:
@@ -1080,7 +1119,9 @@ def run_promise_benchmark(
     s = settings or PromiseSettings()
     started = time.perf_counter()
     pool = machine_pool(s)
-    per_bundle = 3 + len(s.loads) * (s.repeats + 1) + (3 if s.ramp else 0)
+    per_bundle = (
+        3 + len(s.loads) * (s.repeats + 1) + (3 if s.ramp else 0) + (1 if s.profile_here else 0)
+    )
     total = per_bundle * len(s.bundles)
     done = 0
 
@@ -1096,10 +1137,17 @@ def run_promise_benchmark(
     load_before = _load_average()
     bundles = []
     for path in s.bundles:
-        ctx = _load(Path(path), s, pool)
         first = done
         with tempfile.TemporaryDirectory(prefix="inferline-promise-") as tmp:
-            bundles.append(_bundle(ctx, Path(tmp), step, skip))
+            source, profiled = Path(path), None
+            if s.profile_here:
+                step(f"{source.name}: profiling a copy on this machine")
+                source, profiled = profile_copy(source, Path(tmp) / "bundle")
+            ctx = _load(source, s, pool)
+            served = _bundle(ctx, Path(tmp), step, skip)
+            if profiled is not None:
+                served["profiled_here"] = profiled
+            bundles.append(served)
         done = first + per_bundle
     progress("done", total, total)
     figures: dict[str, Any] = {
@@ -1212,7 +1260,7 @@ def tables(figures: dict[str, Any]) -> list[Table]:
             "—" if "capacity_qps" not in b else f"{b['capacity_qps']:.1f}",
             _ms(b.get("slo_s")),
             _ms(b.get("tightest_slo_s")),
-            b.get("infeasible", ""),
+            b.get("infeasible", "") or _profiled_note(b.get("profiled_here")),
         )
     out = [overview]
     for b in figures["bundles"]:
@@ -1229,6 +1277,18 @@ def tables(figures: dict[str, Any]) -> list[Table]:
         + "".join(f"; → {path}" for path in figures.get("written", []))
     )
     return out
+
+
+def _profiled_note(profiled: Mapping[str, Any] | None) -> str:
+    """ "profiled here: 0.45–0.60× the bundle's latencies" (empty without profiling)."""
+    if not profiled:
+        return ""
+    ratios = list(profiled["latency_vs_bundle"].values())
+    if not ratios:
+        return "profiled here"
+    lo, hi = min(ratios), max(ratios)
+    span = f"{lo:.2f}×" if hi - lo < 0.005 else f"{lo:.2f}–{hi:.2f}×"
+    return f"profiled here: {span} the bundle's latencies"
 
 
 def _levels_table(b: dict[str, Any], s: dict[str, Any]) -> Table:

@@ -507,6 +507,14 @@ def promise(
             "that plan).",
         ),
     ] = False,
+    profile_here: Annotated[
+        bool,
+        typer.Option(
+            "--profile-here",
+            help="Profile a copy of each bundle on this machine first (the bundles' "
+            "profiles are from the machine they were taken on); about 1.5 min a bundle.",
+        ),
+    ] = False,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     out: Annotated[
         Path | None,
@@ -548,6 +556,7 @@ def promise(
             warmup_s=warmup_s,
             max_reruns=max_reruns,
             replan=not no_replan,
+            profile_here=profile_here,
             seed=seed,
         )
     if policy is not None:

@@ -73,8 +73,6 @@ GROWTH_Z = 2.0
 #: Seconds of 1-s counts the growth trends are fitted to: a short one reacts to a steep
 #: ramp, a long one sees a gentle ramp through the noise.
 TREND_WINDOWS_S = (5, 10)
-#: A trend's forecast is its line's value ahead less this many standard errors of it.
-TREND_Z = 1.0
 
 
 @dataclass(frozen=True)
@@ -308,7 +306,7 @@ class SimulatingTuner:
         # made, followed seconds ahead, would forecast a rate that never comes
         ahead = (n - 1) / 2 + 0.5 + self.activation_s
         error = sigma * math.sqrt(1 / n + ahead * ahead / float(x @ x))
-        return float(counts.mean() + slope * ahead - TREND_Z * error)
+        return float(counts.mean() + slope * ahead - GROWTH_Z * error)
 
     def _paths(
         self, masks: npt.NDArray[np.int64]

@@ -102,7 +102,9 @@ def test_without_a_machine_every_replica_is_dedicated() -> None:
 def test_three_batches_on_two_cores_run_two_to_a_core() -> None:
     # per-core run queues: A and C share core 0, B has core 1 alone; both cores busy, so
     # each gives 1.95 / 2 of its time. With no balancing delay, core 1 takes A once B is done.
-    got, cores = latencies([0.0, 0.0, 0.0], replicas=3, cores=2, idle_balance_s=0.0)
+    got, cores = latencies(
+        [0.0, 0.0, 0.0], replicas=3, cores=2, core_sharing="per-core", idle_balance_s=0.0
+    )
     share = cores / 2
     b_done = 1.0 / share
     assert got[1] == pytest.approx(b_done)
@@ -112,7 +114,9 @@ def test_three_batches_on_two_cores_run_two_to_a_core() -> None:
 
 
 def test_an_idle_core_takes_a_waiting_batch_after_the_balancing_delay() -> None:
-    got, cores = latencies([0.0, 0.0, 0.0], replicas=3, cores=2, idle_balance_s=0.25)
+    got, cores = latencies(
+        [0.0, 0.0, 0.0], replicas=3, cores=2, core_sharing="per-core", idle_balance_s=0.25
+    )
     share = cores / 2
     b_done = 1.0 / share
     # for 0.25 s core 1 stays idle, so core 0 has the whole core for A and C (1/2 each)
@@ -122,7 +126,7 @@ def test_an_idle_core_takes_a_waiting_batch_after_the_balancing_delay() -> None:
 
 
 def test_fair_sharing_runs_three_batches_on_two_cores_at_two_thirds() -> None:
-    got, cores = latencies([0.0, 0.0, 0.0], replicas=3, cores=2, core_sharing="fair")
+    got, cores = latencies([0.0, 0.0, 0.0], replicas=3, cores=2)  # the default
     np.testing.assert_allclose(got, [3.0 / cores] * 3)
 
 
@@ -133,13 +137,13 @@ def test_replicas_of_several_threads_share_the_cores_fairly() -> None:
         stages={"work": StageConfig(hardware="cpu-2", batch_size=1, replicas=3)}
     )
     trace = Trace(np.array([0.0, 0.0, 0.0]))
-    per_core = Estimator(pipeline, profiles, trace, machine=MachinePool(cores=4, memory_bytes=None))
-    fair = Estimator(
+    per_core = Estimator(
         pipeline,
         profiles,
         trace,
-        machine=MachinePool(cores=4, memory_bytes=None, core_sharing="fair"),
+        machine=MachinePool(cores=4, memory_bytes=None, core_sharing="per-core"),
     )
+    fair = Estimator(pipeline, profiles, trace, machine=MachinePool(cores=4, memory_bytes=None))
     np.testing.assert_array_equal(per_core.run(config).latency_s, fair.run(config).latency_s)
 
 

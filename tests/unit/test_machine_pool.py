@@ -241,9 +241,9 @@ def test_parse_machine_reads_local_and_described_machines() -> None:
     assert (big.cores, big.memory_bytes, big.gpus) == (16, 64 * GIB, 2)
     assert parse_machine("cores=4").memory_bytes is None
     assert parse_machine("cores=4,memory=512M").memory_bytes == 512 << 20
-    assert local.core_sharing == "per-core"
-    assert parse_machine("local,sharing=fair").core_sharing == "fair"
-    assert parse_machine("cores=4,sharing=FAIR").core_sharing == "fair"
+    assert local.core_sharing == "fair"
+    assert parse_machine("local,sharing=per-core").core_sharing == "per-core"
+    assert parse_machine("cores=4,sharing=PER-CORE").core_sharing == "per-core"
 
 
 @pytest.mark.parametrize(
@@ -297,9 +297,9 @@ def test_the_catalogue_may_name_the_machine(tmp_path: Path) -> None:
     path.write_text(HARDWARE + "machine: {cores: 4, fit: busy}\n")
     busy = load_hardware(path).machine
     assert busy is not None and busy.fit == "busy" and not busy.shares_cores
-    path.write_text(HARDWARE + "machine: {cores: 4, sharing: fair}\n")
-    fair = load_hardware(path).machine
-    assert fair is not None and fair.core_sharing == "fair"
+    path.write_text(HARDWARE + "machine: {cores: 4, sharing: per-core}\n")
+    per_core = load_hardware(path).machine
+    assert per_core is not None and per_core.core_sharing == "per-core"
 
 
 @pytest.mark.parametrize(

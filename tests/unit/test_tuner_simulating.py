@@ -129,6 +129,22 @@ def test_on_a_busy_bounded_machine_no_replica_beyond_the_cores_it_can_keep_busy(
     assert state.capacity_limited.get("busy", 0) > 1
 
 
+def test_on_shared_cores_no_stage_gets_more_replica_threads_than_cores() -> None:
+    """35 q/s × 100 ms wants 4 replicas of "busy"; on 2 shared cores 2 at most (the plan's
+    own count stands even when above)."""
+    shared = MachinePool(cores=2, memory_bytes=1 << 34, max_busy_fraction=1.0)
+    assert shared.shares_cores
+    decisions, state = drive(tuner(machine=shared), 35.0, 12, {"busy": 1, "idle": 1})
+    assert max(d["busy"] for d in decisions) == 2 and decisions[-1]["idle"] == 1
+    assert state.capacity_limited.get("busy", 0) > 2
+    planned = SimulatingTuner(
+        PIPE, profiles(), plan(busy=3), SLO_S, max_replicas={"busy": 50, "idle": 50},
+        machine=shared,
+    )  # fmt: skip
+    decisions, _ = drive(planned, 35.0, 12, {"busy": 3, "idle": 1})
+    assert max(d["busy"] for d in decisions) == 3
+
+
 def test_scale_down_waits_for_the_holdoff_after_any_change() -> None:
     policy = tuner(scale_down_holdoff_s=15.0)
     decisions, state = drive(policy, 5.0, 40, {"busy": 6, "idle": 3})

@@ -69,7 +69,7 @@ def plan_command(
             "and the Estimator simulates the cores as shared, so contention counts against "
             "the SLO), ',fit=busy' (the same bound, contention not simulated) or "
             "',fit=threads' (a core per replica thread, ',threads-per-core=T', default 1); "
-            "',sharing=fair' shares the cores equally instead of a run queue per core; "
+            "',sharing=per-core' keeps a run queue per core instead of sharing them equally; "
             "'none' ignores the machine section of hardware.yaml, which applies otherwise.",
         ),
     ] = None,

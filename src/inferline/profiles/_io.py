@@ -51,7 +51,7 @@ class _MachineEntry(BaseModel):
     fit: Literal["busy", "shared", "threads"] = "shared"
     max_busy_fraction: float | None = Field(default=None, gt=0, le=1)
     threads_per_core: float | None = Field(default=None, gt=0, le=MAX_THREADS_PER_CORE / 2)
-    sharing: Literal["per-core", "fair"] = "per-core"
+    sharing: Literal["per-core", "fair"] = "fair"
 
     @field_validator("cores")
     @classmethod

@@ -107,11 +107,13 @@ FIT_RULES: tuple[str, ...] = get_args(FitRule)
 #: How long a core stays idle, while another runs two or more batches, before the OS
 #: moves one over (``per-core`` sharing): the calibrated estimates of the three example
 #: pipelines on this 2-core VM were closest to measured at 20-40 ms (at once: the image
-#: cascade 10-17 % low; docs/estimator.md).
+#: cascade 10-14 % low; docs/estimator.md).
 IDLE_BALANCE_S = 0.02
 #: How the Estimator shares a machine's cores between busy replicas (``shared`` rule):
-#: ``per-core``, a run queue per core as the OS scheduler keeps them (three batches on
-#: two cores run at 1/2, 1/2 and 1); ``fair``, perfect processor sharing (2/3 each).
+#: ``fair`` (the default), perfect processor sharing (three batches on two cores run at
+#: 2/3 each); ``per-core``, a run queue per core as the OS scheduler keeps them (1/2, 1/2
+#: and 1). Which is closer to measured P99s depends on the machine: per-core on the VM of
+#: 2026-12-03, fair on the faster one of 2026-12-04 (docs/estimator.md).
 CoreSharing = Literal["per-core", "fair"]
 CORE_SHARING: tuple[str, ...] = get_args(CoreSharing)
 
@@ -148,7 +150,7 @@ class MachinePool:
     fit: FitRule = "shared"
     max_busy_fraction: float = DEFAULT_MAX_BUSY_FRACTION
     thread_reserve_cores: float | None = None
-    core_sharing: CoreSharing = "per-core"
+    core_sharing: CoreSharing = "fair"
     idle_balance_s: float = IDLE_BALANCE_S
     label: str = dataclasses.field(default="", compare=False)
 
@@ -570,7 +572,7 @@ def machine_from_fields(
     threads_per_core: float | None = None,
     fit: str = "shared",
     max_busy_fraction: float | None = None,
-    sharing: str = "per-core",
+    sharing: str = "fair",
     label: str = "",
 ) -> MachinePool:
     """A pool for a described machine, or this host when ``cores`` is None (then only the
@@ -645,7 +647,7 @@ def parse_machine(
             threads_per_core=_number(values.get("threads-per-core")),
             fit=values.get("fit", "shared").lower(),
             max_busy_fraction=_number(values.get("max-busy-fraction")),
-            sharing=values.get("sharing", "per-core").lower(),
+            sharing=values.get("sharing", "fair").lower(),
             label="local" if local else "",
         )
     except ValueError as exc:

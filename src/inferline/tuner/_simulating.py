@@ -22,7 +22,9 @@ picks:
   below the plan with ``floor_at_plan``.
 
 Counts never go above the stage's limit, the hardware's unit count or the machine
-(:class:`~inferline.profiles.MachinePool`): its threads and, on a machine that bounds busy
+(:class:`~inferline.profiles.MachinePool`): its threads, on shared cores no stage beyond
+the plan's replicas with more replica threads than the machine has cores, and, on a
+machine that bounds busy
 cores (``fit="busy"``, the default), the cores the estimate says the replicas keep busy at
 the forecast rate, within the share the Planner allows (a replica the cores cannot feed
 only adds contention: on 2 cores the live engine once went to 8 threads and 90 % misses).
@@ -358,10 +360,18 @@ class SimulatingTuner:
             if limit is not None and used > limit:
                 return f"units of {hw}"
         if self.machine is not None:
+            config = self._config(counts)
             try:
-                check_plan_fits(self._config(counts), self.machine)
+                check_plan_fits(config, self.machine)
             except CapacityError as exc:
                 return exc.resource or "machine"
+            if self.machine.shares_cores:
+                # on shared cores a stage's replica threads beyond the cores add no
+                # throughput, only contention (live: the text demo's embed at 4 replicas
+                # on 2 cores, the tabular ramp at 8 threads, both worse than fewer)
+                for n, threads in self.machine.threads_of(config).items():
+                    if counts[n] > self.plan.stages[n].replicas and threads > self.machine.cores:
+                        return "cores"
         return None
 
     def _busy_pool(self, rate_qps: float) -> MachinePool | None:
@@ -488,7 +498,7 @@ class SimulatingTuner:
             why = self._fits(trial)
             if why is None and not busy_ok(trial):
                 return "machine"
-            if why is None or why == "stage limit" or why.startswith("units of"):
+            if why is None or why in ("stage limit", "cores") or why.startswith("units of"):
                 return why
             return "machine"
 

@@ -22,12 +22,12 @@ picks:
   below the plan with ``floor_at_plan``.
 
 Counts never go above the stage's limit, the hardware's unit count or the machine
-(:class:`~inferline.profiles.MachinePool`): its threads, on shared cores no stage beyond
-the plan's replicas with more replica threads than the machine has cores, and, on a
-machine that bounds busy
-cores (``fit="busy"``, the default), the cores the estimate says the replicas keep busy at
-the forecast rate, within the share the Planner allows (a replica the cores cannot feed
-only adds contention: on 2 cores the live engine once went to 8 threads and 90 % misses).
+(:class:`~inferline.profiles.MachinePool`): its threads; on shared cores, a stage's
+replica threads beyond the machine's cores (unless the plan has them); and, on a machine
+that bounds busy cores (``fit="busy"`` or ``"shared"``), the cores the estimate says the
+replicas keep busy at the forecast rate, within the share the Planner allows (a replica
+the cores cannot feed only adds contention: on 2 cores the live engine once went to 8
+threads and 90 % misses).
 Under ``fit="shared"`` the estimate also simulates the cores as shared, unless the
 profiles were calibrated on the time batches took while served (they carry the
 contention already); the live engine gives it profiles calibrated on the batches' CPU
@@ -45,6 +45,7 @@ import math
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -349,29 +350,31 @@ class SimulatingTuner:
             return {n: c.replicas for n, c in self.plan.stages.items()}
         return dict.fromkeys(self.pipeline.stage_names, 1)
 
-    def _fits(self, counts: Mapping[str, int]) -> str | None:
-        """Why ``counts`` cannot run (a resource), or None when they fit."""
-        for n, k in counts.items():
-            if k > self.max_replicas[n]:
-                return "stage limit"
+    def _refusal(self, counts: Mapping[str, int]) -> Literal["stage", "machine"] | None:
+        """What refuses ``counts``: a limit of one stage ("stage": its replica limit, its
+        hardware's unit count, or on shared cores more of its replica threads than the
+        machine has cores, beyond the plan's) or the machine; None when they run."""
+        if any(k > self.max_replicas[n] for n, k in counts.items()):
+            return "stage"
         for hw in {c.hardware for c in self.plan.stages.values()}:
             limit = self.profiles.hardware.get(hw).max_units
             used = sum(k for n, k in counts.items() if self.plan.stages[n].hardware == hw)
             if limit is not None and used > limit:
-                return f"units of {hw}"
-        if self.machine is not None:
-            config = self._config(counts)
-            try:
-                check_plan_fits(config, self.machine)
-            except CapacityError as exc:
-                return exc.resource or "machine"
-            if self.machine.shares_cores:
-                # on shared cores a stage's replica threads beyond the cores add no
-                # throughput, only contention (live: the text demo's embed at 4 replicas
-                # on 2 cores, the tabular ramp at 8 threads, both worse than fewer)
-                for n, threads in self.machine.threads_of(config).items():
-                    if counts[n] > self.plan.stages[n].replicas and threads > self.machine.cores:
-                        return "cores"
+                return "stage"
+        if self.machine is None:
+            return None
+        config = self._config(counts)
+        if self.machine.shares_cores:
+            # on shared cores a stage's replica threads beyond the cores add no throughput,
+            # only contention (live: the text demo's embed at 4 replicas on 2 cores, the
+            # tabular ramp at 8 threads, both worse than fewer)
+            for n, threads in self.machine.threads_of(config).items():
+                if counts[n] > self.plan.stages[n].replicas and threads > self.machine.cores:
+                    return "stage"
+        try:
+            check_plan_fits(config, self.machine)
+        except CapacityError:
+            return "machine"
         return None
 
     def _busy_pool(self, rate_qps: float) -> MachinePool | None:
@@ -493,14 +496,8 @@ class SimulatingTuner:
         limited: dict[str, int] = {}
         full = False  # the machine refused a replica
 
-        def refused(trial: Mapping[str, int]) -> str | None:
-            """Why ``trial`` cannot run ("machine" when the machine is what refuses)."""
-            why = self._fits(trial)
-            if why is None and not busy_ok(trial):
-                return "machine"
-            if why is None or why in ("stage limit", "cores") or why.startswith("units of"):
-                return why
-            return "machine"
+        def refused(trial: Mapping[str, int]) -> Literal["stage", "machine"] | None:
+            return self._refusal(trial) or (None if busy_ok(trial) else "machine")
 
         # a stage its visits alone load beyond max_utilisation: the fewest replicas that do not
         for n in names:

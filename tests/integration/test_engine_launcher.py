@@ -186,3 +186,25 @@ def test_fresh_replicas_on_request(tmp_path: Path) -> None:
         assert marks(mark_dir, "preload") == []
         assert all(parent == engine.process.pid for _, parent in marks(mark_dir, "setup"))
         assert answered_by(engine) in engine.replica_pids("a")
+
+
+def niceness(pid: int) -> int:
+    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+        return int(f.read().rpartition(")")[2].split()[16])
+
+
+@pytest.mark.parametrize("how", ["--fork-replicas", "--fresh-replicas"])
+def test_replicas_run_below_the_front_end(tmp_path: Path, how: str) -> None:
+    """The front-end dispatches every batch: replicas, forked or fresh, run at the
+    niceness asked for above it; the front-end and the template keep theirs."""
+    pipeline, plan, mark_dir = bundle(tmp_path, "Counted", 2)
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    with served_engine(pipeline, plan, how, "--replica-nice", "7") as engine:
+        assert [niceness(pid) for pid in engine.replica_pids("a")] == [min(base + 7, 19)] * 2
+        assert niceness(engine.process.pid) == base
+        assert all(niceness(pid) == base for (pid,) in marks(mark_dir, "preload"))
+        scale(engine, 3)  # a scale-up's replica too
+        assert all(niceness(pid) == min(base + 7, 19) for pid in engine.replica_pids("a"))
+        assert answered_by(engine) in engine.replica_pids("a")
+    with served_engine(pipeline, plan, "--replica-nice", "0") as engine:
+        assert all(niceness(pid) == base for pid in engine.replica_pids("a"))

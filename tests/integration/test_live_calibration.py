@@ -118,6 +118,7 @@ def test_live_calibration_on_a_served_engine(tmp_path: Path) -> None:
         section = _wait_for_estimate(engine, len(arrivals), timeout_s=15.0)
         _, metrics = engine.request("GET", "/metrics")
         human = calibrate(engine.url, "-o", str(tmp_path / "calibrated.yaml"))
+        on_work = calibrate(engine.url, "--cpu-work", "-o", str(tmp_path / "work.yaml"))
         as_json = calibrate(engine.url, "--json")
         from_python = il.calibrate(engine.url)
         log = engine.log()
@@ -150,6 +151,14 @@ def test_live_calibration_on_a_served_engine(tmp_path: Path) -> None:
     given = load_profiles(bundle / "profiles.yaml", hardware)
     # the model's calibrated batches of 4 take about what it sleeps (20 ms), not 10
     assert calibrated.get("model", "cpu-1").latency_s(4) > 1.5 * given.get(
+        "model", "cpu-1"
+    ).latency_s(4)
+
+    # the CPU work per batch: the stages sleep, so far less than they take served
+    assert on_work.exit_code == 0, on_work.output
+    assert "CPU work per batch" in (tmp_path / "work.yaml").read_text()
+    work = load_profiles(tmp_path / "work.yaml", hardware, ("parse", "model", "fallback"))
+    assert work.get("model", "cpu-1").latency_s(4) < 0.5 * calibrated.get(
         "model", "cpu-1"
     ).latency_s(4)
 

@@ -22,6 +22,7 @@ pytestmark = pytest.mark.integration
 SHORT = (
     "--duration-s", "2", "--repeats", "1", "--max-rate", "100",
     "--planning-duration-s", "3", "--warmup-s", "0.5", "--loads", "0.8",
+    "--calibration-s", "3",
 )  # fmt: skip
 
 
@@ -48,7 +49,16 @@ def test_readable_output_has_capacity_the_promise_and_the_ramp(tmp_path: Path) -
     written = json.loads((tmp_path / "promise.json").read_text())
     bundle = written["bundles"][0]
     assert bundle["capacity_qps"] > 0 and bundle["slo_s"] > 0
+    # planned from what the engine calibrated serving a first plan (the default)
+    first = bundle["calibration"]
+    assert first["measured_p99_s"] > 0 and first["measured_miss_rate"] is not None
+    assert first["plan_threads"] <= bundle["pool_threads"]
+    assert first["latency_vs_isolated"] and all(
+        r > 0 for r in first["latency_vs_isolated"].values()
+    )
+    assert "calibrated serving" in text and "err uncal" in text
     level = bundle["levels"][0]
+    assert level["isolated_p99_s"] > 0  # the bundle's own profiles' estimate, beside
     # every plan fitted the pool, and the engine never ran more threads than it allows
     assert level["plan_threads"] <= bundle["pool_threads"]
     assert level["max_threads"] <= bundle["pool_threads"] == written["machine"]["max_threads"]
@@ -69,12 +79,14 @@ def test_readable_output_has_capacity_the_promise_and_the_ramp(tmp_path: Path) -
 
 
 def test_json_is_the_only_thing_on_stdout() -> None:
-    done = promise("--no-ramp", "--no-replan", "--json")
+    done = promise("--no-ramp", "--no-replan", "--plan-from", "isolated", "--json")
     assert done.returncode == 0, done.stderr[-3000:]
     figures = json.loads(done.stdout)  # exactly one JSON object
     bundle = figures["bundles"][0]
     assert bundle["pipeline"] == "text-demo" and "ramp" not in bundle
+    assert "calibration" not in bundle and figures["settings"]["plan_from"] == "isolated"
     level = bundle["levels"][0]
+    assert level["isolated_p99_s"] is None  # planned from those: no second estimate
     assert "replanned" not in level
     assert set(level) >= {"estimated_p99_s", "calibrated_p99_s", "measured_p99_s", "passed"}
     assert isinstance(figures["passed"], bool) and figures["written"] == []

@@ -230,6 +230,29 @@ def test_tables_show_the_figures_the_verdicts_and_what_did_not_fit() -> None:
         "wall_s": 90.0, "latency_vs_bundle": {"a on cpu-1": 0.52, "b on cpu-1": 0.61},
     }  # fmt: skip
     assert "profiled here: 0.52–0.61× the bundle's latencies" in text_of(here)
+    # planned from a first plan's calibration: the overview says so, the uncalibrated
+    # estimate's error stands beside the others
+    assert "calibrated serving" not in text and "err uncal" not in text
+    first = figures(True)
+    first["bundles"][0]["calibration"] = {
+        "rate_qps": 61.2, "duration_s": 30.0,
+        "latency_vs_isolated": {"a on cpu-1": 1.18, "b on cpu-1": 1.64},
+    }  # fmt: skip
+    first["bundles"][0]["levels"][0]["isolated_error"] = 0.377
+    calibrated = text_of(first)
+    assert "calibrated serving 61 q/s for 30 s: 1.18–1.64× the isolated latencies" in calibrated
+    assert "err uncal" in calibrated and "38%" in calibrated
+
+
+def test_settings_name_where_plans_come_from() -> None:
+    assert PromiseSettings().plan_from == "calibrated"
+    assert PromiseSettings(plan_from="isolated").plan_from == "isolated"
+    with pytest.raises(ConfigError, match="calibrated, isolated") as bad:
+        PromiseSettings(plan_from="measured")  # type: ignore[arg-type]
+    assert bad.value.field == "plan_from"
+    with pytest.raises(ConfigError) as share:
+        PromiseSettings(calibration_load=1.5)
+    assert share.value.field == "calibration_load"
 
 
 def test_calibration_estimates_along_the_paths_the_engine_answered() -> None:
@@ -288,6 +311,30 @@ def test_replanning_takes_the_cpu_work_on_shared_cores_with_its_overhead() -> No
     assert replanning_profiles(report, shared).overhead == measured
     no_work = CalibrationReport("http://x", "m", 60.0, served, {}, {}, {})
     assert curve(replanning_profiles(no_work, shared)) == curve(served)
+
+
+def test_the_load_generator_takes_its_cores_on_shared_cores_only() -> None:
+    """The benchmark's client shares the machine: its CPU per query joins the
+    front-end's when the Planner simulates the cores as shared."""
+    from inferline.bench.promise import calibration_profiles, with_client_cpu
+    from inferline.engine import CalibrationReport
+    from inferline.profiles import DEFAULT_FRONTEND_CPU_S_PER_QUERY, EngineOverhead
+
+    plain = profiles_for({"a": {1: (0.002, 0.003)}})
+    added = with_client_cpu(plain, 3e-4)
+    assert added.overhead is not None
+    assert added.overhead.frontend_cpu_s_per_query == pytest.approx(
+        DEFAULT_FRONTEND_CPU_S_PER_QUERY + 3e-4
+    )
+    assert with_client_cpu(plain, None) is plain and with_client_cpu(plain, 0.0) is plain
+    measured = plain.with_overhead(EngineOverhead(frontend_cpu_s_per_query=6e-4))
+    report = CalibrationReport("http://x", "m", 60.0, measured, {}, {}, {}, work_profiles=measured)
+    shared = MachinePool(cores=2, memory_bytes=None)
+    busy = MachinePool(cores=2, memory_bytes=None, fit="busy")
+    on_shared = calibration_profiles(report, plain, shared, 4e-4).overhead
+    assert on_shared is not None and on_shared.frontend_cpu_s_per_query == pytest.approx(1e-3)
+    on_busy = calibration_profiles(report, plain, busy, 4e-4).overhead
+    assert on_busy is not None and on_busy.frontend_cpu_s_per_query == pytest.approx(6e-4)
 
 
 def test_the_spread_between_repeats_is_relative_to_their_median() -> None:

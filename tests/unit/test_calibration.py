@@ -20,6 +20,7 @@ from inferline.profiles import (
     ProfilePoint,
     Profiles,
     calibrate_profiles,
+    carry_speeds,
     hardware_from_mapping,
     hardware_to_mapping,
     profiles_from_mapping,
@@ -260,3 +261,36 @@ def test_a_calibrated_overhead_round_trips_through_the_file_format() -> None:
     assert loaded.overhead.per_query_percentiles_s == pytest.approx(
         result.profiles.overhead.per_query_percentiles_s
     )
+
+
+def test_hardware_not_served_takes_its_stage_speed_where_served() -> None:
+    """A stage served on cpu-1 at 1.5× its profile: its cpu-2 entry, never served, is
+    scaled by the same 1.5×, so re-planning cannot prefer it for its isolated times; a
+    stage served nowhere is left as it is."""
+    hw = HardwareCatalogue((HardwareType("cpu-1", 0.05), HardwareType("cpu-2", 0.1)))
+
+    def entry(stage: str, hardware: str, base: float) -> BatchProfile:
+        points = tuple(ProfilePoint(b, base * b, base * b * 1.4) for b in (1, 2, 4))
+        return BatchProfile(stage, hardware, points)
+
+    isolated = Profiles(
+        hw,
+        {
+            ("m", "cpu-1"): entry("m", "cpu-1", 0.004),
+            ("m", "cpu-2"): entry("m", "cpu-2", 0.003),
+            ("other", "cpu-1"): entry("other", "cpu-1", 0.001),
+        },
+    )
+    by_size = {b: [1.5 * 0.004 * b] * 30 for b in (1, 2, 4)}
+    calibrated = calibrate_profiles(isolated, {("m", "cpu-1"): by_size}).profiles
+    carried = carry_speeds(calibrated, isolated)
+    served = calibrated.get("m", "cpu-1")
+    ratio = served.latency_s(2) / isolated.get("m", "cpu-1").latency_s(2)
+    assert ratio > 1.3
+    assert carried.get("m", "cpu-1") == served  # measured: kept as calibrated
+    for b in (1, 2, 4):
+        before, after = isolated.get("m", "cpu-2"), carried.get("m", "cpu-2")
+        assert after.latency_s(b) == pytest.approx(before.latency_s(b) * ratio, rel=0.05)
+        assert after.latency_s(b, "p99") >= after.latency_s(b)
+    assert "calibrated speed" in carried.get("m", "cpu-2").source
+    assert carried.get("other", "cpu-1") == isolated.get("other", "cpu-1")

@@ -47,6 +47,8 @@ def serve(*args: str) -> tuple[int, str]:
         (["--slo-s", "0"], "field '--slo-s': must be positive"),
         (["--drain-timeout-s", "0"], "field '--drain-timeout-s'"),
         (["--max-queue", "0"], "field '--max-queue'"),
+        (["--replica-nice", "20"], "field '--replica-nice': must be in [0, 19]"),
+        (["--replica-nice", "-1"], "field '--replica-nice'"),
         (["--max-body-bytes", "0"], "field '--max-body-bytes'"),
         (["--port", "70000"], "field '--port'"),
     ],

@@ -33,6 +33,7 @@ promise.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import json
 import math
@@ -43,7 +44,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from rich.table import Table
@@ -60,8 +61,11 @@ from inferline.estimator import Estimator, ServiceTime, SimulationResult
 from inferline.pipeline import Pipeline, PipelineConfig, save_config
 from inferline.planner import Plan, plan
 from inferline.profiles import (
+    EngineOverhead,
     MachinePool,
     Profiles,
+    carry_speeds,
+    frontend_cpu_s_per_query,
     machine_pool_for_host,
     resources_for,
 )
@@ -96,6 +100,12 @@ FRONTEND_CPU_S_PER_QUERY = 0.0007
 RAMP_COST_TOLERANCE = 0.01
 
 Progress = Callable[[str, int, int], None]
+
+#: Where the benchmark's plans come from: "calibrated", profiles the engine calibrated
+#: serving a first plan on this machine (what a user does: profile, serve, ``inferline
+#: calibrate``, plan); "isolated", the bundle's profiles as they are.
+PlanFrom = Literal["calibrated", "isolated"]
+PLAN_FROM: tuple[PlanFrom, ...] = ("calibrated", "isolated")
 
 #: The example pipelines, relative to the checkout.
 DEFAULT_BUNDLES = (
@@ -145,6 +155,11 @@ class PromiseSettings:
     steal_limit: float = STEAL_LIMIT
     #: profile a copy of each bundle on this machine first (:func:`profile_copy`)
     profile_here: bool = False
+    plan_from: PlanFrom = "calibrated"
+    #: with plan_from="calibrated": the first plan serves this share of the capacity the
+    #: isolated profiles give at the loose SLO, for this long
+    calibration_load: float = 0.6
+    calibration_s: float = 30.0
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -156,6 +171,7 @@ class PromiseSettings:
             "ramp_s",
             "poll_s",
             "start_timeout_s",
+            "calibration_s",
             "tail_s",
         )
         for name in positive:
@@ -186,6 +202,16 @@ class PromiseSettings:
                 f"the ramp goes up within capacity: 0 < from < to ≤ 1, got "
                 f"{self.ramp_from!r} → {self.ramp_to!r}",
                 field="ramp_from",
+            )
+        if self.plan_from not in PLAN_FROM:
+            raise ConfigError(
+                f"plan from one of {', '.join(PLAN_FROM)}, got {self.plan_from!r}",
+                field="plan_from",
+            )
+        if not 0 < self.calibration_load <= 1:
+            raise ConfigError(
+                f"a share of capacity in (0, 1], got {self.calibration_load!r}",
+                field="calibration_load",
             )
         if not 0 < self.binding_fraction <= 1:
             raise ConfigError(
@@ -321,6 +347,7 @@ def calibrated_estimate(
     seed: int = 0,
     service_time: ServiceTime = "lognormal",
     machine: MachinePool | None = None,
+    client_cpu_s_per_query: float | None = None,
 ) -> SimulationResult | None:
     """The Estimator again on the same arrivals with the profiles the engine at ``url``
     calibrated from the run's own batches and front-end times (``GET
@@ -331,7 +358,8 @@ def calibrated_estimate(
     as a dedicated unit: the contention is in the times, but not when it happened. With
     a ``machine`` that shares its cores: the batches' CPU work, on the machine's cores
     simulated as shared, so slow batches come when the replicas are busy together, as
-    served (None when the engine calibrated no CPU work)."""
+    served (None when the engine calibrated no CPU work), less the cores the load
+    generator took (``client_cpu_s_per_query``, :func:`with_client_cpu`)."""
     try:
         report = fetch_calibration(url)
     except InferLineError:
@@ -340,6 +368,8 @@ def calibrated_estimate(
     source = report.work_profiles if shared else report.profiles
     if source is None:
         return None
+    if shared:
+        source = with_client_cpu(source, client_cpu_s_per_query)
     return Estimator(
         pipeline,
         source,
@@ -349,6 +379,19 @@ def calibrated_estimate(
         service_time=service_time,
         machine=machine if shared else None,
     ).run(config)
+
+
+def with_client_cpu(profiles: Profiles, client_cpu_s_per_query: float | None) -> Profiles:
+    """``profiles`` with the load generator's CPU per query added to the front-end's: the
+    benchmark's client runs on the machine it plans for, and takes its cores from the
+    replicas as the front-end does (a user's clients run elsewhere)."""
+    if not client_cpu_s_per_query:
+        return profiles
+    cpu, _ = frontend_cpu_s_per_query(profiles.overhead)
+    overhead = profiles.overhead or EngineOverhead()
+    return profiles.with_overhead(
+        dataclasses.replace(overhead, frontend_cpu_s_per_query=cpu + client_cpu_s_per_query)
+    )
 
 
 # --- the engine's status during a run ------------------------------------------------------
@@ -476,6 +519,14 @@ class _Context:
     pool: MachinePool
     settings: PromiseSettings
     plans: dict[tuple[float, float, int], Plan | None] = field(default_factory=dict)
+    #: the bundle's profiles when ``profiles`` are calibrated ones (None: they are these)
+    isolated: Profiles | None = None
+
+    def calibrated(self, profiles: Profiles) -> _Context:
+        """This bundle planned from ``profiles`` from now on (plans made so far dropped)."""
+        return _Context(
+            self.bundle, profiles, self.bodies, self.pool, self.settings, {}, self.profiles
+        )
 
     @property
     def name(self) -> str:
@@ -515,11 +566,18 @@ class _Context:
         s = self.settings
         return self.trace(rate_qps, s.planning_duration_s, seed, f"planning, {rate_qps:.1f} q/s")
 
-    def estimate(self, trace: Trace, config: PipelineConfig, slo_s: float) -> SimulationResult:
+    def estimate(
+        self,
+        trace: Trace,
+        config: PipelineConfig,
+        slo_s: float,
+        profiles: Profiles | None = None,
+    ) -> SimulationResult:
+        """The Estimator on ``trace`` with the profiles plans come from (or ``profiles``)."""
         s = self.settings
         return Estimator(
             self.bundle.pipeline,
-            self.profiles,
+            profiles or self.profiles,
             trace,
             slo_s=slo_s,
             seed=s.seed,
@@ -545,16 +603,7 @@ def profile_copy(
     started = time.perf_counter()
     profile_bundle(copy, options or ProfileOptions(force=True), NullProgress())
     after = load_bundle(copy).profiles
-    ratios: dict[str, float] = {}
-    for (stage, hw), new in after.entries.items():
-        old = before.entries.get((stage, hw))
-        if old is None:
-            continue
-        sizes = {p.batch_size for p in new.points} & {p.batch_size for p in old.points}
-        if sizes:
-            ratios[f"{stage} on {hw}"] = float(
-                np.median([new.latency_s(b) / old.latency_s(b) for b in sorted(sizes)])
-            )
+    ratios = _latency_ratios(before, after)
     return copy, {"wall_s": time.perf_counter() - started, "latency_vs_bundle": ratios}
 
 
@@ -594,6 +643,7 @@ def _replay(
 
     price = ctx.profiles.hardware.price_per_hour
     bodies = [ctx.bodies[int(i)] for i in samples.tolist()]
+    cpu_before = time.process_time()  # the client: this process, which only sends now
     with StatusPoller(engine, price, ctx.settings.poll_s) as poller:
         result = replay(
             engine.url,
@@ -603,8 +653,11 @@ def _replay(
             model=ctx.name,
             timeout_s=ctx.settings.tail_s,
         )
+    client_cpu_s = time.process_time() - cpu_before
     measured = replay_summary(result)
     measured["p99_sd_s"] = p99_sampling_sd(result.latency_s, seed=ctx.settings.seed)
+    sent = measured["sent"]
+    measured["client_cpu_s_per_query"] = client_cpu_s / sent if sent else None
     if measured["errors"]:
         measured["first_error"] = next(iter(result.errors.values()), "")
     return measured, poller, observed_trace(trace, result.paths)
@@ -687,8 +740,9 @@ def _level(
     out["disturbed_runs"] = disturbed
     out.update(_level_summary(runs, ctx.pool, s))
     if report is not None:
+        client = _median([r["measured"].get("client_cpu_s_per_query") for r in runs])
         out["replanned"] = _replan(
-            ctx, report, chosen, rate, slo_s, tmp / f"replan-{fraction:g}.yaml", step
+            ctx, report, chosen, rate, slo_s, tmp / f"replan-{fraction:g}.yaml", step, client
         )
     return out
 
@@ -750,6 +804,9 @@ def _serve_runs(
         stats = engine.stats()
         served_batch = poller.served_batch(stats)
         profiled = ctx.estimate(trace, config, slo_s)
+        isolated = (
+            None if ctx.isolated is None else ctx.estimate(trace, config, slo_s, ctx.isolated)
+        )
         calibrated, calibrated_shared = (
             calibrated_estimate(
                 ctx.bundle.pipeline,
@@ -760,10 +817,13 @@ def _serve_runs(
                 seed=s.seed,
                 service_time=s.service_time,
                 machine=machine,
+                client_cpu_s_per_query=measured.get("client_cpu_s_per_query"),
             )
             for machine in (None, ctx.pool)
         )
-        run = _run_figures(measured, poller.figures(), profiled, calibrated, calibrated_shared)
+        run = _run_figures(
+            measured, poller.figures(), profiled, calibrated, calibrated_shared, isolated
+        )
         run.update(
             repeat=r,
             served_batch=served_batch,
@@ -797,11 +857,15 @@ def _replan(
     slo_s: float,
     plan_file: Path,
     step: Callable[[str], None],
+    client_cpu_s_per_query: float | None = None,
 ) -> dict[str, Any]:
     """The Planner again, on the same planning trace, with the profiles the engine
-    calibrated while serving ``first``; a different plan is served like the first."""
+    calibrated while serving ``first`` (:func:`calibration_profiles`); a different plan
+    is served like the first."""
     s = ctx.settings
-    profiles = replanning_profiles(report, ctx.pool)
+    profiles = calibration_profiles(
+        report, ctx.isolated or ctx.profiles, ctx.pool, client_cpu_s_per_query
+    )
     trace = ctx.planning_trace(rate, s.seed)
     again = plan_for_machine(ctx.bundle.pipeline, profiles, trace, slo_s, ctx.pool, seed=s.seed)
     if again is None:
@@ -829,6 +893,83 @@ def _replan(
         passed=summary["misses_pass"] and summary["fits_machine"],
     )
     return out
+
+
+def calibration_profiles(
+    report: CalibrationReport,
+    isolated: Profiles,
+    pool: MachinePool,
+    client_cpu_s_per_query: float | None = None,
+) -> Profiles:
+    """What to plan from after a calibration serve: :func:`replanning_profiles`, with the
+    hardware the serve did not use scaled by its stage's calibrated speed
+    (:func:`~inferline.profiles.carry_speeds`), only hardware this machine has, and on
+    shared cores the load generator's CPU counted with the front-end's."""
+    profiles = usable_profiles(carry_speeds(replanning_profiles(report, pool), isolated), pool)
+    return with_client_cpu(profiles, client_cpu_s_per_query) if pool.shares_cores else profiles
+
+
+def _calibrate_first(
+    ctx: _Context, loose_qps: float, tmp: Path, step: Callable[[str], None]
+) -> tuple[dict[str, Any], Profiles | None]:
+    """Serve the isolated profiles' plan at ``calibration_load`` × ``loose_qps`` (at 1.1 ×
+    the tightest SLO they allow there) for ``calibration_s`` and read what the engine
+    calibrated: the profiles to plan from, and what the serve measured."""
+    from inferline.engine.process import start_engine
+
+    s = ctx.settings
+    rate = s.calibration_load * loose_qps
+    step(f"{ctx.name}: a first plan at {rate:.1f} q/s to calibrate on")
+    tight = tightest_slo(lambda x: ctx.plan_at(rate, x, s.seed) is not None, s.loose_slo_s)
+    slo = s.loose_slo_s if tight is None else tight * s.slo_factor
+    chosen = ctx.plan_at(rate, slo, s.seed)
+    out: dict[str, Any] = {"rate_qps": rate, "slo_s": slo, "duration_s": s.calibration_s}
+    if chosen is None:
+        return out, None
+    out.update(_plan_figures(ctx, chosen, slo))
+    plan_file = tmp / "calibration-plan.yaml"
+    save_config(chosen.config, plan_file)
+    seed = s.seed + 500
+    arrivals = gamma_trace(rate, 1.0, s.calibration_s, seed).arrival_s
+    trace, samples = ctx.with_paths(arrivals, seed, f"calibration, {rate:.1f} q/s")
+    report = None
+    with start_engine(
+        ctx.bundle.root, plan_file, *_serve_args(slo), start_timeout_s=s.start_timeout_s
+    ) as engine:
+        _warm_up(ctx, engine, rate, slo)
+        engine.reset_stats()
+        measured, poller, _ = _replay(ctx, engine, trace, samples, slo)
+        with contextlib.suppress(InferLineError):
+            report = fetch_calibration(engine.url)
+    out.update(
+        estimated_p99_s=ctx.estimate(trace, chosen.config, slo).p99_s,
+        measured_p99_s=measured.get("p99_s"),
+        measured_miss_rate=measured["miss_rate"],
+        client_cpu_s_per_query=measured.get("client_cpu_s_per_query"),
+        machine_load=poller.load_figures(s),
+    )
+    if report is None:
+        return out, None
+    profiles = calibration_profiles(
+        report, ctx.profiles, ctx.pool, measured.get("client_cpu_s_per_query")
+    )
+    out["latency_vs_isolated"] = _latency_ratios(ctx.profiles, profiles)
+    return out, profiles
+
+
+def _latency_ratios(before: Profiles, after: Profiles) -> dict[str, float]:
+    """Per stage and hardware, the median over common batch sizes of after ÷ before."""
+    ratios: dict[str, float] = {}
+    for (stage, hw), new in after.entries.items():
+        old = before.entries.get((stage, hw))
+        if old is None:
+            continue
+        sizes = sorted({p.batch_size for p in new.points} & {p.batch_size for p in old.points})
+        if sizes:
+            ratios[f"{stage} on {hw}"] = float(
+                np.median([new.latency_s(b) / old.latency_s(b) for b in sizes])
+            )
+    return ratios
 
 
 def _disturbed(run: Mapping[str, Any]) -> bool:
@@ -881,7 +1022,11 @@ def _run_figures(
     profiled: SimulationResult,
     calibrated: SimulationResult | None,
     calibrated_shared: SimulationResult | None = None,
+    isolated: SimulationResult | None = None,
 ) -> dict[str, Any]:
+    """One run's P99s: measured; estimated with the profiles plans came from, with the
+    bundle's own when those were calibrated (``isolated``), and with those the engine
+    calibrated on the run itself (served times; CPU work on shared cores)."""
     meas = measured.get("p99_s")
 
     def error(est: float | None) -> float | None:
@@ -889,7 +1034,10 @@ def _run_figures(
 
     cal_p99 = None if calibrated is None else calibrated.p99_s
     shared_p99 = None if calibrated_shared is None else calibrated_shared.p99_s
+    isolated_p99 = None if isolated is None else isolated.p99_s
     return {
+        "isolated_p99_s": isolated_p99,
+        "isolated_error": error(isolated_p99),
         "calibrated_shared_p99_s": shared_p99,
         "calibrated_shared_error": error(shared_p99),
         "estimated_p99_s": profiled.p99_s,
@@ -919,6 +1067,8 @@ def _level_summary(
             "calibrated_error",
             "calibrated_shared_p99_s",
             "calibrated_shared_error",
+            "isolated_p99_s",
+            "isolated_error",
         )
     }
     summary["other_cores"] = _median(
@@ -1064,6 +1214,22 @@ def _bundle(
     )
     out["capacity_loose_slo_qps"] = loose
     out["loose_slo_s"] = s.loose_slo_s
+    if loose > 0 and s.plan_from == "calibrated":
+        out["calibration"], calibrated = _calibrate_first(ctx, loose, tmp, step)
+        if calibrated is None:
+            out["infeasible"] = (
+                "no calibration: the first plan did not fit or the engine calibrated nothing"
+            )
+            skip(len(s.loads) * s.repeats + (2 if s.ramp else 0))
+            return out
+        ctx = ctx.calibrated(calibrated)
+        step(f"{ctx.name}: the machine's capacity by the calibrated profiles")
+        loose = machine_capacity(
+            lambda r: ctx.plan_at(r, s.loose_slo_s, s.seed) is not None,
+            loose,
+            max_rate_qps=top_rate,
+        )
+        out["capacity_loose_slo_qps"] = loose
     if loose <= 0:
         out["infeasible"] = (
             f"infeasible on this machine: no rate ≥ 0.5 q/s has a plan that fits it "
@@ -1120,7 +1286,11 @@ def run_promise_benchmark(
     started = time.perf_counter()
     pool = machine_pool(s)
     per_bundle = (
-        3 + len(s.loads) * (s.repeats + 1) + (3 if s.ramp else 0) + (1 if s.profile_here else 0)
+        3
+        + len(s.loads) * (s.repeats + 1)
+        + (3 if s.ramp else 0)
+        + (1 if s.profile_here else 0)
+        + (2 if s.plan_from == "calibrated" else 0)
     )
     total = per_bundle * len(s.bundles)
     done = 0
@@ -1260,7 +1430,15 @@ def tables(figures: dict[str, Any]) -> list[Table]:
             "—" if "capacity_qps" not in b else f"{b['capacity_qps']:.1f}",
             _ms(b.get("slo_s")),
             _ms(b.get("tightest_slo_s")),
-            b.get("infeasible", "") or _profiled_note(b.get("profiled_here")),
+            b.get("infeasible", "")
+            or "; ".join(
+                n
+                for n in (
+                    _profiled_note(b.get("profiled_here")),
+                    _calibration_note(b.get("calibration")),
+                )
+                if n
+            ),
         )
     out = [overview]
     for b in figures["bundles"]:
@@ -1291,10 +1469,30 @@ def _profiled_note(profiled: Mapping[str, Any] | None) -> str:
     return f"profiled here: {span} the bundle's latencies"
 
 
+def _calibration_note(calibration: Mapping[str, Any] | None) -> str:
+    """ "planned from a calibration: 1.1–1.6× the isolated latencies" (empty without)."""
+    if not calibration:
+        return ""
+    ratios = list(calibration.get("latency_vs_isolated", {}).values())
+    rate, seconds = calibration["rate_qps"], calibration["duration_s"]
+    head = f"calibrated serving {rate:.0f} q/s for {seconds:g} s"
+    if not ratios:
+        return head + ": nothing calibrated"
+    lo, hi = min(ratios), max(ratios)
+    span = f"{lo:.2f}×" if hi - lo < 0.005 else f"{lo:.2f}–{hi:.2f}×"
+    return f"{head}: {span} the isolated latencies"
+
+
 def _levels_table(b: dict[str, Any], s: dict[str, Any]) -> Table:
+    calibrated = bool(b.get("calibration"))
+    source = (
+        "the profiles calibrated on a first plan (uncal: the bundle's, isolated)"
+        if calibrated
+        else "the bundle's profiles"
+    )
     table = _table(
         f"{b['pipeline']}: the promise, served ({s['duration_s']:g} s held-out Poisson runs, "
-        f"median of {s['repeats']}). est: the Estimator's P99 with the profiles; cal: with "
+        f"median of {s['repeats']}). est: the Estimator's P99 with {source}; cal: with "
         "those the engine calibrated on the run (served times, each replica dedicated); "
         "sh: with the CPU work it calibrated, on the cores simulated as shared (what the "
         "Tuner and the re-plan estimate with); err: |est − meas| / meas. Targets: "
@@ -1302,7 +1500,7 @@ def _levels_table(b: dict[str, Any], s: dict[str, Any]) -> Table:
         "*: a run counted was still disturbed after its re-runs. "
         + _noise_and_machine(b["levels"], s),
         ("load", "q/s", "SLO", "binds", "est", "cal", "sh", "meas", "err", "err cal",
-         "err sh", "miss", "thr", ""),
+         "err sh", *(("err uncal",) if calibrated else ()), "miss", "thr", ""),
     )  # fmt: skip
     for lv in b["levels"]:
         if "runs" not in lv:
@@ -1320,6 +1518,7 @@ def _levels_table(b: dict[str, Any], s: dict[str, Any]) -> Table:
             _pct(lv["error"]),
             _pct(lv["calibrated_error"]),
             _pct(lv.get("calibrated_shared_error")),
+            *((_pct(lv.get("isolated_error")),) if calibrated else ()),
             _pct(lv["measured_miss_rate"], 1),
             f"{lv['max_threads']}/{b['pool_threads']}",
             _verdict(lv["passed"]) + ("*" if lv.get("runs_disturbed") else ""),

@@ -12,7 +12,7 @@ import contextlib
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import typer
 from rich.console import RenderableType
@@ -515,6 +515,18 @@ def promise(
             "profiles are from the machine they were taken on); about 1.5 min a bundle.",
         ),
     ] = False,
+    plan_from: Annotated[
+        str,
+        typer.Option(
+            "--plan-from",
+            help="'calibrated': serve a first plan, plan from what the engine calibrated "
+            "on it (profile, serve, calibrate, plan); 'isolated': from the bundle's profiles.",
+        ),
+    ] = "calibrated",
+    calibration_s: Annotated[
+        float,
+        typer.Option("--calibration-s", help="How long the first plan serves, s."),
+    ] = 30.0,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     out: Annotated[
         Path | None,
@@ -526,6 +538,7 @@ def promise(
     measured P99 and misses at 50 % and 80 % of capacity, and a ramp with the Tuner."""
     from inferline.bench.promise import (
         DEFAULT_BUNDLES,
+        PlanFrom,
         PromiseSettings,
         run_promise_benchmark,
         tables,
@@ -537,7 +550,8 @@ def promise(
          "slo_s": "--slo-s", "machine": "--machine", "max_rate_qps": "--max-rate",
          "planning_duration_s": "--planning-duration-s", "ramp_s": "--ramp-s",
          "warmup_s": "--warmup-s", "ramp_hold_s": "--ramp-hold-s", "bundles": "BUNDLES",
-         "max_reruns": "--max-reruns"}
+         "max_reruns": "--max-reruns", "plan_from": "--plan-from",
+         "calibration_s": "--calibration-s"}
     ):  # fmt: skip
         settings = PromiseSettings(
             bundles=tuple(bundles) if bundles else DEFAULT_BUNDLES,
@@ -557,6 +571,8 @@ def promise(
             max_reruns=max_reruns,
             replan=not no_replan,
             profile_here=profile_here,
+            plan_from=cast(PlanFrom, plan_from),
+            calibration_s=calibration_s,
             seed=seed,
         )
     if policy is not None:

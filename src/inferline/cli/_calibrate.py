@@ -71,6 +71,15 @@ def calibrate_command(
             "with the bundle's hardware.yaml).",
         ),
     ] = None,
+    cpu_work: Annotated[
+        bool,
+        typer.Option(
+            "--cpu-work",
+            help="Write each batch's CPU work, not its served time: what `inferline plan "
+            "--machine` plans with where it simulates the cores as shared (fit=shared), "
+            "adding each candidate plan's own contention.",
+        ),
+    ] = False,
     timeout_s: Annotated[
         float, typer.Option("--timeout-s", help="Wait this long for the engine's answer.")
     ] = 10.0,
@@ -86,14 +95,25 @@ def calibrate_command(
             f"must be positive, got {timeout_s}", source="<argument>", field="--timeout-s"
         )
     report = fetch_calibration(url, timeout_s)
+    written = report.profiles
+    if cpu_work:
+        if report.work_profiles is None:
+            raise ConfigError(
+                "the engine calibrated no CPU work (it does where its machine's fit rule is "
+                "shared, with the bundle's profiles); leave out --cpu-work for served times",
+                source=report.url,
+                field="--cpu-work",
+            )
+        written = report.work_profiles
     if output is not None:
         when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+        what = "CPU work per batch" if cpu_work else "measured predict times"
         header = (
             f"# Calibrated by `inferline calibrate {report.url}` at {when}: the engine's\n"
-            f"# measured predict times of the last {report.window_s:g} s (docs/engine.md).\n"
+            f"# {what} of the last {report.window_s:g} s (docs/engine.md).\n"
         )
         text = yaml.safe_dump(
-            profiles_to_mapping(report.profiles),
+            profiles_to_mapping(written),
             sort_keys=False,
             width=100,
             default_flow_style=None,

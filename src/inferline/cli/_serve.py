@@ -9,6 +9,7 @@ from typing import Annotated, Literal, cast
 import typer
 
 from inferline.cli._common import as_options, stderr, user_errors
+from inferline.engine._hardware import REPLICA_NICE
 from inferline.errors import ConfigError
 
 
@@ -165,6 +166,14 @@ def serve_command(
             "(fast scale-ups), or start each in a fresh interpreter.",
         ),
     ] = True,
+    replica_nice: Annotated[
+        int,
+        typer.Option(
+            "--replica-nice",
+            help="Niceness added to local replica processes, so the front-end that "
+            "dispatches their batches is not kept from a core by them (0: same priority).",
+        ),
+    ] = REPLICA_NICE,
     calibration_interval_s: Annotated[
         float,
         typer.Option(
@@ -264,6 +273,7 @@ def serve_command(
             shed_late=shed,
             drain_timeout_s=drain_timeout_s,
             fork_replicas=fork_replicas,
+            replica_nice=replica_nice,
         )
         calibration = CalibrationOptions(
             interval_s=calibration_interval_s,
@@ -334,6 +344,7 @@ OPTION_FLAGS = {
     "slo_s": "--slo-s",
     "max_queue": "--max-queue",
     "drain_timeout_s": "--drain-timeout-s",
+    "replica_nice": "--replica-nice",
     "address": "--address",
     "num_cpus": "--num-cpus",
     "placement": "--placement",

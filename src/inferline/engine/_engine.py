@@ -27,7 +27,7 @@ from inferline.engine._admission import EstimateError, completion_estimate_s
 from inferline.engine._calibration import CalibrationOptions, Calibrator
 from inferline.engine._errors import EngineError, RequestError, StageLoadError
 from inferline.engine._failures import FailureLog
-from inferline.engine._hardware import resources_for
+from inferline.engine._hardware import REPLICA_NICE, resources_for
 from inferline.engine._launcher import WorkerLauncher
 from inferline.engine._metrics import EngineMetrics, StageMetrics
 from inferline.engine._queue import StageDispatcher
@@ -80,6 +80,9 @@ class EngineOptions:
     retries: int = 1  # times a query is re-run after its replica died under it
     start_timeout_s: float = 120.0  # a replica's process start + setup()
     fork_replicas: bool = True  # fork local replicas from a per-stage template (Linux)
+    #: niceness added to local replica processes: the front-end dispatches every batch and
+    #: answers every query, so a replica computing should not keep it from a core
+    replica_nice: int = REPLICA_NICE
     drain_timeout_s: float = 30.0  # graceful shutdown: wait this long for in-flight queries
 
     def __post_init__(self) -> None:
@@ -91,6 +94,11 @@ class EngineOptions:
                 raise ConfigError(f"must be ≥ {low}, got {getattr(self, name)!r}", field=name)
         if not 0.0 <= self.shed_slack < 1.0:
             raise ConfigError(f"must be in [0, 1), got {self.shed_slack!r}", field="shed_slack")
+        if not 0 <= self.replica_nice <= 19:
+            raise ConfigError(
+                f"must be in [0, 19] (added niceness), got {self.replica_nice!r}",
+                field="replica_nice",
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -710,6 +718,7 @@ class Engine:
             "device": r.resources.device,
             "successors": [self._stages[j].name for j in st.succs],
             "sys_path": self._sys_path,
+            "nice": self.options.replica_nice,
         }
         requested = self._clock()
         try:

@@ -7,6 +7,9 @@ from __future__ import annotations
 
 from inferline._hardware_names import ReplicaResources, resources_for
 
+#: Niceness local replicas run at by default, added to the front-end's (docs/engine.md).
+REPLICA_NICE = 5
+
 __all__ = ["ReplicaResources", "resources_for", "thread_environment"]
 
 

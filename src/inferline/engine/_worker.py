@@ -42,6 +42,11 @@ def main(argv: Sequence[str]) -> int:
 def serve(spec: dict[str, Any]) -> int:
     """Load the stage and answer batches on the socket ``spec["fd"]`` until told to stop."""
     sock = socket.socket(fileno=spec["fd"])
+    if spec.get("nice"):
+        try:  # raising one's own niceness needs no privilege; a sandbox may still refuse
+            os.nice(int(spec["nice"]))
+        except OSError as exc:
+            print(f"replica: could not lower its priority ({exc})", file=sys.stderr)
     stage: str = spec["stage"]
     successors: tuple[str, ...] = tuple(spec["successors"])
     try:

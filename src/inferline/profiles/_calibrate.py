@@ -62,6 +62,7 @@ __all__ = [
     "StageSpeed",
     "calibrate_profiles",
     "calibrated_overhead",
+    "carry_speeds",
     "nearest_rank",
     "speed_of_sizes",
     "stage_speed",
@@ -374,3 +375,53 @@ def calibrated_overhead(
         per_query_by_rate=(),
         source=source,
     )
+
+
+def carry_speeds(calibrated: Profiles, isolated: Profiles) -> Profiles:
+    """``calibrated`` with the entries the engine did not serve (a stage's other hardware)
+    scaled by the speed their stage showed where it was served: per stage, the median
+    over the served entries' common batch sizes of calibrated ÷ isolated latency (median
+    and P99 apart). Planning again from a calibration would otherwise prefer the hardware
+    nobody measured, for its isolated times. A stage served nowhere is left as it is."""
+    entries = dict(calibrated.entries)
+    for stage in {stage for stage, _ in calibrated.entries}:
+        medians: list[float] = []
+        p99s: list[float] = []
+        unserved: list[tuple[str, str]] = []
+        for key, profile in calibrated.entries.items():
+            if key[0] != stage:
+                continue
+            before = isolated.entries.get(key)
+            if before is None or before == profile:
+                unserved.append(key)
+                continue
+            ours = {p.batch_size: p for p in before.points}
+            for point in profile.points:
+                old = ours.get(point.batch_size)
+                if old is not None and old.median_s > 0 and old.p99_s > 0:
+                    medians.append(point.median_s / old.median_s)
+                    p99s.append(point.p99_s / old.p99_s)
+        if not medians:
+            continue
+        median_ratio, p99_ratio = float(np.median(medians)), float(np.median(p99s))
+        for key in unserved:
+            profile = entries[key]
+            points = tuple(
+                dataclasses.replace(
+                    p,
+                    median_s=p.median_s * median_ratio,
+                    p99_s=max(p.p99_s * p99_ratio, p.median_s * median_ratio),
+                    predict_median_s=(
+                        None if p.predict_median_s is None else p.predict_median_s * median_ratio
+                    ),
+                    mean_s=None if p.mean_s is None else p.mean_s * median_ratio,
+                )
+                for p in profile.points
+            )
+            entries[key] = dataclasses.replace(
+                profile,
+                points=points,
+                source=f"{profile.source}; × {median_ratio:.2f} (median), {p99_ratio:.2f} "
+                f"(P99): its stage's calibrated speed where served",
+            )
+    return Profiles(calibrated.hardware, entries, calibrated.source, calibrated.overhead)

@@ -264,10 +264,14 @@ def test_a_calibrated_overhead_round_trips_through_the_file_format() -> None:
 
 
 def test_hardware_not_served_takes_its_stage_speed_where_served() -> None:
-    """A stage served on cpu-1 at 1.5× its profile: its cpu-2 entry, never served, is
-    scaled by the same 1.5×, so re-planning cannot prefer it for its isolated times; a
-    stage served nowhere is left as it is."""
-    hw = HardwareCatalogue((HardwareType("cpu-1", 0.05), HardwareType("cpu-2", 0.1)))
+    """A stage served on cpu-2 at 1.5× its profile: its cpu-1 entry, never served, is
+    scaled by the same 1.5×, so re-planning cannot prefer it for its isolated times.
+    Served on cpu-1 instead, its cpu-2 entry is scaled too but never faster than what
+    cpu-1 measured: more threads are not assumed to help. A stage served nowhere, and a
+    GPU entry of a stage served on CPU, are left as they are."""
+    hw = HardwareCatalogue(
+        (HardwareType("cpu-1", 0.05), HardwareType("cpu-2", 0.1), HardwareType("gpu", 1.0))
+    )
 
     def entry(stage: str, hardware: str, base: float) -> BatchProfile:
         points = tuple(ProfilePoint(b, base * b, base * b * 1.4) for b in (1, 2, 4))
@@ -277,20 +281,35 @@ def test_hardware_not_served_takes_its_stage_speed_where_served() -> None:
         hw,
         {
             ("m", "cpu-1"): entry("m", "cpu-1", 0.004),
-            ("m", "cpu-2"): entry("m", "cpu-2", 0.003),
+            ("m", "cpu-2"): entry("m", "cpu-2", 0.0025),
+            ("m", "gpu"): entry("m", "gpu", 0.0005),
             ("other", "cpu-1"): entry("other", "cpu-1", 0.001),
         },
     )
-    by_size = {b: [1.5 * 0.004 * b] * 30 for b in (1, 2, 4)}
-    calibrated = calibrate_profiles(isolated, {("m", "cpu-1"): by_size}).profiles
-    carried = carry_speeds(calibrated, isolated)
-    served = calibrated.get("m", "cpu-1")
-    ratio = served.latency_s(2) / isolated.get("m", "cpu-1").latency_s(2)
+
+    def served_on(hardware: str, base: float) -> tuple[Profiles, Profiles, float]:
+        by_size = {b: [1.5 * base * b] * 30 for b in (1, 2, 4)}
+        calibrated = calibrate_profiles(isolated, {("m", hardware): by_size}).profiles
+        ratio = calibrated.get("m", hardware).latency_s(2) / isolated.get("m", hardware).latency_s(
+            2
+        )
+        return calibrated, carry_speeds(calibrated, isolated), ratio
+
+    calibrated, carried, ratio = served_on("cpu-2", 0.0025)
     assert ratio > 1.3
-    assert carried.get("m", "cpu-1") == served  # measured: kept as calibrated
+    assert carried.get("m", "cpu-2") == calibrated.get("m", "cpu-2")  # measured: kept
     for b in (1, 2, 4):
-        before, after = isolated.get("m", "cpu-2"), carried.get("m", "cpu-2")
+        before, after = isolated.get("m", "cpu-1"), carried.get("m", "cpu-1")
         assert after.latency_s(b) == pytest.approx(before.latency_s(b) * ratio, rel=0.05)
         assert after.latency_s(b, "p99") >= after.latency_s(b)
-    assert "calibrated speed" in carried.get("m", "cpu-2").source
+    assert "calibrated speed" in carried.get("m", "cpu-1").source
+    assert carried.get("m", "gpu") == isolated.get("m", "gpu")
     assert carried.get("other", "cpu-1") == isolated.get("other", "cpu-1")
+
+    calibrated, carried, ratio = served_on("cpu-1", 0.004)
+    for b in (1, 2, 4):
+        scaled = isolated.get("m", "cpu-2").latency_s(b) * ratio  # 1.5 x 2.5 ms: faster
+        measured = calibrated.get("m", "cpu-1").latency_s(b)
+        assert scaled < measured
+        assert carried.get("m", "cpu-2").latency_s(b) == pytest.approx(measured)
+        assert carried.get("m", "cpu-2").latency_s(b, "p99") >= measured

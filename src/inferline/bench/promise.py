@@ -129,7 +129,7 @@ class PromiseSettings:
     slo_factor: float = 1.1
     loose_slo_s: float = 1.0  # the SLO of the first capacity search, and the SLO search's top
     binding_fraction: float = 0.8  # a plan binds when its estimated P99 ≥ this × the SLO
-    planning_duration_s: float = 30.0
+    planning_duration_s: float = 60.0  # as long as a held-out run: a shorter one flatters
     max_rate_qps: float | None = None  # None: what the machine's cores could parse
     machine: MachinePool | None = None  # None: this host (machine_pool_for_host, fit=busy)
     ramp: bool = True

@@ -46,6 +46,7 @@ from types import MappingProxyType
 
 import numpy as np
 
+from inferline._hardware_names import resources_for
 from inferline.errors import ConfigError
 from inferline.profiles._model import (
     OVERHEAD_PERCENTILES,
@@ -378,16 +379,23 @@ def calibrated_overhead(
 
 
 def carry_speeds(calibrated: Profiles, isolated: Profiles) -> Profiles:
-    """``calibrated`` with the entries the engine did not serve (a stage's other hardware)
-    scaled by the speed their stage showed where it was served: per stage, the median
-    over the served entries' common batch sizes of calibrated ÷ isolated latency (median
-    and P99 apart). Planning again from a calibration would otherwise prefer the hardware
-    nobody measured, for its isolated times. A stage served nowhere is left as it is."""
+    """``calibrated`` with the entries the engine did not serve (a stage's other hardware
+    on the same device) scaled by the speed their stage showed where it was served: per
+    stage, the median over the served entries' common batch sizes of calibrated ÷
+    isolated latency (median and P99 apart). Planning again from a calibration would
+    otherwise prefer the hardware nobody measured, for its isolated times.
+
+    More threads than served are not assumed to help: an entry with more threads than a
+    served one of its stage is never faster than that one's calibrated curve (its
+    isolated speed-up came from cores it had to itself; served beside the other stages
+    it gets less, and its threads' CPU time grows). A stage served nowhere, and entries
+    on another device (a GPU for a stage served on CPU), are left as they are."""
     entries = dict(calibrated.entries)
     for stage in {stage for stage, _ in calibrated.entries}:
         medians: list[float] = []
         p99s: list[float] = []
         unserved: list[tuple[str, str]] = []
+        served: list[BatchProfile] = []
         for key, profile in calibrated.entries.items():
             if key[0] != stage:
                 continue
@@ -395,6 +403,7 @@ def carry_speeds(calibrated: Profiles, isolated: Profiles) -> Profiles:
             if before is None or before == profile:
                 unserved.append(key)
                 continue
+            served.append(profile)
             ours = {p.batch_size: p for p in before.points}
             for point in profile.points:
                 old = ours.get(point.batch_size)
@@ -406,18 +415,12 @@ def carry_speeds(calibrated: Profiles, isolated: Profiles) -> Profiles:
         median_ratio, p99_ratio = float(np.median(medians)), float(np.median(p99s))
         for key in unserved:
             profile = entries[key]
-            points = tuple(
-                dataclasses.replace(
-                    p,
-                    median_s=p.median_s * median_ratio,
-                    p99_s=max(p.p99_s * p99_ratio, p.median_s * median_ratio),
-                    predict_median_s=(
-                        None if p.predict_median_s is None else p.predict_median_s * median_ratio
-                    ),
-                    mean_s=None if p.mean_s is None else p.mean_s * median_ratio,
-                )
-                for p in profile.points
-            )
+            mine = resources_for(key[1])
+            same_device = [s for s in served if resources_for(s.hardware).device == mine.device]
+            if not same_device:
+                continue
+            fewer = [s for s in same_device if resources_for(s.hardware).threads < mine.threads]
+            points = tuple(_carried(p, median_ratio, p99_ratio, fewer) for p in profile.points)
             entries[key] = dataclasses.replace(
                 profile,
                 points=points,
@@ -425,3 +428,24 @@ def carry_speeds(calibrated: Profiles, isolated: Profiles) -> Profiles:
                 f"(P99): its stage's calibrated speed where served",
             )
     return Profiles(calibrated.hardware, entries, calibrated.source, calibrated.overhead)
+
+
+def _carried(
+    point: ProfilePoint, median_ratio: float, p99_ratio: float, floors: Sequence[BatchProfile]
+) -> ProfilePoint:
+    """``point`` scaled by its stage's calibrated speed, no faster than ``floors`` (served
+    entries with fewer threads) at its batch size."""
+    median = point.median_s * median_ratio
+    p99 = point.p99_s * p99_ratio
+    for floor in floors:
+        if point.batch_size <= floor.max_batch_size:
+            median = max(median, floor.latency_s(point.batch_size) - floor.overhead_s)
+            p99 = max(p99, floor.latency_s(point.batch_size, "p99") - floor.overhead_s)
+    scale = median / point.median_s if point.median_s > 0 else median_ratio
+    return dataclasses.replace(
+        point,
+        median_s=median,
+        p99_s=max(p99, median),
+        predict_median_s=None if point.predict_median_s is None else point.predict_median_s * scale,
+        mean_s=None if point.mean_s is None else point.mean_s * scale,
+    )

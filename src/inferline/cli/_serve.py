@@ -9,7 +9,7 @@ from typing import Annotated, Literal, cast
 import typer
 
 from inferline.cli._common import as_options, stderr, user_errors
-from inferline.engine._hardware import REPLICA_NICE
+from inferline.engine import REPLICA_NICE
 from inferline.errors import ConfigError
 
 

@@ -27,7 +27,12 @@ if TYPE_CHECKING:
     from inferline.engine._calibration_client import CalibrationReport, fetch_calibration
     from inferline.engine._control import ControlOptions, check_exposure, resolve_token
     from inferline.engine._engine import Answer, Engine, EngineOptions, ReplicaFactory
-    from inferline.engine._hardware import ReplicaResources, resources_for, thread_environment
+    from inferline.engine._hardware import (
+        REPLICA_NICE,
+        ReplicaResources,
+        resources_for,
+        thread_environment,
+    )
     from inferline.engine._http import EngineApp
     from inferline.engine._replay import (
         ReplayResult,
@@ -50,6 +55,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DATATYPES",
+    "REPLICA_NICE",
     "Answer",
     "CalibrationOptions",
     "CalibrationReport",
@@ -102,6 +108,7 @@ _LAZY = {
     "Engine": "inferline.engine._engine",
     "EngineOptions": "inferline.engine._engine",
     "ReplicaFactory": "inferline.engine._engine",
+    "REPLICA_NICE": "inferline.engine._hardware",
     "ReplicaResources": "inferline.engine._hardware",
     "resources_for": "inferline.engine._hardware",
     "thread_environment": "inferline.engine._hardware",

@@ -20,11 +20,12 @@ from inferline.workload import Trace, load_trace
 __all__ = ["calibrate", "plan", "replay"]
 
 
-def calibrate(url: str, *, timeout_s: float = 10.0) -> Profiles:
+def calibrate(url: str, *, cpu_work: bool = False, timeout_s: float = 10.0) -> Profiles:
     """The profiles a running engine (``inferline serve`` of a bundle with profiles) has
-    calibrated on the ``predict`` times it measured, as ``inferline calibrate`` writes
-    them: plan again from them (``il.plan``) to plan for what the machine really does."""
-    return fetch_calibration(url, timeout_s).profiles
+    calibrated on the ``predict`` times it measured (with ``cpu_work``, on each batch's
+    CPU work), as ``inferline calibrate`` writes them: plan again from them
+    (``il.plan``) to plan for what the machine really does."""
+    return fetch_calibration(url, timeout_s).chosen_profiles(cpu_work)
 
 
 def plan(

@@ -22,7 +22,7 @@ from types import TracebackType
 from typing import Any, Literal
 
 from inferline._bundle import Bundle
-from inferline.engine import EngineError, EngineOptions, RequestError
+from inferline.engine import REPLICA_NICE, EngineError, EngineOptions, RequestError
 from inferline.engine.process import EngineProcess, start_engine
 from inferline.errors import ConfigError
 from inferline.pipeline import PipelineConfig, load_config, save_config
@@ -120,6 +120,7 @@ def serve(
     max_queue: int = 10_000,
     drain_timeout_s: float = 30.0,
     fork_replicas: bool = True,
+    replica_nice: int = REPLICA_NICE,
     tune: str | None = None,
     planning_trace: Trace | str | Path | None = None,
     planning_rate: float | None = None,
@@ -135,21 +136,26 @@ def serve(
     """Serve ``bundle``'s pipeline with ``plan`` on a free port of 127.0.0.1, as
     ``inferline serve BUNDLE --config PLAN`` does; returns once it answers queries.
 
-    The options are the command's: ``slo_s`` (deadline per query), ``shed``,
-    ``max_queue``, ``drain_timeout_s``, ``fork_replicas``; ``tune`` names a replica policy
-    (:func:`inferline.tuner.available_policies`) run live on the workload the plan was made
-    for (``planning_trace`` or ``planning_rate``), with the InferLine Tuner's ``holdoff_s``
-    and ``lookback_s``. ``backend="ray"`` runs the replicas as Ray actors (docs/ray.md) on
-    the cluster at ``address`` or on a local one of ``num_cpus`` CPUs, ``placement``
-    ``spread`` or ``pack``. Options are checked here (ConfigError naming the field) before a
-    process starts; :class:`~inferline.engine.EngineError` if the engine does not start
-    within ``start_timeout_s`` (its log in the message). The engine's control endpoints
-    need ``control_token`` (a random one by default, known to the handle only), so other
-    local users cannot change the deployment.
+    The options are the command's: ``slo_s`` (deadline per query), ``shed``, ``max_queue``,
+    ``drain_timeout_s``, ``fork_replicas``, ``replica_nice``; ``tune`` names a replica
+    policy (:func:`inferline.tuner.available_policies`) run live on the workload the plan
+    was made for (``planning_trace`` or ``planning_rate``), with the InferLine Tuner's
+    ``holdoff_s`` and ``lookback_s``. ``backend="ray"`` runs the replicas as Ray actors
+    (docs/ray.md) on the cluster at ``address`` or on a local one of ``num_cpus`` CPUs,
+    ``placement`` ``spread`` or ``pack``. Options are checked here (ConfigError naming the
+    field) before a process starts; :class:`~inferline.engine.EngineError` if the engine
+    does not start within ``start_timeout_s`` (its log in the message). The engine's control
+    endpoints need ``control_token`` (a random one by default, known to the handle only), so
+    other local users cannot change the deployment.
     """
     root = bundle.root if isinstance(bundle, Bundle) else Path(bundle)
     config = _config(plan)
-    EngineOptions(slo_s=slo_s, max_queue=max_queue, drain_timeout_s=drain_timeout_s)
+    EngineOptions(
+        slo_s=slo_s,
+        max_queue=max_queue,
+        drain_timeout_s=drain_timeout_s,
+        replica_nice=replica_nice,
+    )
     ray_args: list[str] = []
     if backend == "ray":
         from inferline.ray_backend import RayBackendOptions
@@ -170,6 +176,7 @@ def serve(
         *("--drain-timeout-s", repr(drain_timeout_s)),
         "--shed" if shed else "--no-shed",
         "--fork-replicas" if fork_replicas else "--fresh-replicas",
+        *("--replica-nice", str(replica_nice)),
     ]
     stack = contextlib.ExitStack()
     try:

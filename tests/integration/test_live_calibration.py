@@ -121,6 +121,7 @@ def test_live_calibration_on_a_served_engine(tmp_path: Path) -> None:
         on_work = calibrate(engine.url, "--cpu-work", "-o", str(tmp_path / "work.yaml"))
         as_json = calibrate(engine.url, "--json")
         from_python = il.calibrate(engine.url)
+        work_from_python = il.calibrate(engine.url, cpu_work=True)
         log = engine.log()
     ratios = {s: v["speed_ratio"] for s, v in section["stages"].items()}
     print(f"\nspeed ratios {ratios}; pipeline {section['pipeline']}")
@@ -159,6 +160,9 @@ def test_live_calibration_on_a_served_engine(tmp_path: Path) -> None:
     assert "CPU work per batch" in (tmp_path / "work.yaml").read_text()
     work = load_profiles(tmp_path / "work.yaml", hardware, ("parse", "model", "fallback"))
     assert work.get("model", "cpu-1").latency_s(4) < 0.5 * calibrated.get(
+        "model", "cpu-1"
+    ).latency_s(4)
+    assert work_from_python.get("model", "cpu-1").latency_s(4) < 0.5 * calibrated.get(
         "model", "cpu-1"
     ).latency_s(4)
 

@@ -311,6 +311,11 @@ def test_replanning_takes_the_cpu_work_on_shared_cores_with_its_overhead() -> No
     assert replanning_profiles(report, shared).overhead == measured
     no_work = CalibrationReport("http://x", "m", 60.0, served, {}, {}, {})
     assert curve(replanning_profiles(no_work, shared)) == curve(served)
+    # asked for by name, as `inferline calibrate --cpu-work` and il.calibrate do
+    assert report.chosen_profiles() is served and report.chosen_profiles(True) is work
+    with pytest.raises(ConfigError, match="calibrated no CPU work") as none:
+        no_work.chosen_profiles(cpu_work=True)
+    assert none.value.field == "cpu_work" and "http://x" in str(none.value)
 
 
 def test_the_load_generator_takes_its_cores_on_shared_cores_only() -> None:

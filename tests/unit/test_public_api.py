@@ -87,7 +87,7 @@ def test_the_entry_points_take_what_the_commands_take() -> None:
     ]  # fmt: skip
     assert list(inspect.signature(il.serve).parameters) == [
         "bundle", "plan", "slo_s", "shed", "max_queue", "drain_timeout_s", "fork_replicas",
-        "tune", "planning_trace", "planning_rate", "holdoff_s", "lookback_s",
+        "replica_nice", "tune", "planning_trace", "planning_rate", "holdoff_s", "lookback_s",
         "backend", "address", "num_cpus", "placement", "start_timeout_s", "control_token",
     ]  # fmt: skip
     for method in ("apply", "status", "plan", "stop", "log", "__enter__", "__exit__"):
@@ -128,6 +128,7 @@ def test_the_planner_is_chosen_by_name_and_checks_its_arguments() -> None:
         ({"backend": "kubernetes"}, "backend"),
         ({"num_cpus": 2}, "backend"),
         ({"backend": "ray", "num_cpus": 0}, "num_cpus"),
+        ({"replica_nice": 20}, "replica_nice"),
         ({"backend": "ray", "placement": "random"}, "placement"),
         ({"backend": "ray", "address": "h:1", "num_cpus": 2}, "num_cpus"),
     ],

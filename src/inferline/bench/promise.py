@@ -561,6 +561,23 @@ class _Context:
             )
         return self.plans[key]
 
+    def capacity(self, slo_s: float, start_qps: float, max_rate_qps: float) -> float:
+        """The machine's capacity at ``slo_s`` with these profiles (:func:`machine_capacity`
+        from ``start_qps``)."""
+        seed = self.settings.seed
+        return machine_capacity(
+            lambda r: self.plan_at(r, slo_s, seed) is not None,
+            start_qps,
+            max_rate_qps=max_rate_qps,
+        )
+
+    def binding_slo(self, rate_qps: float, high_slo_s: float) -> tuple[float | None, float]:
+        """The tightest SLO up to ``high_slo_s`` with a plan at this rate (None: none), and
+        the one to serve: ``slo_factor`` × it, at most ``high_slo_s`` (that when none)."""
+        s = self.settings
+        tight = tightest_slo(lambda x: self.plan_at(rate_qps, x, s.seed) is not None, high_slo_s)
+        return tight, high_slo_s if tight is None else min(high_slo_s, tight * s.slo_factor)
+
     def planning_trace(self, rate_qps: float, seed: int) -> Trace:
         """The Poisson trace plans at this rate are made for."""
         s = self.settings
@@ -920,8 +937,7 @@ def _calibrate_first(
     s = ctx.settings
     rate = s.calibration_load * loose_qps
     step(f"{ctx.name}: a first plan at {rate:.1f} q/s to calibrate on")
-    tight = tightest_slo(lambda x: ctx.plan_at(rate, x, s.seed) is not None, s.loose_slo_s)
-    slo = s.loose_slo_s if tight is None else tight * s.slo_factor
+    _, slo = ctx.binding_slo(rate, s.loose_slo_s)
     chosen = ctx.plan_at(rate, slo, s.seed)
     out: dict[str, Any] = {"rate_qps": rate, "slo_s": slo, "duration_s": s.calibration_s}
     if chosen is None:
@@ -1207,11 +1223,7 @@ def _bundle(
     guess = single_replica_rate(pipeline, ctx.profiles)
     searching = time.perf_counter()
     step(f"{ctx.name}: searching the machine's capacity")
-    loose = machine_capacity(
-        lambda r: ctx.plan_at(r, s.loose_slo_s, s.seed) is not None,
-        guess,
-        max_rate_qps=top_rate,
-    )
+    loose = ctx.capacity(s.loose_slo_s, guess, top_rate)
     out["capacity_loose_slo_qps"] = loose
     out["loose_slo_s"] = s.loose_slo_s
     if loose > 0 and s.plan_from == "calibrated":
@@ -1224,11 +1236,7 @@ def _bundle(
             return out
         ctx = ctx.calibrated(calibrated)
         step(f"{ctx.name}: the machine's capacity by the calibrated profiles")
-        loose = machine_capacity(
-            lambda r: ctx.plan_at(r, s.loose_slo_s, s.seed) is not None,
-            loose,
-            max_rate_qps=top_rate,
-        )
+        loose = ctx.capacity(s.loose_slo_s, loose, top_rate)
         out["capacity_loose_slo_qps"] = loose
     if loose <= 0:
         out["infeasible"] = (
@@ -1241,14 +1249,10 @@ def _bundle(
     if slo is None:
         top_load = max(s.loads) * loose
         step(f"{ctx.name}: the tightest SLO at {top_load:.1f} q/s")
-        tight = tightest_slo(lambda x: ctx.plan_at(top_load, x, s.seed) is not None, s.loose_slo_s)
-        slo = s.loose_slo_s if tight is None else tight * s.slo_factor
-        out["tightest_slo_s"] = tight
+        out["tightest_slo_s"], slo = ctx.binding_slo(top_load, s.loose_slo_s)
     out["slo_s"] = slo
     step(f"{ctx.name}: the machine's capacity at SLO {slo * 1000:.0f} ms")
-    capacity = machine_capacity(
-        lambda r: ctx.plan_at(r, slo, s.seed) is not None, loose, max_rate_qps=top_rate
-    )
+    capacity = ctx.capacity(slo, loose, top_rate)
     out["capacity_qps"] = capacity
     out["search_s"] = time.perf_counter() - searching
     if capacity <= 0:
@@ -1263,9 +1267,7 @@ def _bundle(
             return slo
         if fraction not in chosen:
             step(f"{ctx.name}: the tightest SLO at {fraction:g}× capacity")
-            rate = fraction * capacity
-            tight = tightest_slo(lambda x: ctx.plan_at(rate, x, s.seed) is not None, slo)
-            chosen[fraction] = slo if tight is None else min(slo, tight * s.slo_factor)
+            _, chosen[fraction] = ctx.binding_slo(fraction * capacity, slo)
         return chosen[fraction]
 
     out["levels"] = [_level(ctx, f, capacity, slo_at(f), tmp, step) for f in s.loads]
@@ -1457,30 +1459,32 @@ def tables(figures: dict[str, Any]) -> list[Table]:
     return out
 
 
+def _ratio_span(ratios: Mapping[str, float]) -> str:
+    """ "0.45–0.60×" ("0.52×" when they agree; empty without ratios)."""
+    if not ratios:
+        return ""
+    lo, hi = min(ratios.values()), max(ratios.values())
+    return f"{lo:.2f}×" if hi - lo < 0.005 else f"{lo:.2f}–{hi:.2f}×"
+
+
 def _profiled_note(profiled: Mapping[str, Any] | None) -> str:
     """ "profiled here: 0.45–0.60× the bundle's latencies" (empty without profiling)."""
     if not profiled:
         return ""
-    ratios = list(profiled["latency_vs_bundle"].values())
-    if not ratios:
-        return "profiled here"
-    lo, hi = min(ratios), max(ratios)
-    span = f"{lo:.2f}×" if hi - lo < 0.005 else f"{lo:.2f}–{hi:.2f}×"
-    return f"profiled here: {span} the bundle's latencies"
+    span = _ratio_span(profiled["latency_vs_bundle"])
+    return f"profiled here: {span} the bundle's latencies" if span else "profiled here"
 
 
 def _calibration_note(calibration: Mapping[str, Any] | None) -> str:
-    """ "planned from a calibration: 1.1–1.6× the isolated latencies" (empty without)."""
+    """ "calibrated serving 61 q/s for 30 s: 1.18–1.64× the isolated latencies" (empty
+    without a calibration)."""
     if not calibration:
         return ""
-    ratios = list(calibration.get("latency_vs_isolated", {}).values())
     rate, seconds = calibration["rate_qps"], calibration["duration_s"]
-    head = f"calibrated serving {rate:.0f} q/s for {seconds:g} s"
-    if not ratios:
-        return head + ": nothing calibrated"
-    lo, hi = min(ratios), max(ratios)
-    span = f"{lo:.2f}×" if hi - lo < 0.005 else f"{lo:.2f}–{hi:.2f}×"
-    return f"{head}: {span} the isolated latencies"
+    span = _ratio_span(calibration.get("latency_vs_isolated", {}))
+    return f"calibrated serving {rate:.0f} q/s for {seconds:g} s: " + (
+        f"{span} the isolated latencies" if span else "nothing calibrated"
+    )
 
 
 def _levels_table(b: dict[str, Any], s: dict[str, Any]) -> Table:

@@ -10,7 +10,7 @@ import typer
 import yaml
 from rich.table import Table
 
-from inferline.cli._common import JSON_OPTION, print_json, stderr, stdout, user_errors
+from inferline.cli._common import JSON_OPTION, as_options, print_json, stderr, stdout, user_errors
 from inferline.errors import ConfigError
 
 
@@ -95,16 +95,8 @@ def calibrate_command(
             f"must be positive, got {timeout_s}", source="<argument>", field="--timeout-s"
         )
     report = fetch_calibration(url, timeout_s)
-    written = report.profiles
-    if cpu_work:
-        if report.work_profiles is None:
-            raise ConfigError(
-                "the engine calibrated no CPU work (it does where its machine's fit rule is "
-                "shared, with the bundle's profiles); leave out --cpu-work for served times",
-                source=report.url,
-                field="--cpu-work",
-            )
-        written = report.work_profiles
+    with as_options({"cpu_work": "--cpu-work"}):
+        written = report.chosen_profiles(cpu_work)
     if output is not None:
         when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
         what = "CPU work per batch" if cpu_work else "measured predict times"

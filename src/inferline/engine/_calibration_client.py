@@ -35,6 +35,21 @@ class CalibrationReport:
     raw: dict[str, Any]
     work_profiles: Profiles | None = None
 
+    def chosen_profiles(self, cpu_work: bool = False) -> Profiles:
+        """The served times, or with ``cpu_work`` the CPU work per batch (what a Planner
+        that simulates shared cores adds each plan's contention to; ConfigError when the
+        engine calibrated none)."""
+        if not cpu_work:
+            return self.profiles
+        if self.work_profiles is None:
+            raise ConfigError(
+                f"the engine at {self.url} calibrated no CPU work (it does where its "
+                "machine's fit rule is shared, with the bundle's profiles); ask for the "
+                "served times instead",
+                field="cpu_work",
+            )
+        return self.work_profiles
+
 
 def _base_url(url: str) -> str:
     full = url if "://" in url else f"http://{url}"

@@ -20,6 +20,8 @@ runner = CliRunner()
         (["--machine", "cores=0"], "--machine"),
         (["--machine", "local,fit=cores"], "--machine"),
         (["--policy", "no-such-policy"], "--policy"),
+        (["--margin", "1"], "--margin"),
+        (["--margin", "-0.1"], "--margin"),
     ],
 )
 def test_bad_options_exit_2_and_name_the_option(args: list[str], option: str) -> None:

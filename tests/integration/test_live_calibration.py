@@ -94,6 +94,16 @@ def _wait_for_estimate(engine: EngineProcess, queries: int, timeout_s: float) ->
 
 def test_live_calibration_on_a_served_engine(tmp_path: Path) -> None:
     bundle = sleepy_bundle(tmp_path / "sleepy")
+    # the model also profiled on two threads, which the plan does not serve it on
+    spec = yaml.safe_load((bundle / "profiles.yaml").read_text())
+    spec["profiles"].append(
+        {
+            "stage": "model",
+            "hardware": "cpu-2",
+            "points": [_point(b, (0.008 + 0.001 * b) / 2) for b in (1, 2, 4, 8)],
+        }
+    )
+    (bundle / "profiles.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     rng = np.random.default_rng(3)
     # 40 q/s Poisson, 10 s: enough answers that the P99s compared below are not one query's
     arrivals = np.cumsum(rng.exponential(1 / 40.0, 400))
@@ -154,6 +164,15 @@ def test_live_calibration_on_a_served_engine(tmp_path: Path) -> None:
     assert calibrated.get("model", "cpu-1").latency_s(4) > 1.5 * given.get(
         "model", "cpu-1"
     ).latency_s(4)
+    # on the hardware it was not served on, at the speed it showed where it was served,
+    # and two threads never faster than the one it was served on
+    assert calibrated.get("model", "cpu-2").latency_s(4) > 1.5 * given.get(
+        "model", "cpu-2"
+    ).latency_s(4)
+    assert calibrated.get("model", "cpu-2").latency_s(4) >= 0.99 * calibrated.get(
+        "model", "cpu-1"
+    ).latency_s(4)
+    assert "calibrated speed where served" in (tmp_path / "calibrated.yaml").read_text()
 
     # the CPU work per batch: the stages sleep, so far less than they take served
     assert on_work.exit_code == 0, on_work.output

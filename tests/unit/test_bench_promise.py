@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from rich.console import Console
 
 from inferline.bench.promise import (
+    PLANNING_MARGIN,
     PromiseSettings,
     machine_capacity,
     plan_for_machine,
@@ -336,9 +337,9 @@ def test_the_load_generator_takes_its_cores_on_shared_cores_only() -> None:
     report = CalibrationReport("http://x", "m", 60.0, measured, {}, {}, {}, work_profiles=measured)
     shared = MachinePool(cores=2, memory_bytes=None)
     busy = MachinePool(cores=2, memory_bytes=None, fit="busy")
-    on_shared = calibration_profiles(report, plain, shared, 4e-4).overhead
+    on_shared = calibration_profiles(report, shared, 4e-4).overhead
     assert on_shared is not None and on_shared.frontend_cpu_s_per_query == pytest.approx(1e-3)
-    on_busy = calibration_profiles(report, plain, busy, 4e-4).overhead
+    on_busy = calibration_profiles(report, busy, 4e-4).overhead
     assert on_busy is not None and on_busy.frontend_cpu_s_per_query == pytest.approx(6e-4)
 
 
@@ -350,3 +351,22 @@ def test_the_spread_between_repeats_is_relative_to_their_median() -> None:
     assert repeat_spread([0.1]) is None
     assert repeat_spread([0.1, None]) is None
     assert repeat_spread([0.1, float("nan"), 0.12]) == pytest.approx(0.02 / 0.11)
+
+
+def test_plans_keep_the_margin_as_headroom_and_the_settings_refuse_a_margin_of_one() -> None:
+    """With a margin the plan's estimated P99 stays within SLO × (1 − margin): the plan for
+    the same trace and SLO costs at least the one planned to the SLO itself."""
+    pipeline = Pipeline.chain("one", ["work"])
+    profiles = profiles_for({"work": {1: (0.010, 0.009), 4: (0.024, 0.022)}})
+    pool = MachinePool(cores=8, memory_bytes=8 * GIB)
+    trace = gamma_trace(150.0, 1.0, 30.0, 0)
+    to_slo = plan_for_machine(pipeline, profiles, trace, 0.05, pool)
+    headroom = plan_for_machine(pipeline, profiles, trace, 0.05, pool, margin=PLANNING_MARGIN)
+    assert to_slo is not None and headroom is not None
+    assert headroom.estimated_p99_s <= 0.05 * (1 - PLANNING_MARGIN)
+    assert headroom.cost_per_hour >= to_slo.cost_per_hour
+    assert PromiseSettings().margin == PLANNING_MARGIN
+    for bad in (1.0, -0.1):
+        with pytest.raises(ConfigError) as refused:
+            PromiseSettings(margin=bad)
+        assert refused.value.field == "margin"

@@ -9,6 +9,7 @@ write them into ``-o/--out``, by default a fresh temporary folder whose path the
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -453,7 +454,8 @@ def promise(
     slo_s: Annotated[
         float | None,
         typer.Option(
-            "--slo-s", help="Latency objective for every load, s (default: 1.1 × the tightest)."
+            "--slo-s",
+            help="Latency objective for every load, s (default: --slo-factor × the tightest).",
         ),
     ] = None,
     one_slo: Annotated[
@@ -527,6 +529,23 @@ def promise(
         float,
         typer.Option("--calibration-s", help="How long the first plan serves, s."),
     ] = 30.0,
+    slo_factor: Annotated[
+        float,
+        typer.Option(
+            "--slo-factor",
+            help="Without --slo-s, serve at this × the tightest SLO (with the margin, the "
+            "plan's estimate is then ≤ 85 % of it).",
+        ),
+    ] = 1.0,
+    margin: Annotated[
+        float | None,
+        typer.Option(
+            "--margin",
+            help="Plan for an estimated P99 ≤ SLO × (1 − margin): headroom for the "
+            "machine's speed moving between minutes; 0 plans to the SLO itself "
+            "(default: 0.15, the best measured; docs/planner.md).",
+        ),
+    ] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     out: Annotated[
         Path | None,
@@ -551,7 +570,8 @@ def promise(
          "planning_duration_s": "--planning-duration-s", "ramp_s": "--ramp-s",
          "warmup_s": "--warmup-s", "ramp_hold_s": "--ramp-hold-s", "bundles": "BUNDLES",
          "max_reruns": "--max-reruns", "plan_from": "--plan-from",
-         "calibration_s": "--calibration-s"}
+         "calibration_s": "--calibration-s", "margin": "--margin",
+         "slo_factor": "--slo-factor"}
     ):  # fmt: skip
         settings = PromiseSettings(
             bundles=tuple(bundles) if bundles else DEFAULT_BUNDLES,
@@ -573,8 +593,11 @@ def promise(
             profile_here=profile_here,
             plan_from=cast(PlanFrom, plan_from),
             calibration_s=calibration_s,
+            slo_factor=slo_factor,
             seed=seed,
         )
+        if margin is not None:
+            settings = dataclasses.replace(settings, margin=margin)
     if policy is not None:
         from inferline.tuner import policy_spec
 

@@ -38,6 +38,7 @@ from inferline.profiles import (
     MachinePool,
     Profiles,
     calibrate_profiles,
+    carry_speeds,
     hardware_to_mapping,
     nearest_rank,
     profiles_to_mapping,
@@ -316,7 +317,10 @@ class Calibrator:
 
     def report(self, config: PipelineConfig) -> dict[str, Any]:
         """``GET /v2/control/calibration``: the calibrated profiles (hardware.yaml and
-        profiles.yaml content) and, per stage, measured against profiled speed."""
+        profiles.yaml content) and, per stage, measured against profiled speed. A stage's
+        hardware the engine did not serve it on is written at the speed the stage showed
+        where it was served (:func:`~inferline.profiles.carry_speeds`): re-planning from
+        the file would otherwise prefer hardware nobody measured, for its isolated times."""
         samples = self.samples()
         calibration = self.calibration()
         stages: dict[str, Any] = {}
@@ -336,11 +340,17 @@ class Calibrator:
             "hardware": None,
             "profiles": None,
         }
-        if calibration is not None:
+        if calibration is not None and self.profiles is not None:
             body["hardware"] = hardware_to_mapping(calibration.profiles.hardware)["hardware"]
-            body["profiles"] = profiles_to_mapping(calibration.profiles)
+            body["profiles"] = profiles_to_mapping(
+                carry_speeds(calibration.profiles, self.profiles)
+            )
         work = self.work_calibration()
-        body["work_profiles"] = None if work is None else profiles_to_mapping(work.profiles)
+        body["work_profiles"] = (
+            None
+            if work is None or self.profiles is None
+            else profiles_to_mapping(carry_speeds(work.profiles, self.profiles))
+        )
         body["frontend"] = self._frontend_summary()
         return body
 

@@ -2,17 +2,23 @@
 
 1. profile the text pipeline (langid → MiniLM → scikit-learn) on this machine
    (cached: a second run reuses the measurements);
-2. plan it for THIS machine (`--machine local`) at a tight SLO where the SLO binds (the
+2. calibrate: plan from those profiles for THIS machine (`--machine local`), serve that
+   plan on the first part of a real Azure trace slice with real payloads, and write what
+   the engine measured (`inferline calibrate URL --cpu-work -o ...`): isolated profiles
+   are not serving conditions;
+3. plan again from the calibrated profiles at a tight SLO where the SLO binds (the
    plan's estimated P99 ≥ 80 % of it): 1.2 × the tightest SLO the machine can still keep
-   when the load doubles, found by searching with the Planner; plans keep an estimated
-   P99 ≤ 85 % of the SLO (`--margin 0.15`: headroom for the machine's speed drifting);
-3. serve the plan and replay the evaluation part of a real Azure trace slice with real
-   payloads: the Estimator's P99 and misses with the profiled speeds, again with the
-   speeds the engine calibrated while serving, and the measured ones;
-4. a load step (the second half at 2× the rate) served twice: the fixed plan, then with
+   when the load doubles, found by searching with the Planner (else the tightest at the
+   base load); plans keep an estimated P99 ≤ 85 % of the SLO (`--margin 0.15`: headroom
+   for the machine's speed drifting);
+4. serve that plan and replay the evaluation part: the Estimator's P99 and misses with
+   the profiled speeds (before calibration) and with the calibrated ones the plan was
+   made from, against the measured ones (demo.json also has the estimate with the speeds
+   the engine calibrated on this very run);
+5. a load step (the second half at 2× the rate) served twice: the fixed plan, then with
    the Tuner on; misses, replica cost integrated from the status, and the most replica
    threads against what the machine allows;
-5. a PNG over time: per-second measured P99, the engine's live estimated P99, replicas
+6. a PNG over time: per-second measured P99, the engine's live estimated P99, replicas
    per stage (Tuner solid, fixed plan dashed), into $DEMO_OUT or a fresh temp folder.
 
 Each step shows the `inferline` command a user would type. DEMO_QUICK=1: a shorter run.
@@ -33,7 +39,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import numpy.typing as npt
@@ -49,7 +55,7 @@ from inferline.bench.promise import (
 )
 from inferline.engine import EngineProcess, replay, replay_summary, start_engine
 from inferline.errors import InfeasibleError
-from inferline.estimator import Estimator
+from inferline.estimator import Estimator, ServiceTime
 from inferline.planner import Plan, plan
 from inferline.profiler import attach_samples, load_samples
 from inferline.profiles import MachinePool, machine_pool_for_host
@@ -65,13 +71,14 @@ MEAN_RATE_QPS = 8.0
 SLICE_MIN = (14.0, 25.0)
 MAX_GAP_S = 5.0  # idle gaps of the recording longer than this are cut to it
 EVAL_S = 60.0 if not QUICK else 30.0
+CALIBRATION_S = 40.0 if not QUICK else 20.0  # the first plan serves this long to calibrate
 #: The load step: the second half of the step run comes at this many times the rate.
 STEP_FACTOR = 2.0
 SLO_FACTOR = 1.2  # the SLO: this × the tightest the machine keeps at the stepped rate
 BINDING_FRACTION = 0.8  # the SLO binds when the plan's estimated P99 ≥ this × the SLO
 LOOSE_SLO_S = 1.0  # the top of the SLO search
 POLL_S = 0.5
-SERVICE_TIME = "lognormal"
+SERVICE_TIME: ServiceTime = "lognormal"
 console = Console()
 
 
@@ -335,9 +342,9 @@ class Served:
 
 
 class Demo:
-    def __init__(self, out: Path) -> None:
+    def __init__(self, out: Path, root: Path | None = None) -> None:
         self.out = out
-        self.bundle = load_bundle(BUNDLE)
+        self.bundle = load_bundle(root or BUNDLE)
         self.price = dict(self.bundle.profiles.hardware.price_per_hour)
         self.pool: MachinePool = machine_pool_for_host()
         paths = self.bundle.paths
@@ -413,7 +420,13 @@ class Demo:
 
 
 def serve_command(slo_s: float, tune: Path | None) -> tuple[str, ...]:
-    extra = ("--slo-s", repr(round(slo_s, 4)), "--no-shed", "--calibration-interval-s", "2")
+    extra: tuple[str, ...] = (
+        "--slo-s",
+        repr(round(slo_s, 4)),
+        "--no-shed",
+        "--calibration-interval-s",
+        "2",
+    )
     if tune is not None:
         extra += ("--tune", "--planning-trace", str(tune))
     console.print(f"[dim]$ inferline serve {BUNDLE.name} --config plan.yaml {shlex.join(extra)}[/]")
@@ -431,6 +444,56 @@ def warm_up(engine: EngineProcess, demo: Demo, slo_s: float) -> None:
 
 def _ms(x: float | None) -> str:
     return "—" if x is None else f"{x * 1000:.1f}"
+
+
+def infeasible(bundle_arg: str, pool: MachinePool) -> NoReturn:
+    console.print(
+        f"[bold red]infeasible on this machine[/]: no plan for the planning part fits "
+        f"{pool.cores} cores even at SLO {LOOSE_SLO_S:g} s; see `inferline plan "
+        f"{bundle_arg} --trace planning.csv --slo-s {LOOSE_SLO_S:g} --machine local`"
+    )
+    raise SystemExit(3)
+
+
+def choose_first_slo(
+    demo: Demo, planning: Trace, peak_planning: Trace, bundle_arg: str, pool: MachinePool
+) -> float:
+    """The SLO the first plan (from the profiles as measured) is served at."""
+    choice = choose_slo(demo.plan_p99(planning), demo.plan_p99(peak_planning))
+    if choice is None:
+        infeasible(bundle_arg, pool)
+    return round(choice.slo_s, 4)
+
+
+def make_plan(bundle_arg: str, out: Path, slo_s: float, plan_path: Path) -> dict[str, Any]:
+    """``inferline plan`` for this machine, with the demo's margin."""
+    return inferline(
+        "plan",
+        bundle_arg,
+        "--trace",
+        str(out / "planning.csv"),
+        "--slo-s",
+        repr(slo_s),
+        "--machine",
+        "local",
+        "--margin",
+        repr(PLANNING_MARGIN),
+        "-o",
+        str(plan_path),
+    )
+
+
+def calibrated_copy(root: Path, profiles: Path, out: Path) -> Path:
+    """A copy of the bundle whose profiles are the calibrated ones (what a user does:
+    `cp calibrated.yaml BUNDLE/profiles.yaml`); the working copy keeps its measured
+    profiles, so a re-run's `inferline profile` stays cached."""
+    copy = out / f"{root.name}-calibrated"
+    if copy.exists():
+        shutil.rmtree(copy)
+    shutil.copytree(root, copy, ignore=shutil.ignore_patterns(".models"), symlinks=True)
+    (copy / ".models").symlink_to((root / ".models").resolve(), target_is_directory=True)
+    shutil.copyfile(profiles, copy / "profiles.yaml")
+    return copy
 
 
 def use_working_copy(out: Path) -> None:
@@ -497,19 +560,41 @@ def main() -> None:
         f"front-end, at most {pool.max_threads} replica threads (fit={pool.fit})"
     )
 
+    first_slo = choose_first_slo(demo, planning, peak_planning, bundle_arg, pool)
     console.print(
-        f"\n[bold]2. Plan for this machine[/] at a tight SLO: {SLO_FACTOR:g} × the tightest "
-        f"SLO the machine keeps at {STEP_FACTOR:g}× the load, searched with the Planner"
+        f"\n[bold]2. Calibrate[/]: plan from the profiles at SLO {first_slo * 1000:.1f} ms, "
+        f"serve it on the first {CALIBRATION_S:g} s of the planning part, and write what "
+        "the engine measured"
+    )
+    first_path = out / "first-plan.yaml"
+    make_plan(bundle_arg, out, first_slo, first_path)
+    calibration, cal_bodies = demo.with_payloads(
+        planning.window(0.0, CALIBRATION_S).arrival_s, 3, "calibration"
+    )
+    work_path = out / "calibrated-work.yaml"
+    with start_engine(
+        BUNDLE, first_path, *serve_command(first_slo, None), start_timeout_s=240.0
+    ) as e:
+        warm_up(e, demo, first_slo)
+        first_run = demo.serve_replay(e, calibration, cal_bodies, first_slo, show=False)
+        inferline("calibrate", e.url, "--cpu-work", "-o", str(work_path), as_json=False)
+    console.print(
+        f"  the first plan: P99 {_ms(first_run.summary.get('p99_s'))} ms measured against "
+        f"{_ms(demo.estimate(calibration, first_path, first_slo)['p99_s'])} ms estimated "
+        "from the profiles"
+    )
+    calibrated_root = calibrated_copy(BUNDLE, work_path, out)
+    served = Demo(out, calibrated_root)
+
+    console.print(
+        f"\n[bold]3. Plan for this machine from the calibrated profiles[/] at a tight SLO: "
+        f"{SLO_FACTOR:g} × the tightest SLO the machine keeps at {STEP_FACTOR:g}× the load, "
+        "searched with the Planner"
     )
     searching = time.perf_counter()
-    choice = choose_slo(demo.plan_p99(planning), demo.plan_p99(peak_planning))
+    choice = choose_slo(served.plan_p99(planning), served.plan_p99(peak_planning))
     if choice is None:
-        console.print(
-            f"[bold red]infeasible on this machine[/]: no plan for the planning part fits "
-            f"{pool.cores} cores even at SLO {LOOSE_SLO_S:g} s; see `inferline plan "
-            f"{bundle_arg} --trace planning.csv --slo-s {LOOSE_SLO_S:g} --machine local`"
-        )
-        raise SystemExit(3)
+        infeasible(bundle_arg, pool)
     console.print(
         f"  tightest {choice.tightest_s * 1000:.1f} ms → SLO {choice.slo_s * 1000:.1f} ms "
         f"({time.perf_counter() - searching:.1f} s of planning)"
@@ -517,20 +602,7 @@ def main() -> None:
     )
     slo_s = round(choice.slo_s, 4)
     plan_path = out / "plan.yaml"
-    planned = inferline(
-        "plan",
-        bundle_arg,
-        "--trace",
-        str(out / "planning.csv"),
-        "--slo-s",
-        repr(slo_s),
-        "--machine",
-        "local",
-        "--margin",
-        repr(PLANNING_MARGIN),
-        "-o",
-        str(plan_path),
-    )
+    planned = make_plan(str(calibrated_root), out, slo_s, plan_path)
     config = load_config(plan_path)
     for name, st in config.stages.items():
         console.print(f"  {name:>10}: {st.replicas} × {st.hardware}, max batch {st.batch_size}")
@@ -545,15 +617,18 @@ def main() -> None:
     threads_planned = sum(pool.threads_of(config).values())
     console.print(f"  {threads_planned} replica threads of the {pool.max_threads} allowed")
 
-    console.print("\n[bold]3. Serve the plan[/] and replay the evaluation part (real payloads)")
+    console.print("\n[bold]4. Serve the plan[/] and replay the evaluation part (real payloads)")
     estimated = demo.estimate(evaluation, plan_path, slo_s)
-    with start_engine(BUNDLE, plan_path, *serve_command(slo_s, None), start_timeout_s=240.0) as e:
-        warm_up(e, demo, slo_s)
-        fixed_eval = demo.serve_replay(e, evaluation, eval_bodies, slo_s, show=False)
+    planned_with = served.estimate(evaluation, plan_path, slo_s)
+    with start_engine(
+        calibrated_root, plan_path, *serve_command(slo_s, None), start_timeout_s=240.0
+    ) as e:
+        warm_up(e, served, slo_s)
+        fixed_eval = served.serve_replay(e, evaluation, eval_bodies, slo_s, show=False)
         calibrated_path = out / "calibrated-profiles.yaml"
         inferline("calibrate", e.url, "-o", str(calibrated_path), as_json=False)
         cal = calibrated_estimate(
-            demo.bundle.pipeline,
+            served.bundle.pipeline,
             config,
             evaluation,
             e.url,
@@ -561,19 +636,19 @@ def main() -> None:
             service_time=SERVICE_TIME,
         )
         console.print(
-            f"\n[bold]4. Load step[/]: {STEP_FACTOR:g}× the rate after {EVAL_S / 2:.0f} s, "
+            f"\n[bold]5. Load step[/]: {STEP_FACTOR:g}× the rate after {EVAL_S / 2:.0f} s, "
             "first on the fixed plan (same engine)"
         )
-        fixed_step = demo.serve_replay(e, step, step_bodies, slo_s, show=False)
+        fixed_step = served.serve_replay(e, step, step_bodies, slo_s, show=False)
     console.print("  … then with the Tuner on: its replica changes as they happen")
     tune_args = serve_command(slo_s, out / "planning.csv")
-    with start_engine(BUNDLE, plan_path, *tune_args, start_timeout_s=240.0) as e:
-        warm_up(e, demo, slo_s)
-        tuned_step = demo.serve_replay(e, step, step_bodies, slo_s, show=True)
+    with start_engine(calibrated_root, plan_path, *tune_args, start_timeout_s=240.0) as e:
+        warm_up(e, served, slo_s)
+        tuned_step = served.serve_replay(e, step, step_bodies, slo_s, show=True)
         tuner_policy = e.status().get("tuner", {}).get("policy")
 
     table = Table(
-        title=f"3. the promise: SLO {slo_s * 1000:.1f} ms, {evaluation.n_queries} "
+        title=f"4. the promise: SLO {slo_s * 1000:.1f} ms, {evaluation.n_queries} "
         f"queries over {evaluation.duration_s:.0f} s"
     )
     for col in ("P99 ms", "miss rate", "|est − meas| / meas"):
@@ -590,13 +665,13 @@ def main() -> None:
         _ms(estimated["p99_s"]),
         f"{estimated['miss_rate']:.2%}",
         err(estimated["p99_s"]),
-        "estimated, profiled speeds",
+        "estimated, profiled speeds (before calibration)",
     )
     table.add_row(
-        _ms(cal_p99),
-        "—" if cal is None else f"{cal.miss_rate:.2%}",
-        err(cal_p99),
-        "estimated after calibration (the engine's speeds)",
+        _ms(planned_with["p99_s"]),
+        f"{planned_with['miss_rate']:.2%}",
+        err(planned_with["p99_s"]),
+        "estimated, calibrated speeds (the plan was made with)",
     )
     table.add_row(
         _ms(m_p99), f"{float(meas['miss_rate']):.2%}", "", f"measured (errors {meas['errors']})"
@@ -604,7 +679,7 @@ def main() -> None:
     console.print(table)
 
     step_table = Table(
-        title=f"4. load step: {step.n_queries} queries, {STEP_FACTOR:g}× "
+        title=f"5. load step: {step.n_queries} queries, {STEP_FACTOR:g}× "
         f"after {EVAL_S / 2:.0f} s, SLO {slo_s * 1000:.1f} ms"
     )
     for col in (
@@ -649,7 +724,17 @@ def main() -> None:
         "plan_estimated_p99_s": plan_p99,
         "binds": binds,
         "machine_max_threads": pool.max_threads,
-        "evaluation": {"estimated": estimated, "calibrated_p99_s": cal_p99, "measured": meas},
+        "calibration": {
+            "slo_s": first_slo,
+            "measured": first_run.summary,
+            "profiles": str(work_path),
+        },
+        "evaluation": {
+            "estimated": estimated,
+            "planned_with": planned_with,
+            "calibrated_p99_s": cal_p99,
+            "measured": meas,
+        },
         "step": {
             "fixed": {**fixed_step.summary, **fixed_step.machine},
             "tuned": {**tuned_step.summary, **tuned_step.machine, "policy": tuner_policy},

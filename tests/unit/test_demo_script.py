@@ -135,3 +135,19 @@ def test_the_demo_works_on_a_copy_of_the_bundle_outside_the_checkout(
     assert (copy / ".models").resolve() == (demo.SOURCE_BUNDLE / ".models").resolve()
     demo.use_working_copy(tmp_path)  # a re-run keeps the copy and what it measured
     assert copy == demo.BUNDLE
+
+
+def test_the_calibrated_copy_plans_from_the_calibrated_profiles_and_leaves_the_copy(
+    demo: ModuleType, tmp_path: Path
+) -> None:
+    demo.use_working_copy(tmp_path)
+    measured = (demo.BUNDLE / "profiles.yaml").read_text()
+    calibrated = tmp_path / "calibrated-work.yaml"
+    calibrated.write_text("# calibrated on the engine\nprofiles: []\n")
+    for _ in range(2):  # a re-run replaces the last calibration's copy
+        copy = demo.calibrated_copy(demo.BUNDLE, calibrated, tmp_path)
+        assert copy == tmp_path / "text-pipeline-calibrated"
+        assert (copy / "profiles.yaml").read_text() == calibrated.read_text()
+        assert (copy / "pipeline.yaml").read_text() == (demo.BUNDLE / "pipeline.yaml").read_text()
+        assert (copy / ".models").resolve() == (demo.SOURCE_BUNDLE / ".models").resolve()
+    assert (demo.BUNDLE / "profiles.yaml").read_text() == measured

@@ -58,6 +58,9 @@ def test_readable_output_has_capacity_the_promise_and_the_ramp(tmp_path: Path) -
     )
     assert "calibrated serving" in text and "err uncal" in text
     level = bundle["levels"][0]
+    # planned with the margin: the estimate keeps 15 % of the SLO as headroom
+    assert "planned with margin 0.15" in text and written["settings"]["margin"] == 0.15
+    assert level["planned_p99_s"] <= level["slo_s"] * (1 - 0.15) + 1e-12
     assert level["isolated_p99_s"] > 0  # the bundle's own profiles' estimate, beside
     # every plan fitted the pool, and the engine never ran more threads than it allows
     assert level["plan_threads"] <= bundle["pool_threads"]
@@ -79,12 +82,13 @@ def test_readable_output_has_capacity_the_promise_and_the_ramp(tmp_path: Path) -
 
 
 def test_json_is_the_only_thing_on_stdout() -> None:
-    done = promise("--no-ramp", "--no-replan", "--plan-from", "isolated", "--json")
+    done = promise("--no-ramp", "--no-replan", "--plan-from", "isolated", "--margin", "0", "--json")
     assert done.returncode == 0, done.stderr[-3000:]
     figures = json.loads(done.stdout)  # exactly one JSON object
     bundle = figures["bundles"][0]
     assert bundle["pipeline"] == "text-demo" and "ramp" not in bundle
     assert "calibration" not in bundle and figures["settings"]["plan_from"] == "isolated"
+    assert figures["settings"]["margin"] == 0.0
     level = bundle["levels"][0]
     assert level["isolated_p99_s"] is None  # planned from those: no second estimate
     assert "replanned" not in level

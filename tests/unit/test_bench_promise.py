@@ -243,6 +243,11 @@ def test_tables_show_the_figures_the_verdicts_and_what_did_not_fit() -> None:
     calibrated = text_of(first)
     assert "calibrated serving 61 q/s for 30 s: 1.18–1.64× the isolated latencies" in calibrated
     assert "err uncal" in calibrated and "38%" in calibrated
+    # the ramp says when the Tuner starts from the peak's own plan
+    assert "the start's plan is the peak's" not in text
+    same = figures(True)
+    same["bundles"][0]["ramp"]["same_start"] = True
+    assert "the start's plan is the peak's" in " ".join(text_of(same).split())
 
 
 def test_settings_name_where_plans_come_from() -> None:

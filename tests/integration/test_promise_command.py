@@ -52,6 +52,11 @@ def test_readable_output_has_capacity_the_promise_and_the_ramp(tmp_path: Path) -
     # planned from what the engine calibrated serving a first plan (the default)
     first = bundle["calibration"]
     assert first["measured_p99_s"] > 0 and first["measured_miss_rate"] is not None
+    # the model plans are judged by, calibrated on that serve itself, against it
+    assert first["calibrated_shared_p99_s"] > 0
+    assert first["measured_over_calibrated"] == pytest.approx(
+        first["measured_p99_s"] / first["calibrated_shared_p99_s"]
+    )
     assert first["plan_threads"] <= bundle["pool_threads"]
     assert first["latency_vs_isolated"] and all(
         r > 0 for r in first["latency_vs_isolated"].values()

@@ -243,6 +243,9 @@ def test_tables_show_the_figures_the_verdicts_and_what_did_not_fit() -> None:
     calibrated = text_of(first)
     assert "calibrated serving 61 q/s for 30 s: 1.18–1.64× the isolated latencies" in calibrated
     assert "err uncal" in calibrated and "38%" in calibrated
+    assert "× the estimate calibrated on it" not in calibrated
+    first["bundles"][0]["calibration"]["measured_over_calibrated"] = 1.123
+    assert "its P99 1.12× the estimate calibrated on it" in " ".join(text_of(first).split())
     # the ramp says when the Tuner starts from the peak's own plan
     assert "the start's plan is the peak's" not in text
     same = figures(True)

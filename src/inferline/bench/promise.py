@@ -972,12 +972,30 @@ def _calibrate_first(
     ) as engine:
         _warm_up(ctx, engine, rate, slo)
         engine.reset_stats()
-        measured, poller, _ = _replay(ctx, engine, trace, samples, slo)
+        measured, poller, observed = _replay(ctx, engine, trace, samples, slo)
         with contextlib.suppress(InferLineError):
             report = fetch_calibration(engine.url)
+        # the model plans are judged by, calibrated on this serve itself: how far below
+        # (or above) the measured P99 it comes on the very run it was calibrated on
+        shared = calibrated_estimate(
+            ctx.bundle.pipeline,
+            chosen.config,
+            observed,
+            engine.url,
+            slo_s=slo,
+            seed=s.seed,
+            service_time=s.service_time,
+            machine=ctx.pool,
+            client_cpu_s_per_query=measured.get("client_cpu_s_per_query"),
+        )
+    meas = measured.get("p99_s")
     out.update(
+        calibrated_shared_p99_s=None if shared is None else shared.p99_s,
+        measured_over_calibrated=(
+            meas / shared.p99_s if meas and shared is not None and shared.p99_s > 0 else None
+        ),
         estimated_p99_s=ctx.estimate(trace, chosen.config, slo).p99_s,
-        measured_p99_s=measured.get("p99_s"),
+        measured_p99_s=meas,
         measured_miss_rate=measured["miss_rate"],
         client_cpu_s_per_query=measured.get("client_cpu_s_per_query"),
         machine_load=poller.load_figures(s),
@@ -1504,8 +1522,11 @@ def _calibration_note(calibration: Mapping[str, Any] | None) -> str:
         return ""
     rate, seconds = calibration["rate_qps"], calibration["duration_s"]
     span = _ratio_span(calibration.get("latency_vs_isolated", {}))
-    return f"calibrated serving {rate:.0f} q/s for {seconds:g} s: " + (
-        f"{span} the isolated latencies" if span else "nothing calibrated"
+    bias = calibration.get("measured_over_calibrated")
+    return (
+        f"calibrated serving {rate:.0f} q/s for {seconds:g} s: "
+        + (f"{span} the isolated latencies" if span else "nothing calibrated")
+        + ("" if bias is None else f", its P99 {bias:.2f}× the estimate calibrated on it")
     )
 
 

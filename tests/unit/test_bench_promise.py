@@ -14,12 +14,15 @@ from hypothesis import strategies as st
 from rich.console import Console
 
 from inferline.bench.promise import (
+    MAX_TAIL_BIAS,
     PLANNING_MARGIN,
     PromiseSettings,
+    biased_margin,
     machine_capacity,
     plan_for_machine,
     status_figures,
     tables,
+    tail_bias,
     tightest_slo,
 )
 from inferline.errors import ConfigError
@@ -246,6 +249,18 @@ def test_tables_show_the_figures_the_verdicts_and_what_did_not_fit() -> None:
     assert "× the estimate calibrated on it" not in calibrated
     first["bundles"][0]["calibration"]["measured_over_calibrated"] = 1.123
     assert "its P99 1.12× the estimate calibrated on it" in " ".join(text_of(first).split())
+    assert "plans corrected by" not in text_of(first) and "sh×b" not in text_of(first)
+    # plans corrected by the tail bias: the note says by how much, est and sh are shown
+    # × b, and the error judged is the corrected model's
+    first["bundles"][0]["calibration"]["tail_bias"] = 1.123
+    level = first["bundles"][0]["levels"][0]
+    level.update(error_judged="corrected", predicted_p99_s=0.0449, predicted_error=0.045,
+                 corrected_p99_s=0.0486, corrected_error=0.034)  # fmt: skip
+    corrected = " ".join(text_of(first).split())
+    assert "corrected by" in corrected and "1.12×)" in corrected
+    assert "× the tail bias b = 1.12" in corrected
+    assert "sh×b" in corrected and "err sh×b ≤ 10%" in corrected
+    assert "44.9" in corrected and "48.6" in corrected and "3%" in corrected
     # the ramp says when the Tuner starts from the peak's own plan
     assert "the start's plan is the peak's" not in text
     same = figures(True)
@@ -378,3 +393,42 @@ def test_plans_keep_the_margin_as_headroom_and_the_settings_refuse_a_margin_of_o
         with pytest.raises(ConfigError) as refused:
             PromiseSettings(margin=bad)
         assert refused.value.field == "margin"
+
+
+def test_the_tail_bias_is_what_the_calibration_serve_measured_over_its_estimate() -> None:
+    """Plans are corrected only upward, and not beyond what a disturbed serve would say."""
+    assert tail_bias(0.056, 0.050) == pytest.approx(1.12)
+    assert tail_bias(0.045, 0.050) == 1.0  # an Estimator that runs high is safe as it is
+    assert tail_bias(0.500, 0.050) == MAX_TAIL_BIAS
+    assert tail_bias(None, 0.05) == 1.0 and tail_bias(0.05, None) == 1.0
+    assert tail_bias(0.05, 0.0) == 1.0 and tail_bias(math.inf, 0.05) == 1.0
+
+
+@given(
+    margin=st.floats(min_value=0.0, max_value=0.5),
+    bias=st.floats(min_value=0.5, max_value=MAX_TAIL_BIAS),
+    slo_s=st.floats(min_value=0.001, max_value=10.0),
+)
+def test_a_biased_margin_keeps_the_corrected_estimate_within_the_margin(
+    margin: float, bias: float, slo_s: float
+) -> None:
+    """An estimate at the biased margin's limit, × the bias, is the margin's own limit."""
+    limit_s = slo_s * (1 - biased_margin(margin, bias))
+    assert limit_s * max(bias, 1.0) == pytest.approx(slo_s * (1 - margin))
+    assert biased_margin(margin, bias) >= margin - 1e-12
+
+
+def test_a_bias_makes_plans_cheaper_never_and_safer_always() -> None:
+    """The Planner at the biased margin: a plan whose estimate × bias keeps the margin."""
+    pipeline = Pipeline.chain("one", ["work"])
+    profiles = profiles_for({"work": {1: (0.010, 0.009), 4: (0.024, 0.022)}})
+    pool = MachinePool(cores=8, memory_bytes=8 * GIB)
+    trace = gamma_trace(150.0, 1.0, 30.0, 0)
+    plain = plan_for_machine(pipeline, profiles, trace, 0.05, pool, margin=PLANNING_MARGIN)
+    biased = plan_for_machine(
+        pipeline, profiles, trace, 0.05, pool, margin=biased_margin(PLANNING_MARGIN, 1.3)
+    )
+    assert plain is not None and biased is not None
+    assert biased.estimated_p99_s * 1.3 <= 0.05 * (1 - PLANNING_MARGIN)
+    assert biased.cost_per_hour >= plain.cost_per_hour
+    assert PromiseSettings().correct_bias

@@ -80,9 +80,11 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_BUNDLES",
     "FRONTEND_CPU_S_PER_QUERY",
+    "MAX_TAIL_BIAS",
     "PLANNING_MARGIN",
     "PromiseSettings",
     "StatusPoller",
+    "biased_margin",
     "calibrated_estimate",
     "machine_capacity",
     "machine_pool",
@@ -91,6 +93,7 @@ __all__ = [
     "run_promise_benchmark",
     "status_figures",
     "tables",
+    "tail_bias",
     "tightest_slo",
 ]
 
@@ -107,6 +110,28 @@ RAMP_COST_TOLERANCE = 0.01
 #: benchmarks/results/promise.md) while the estimate calibrated on each run followed it;
 #: planned to the SLO itself, 5 of 12 levels missed more than 1 %.
 PLANNING_MARGIN = 0.15
+
+#: The tail bias a calibration serve may set (measured ÷ estimated P99 there): above it
+#: the serve was most likely disturbed, and planning that conservatively would cost more
+#: than it saves; below 1 the margin is kept as it is (an Estimator that runs high is safe).
+MAX_TAIL_BIAS = 1.5
+
+
+def tail_bias(measured_p99_s: float | None, estimated_p99_s: float | None) -> float:
+    """How far the calibrated Estimator's P99 falls short of the measured one on the
+    serve it was calibrated on, as the factor plans and estimates are corrected by: the
+    ratio, clamped to [1, :data:`MAX_TAIL_BIAS`] (1 when either is missing)."""
+    if not measured_p99_s or not estimated_p99_s or not estimated_p99_s > 0:
+        return 1.0
+    ratio = measured_p99_s / estimated_p99_s
+    return min(max(ratio, 1.0), MAX_TAIL_BIAS) if math.isfinite(ratio) else 1.0
+
+
+def biased_margin(margin: float, bias: float) -> float:
+    """The margin that makes ``bias`` × the estimated P99 ≤ SLO × (1 − ``margin``): the
+    Planner's own margin, for an Estimator known to run ``bias``× low on this machine."""
+    return 1.0 - (1.0 - margin) / max(bias, 1.0)
+
 
 Progress = Callable[[str, int, int], None]
 
@@ -175,6 +200,10 @@ class PromiseSettings:
     #: isolated profiles give at the loose SLO, for this long
     calibration_load: float = 0.6
     calibration_s: float = 30.0
+    #: with plan_from="calibrated": correct plans and estimates by the tail bias the
+    #: calibration serve measured (:func:`tail_bias`; docs/planner.md, "The Estimator's
+    #: tail bias on this machine"); False plans with the calibrated profiles alone
+    correct_bias: bool = True
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -539,12 +568,16 @@ class _Context:
     plans: dict[tuple[float, float, int], Plan | None] = field(default_factory=dict)
     #: the bundle's profiles when ``profiles`` are calibrated ones (None: they are these)
     isolated: Profiles | None = None
+    #: measured ÷ estimated P99 the plans are corrected by (:func:`tail_bias`)
+    bias: float = 1.0
 
-    def calibrated(self, profiles: Profiles) -> _Context:
-        """This bundle planned from ``profiles`` from now on (plans made so far dropped)."""
+    def calibrated(self, profiles: Profiles, bias: float = 1.0) -> _Context:
+        """This bundle planned from ``profiles`` (corrected by ``bias``) from now on (plans
+        made so far dropped)."""
         return _Context(
-            self.bundle, profiles, self.bodies, self.pool, self.settings, {}, self.profiles
-        )
+            self.bundle, profiles, self.bodies, self.pool, self.settings, {}, self.profiles,
+            bias,
+        )  # fmt: skip
 
     @property
     def name(self) -> str:
@@ -576,7 +609,7 @@ class _Context:
                 slo_s,
                 self.pool,
                 seed=seed,
-                margin=self.settings.margin,
+                margin=biased_margin(self.settings.margin, self.bias),
             )
         return self.plans[key]
 
@@ -858,7 +891,13 @@ def _serve_runs(
             for machine in (None, ctx.pool)
         )
         run = _run_figures(
-            measured, poller.figures(), profiled, calibrated, calibrated_shared, isolated
+            measured,
+            poller.figures(),
+            profiled,
+            calibrated,
+            calibrated_shared,
+            isolated,
+            bias=ctx.bias,
         )
         run.update(
             repeat=r,
@@ -902,7 +941,13 @@ def _replan(
     profiles = calibration_profiles(report, ctx.pool, client_cpu_s_per_query)
     trace = ctx.planning_trace(rate, s.seed)
     again = plan_for_machine(
-        ctx.bundle.pipeline, profiles, trace, slo_s, ctx.pool, seed=s.seed, margin=s.margin
+        ctx.bundle.pipeline,
+        profiles,
+        trace,
+        slo_s,
+        ctx.pool,
+        seed=s.seed,
+        margin=biased_margin(s.margin, ctx.bias),
     )
     if again is None:
         return {"feasible": False}
@@ -989,11 +1034,13 @@ def _calibrate_first(
             client_cpu_s_per_query=measured.get("client_cpu_s_per_query"),
         )
     meas = measured.get("p99_s")
+    shared_p99 = None if shared is None else shared.p99_s
     out.update(
-        calibrated_shared_p99_s=None if shared is None else shared.p99_s,
+        calibrated_shared_p99_s=shared_p99,
         measured_over_calibrated=(
-            meas / shared.p99_s if meas and shared is not None and shared.p99_s > 0 else None
+            meas / shared_p99 if meas and shared_p99 is not None and shared_p99 > 0 else None
         ),
+        tail_bias=tail_bias(meas, shared_p99) if s.correct_bias else 1.0,
         estimated_p99_s=ctx.estimate(trace, chosen.config, slo).p99_s,
         measured_p99_s=meas,
         measured_miss_rate=measured["miss_rate"],
@@ -1055,7 +1102,10 @@ def _plan_figures(ctx: _Context, chosen: Plan, slo_s: float) -> dict[str, Any]:
         "plan_threads": threads,
         "cost_per_hour": chosen.cost_per_hour,
         "planned_p99_s": chosen.estimated_p99_s,
-        "binds": chosen.estimated_p99_s >= ctx.settings.binding_fraction * slo_s,
+        # the P99 the plan was made for: the estimate corrected by the tail bias
+        "planned_corrected_p99_s": chosen.estimated_p99_s * ctx.bias,
+        "tail_bias": ctx.bias,
+        "binds": chosen.estimated_p99_s * ctx.bias >= ctx.settings.binding_fraction * slo_s,
     }
 
 
@@ -1073,10 +1123,13 @@ def _run_figures(
     calibrated: SimulationResult | None,
     calibrated_shared: SimulationResult | None = None,
     isolated: SimulationResult | None = None,
+    *,
+    bias: float = 1.0,
 ) -> dict[str, Any]:
     """One run's P99s: measured; estimated with the profiles plans came from, with the
     bundle's own when those were calibrated (``isolated``), and with those the engine
-    calibrated on the run itself (served times; CPU work on shared cores)."""
+    calibrated on the run itself (served times; CPU work on shared cores); the last two
+    the plans' way also corrected by the tail bias (``bias``, :func:`tail_bias`)."""
     meas = measured.get("p99_s")
 
     def error(est: float | None) -> float | None:
@@ -1085,7 +1138,13 @@ def _run_figures(
     cal_p99 = None if calibrated is None else calibrated.p99_s
     shared_p99 = None if calibrated_shared is None else calibrated_shared.p99_s
     isolated_p99 = None if isolated is None else isolated.p99_s
+    corrected_p99 = None if shared_p99 is None else shared_p99 * bias
     return {
+        "tail_bias": bias,
+        "predicted_p99_s": profiled.p99_s * bias,
+        "predicted_error": error(profiled.p99_s * bias),
+        "corrected_p99_s": corrected_p99,
+        "corrected_error": error(corrected_p99),
         "isolated_p99_s": isolated_p99,
         "isolated_error": error(isolated_p99),
         "calibrated_shared_p99_s": shared_p99,
@@ -1106,8 +1165,8 @@ def _run_figures(
 def _level_summary(
     runs: list[dict[str, Any]], pool: MachinePool, s: PromiseSettings
 ) -> dict[str, Any]:
-    summary = {
-        key: _median([r[key] for r in runs])
+    summary: dict[str, Any] = {
+        key: _median([r.get(key) for r in runs])
         for key in (
             "estimated_p99_s",
             "calibrated_p99_s",
@@ -1119,6 +1178,10 @@ def _level_summary(
             "calibrated_shared_error",
             "isolated_p99_s",
             "isolated_error",
+            "predicted_p99_s",
+            "predicted_error",
+            "corrected_p99_s",
+            "corrected_error",
         )
     }
     summary["other_cores"] = _median(
@@ -1128,7 +1191,11 @@ def _level_summary(
     summary["measured_p99_spread"] = repeat_spread([r["measured_p99_s"] for r in runs])
     max_threads = max((r["max_threads"] or 0) for r in runs)
     misses = summary["measured_miss_rate"]
-    err = summary["calibrated_error"]
+    # once calibrated: the model plans are made with (CPU work on shared cores, × the
+    # tail bias) when the plans are corrected, else the served times
+    corrected = s.correct_bias and s.plan_from == "calibrated"
+    summary["error_judged"] = "corrected" if corrected else "calibrated"
+    err = summary[f"{summary['error_judged']}_error"]
     summary.update(
         max_threads=max_threads,
         fits_machine=max_threads <= pool.max_threads,
@@ -1272,7 +1339,7 @@ def _bundle(
             )
             skip(len(s.loads) * s.repeats + (2 if s.ramp else 0))
             return out
-        ctx = ctx.calibrated(calibrated)
+        ctx = ctx.calibrated(calibrated, out["calibration"].get("tail_bias", 1.0))
         step(f"{ctx.name}: the machine's capacity by the calibrated profiles")
         loose = ctx.capacity(s.loose_slo_s, loose, top_rate)
         out["capacity_loose_slo_qps"] = loose
@@ -1522,11 +1589,13 @@ def _calibration_note(calibration: Mapping[str, Any] | None) -> str:
         return ""
     rate, seconds = calibration["rate_qps"], calibration["duration_s"]
     span = _ratio_span(calibration.get("latency_vs_isolated", {}))
-    bias = calibration.get("measured_over_calibrated")
+    ratio = calibration.get("measured_over_calibrated")
+    bias = calibration.get("tail_bias", 1.0)
     return (
         f"calibrated serving {rate:.0f} q/s for {seconds:g} s: "
         + (f"{span} the isolated latencies" if span else "nothing calibrated")
-        + ("" if bias is None else f", its P99 {bias:.2f}× the estimate calibrated on it")
+        + ("" if ratio is None else f", its P99 {ratio:.2f}× the estimate calibrated on it")
+        + (f" (plans corrected by {bias:.2f}×)" if bias != 1.0 else "")
     )
 
 
@@ -1537,17 +1606,31 @@ def _levels_table(b: dict[str, Any], s: dict[str, Any]) -> Table:
         if calibrated
         else "the bundle's profiles"
     )
+    levels = [lv for lv in b["levels"] if "runs" in lv]
+    corrected = bool(levels) and levels[0].get("error_judged") == "corrected"
+    bias = (b.get("calibration") or {}).get("tail_bias", 1.0)
+    # corrected: est and sh × the tail bias, as plans are made (est the plan's own model)
+    est, err, sh, judged = (
+        ("predicted_p99_s", "predicted_error", "corrected", "sh×b")
+        if corrected
+        else ("estimated_p99_s", "error", "calibrated_shared", "cal")
+    )
     table = _table(
         f"{b['pipeline']}: the promise, served ({s['duration_s']:g} s held-out Poisson runs, "
-        f"median of {s['repeats']}). est: the Estimator's P99 with {source}; cal: with "
-        "those the engine calibrated on the run (served times, each replica dedicated); "
-        "sh: with the CPU work it calibrated, on the cores simulated as shared (what the "
-        "Tuner and the re-plan estimate with); err: |est − meas| / meas. Targets: "
-        f"misses ≤ {s['miss_target']:.0%}, err cal ≤ {s['error_target']:.0%}; "
+        f"median of {s['repeats']}). est: the Estimator's P99 with {source}"
+        + (f", × the tail bias b = {bias:.2f}" if corrected else "")
+        + "; cal: with those the engine calibrated on the run (served times, each replica "
+        "dedicated); sh: with the CPU work it calibrated, on the cores simulated as shared "
+        "(what plans, the Tuner and the re-plan estimate with)"
+        + (", × b" if corrected else "")
+        + "; err: |est − meas| / meas. Targets: "
+        f"misses ≤ {s['miss_target']:.0%}, err {judged} ≤ {s['error_target']:.0%}; "
         "*: a run counted was still disturbed after its re-runs. "
         + _noise_and_machine(b["levels"], s),
-        ("load", "q/s", "SLO", "binds", "est", "cal", "sh", "meas", "err", "err cal",
-         "err sh", *(("err uncal",) if calibrated else ()), "miss", "thr", ""),
+        ("load", "q/s", "SLO", "binds", "est×b" if corrected else "est", "cal",
+         "sh×b" if corrected else "sh", "meas", "err", "err cal",
+         "err sh×b" if corrected else "err sh", *(("err uncal",) if calibrated else ()),
+         "miss", "thr", ""),
     )  # fmt: skip
     for lv in b["levels"]:
         if "runs" not in lv:
@@ -1558,13 +1641,13 @@ def _levels_table(b: dict[str, Any], s: dict[str, Any]) -> Table:
             f"{lv['rate_qps']:.0f}",
             _ms(lv.get("slo_s")),
             "yes" if lv["binds"] else "no",
-            _ms(lv["estimated_p99_s"]),
+            _ms(lv.get(est)),
             _ms(lv["calibrated_p99_s"]),
-            _ms(lv.get("calibrated_shared_p99_s")),
+            _ms(lv.get(f"{sh}_p99_s")),
             _ms(lv["measured_p99_s"]),
-            _pct(lv["error"]),
+            _pct(lv.get(err)),
             _pct(lv["calibrated_error"]),
-            _pct(lv.get("calibrated_shared_error")),
+            _pct(lv.get(f"{sh}_error")),
             *((_pct(lv.get("isolated_error")),) if calibrated else ()),
             _pct(lv["measured_miss_rate"], 1),
             f"{lv['max_threads']}/{b['pool_threads']}",

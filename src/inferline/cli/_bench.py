@@ -537,6 +537,14 @@ def promise(
             "plan's estimate is then ≤ 85 % of it).",
         ),
     ] = 1.0,
+    no_bias_correction: Annotated[
+        bool,
+        typer.Option(
+            "--no-bias-correction",
+            help="Plan from the calibrated profiles alone: do not correct plans and "
+            "estimates by the calibration serve's measured ÷ estimated P99.",
+        ),
+    ] = False,
     margin: Annotated[
         float | None,
         typer.Option(
@@ -594,6 +602,7 @@ def promise(
             plan_from=cast(PlanFrom, plan_from),
             calibration_s=calibration_s,
             slo_factor=slo_factor,
+            correct_bias=not no_bias_correction,
             seed=seed,
         )
         if margin is not None:

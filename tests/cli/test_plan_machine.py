@@ -147,3 +147,18 @@ def test_fit_shared_says_contention_is_simulated_and_refuses_what_contention_bre
     code, out, err = plan(TEXT, trace, "--machine", "cores=2,fit=shared")
     assert code == 3, err
     assert "infeasible on this machine" in err
+
+
+def test_a_tail_bias_plans_the_estimate_times_it_within_the_margin(trace: Path) -> None:
+    """``--tail-bias 1.3 --margin 0.1``: the plan's estimate × 1.3 within SLO × 0.9, said in
+    the title and the JSON; a bias that is no ratio is refused naming the option."""
+    code, out, err = plan(TEXT, trace, "--margin", "0.1", "--tail-bias", "1.3", "--json")
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary["tail_bias"] == 1.3
+    assert summary["estimated_p99_s"] * 1.3 <= 0.1 * 0.9 + 1e-12
+    code, out, err = plan(TEXT, trace, "--margin", "0.1", "--tail-bias", "1.3")
+    assert code == 0, err
+    assert "margin 0.1, estimate × tail bias 1.30" in " ".join(out.split())
+    code, _, err = plan(TEXT, trace, "--tail-bias", "0")
+    assert code == 2 and "--tail-bias" in err and "positive ratio" in err

@@ -21,7 +21,7 @@ from inferline.engine import (
     fetch_calibration,
     free_port,
 )
-from inferline.engine._calibration import Calibrator
+from inferline.engine._calibration import MIN_TAIL_BIAS_QUERIES, Calibrator
 from inferline.engine.testing import InMemoryReplicaFactory, write_bundle
 from inferline.errors import ConfigError
 from inferline.pipeline import Pipeline, PipelineConfig, load_config, load_pipeline
@@ -418,3 +418,42 @@ def test_the_http_front_end_records_its_time_per_answered_query(tmp_path: Path) 
     assert codes == [200, 200, 200]
     assert len(recorded) == 3  # answered queries only, not the malformed one
     assert all(0.0 <= v < 1.0 for v in recorded)
+
+
+def test_the_tail_bias_is_measured_over_the_shared_cores_estimate(tmp_path: Path) -> None:
+    """With CPU work on shared cores the refresh also estimates the window the way plans
+    are made, and says how far the measured P99 is above it (clamped to at least 1)."""
+    from inferline.planner import MAX_TAIL_BIAS
+    from inferline.profiles import MachinePool
+
+    pipeline, config = _bundle(tmp_path)
+
+    def pipeline_status(
+        latency_s: float, machine: MachinePool | None, queries: int = MIN_TAIL_BIAS_QUERIES
+    ) -> dict[str, Any]:
+        clock = Clock()
+        cal = Calibrator(pipeline, _profiles(0.01), clock=clock, machine=machine)
+        for k in range(queries):  # 20 q/s, 10 ms of CPU a batch at each stage
+            cal.record_batch("a", "cpu-1", 1, 0.01, 0.01)
+            cal.record_batch("b", "cpu-1", 1, 0.01, 0.01)
+            cal.record_query(clock.now + k * 0.05, latency_s, ("a", "b"))
+        clock.now += queries * 0.05
+        cal.refresh(config, slo_s=1.0)
+        return dict(cal.status()["pipeline"])
+
+    two_cores = MachinePool(cores=2, memory_bytes=None)
+    slow = pipeline_status(0.030, two_cores)
+    shared = slow["estimated_shared_p99_s"]
+    assert shared is not None and 0.015 < shared < 0.030
+    assert slow["tail_bias"] == pytest.approx(min(0.030 / shared, MAX_TAIL_BIAS))
+    assert pipeline_status(0.001, two_cores)["tail_bias"] == 1.0  # measured under: kept at 1
+    none = pipeline_status(0.030, None)  # no shared cores: no such estimate, no bias
+    assert none["estimated_shared_p99_s"] is None and none["tail_bias"] is None
+    few = pipeline_status(0.030, two_cores, MIN_TAIL_BIAS_QUERIES - 1)  # P99s of a few
+    assert few["estimated_shared_p99_s"] is not None and few["tail_bias"] is None
+    # the readable line of `inferline calibrate` gives it with the command to plan with
+    from inferline.cli._calibrate import _pipeline_line
+
+    line = _pipeline_line(slow, 60.0)
+    assert f"tail bias {slow['tail_bias']:.2f}" in line and "--tail-bias" in line
+    assert "too few queries for a tail bias" in _pipeline_line(few, 60.0)

@@ -478,7 +478,7 @@ def promise(
     ] = None,
     planning_duration_s: Annotated[
         float, typer.Option("--planning-duration-s", help="Length of each planning trace, s.")
-    ] = 60.0,
+    ] = 180.0,
     ramp_s: Annotated[
         float, typer.Option("--ramp-s", help="Length of the 0.4 → 0.8 × capacity ramp, s.")
     ] = 60.0,
@@ -528,7 +528,7 @@ def promise(
     calibration_s: Annotated[
         float,
         typer.Option("--calibration-s", help="How long the first plan serves, s."),
-    ] = 30.0,
+    ] = 60.0,
     slo_factor: Annotated[
         float,
         typer.Option(

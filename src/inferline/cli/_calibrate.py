@@ -56,6 +56,20 @@ def _pipeline_line(pipeline: dict[str, Any], window_s: float) -> str:
         + f"; P99 measured {_ms(pipeline.get('measured_p99_s'))} ms, estimated "
         f"{_ms(pipeline.get('estimated_p99_s'))} ms calibrated, "
         f"{_ms(pipeline.get('estimated_uncalibrated_p99_s'))} ms with the profiles as given"
+        + _bias_part(pipeline)
+    )
+
+
+def _bias_part(pipeline: dict[str, Any]) -> str:
+    """The shared-cores estimate and the tail bias to plan with (empty without them)."""
+    shared, bias = pipeline.get("estimated_shared_p99_s"), pipeline.get("tail_bias")
+    if shared is None:
+        return ""
+    return f", {_ms(shared)} ms on CPU work with the cores shared" + (
+        "; too few queries for a tail bias"
+        if bias is None
+        else f"; tail bias {bias:.2f} (`inferline plan --machine local --tail-bias "
+        f"{bias:.2f}` with the --cpu-work file)"
     )
 
 

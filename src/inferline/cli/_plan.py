@@ -12,8 +12,8 @@ from rich.table import Table
 
 from inferline._bundle import Bundle, load_bundle
 from inferline.cli._common import JSON_OPTION, as_options, print_json, stdout, user_errors
-from inferline.errors import MachineInfeasibleError
-from inferline.planner import PLANNERS, Plan, plan
+from inferline.errors import ConfigError, MachineInfeasibleError
+from inferline.planner import PLANNERS, Plan, biased_margin, plan
 from inferline.profiles import LatencyStat, MachinePool, parse_machine
 from inferline.workload import load_trace
 
@@ -48,6 +48,14 @@ def plan_command(
         float,
         typer.Option("--margin", help="Safety margin: plan for a P99 of SLO x (1 - margin)."),
     ] = 0.0,
+    tail_bias: Annotated[
+        float,
+        typer.Option(
+            "--tail-bias",
+            help="The Estimator's measured ÷ estimated P99 on this machine (`inferline "
+            "calibrate` prints it): plan for the estimate × it ≤ SLO × (1 − margin).",
+        ),
+    ] = 1.0,
     latency_stat: Annotated[
         str, typer.Option("--latency-stat", help="Profile statistic per batch: median or p99.")
     ] = "median",
@@ -76,6 +84,11 @@ def plan_command(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Plan per-stage hardware, batch size and replicas for the cheapest cost under the SLO."""
+    if not (math.isfinite(tail_bias) and tail_bias > 0):
+        raise ConfigError(
+            f"must be a positive ratio, got {tail_bias}", source="<argument>", field="--tail-bias"
+        )
+    asked_margin, margin = margin, biased_margin(margin, tail_bias)
     loaded = load_bundle(bundle)
     workload = load_trace(trace)
     pool = _machine(machine, loaded)
@@ -105,11 +118,12 @@ def plan_command(
         result.save(output)
     if as_json:
         summary = result.summary()
+        summary["tail_bias"] = tail_bias
         if output is not None:
             summary["output"] = str(output)
         print_json(summary)
         return
-    _print_plan(result, loaded, _title(result, loaded, trace, slo_s, margin))
+    _print_plan(result, loaded, _title(result, loaded, trace, slo_s, asked_margin, tail_bias))
     if output is not None:
         stdout.print(f"plan written to {output}")
 
@@ -123,10 +137,13 @@ def _machine(flag: str | None, loaded: Bundle) -> MachinePool | None:
     return parse_machine(flag)
 
 
-def _title(result: Plan, loaded: Bundle, trace: Path, slo_s: float, margin: float) -> str:
+def _title(
+    result: Plan, loaded: Bundle, trace: Path, slo_s: float, margin: float, bias: float = 1.0
+) -> str:
     return (
         f"{result.planner} plan for {loaded.pipeline.name} on {trace.name} "
-        f"(SLO {slo_s * 1000:.0f} ms{f', margin {margin:g}' if margin else ''})"
+        f"(SLO {slo_s * 1000:.0f} ms{f', margin {margin:g}' if margin else ''}"
+        f"{f', estimate × tail bias {bias:.2f}' if bias > 1 else ''})"
     )
 
 

@@ -140,6 +140,18 @@ def _calibration(section: dict[str, Any]) -> Iterator[GaugeMetricFamily | Counte
             "The same with the profiles as given (before calibration)",
         ),
         (
+            "estimated_shared_p99_s",
+            "inferline_estimated_shared_p99_seconds",
+            "The same with the CPU work calibrated per batch, the host's cores shared (the "
+            "model plans are made with)",
+        ),
+        (
+            "tail_bias",
+            "inferline_tail_bias",
+            "Measured over the shared-cores estimate, clamped to [1, 1.5]: what to plan "
+            "with (inferline plan --tail-bias)",
+        ),
+        (
             "measured_p99_s",
             "inferline_measured_p99_seconds",
             "Measured P99 (admission to answer) of the same recent queries",

@@ -9,20 +9,24 @@ Each takes an optional ``machine`` (a ``profiles.MachinePool``) to plan for.
 """
 
 from inferline.planner._baselines import lower_bound_cost, plan_cg_mean, plan_cg_peak
+from inferline.planner._bias import MAX_TAIL_BIAS, biased_margin, tail_bias
 from inferline.planner._exhaustive import plan_exhaustive
 from inferline.planner._inferline import plan_inferline
 from inferline.planner._registry import PLANNERS, Planner, plan
 from inferline.planner._result import MachineUse, Plan
 
 __all__ = [
+    "MAX_TAIL_BIAS",
     "PLANNERS",
     "MachineUse",
     "Plan",
     "Planner",
+    "biased_margin",
     "lower_bound_cost",
     "plan",
     "plan_cg_mean",
     "plan_cg_peak",
     "plan_exhaustive",
     "plan_inferline",
+    "tail_bias",
 ]

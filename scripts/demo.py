@@ -671,7 +671,7 @@ def main() -> None:
         _ms(planned_with["p99_s"]),
         f"{planned_with['miss_rate']:.2%}",
         err(planned_with["p99_s"]),
-        "estimated, calibrated speeds (the plan was made with)",
+        "estimated, calibrated speeds (the profiles the plan was made from)",
     )
     table.add_row(
         _ms(m_p99), f"{float(meas['miss_rate']):.2%}", "", f"measured (errors {meas['errors']})"

@@ -14,19 +14,17 @@ from hypothesis import strategies as st
 from rich.console import Console
 
 from inferline.bench.promise import (
-    MAX_TAIL_BIAS,
     PLANNING_MARGIN,
     PromiseSettings,
-    biased_margin,
     machine_capacity,
     plan_for_machine,
     status_figures,
     tables,
-    tail_bias,
     tightest_slo,
 )
 from inferline.errors import ConfigError
 from inferline.pipeline import Pipeline
+from inferline.planner import MAX_TAIL_BIAS, biased_margin, tail_bias
 from inferline.profiles import (
     BatchProfile,
     HardwareCatalogue,

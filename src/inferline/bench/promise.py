@@ -62,7 +62,7 @@ from inferline.engine import CalibrationReport, fetch_calibration
 from inferline.errors import ConfigError, InfeasibleError, InferLineError
 from inferline.estimator import Estimator, ServiceTime, SimulationResult
 from inferline.pipeline import Pipeline, PipelineConfig, save_config
-from inferline.planner import MAX_TAIL_BIAS, Plan, biased_margin, plan, tail_bias
+from inferline.planner import Plan, biased_margin, plan, tail_bias
 from inferline.profiles import (
     EngineOverhead,
     MachinePool,
@@ -80,11 +80,9 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_BUNDLES",
     "FRONTEND_CPU_S_PER_QUERY",
-    "MAX_TAIL_BIAS",
     "PLANNING_MARGIN",
     "PromiseSettings",
     "StatusPoller",
-    "biased_margin",
     "calibrated_estimate",
     "machine_capacity",
     "machine_pool",
@@ -93,7 +91,6 @@ __all__ = [
     "run_promise_benchmark",
     "status_figures",
     "tables",
-    "tail_bias",
     "tightest_slo",
 ]
 

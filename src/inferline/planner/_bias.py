@@ -1,7 +1,7 @@
 """The Estimator's tail bias on a machine, and the margin that plans for it.
 
 Calibrated on a served run, the Estimator (CPU work on the machine's cores simulated as
-shared) still came 4–20 % under the measured P99 on the 2-core VM, at every level of
+shared) still came 4–15 % under the measured P99 on the 2-core VM, at every level of
 every pipeline (benchmarks/results/promise.md, runs S and A): time the model does not
 see (wake-ups, the kernel, the client). Measured on one serve, the ratio carried over
 to other plans and loads of the same pipeline; the Planner then plans for the estimate

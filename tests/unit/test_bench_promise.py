@@ -424,9 +424,10 @@ def test_a_bias_makes_plans_cheaper_never_and_safer_always() -> None:
     trace = gamma_trace(150.0, 1.0, 30.0, 0)
     plain = plan_for_machine(pipeline, profiles, trace, 0.05, pool, margin=PLANNING_MARGIN)
     biased = plan_for_machine(
-        pipeline, profiles, trace, 0.05, pool, margin=biased_margin(PLANNING_MARGIN, 1.3)
+        pipeline, profiles, trace, 0.05, pool, margin=PLANNING_MARGIN, tail_bias=1.3
     )
     assert plain is not None and biased is not None
     assert biased.estimated_p99_s * 1.3 <= 0.05 * (1 - PLANNING_MARGIN)
+    assert (biased.margin, biased.tail_bias) == (PLANNING_MARGIN, 1.3)
     assert biased.cost_per_hour >= plain.cost_per_hour
     assert PromiseSettings().correct_bias

@@ -354,3 +354,26 @@ def test_one_stage_of_several_moves_to_hardware_with_fewer_threads(planner: str)
     assert {n: s["hardware"] for n, s in bound.stages().items()} == {"a": "cpu-1", "b": "cpu-1"}
     assert bound.feasible and bound.cost_per_hour == pytest.approx(0.24)
     assert bound.machine is not None and bound.machine.replica_threads == 2
+
+
+def test_a_tail_bias_plans_the_estimate_times_it_and_is_recorded_apart_from_the_margin() -> None:
+    """25 ms a query whatever the replicas: × 1.3 is 32.5 ms, within 40 ms but not 30;
+    the plan (and the unbounded one a too-small machine carries) keeps the margin asked
+    for and the bias apart; a bias that is no positive ratio is refused by name."""
+    biased = plan("inferline", ONE, THREE_REPLICAS, even(100), 0.04, tail_bias=1.3)
+    assert biased.feasible and biased.estimated_p99_s == pytest.approx(0.025)
+    assert (biased.margin, biased.tail_bias) == (0.0, 1.3)
+    assert biased.summary()["tail_bias"] == 1.3
+    assert plan("inferline", ONE, THREE_REPLICAS, even(100), 0.03).feasible
+    with pytest.raises(InfeasibleError):
+        plan("inferline", ONE, THREE_REPLICAS, even(100), 0.03, tail_bias=1.3)
+    low = plan("inferline", ONE, THREE_REPLICAS, even(100), 0.03, margin=0.1, tail_bias=0.5)
+    assert (low.margin, low.tail_bias) == (0.1, 1.0)  # an Estimator running high: as it is
+    with pytest.raises(MachineInfeasibleError) as caught:
+        plan("inferline", ONE, THREE_REPLICAS, even(100), 0.04, margin=0.1, tail_bias=1.3,
+             machine=machine(3))  # fmt: skip
+    unbounded = caught.value.unbounded
+    assert isinstance(unbounded, Plan) and (unbounded.margin, unbounded.tail_bias) == (0.1, 1.3)
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ConfigError, match=r"tail_bias.*positive ratio"):
+            plan("inferline", ONE, THREE_REPLICAS, even(100), 0.04, tail_bias=bad)

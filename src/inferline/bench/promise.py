@@ -62,7 +62,7 @@ from inferline.engine import CalibrationReport, fetch_calibration
 from inferline.errors import ConfigError, InfeasibleError, InferLineError
 from inferline.estimator import Estimator, ServiceTime, SimulationResult
 from inferline.pipeline import Pipeline, PipelineConfig, save_config
-from inferline.planner import Plan, biased_margin, plan, tail_bias
+from inferline.planner import Plan, plan, tail_bias
 from inferline.profiles import (
     EngineOverhead,
     MachinePool,
@@ -278,12 +278,21 @@ def plan_for_machine(
     *,
     seed: int = 0,
     margin: float = 0.0,
+    tail_bias: float = 1.0,
 ) -> Plan | None:
-    """The Planner's plan for ``trace`` at ``slo_s`` (estimated P99 ≤ SLO × (1 − margin))
-    on the machine ``pool``, else None (infeasible there, or anywhere)."""
+    """The Planner's plan for ``trace`` at ``slo_s`` (estimated P99 × ``tail_bias`` ≤ SLO ×
+    (1 − margin)) on the machine ``pool``, else None (infeasible there, or anywhere)."""
     try:
         return plan(
-            "inferline", pipeline, profiles, trace, slo_s, seed=seed, margin=margin, machine=pool
+            "inferline",
+            pipeline,
+            profiles,
+            trace,
+            slo_s,
+            seed=seed,
+            margin=margin,
+            machine=pool,
+            tail_bias=tail_bias,
         )
     except InfeasibleError:
         return None
@@ -593,7 +602,8 @@ class _Context:
                 slo_s,
                 self.pool,
                 seed=seed,
-                margin=biased_margin(self.settings.margin, self.bias),
+                margin=self.settings.margin,
+                tail_bias=self.bias,
             )
         return self.plans[key]
 
@@ -931,7 +941,8 @@ def _replan(
         slo_s,
         ctx.pool,
         seed=s.seed,
-        margin=biased_margin(s.margin, ctx.bias),
+        margin=s.margin,
+        tail_bias=ctx.bias,
     )
     if again is None:
         return {"feasible": False}

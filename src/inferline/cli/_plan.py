@@ -13,7 +13,7 @@ from rich.table import Table
 from inferline._bundle import Bundle, load_bundle
 from inferline.cli._common import JSON_OPTION, as_options, print_json, stdout, user_errors
 from inferline.errors import ConfigError, MachineInfeasibleError
-from inferline.planner import PLANNERS, Plan, biased_margin, plan
+from inferline.planner import PLANNERS, Plan, plan
 from inferline.profiles import LatencyStat, MachinePool, parse_machine
 from inferline.workload import load_trace
 
@@ -88,7 +88,6 @@ def plan_command(
         raise ConfigError(
             f"must be a positive ratio, got {tail_bias}", source="<argument>", field="--tail-bias"
         )
-    asked_margin, margin = margin, biased_margin(margin, tail_bias)
     loaded = load_bundle(bundle)
     workload = load_trace(trace)
     pool = _machine(machine, loaded)
@@ -110,20 +109,20 @@ def plan_command(
                 latency_stat=cast(LatencyStat, latency_stat),  # checked there
                 max_seconds=max_seconds,
                 machine=pool,
+                tail_bias=tail_bias,
             )
     except MachineInfeasibleError as exc:
-        _show_unbounded(exc, loaded, trace, slo_s, margin, as_json=as_json)
+        _show_unbounded(exc, loaded, trace, slo_s, as_json=as_json)
         raise
     if output is not None:
         result.save(output)
     if as_json:
         summary = result.summary()
-        summary["tail_bias"] = tail_bias
         if output is not None:
             summary["output"] = str(output)
         print_json(summary)
         return
-    _print_plan(result, loaded, _title(result, loaded, trace, slo_s, asked_margin, tail_bias))
+    _print_plan(result, loaded, _title(result, loaded, trace, slo_s))
     if output is not None:
         stdout.print(f"plan written to {output}")
 
@@ -137,9 +136,8 @@ def _machine(flag: str | None, loaded: Bundle) -> MachinePool | None:
     return parse_machine(flag)
 
 
-def _title(
-    result: Plan, loaded: Bundle, trace: Path, slo_s: float, margin: float, bias: float = 1.0
-) -> str:
+def _title(result: Plan, loaded: Bundle, trace: Path, slo_s: float) -> str:
+    margin, bias = result.margin, result.tail_bias
     return (
         f"{result.planner} plan for {loaded.pipeline.name} on {trace.name} "
         f"(SLO {slo_s * 1000:.0f} ms{f', margin {margin:g}' if margin else ''}"
@@ -152,7 +150,6 @@ def _show_unbounded(
     loaded: Bundle,
     trace: Path,
     slo_s: float,
-    margin: float,
     *,
     as_json: bool,
 ) -> None:
@@ -175,7 +172,7 @@ def _show_unbounded(
         return
     title = (
         f"without the machine bound (needs {exc.needs_cores} cores, has {exc.has_cores}): "
-        + _title(unbounded, loaded, trace, slo_s, margin)
+        + _title(unbounded, loaded, trace, slo_s)
     )
     _print_plan(unbounded, loaded, title)
 

@@ -92,8 +92,8 @@ class MachineUse:
 class Plan:
     """One planner's answer for a pipeline, an SLO and a planning trace.
 
-    ``feasible`` is the Estimator's verdict on the planning trace (estimated P99
-    ≤ SLO·(1 − margin)); the baselines may return infeasible plans (CG-Mean often
+    ``feasible`` is the Estimator's verdict on the planning trace (estimated P99 ×
+    ``tail_bias`` ≤ SLO·(1 − margin)); the baselines may return infeasible plans (CG-Mean often
     does), the InferLine planner raises :class:`~inferline.errors.InfeasibleError`
     instead. ``log`` explains every accepted step.
     """
@@ -110,6 +110,8 @@ class Plan:
     slo_s: float | None = None
     margin: float = 0.0
     estimated_miss_rate: float | None = None
+    #: The factor the estimate was corrected by (``plan(tail_bias=)``), 1 for none.
+    tail_bias: float = 1.0
     #: Exhaustive search only: False when it stopped at its time budget.
     exhaustive_complete: bool | None = None
     #: The machine planned for (``machine=``), None when planned without one.
@@ -131,6 +133,7 @@ class Plan:
             "feasible": self.feasible,
             "slo_s": self.slo_s,
             "margin": self.margin,
+            "tail_bias": self.tail_bias,
             "cost_per_hour": self.cost_per_hour,
             "estimated_p50_s": self.estimated_p50_s,
             "estimated_p99_s": self.estimated_p99_s,
@@ -151,6 +154,7 @@ class Plan:
             "planner": self.planner,
             "slo_s": self.slo_s,
             "margin": self.margin,
+            "tail_bias": self.tail_bias,
             "feasible": self.feasible,
             "cost_per_hour": self.cost_per_hour,
             "estimated": {

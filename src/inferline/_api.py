@@ -40,13 +40,15 @@ def plan(
     latency_stat: LatencyStat = "median",
     max_seconds: float | None = None,
     machine: MachinePool | None = None,
+    tail_bias: float = 1.0,
 ) -> Plan:
     """The cheapest configuration meeting the P99 ``slo_s`` on ``trace``, as ``inferline plan``
     computes it. ``planner``: ``inferline`` (the greedy search), ``cg-mean``, ``cg-peak`` or
     ``exhaustive`` (bounded by ``max_seconds``); ``margin``: plan for a P99 of
     ``slo_s × (1 − margin)``; ``machine``: plan for that machine (``il.parse_machine("local")``,
-    ``il.MachinePool(cores=8, memory_bytes=None)``; MachineInfeasibleError when nothing fits).
-    Save it with :meth:`Plan.save`; ``Plan.config`` is the plan."""
+    ``il.MachinePool(cores=8, memory_bytes=None)``; MachineInfeasibleError when nothing fits);
+    ``tail_bias``: plan for the estimate × it (``--tail-bias``, what ``il.calibrate``'s engine
+    measured; docs/planner.md, "The Estimator's tail bias on this machine"). Save it with :meth:`Plan.save`; ``Plan.config`` is the plan."""
     return run_planner(
         planner,
         pipeline,
@@ -58,6 +60,7 @@ def plan(
         latency_stat=latency_stat,
         max_seconds=max_seconds,
         machine=machine,
+        tail_bias=tail_bias,
     )
 
 

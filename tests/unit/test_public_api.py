@@ -79,7 +79,7 @@ def test_the_entry_points_take_what_the_commands_take() -> None:
     """The keyword names of the functions behind the commands (a rename breaks users)."""
     assert list(inspect.signature(il.plan).parameters) == [
         "pipeline", "profiles", "trace", "slo_s",
-        "planner", "seed", "margin", "latency_stat", "max_seconds", "machine",
+        "planner", "seed", "margin", "latency_stat", "max_seconds", "machine", "tail_bias",
     ]  # fmt: skip
     assert list(inspect.signature(il.tune_simulate).parameters) == [
         "pipeline", "profiles", "plan", "trace", "slo_s",

@@ -48,7 +48,8 @@ def plan(
     ``slo_s × (1 − margin)``; ``machine``: plan for that machine (``il.parse_machine("local")``,
     ``il.MachinePool(cores=8, memory_bytes=None)``; MachineInfeasibleError when nothing fits);
     ``tail_bias``: plan for the estimate × it (``--tail-bias``, what ``il.calibrate``'s engine
-    measured; docs/planner.md, "The Estimator's tail bias on this machine"). Save it with :meth:`Plan.save`; ``Plan.config`` is the plan."""
+    measured; docs/planner.md, "The Estimator's tail bias on this machine"). Save it with
+    :meth:`Plan.save`; ``Plan.config`` is the plan."""
     return run_planner(
         planner,
         pipeline,

@@ -208,3 +208,38 @@ def test_replicas_run_below_the_front_end(tmp_path: Path, how: str) -> None:
         assert answered_by(engine) in engine.replica_pids("a")
     with served_engine(pipeline, plan, "--replica-nice", "0") as engine:
         assert all(niceness(pid) == base for pid in engine.replica_pids("a"))
+
+
+GC_STAGES = """
+import gc
+
+from inferline.engine import StageModel
+
+
+class Big(StageModel):
+    def setup(self):
+        self.weights = [[float(i)] for i in range(200_000)]  # a model's worth of objects
+
+    def predict(self, inputs):
+        return [{"frozen": gc.get_freeze_count()} for _ in inputs]
+"""
+
+
+def test_a_replica_freezes_its_loaded_model_out_of_the_garbage_collector(tmp_path: Path) -> None:
+    """A full collection over a loaded model stalled queued queries for 0.4–0.5 s: the
+    objects setup() made are frozen before the replica says it is ready."""
+    (tmp_path / "gc_stages.py").write_text(GC_STAGES)
+    pipeline, plan = write_bundle(
+        tmp_path,
+        "frozen",
+        {"a": "gc_stages:Big"},
+        [],
+        {"a": {"hardware": "cpu-1", "batch_size": 1, "replicas": 1}},
+    )
+    with served_engine(pipeline, plan) as engine:
+        code, body = engine.infer(
+            "frozen", [{"name": "x", "shape": [1], "datatype": "FP64", "data": [1.0]}]
+        )
+    assert code == 200, body
+    frozen = next(o for o in body["outputs"] if o["name"] == "frozen")["data"][0]
+    assert frozen >= 200_000

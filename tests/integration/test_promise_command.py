@@ -57,12 +57,23 @@ def test_readable_output_has_capacity_the_promise_and_the_ramp(tmp_path: Path) -
     assert first["measured_over_calibrated"] == pytest.approx(
         first["measured_p99_s"] / first["calibrated_shared_p99_s"]
     )
-    # plans are corrected by the tail bias that serve measured (clamped to [1, 1.5])
+    # plans are corrected by the tail bias (clamped to [1, 1.5]) measured on a second
+    # serve, of a plan made from the calibrated profiles (the first serve's when none fits)
     from inferline.planner import tail_bias
 
-    assert first["tail_bias"] == tail_bias(
-        first["measured_p99_s"], first["calibrated_shared_p99_s"]
-    )
+    second = first["bias_serve"]
+    if "measured_p99_s" in second:
+        assert second["plan_threads"] <= bundle["pool_threads"]
+        assert second["slo_s"] > 0 and second["measured_miss_rate"] is not None
+        assert first["tail_bias"] == tail_bias(
+            second["measured_p99_s"], second["calibrated_shared_p99_s"]
+        )
+        if second["measured_over_calibrated"] is not None:
+            assert "a calibrated plan's" in text
+    else:
+        assert first["tail_bias"] == tail_bias(
+            first["measured_p99_s"], first["calibrated_shared_p99_s"]
+        )
     assert first["plan_threads"] <= bundle["pool_threads"]
     assert first["latency_vs_isolated"] and all(
         r > 0 for r in first["latency_vs_isolated"].values()

@@ -258,6 +258,11 @@ def test_tables_show_the_figures_the_verdicts_and_what_did_not_fit() -> None:
     assert "corrected by" in corrected and "1.12×)" in corrected
     assert "× the tail bias b = 1.12" in corrected
     assert "sh×b" in corrected and "err sh×b ≤ 10%" in corrected
+    # measured on a second serve, of a plan from the calibrated profiles: both ratios
+    first["bundles"][0]["calibration"]["bias_serve"] = {"measured_over_calibrated": 1.141}
+    first["bundles"][0]["calibration"]["tail_bias"] = 1.141
+    both = " ".join(text_of(first).split())
+    assert "calibrated on it; a calibrated plan's" in both and "1.14× (plans" in both
     assert "44.9" in corrected and "48.6" in corrected and "3%" in corrected
     # the ramp says when the Tuner starts from the peak's own plan
     assert "the start's plan is the peak's" not in text

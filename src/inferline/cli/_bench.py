@@ -545,6 +545,15 @@ def promise(
             "estimates by the calibration serve's measured ÷ estimated P99.",
         ),
     ] = False,
+    bias_from_first_plan: Annotated[
+        bool,
+        typer.Option(
+            "--bias-from-first-plan",
+            help="Measure the tail bias on the first plan's serve instead of on a second "
+            "serve of a plan made from the calibrated profiles (one calibration serve less "
+            "per bundle; the first plan's ratio was no guide to the levels').",
+        ),
+    ] = False,
     margin: Annotated[
         float | None,
         typer.Option(
@@ -603,6 +612,7 @@ def promise(
             calibration_s=calibration_s,
             slo_factor=slo_factor,
             correct_bias=not no_bias_correction,
+            bias_serve=not bias_from_first_plan,
             seed=seed,
         )
         if margin is not None:

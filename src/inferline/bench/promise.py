@@ -993,20 +993,12 @@ def _calibrate_first(
     """Serve the isolated profiles' plan at ``calibration_load`` × ``loose_qps`` (at
     ``slo_factor`` × the tightest SLO they allow there) for ``calibration_s`` and read
     what the engine calibrated: the profiles to plan from, and what the serve measured."""
-    s = ctx.settings
-    rate = s.calibration_load * loose_qps
+    rate = ctx.settings.calibration_load * loose_qps
     step(f"{ctx.name}: a first plan at {rate:.1f} q/s to calibrate on")
-    _, slo = ctx.binding_slo(rate, s.loose_slo_s)
-    chosen = ctx.plan_at(rate, slo, s.seed)
-    out: dict[str, Any] = {"rate_qps": rate, "slo_s": slo, "duration_s": s.calibration_s}
-    if chosen is None:
-        return out, None
-    out.update(_plan_figures(ctx, chosen, slo))
-    served, report = _serve_measuring_bias(ctx, chosen, rate, slo, tmp, "calibration")
-    out.update(served)
+    out, report = _serve_tightest_plan(ctx, rate, tmp, "calibration", seed_offset=500)
     if report is None:
         return out, None
-    client_cpu = served.get("client_cpu_s_per_query")
+    client_cpu = out.get("client_cpu_s_per_query")
     profiles = calibration_profiles(report, ctx.pool, client_cpu)
     out["latency_vs_isolated"] = _latency_ratios(ctx.profiles, profiles)
     return out, profiles
@@ -1020,21 +1012,31 @@ def _bias_serve(
     allow there. The first plan, from isolated profiles, is under-provisioned where those
     ran fast, and its ratio was no guide: tabular triage's measured 0.98 there and
     1.13–1.14 at both levels (run G)."""
-    s = ctx.settings
     step(f"{ctx.name}: a calibrated plan at {rate:.1f} q/s to measure the tail bias on")
+    out, _ = _serve_tightest_plan(ctx, rate, tmp, "bias", seed_offset=600)
+    return out
+
+
+def _serve_tightest_plan(
+    ctx: _Context, rate: float, tmp: Path, label: str, *, seed_offset: int
+) -> tuple[dict[str, Any], CalibrationReport | None]:
+    """``ctx``'s plan at ``rate`` and ``slo_factor`` × the tightest SLO it allows there,
+    served for ``calibration_s`` (:func:`_serve_measuring_bias`); only the rate and SLO
+    when no plan fits."""
+    s = ctx.settings
     _, slo = ctx.binding_slo(rate, s.loose_slo_s)
     chosen = ctx.plan_at(rate, slo, s.seed)
     out: dict[str, Any] = {"rate_qps": rate, "slo_s": slo, "duration_s": s.calibration_s}
     if chosen is None:
-        return out
+        return out, None
     out.update(_plan_figures(ctx, chosen, slo))
-    served, _ = _serve_measuring_bias(ctx, chosen, rate, slo, tmp, "bias")
+    served, report = _serve_measuring_bias(ctx, chosen, rate, slo, tmp, label, s.seed + seed_offset)
     out.update(served)
-    return out
+    return out, report
 
 
 def _serve_measuring_bias(
-    ctx: _Context, chosen: Plan, rate: float, slo: float, tmp: Path, label: str
+    ctx: _Context, chosen: Plan, rate: float, slo: float, tmp: Path, label: str, seed: int
 ) -> tuple[dict[str, Any], CalibrationReport | None]:
     """Serve ``chosen`` for ``calibration_s`` and measure its P99 against the model plans
     are judged by, calibrated on this serve itself (how far below or above the measured
@@ -1045,7 +1047,6 @@ def _serve_measuring_bias(
     s = ctx.settings
     plan_file = tmp / f"{label}-plan.yaml"
     save_config(chosen.config, plan_file)
-    seed = s.seed + (500 if label == "calibration" else 600)
     arrivals = gamma_trace(rate, 1.0, s.calibration_s, seed).arrival_s
     trace, samples = ctx.with_paths(arrivals, seed, f"{label}, {rate:.1f} q/s")
     report = None

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from inferline._bundle import Bundle, load_bundle
 from inferline.cli._common import JSON_OPTION, as_options, print_json, stdout, user_errors
-from inferline.errors import ConfigError, MachineInfeasibleError
+from inferline.errors import MachineInfeasibleError
 from inferline.planner import PLANNERS, Plan, plan
 from inferline.profiles import LatencyStat, MachinePool, parse_machine
 from inferline.workload import load_trace
@@ -24,6 +24,7 @@ FLAGS = {
     "margin": "--margin",
     "latency_stat": "--latency-stat",
     "max_seconds": "--max-seconds",
+    "tail_bias": "--tail-bias",
 }
 
 
@@ -84,10 +85,6 @@ def plan_command(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Plan per-stage hardware, batch size and replicas for the cheapest cost under the SLO."""
-    if not (math.isfinite(tail_bias) and tail_bias > 0):
-        raise ConfigError(
-            f"must be a positive ratio, got {tail_bias}", source="<argument>", field="--tail-bias"
-        )
     loaded = load_bundle(bundle)
     workload = load_trace(trace)
     pool = _machine(machine, loaded)

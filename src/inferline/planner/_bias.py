@@ -3,9 +3,10 @@
 Calibrated on a served run, the Estimator (CPU work on the machine's cores simulated as
 shared) still came 4–15 % under the measured P99 on the 2-core VM, at every level of
 every pipeline (benchmarks/results/promise.md, runs S and A): time the model does not
-see (wake-ups, the kernel, the client). Measured on one serve, the ratio carried over
-to other plans and loads of the same pipeline; the Planner then plans for the estimate
-× that ratio (docs/planner.md, "The Estimator's tail bias on this machine").
+see (wake-ups, the kernel, the client). Measured on one serve, the Planner plans for the
+estimate × that ratio. It carries over to plans of the same shape; plans with other
+thread counts or multi-thread replicas measured up to 20 % apart (run H; docs/planner.md,
+"The Estimator's tail bias on this machine").
 """
 
 from __future__ import annotations

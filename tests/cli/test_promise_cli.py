@@ -22,6 +22,7 @@ runner = CliRunner()
         (["--policy", "no-such-policy"], "--policy"),
         (["--margin", "1"], "--margin"),
         (["--margin", "-0.1"], "--margin"),
+        (["--priming-s", "-1"], "--priming-s"),
     ],
 )
 def test_bad_options_exit_2_and_name_the_option(args: list[str], option: str) -> None:

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.integration
 SHORT = (
     "--duration-s", "2", "--repeats", "1", "--max-rate", "100",
     "--planning-duration-s", "3", "--warmup-s", "0.5", "--loads", "0.8",
-    "--calibration-s", "3",
+    "--calibration-s", "3", "--priming-s", "2",
 )  # fmt: skip
 
 
@@ -83,14 +83,19 @@ def test_readable_output_has_capacity_the_promise_and_the_ramp(tmp_path: Path) -
     # planned with the margin: the estimate keeps 15 % of the SLO as headroom
     assert "planned with margin 0.15" in text and written["settings"]["margin"] == 0.15
     assert level["planned_p99_s"] <= level["slo_s"] * (1 - 0.15) + 1e-12
-    # … for the estimate × the tail bias, and the error judged is the corrected model's
+    # … for the estimate × the tail bias; the error judged is the live estimate's: the
+    # run's own CPU work on shared cores × the ratio the plan showed on its priming window
     assert level["tail_bias"] == first["tail_bias"]
     assert level["planned_corrected_p99_s"] <= level["slo_s"] * (1 - 0.15) + 1e-12
-    assert level["error_judged"] == "corrected"
     run = level["runs"][0]
     assert run["corrected_p99_s"] == pytest.approx(
         run["calibrated_shared_p99_s"] * run["tail_bias"]
     )
+    assert level["error_judged"] == "live" and "err live" in text
+    assert run["live_ratio"] > 0 and run["measured_over_shared"] == pytest.approx(
+        run["measured_p99_s"] / run["calibrated_shared_p99_s"]
+    )
+    assert run["live_p99_s"] == pytest.approx(run["calibrated_shared_p99_s"] * run["live_ratio"])
     assert level["isolated_p99_s"] > 0  # the bundle's own profiles' estimate, beside
     # every plan fitted the pool, and the engine never ran more threads than it allows
     assert level["plan_threads"] <= bundle["pool_threads"]

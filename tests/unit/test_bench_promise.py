@@ -16,8 +16,11 @@ from rich.console import Console
 from inferline.bench.promise import (
     PLANNING_MARGIN,
     PromiseSettings,
+    _level_summary,
+    _run_figures,
     machine_capacity,
     plan_for_machine,
+    ratio_of,
     status_figures,
     tables,
     tightest_slo,
@@ -264,6 +267,13 @@ def test_tables_show_the_figures_the_verdicts_and_what_did_not_fit() -> None:
     both = " ".join(text_of(first).split())
     assert "calibrated on it; a calibrated plan's" in both and "1.14× (plans" in both
     assert "44.9" in corrected and "48.6" in corrected and "3%" in corrected
+    # judged live: sh × the ratio the plan showed on the window before, in its own column
+    assert "err live" not in corrected
+    first["settings"].update(correct_bias=True, plan_from="calibrated", priming_s=20.0)
+    level.update(error_judged="live", live_p99_s=0.0471, live_error=0.002)
+    live = " ".join(text_of(first).split())
+    assert "err live ≤ 10%" in live and "47.1" in live and "0%" in live
+    assert "sh×b" in live and "the window served before the run (20 s before" in live
     # the ramp says when the Tuner starts from the peak's own plan
     assert "the start's plan is the peak's" not in text
     same = figures(True)
@@ -436,3 +446,34 @@ def test_a_bias_makes_plans_cheaper_never_and_safer_always() -> None:
     assert (biased.margin, biased.tail_bias) == (PLANNING_MARGIN, 1.3)
     assert biased.cost_per_hour >= plain.cost_per_hour
     assert PromiseSettings().correct_bias
+
+
+def test_a_live_estimate_is_the_run_model_times_the_ratio_learned_before_it() -> None:
+    """Unlike a plan's tail bias, the live ratio corrects both ways and is not clamped."""
+    assert ratio_of(0.045, 0.050) == pytest.approx(0.9)
+    assert ratio_of(None, 0.05) is None and ratio_of(0.05, 0.0) is None
+    assert ratio_of(math.inf, 0.05) is None
+    from inferline.estimator import SimulationResult
+
+    def result(p99_s: float) -> SimulationResult:
+        return SimulationResult(
+            arrival_s=np.arange(200.0), latency_s=np.full(200, p99_s), slo_s=0.1, stages={},
+            cost_per_hour=0.1,
+        )  # fmt: skip
+
+    measured = {"p99_s": 0.044, "miss_rate": 0.0}
+    machine = {"max_threads": 3}
+    run = _run_figures(
+        measured, machine, result(0.04), None, result(0.040), None, bias=1.2, live_ratio=1.05
+    )
+    assert run["live_p99_s"] == pytest.approx(0.042) and run["corrected_p99_s"] == 0.048
+    assert run["measured_over_shared"] == pytest.approx(1.1)
+    assert run["live_error"] == pytest.approx(0.002 / 0.044)
+    pool = MachinePool(cores=2, memory_bytes=8 * GIB)
+    run.update(machine_load=None)
+    summary = _level_summary([run], pool, PromiseSettings())
+    assert summary["error_judged"] == "live" and summary["error_pass"]
+    plain = _run_figures(measured, machine, result(0.04), None, result(0.040), None, bias=1.2)
+    plain.update(machine_load=None)
+    assert plain["live_p99_s"] is None
+    assert _level_summary([plain], pool, PromiseSettings())["error_judged"] == "corrected"

@@ -191,6 +191,15 @@ class PromiseSettings:
     #: measure that bias on a second serve, of a plan made from the calibrated profiles
     #: (:func:`_bias_serve`); False: on the first plan's serve
     bias_serve: bool = True
+    #: judge each run's estimate as the engine's live calibration makes it: the Estimator
+    #: on the run's own CPU work (sh), × the measured ÷ sh ratio this plan showed on the
+    #: window served just before (:func:`_priming_ratio` before the first run). The
+    #: ratio depends on the plan's shape (docs/planner.md, "What one ratio cannot do"),
+    #: so it is learned on the plan in force; False judges sh × the Planner's tail bias
+    live_bias: bool = True
+    #: the window served before a load's first run to learn that ratio on (0: the first
+    #: run is judged with the Planner's tail bias)
+    priming_s: float = 20.0
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -208,7 +217,7 @@ class PromiseSettings:
         for name in positive:
             if not getattr(self, name) > 0:
                 raise ConfigError(f"must be positive, got {getattr(self, name)!r}", field=name)
-        for name in ("warmup_s", "ramp_hold_s"):
+        for name in ("warmup_s", "ramp_hold_s", "priming_s"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"must be ≥ 0, got {getattr(self, name)!r}", field=name)
         if self.slo_s is not None and not self.slo_s > 0:
@@ -857,6 +866,10 @@ def _serve_runs(
     s = ctx.settings
     runs: list[dict[str, Any]] = []
     disturbed: list[dict[str, Any]] = []
+    live: float | None = None
+    if s.live_bias:
+        step(f"{label} ({rate:.1f} q/s): {s.priming_s:g} s to learn this plan's tail ratio on")
+        live = _priming_ratio(ctx, engine, config, rate, slo_s) or ctx.bias
     while len(runs) < s.repeats:
         r = len(runs)
         again = " again" if disturbed and disturbed[-1]["repeat"] == r else ""
@@ -895,6 +908,7 @@ def _serve_runs(
             calibrated_shared,
             isolated,
             bias=ctx.bias,
+            live_ratio=live,
         )
         run.update(
             repeat=r,
@@ -908,7 +922,46 @@ def _serve_runs(
             step(f"{label}: run {r + 1} {_disturbance(run)}")
             continue
         runs.append(run)
+        if live is not None:  # the next run's estimate learns from this one
+            live = run["measured_over_shared"] or live
     return runs, disturbed
+
+
+def ratio_of(measured_p99_s: float | None, estimated_p99_s: float | None) -> float | None:
+    """measured ÷ estimated P99, unclamped (None when either is missing or not positive):
+    a live estimate is corrected both ways, unlike a plan (:func:`tail_bias`)."""
+    if not measured_p99_s or not estimated_p99_s or not estimated_p99_s > 0:
+        return None
+    ratio = measured_p99_s / estimated_p99_s
+    return ratio if math.isfinite(ratio) and ratio > 0 else None
+
+
+def _priming_ratio(
+    ctx: _Context, engine: EngineProcess, config: PipelineConfig, rate: float, slo_s: float
+) -> float | None:
+    """measured ÷ sh over ``priming_s`` of this plan served before its first run: what the
+    engine's calibration would know of its tail by then (None: no window or no estimate)."""
+    s = ctx.settings
+    if s.priming_s <= 0:
+        return None
+    seed = s.seed + 999
+    arrivals = gamma_trace(rate, 1.0, s.priming_s, seed).arrival_s
+    trace, samples = ctx.with_paths(arrivals, seed, f"priming, {rate:.1f} q/s")
+    _warm_up(ctx, engine, rate, slo_s)
+    engine.reset_stats()
+    measured, _, observed = _replay(ctx, engine, trace, samples, slo_s)
+    shared = calibrated_estimate(
+        ctx.bundle.pipeline,
+        config,
+        observed,
+        engine.url,
+        slo_s=slo_s,
+        seed=s.seed,
+        service_time=s.service_time,
+        machine=ctx.pool,
+        client_cpu_s_per_query=measured.get("client_cpu_s_per_query"),
+    )
+    return ratio_of(measured.get("p99_s"), None if shared is None else shared.p99_s)
 
 
 def replanning_profiles(report: CalibrationReport, pool: MachinePool) -> Profiles:
@@ -1157,11 +1210,14 @@ def _run_figures(
     isolated: SimulationResult | None = None,
     *,
     bias: float = 1.0,
+    live_ratio: float | None = None,
 ) -> dict[str, Any]:
     """One run's P99s: measured; estimated with the profiles plans came from, with the
     bundle's own when those were calibrated (``isolated``), and with those the engine
     calibrated on the run itself (served times; CPU work on shared cores); the last two
-    the plans' way also corrected by the tail bias (``bias``, :func:`tail_bias`)."""
+    the plans' way also corrected by the tail bias (``bias``, :func:`tail_bias`); and
+    live, the CPU-work estimate × ``live_ratio``, the measured ÷ estimated P99 this plan
+    showed on the window before (None: not judged live)."""
     meas = measured.get("p99_s")
 
     def error(est: float | None) -> float | None:
@@ -1171,8 +1227,13 @@ def _run_figures(
     shared_p99 = None if calibrated_shared is None else calibrated_shared.p99_s
     isolated_p99 = None if isolated is None else isolated.p99_s
     corrected_p99 = None if shared_p99 is None else shared_p99 * bias
+    live_p99 = None if shared_p99 is None or live_ratio is None else shared_p99 * live_ratio
     return {
         "tail_bias": bias,
+        "measured_over_shared": ratio_of(meas, shared_p99),
+        "live_ratio": live_ratio,
+        "live_p99_s": live_p99,
+        "live_error": error(live_p99),
         "predicted_p99_s": profiled.p99_s * bias,
         "predicted_error": error(profiled.p99_s * bias),
         "corrected_p99_s": corrected_p99,
@@ -1214,6 +1275,8 @@ def _level_summary(
             "predicted_error",
             "corrected_p99_s",
             "corrected_error",
+            "live_p99_s",
+            "live_error",
         )
     }
     summary["other_cores"] = _median(
@@ -1223,10 +1286,13 @@ def _level_summary(
     summary["measured_p99_spread"] = repeat_spread([r["measured_p99_s"] for r in runs])
     max_threads = max((r["max_threads"] or 0) for r in runs)
     misses = summary["measured_miss_rate"]
-    # once calibrated: the model plans are made with (CPU work on shared cores, × the
-    # tail bias) when the plans are corrected, else the served times
+    # once calibrated: live, as the engine's calibration estimates the plan in force (CPU
+    # work on shared cores × the ratio learned on it); else the model plans are made with
+    # (× the tail bias) when the plans are corrected; else the served times
     corrected = s.correct_bias and s.plan_from == "calibrated"
-    summary["error_judged"] = "corrected" if corrected else "calibrated"
+    summary["error_judged"] = (
+        "live" if summary["live_error"] is not None else "corrected" if corrected else "calibrated"
+    )
     err = summary[f"{summary['error_judged']}_error"]
     summary.update(
         max_threads=max_threads,
@@ -1435,7 +1501,7 @@ def run_promise_benchmark(
     pool = machine_pool(s)
     per_bundle = (
         3
-        + len(s.loads) * (s.repeats + 1)
+        + len(s.loads) * (s.repeats + 1 + (1 if s.live_bias else 0))
         + (3 if s.ramp else 0)
         + (1 if s.profile_here else 0)
         + (2 if s.plan_from == "calibrated" else 0)
@@ -1649,14 +1715,19 @@ def _levels_table(b: dict[str, Any], s: dict[str, Any]) -> Table:
         else "the bundle's profiles"
     )
     levels = [lv for lv in b["levels"] if "runs" in lv]
-    corrected = bool(levels) and levels[0].get("error_judged") == "corrected"
+    judged_as = levels[0].get("error_judged") if levels else None
+    live = judged_as == "live"
+    corrected = judged_as == "corrected" or (
+        live and bool(s.get("correct_bias")) and s.get("plan_from") == "calibrated"
+    )
     bias = (b.get("calibration") or {}).get("tail_bias", 1.0)
     # corrected: est and sh × the tail bias, as plans are made (est the plan's own model)
-    est, err, sh, judged = (
-        ("predicted_p99_s", "predicted_error", "corrected", "sh×b")
+    est, err, sh = (
+        ("predicted_p99_s", "predicted_error", "corrected")
         if corrected
-        else ("estimated_p99_s", "error", "calibrated_shared", "cal")
+        else ("estimated_p99_s", "error", "calibrated_shared")
     )
+    judged = "live" if live else "sh×b" if corrected else "cal"
     table = _table(
         f"{b['pipeline']}: the promise, served ({s['duration_s']:g} s held-out Poisson runs, "
         f"median of {s['repeats']}). est: the Estimator's P99 with {source}"
@@ -1665,14 +1736,21 @@ def _levels_table(b: dict[str, Any], s: dict[str, Any]) -> Table:
         "dedicated); sh: with the CPU work it calibrated, on the cores simulated as shared "
         "(what plans, the Tuner and the re-plan estimate with)"
         + (", × b" if corrected else "")
+        + (
+            "; live: sh × the measured ÷ sh P99 this plan showed on the window served before "
+            f"the run ({s.get('priming_s', 0):g} s before the first), as the engine's "
+            "calibration learns it on the plan in force"
+            if live
+            else ""
+        )
         + "; err: |est − meas| / meas. Targets: "
         f"misses ≤ {s['miss_target']:.0%}, err {judged} ≤ {s['error_target']:.0%}; "
         "*: a run counted was still disturbed after its re-runs. "
         + _noise_and_machine(b["levels"], s),
         ("load", "q/s", "SLO", "binds", "est×b" if corrected else "est", "cal",
-         "sh×b" if corrected else "sh", "meas", "err", "err cal",
-         "err sh×b" if corrected else "err sh", *(("err uncal",) if calibrated else ()),
-         "miss", "thr", ""),
+         "sh×b" if corrected else "sh", *(("live",) if live else ()), "meas", "err",
+         "err cal", "err sh×b" if corrected else "err sh", *(("err live",) if live else ()),
+         *(("err uncal",) if calibrated else ()), "miss", "thr", ""),
     )  # fmt: skip
     for lv in b["levels"]:
         if "runs" not in lv:
@@ -1686,10 +1764,12 @@ def _levels_table(b: dict[str, Any], s: dict[str, Any]) -> Table:
             _ms(lv.get(est)),
             _ms(lv["calibrated_p99_s"]),
             _ms(lv.get(f"{sh}_p99_s")),
+            *((_ms(lv.get("live_p99_s")),) if live else ()),
             _ms(lv["measured_p99_s"]),
             _pct(lv.get(err)),
             _pct(lv["calibrated_error"]),
             _pct(lv.get(f"{sh}_error")),
+            *((_pct(lv.get("live_error")),) if live else ()),
             *((_pct(lv.get("isolated_error")),) if calibrated else ()),
             _pct(lv["measured_miss_rate"], 1),
             f"{lv['max_threads']}/{b['pool_threads']}",

@@ -554,6 +554,23 @@ def promise(
             "per bundle; the first plan's ratio was no guide to the levels').",
         ),
     ] = False,
+    no_live_bias: Annotated[
+        bool,
+        typer.Option(
+            "--no-live-bias",
+            help="Judge each run's estimate corrected by the Planner's tail bias instead of "
+            "by the measured ÷ estimated P99 the served plan itself showed on the window "
+            "before the run (the engine's live calibration).",
+        ),
+    ] = False,
+    priming_s: Annotated[
+        float,
+        typer.Option(
+            "--priming-s",
+            help="Seconds served before each load's first run to learn the plan's own tail "
+            "ratio on (0: the first run is judged with the Planner's tail bias).",
+        ),
+    ] = 20.0,
     margin: Annotated[
         float | None,
         typer.Option(
@@ -588,7 +605,7 @@ def promise(
          "warmup_s": "--warmup-s", "ramp_hold_s": "--ramp-hold-s", "bundles": "BUNDLES",
          "max_reruns": "--max-reruns", "plan_from": "--plan-from",
          "calibration_s": "--calibration-s", "margin": "--margin",
-         "slo_factor": "--slo-factor"}
+         "slo_factor": "--slo-factor", "priming_s": "--priming-s"}
     ):  # fmt: skip
         settings = PromiseSettings(
             bundles=tuple(bundles) if bundles else DEFAULT_BUNDLES,
@@ -613,6 +630,8 @@ def promise(
             slo_factor=slo_factor,
             correct_bias=not no_bias_correction,
             bias_serve=not bias_from_first_plan,
+            live_bias=not no_live_bias,
+            priming_s=priming_s,
             seed=seed,
         )
         if margin is not None:

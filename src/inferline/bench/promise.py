@@ -62,7 +62,7 @@ from inferline.engine import CalibrationReport, fetch_calibration
 from inferline.errors import ConfigError, InfeasibleError, InferLineError
 from inferline.estimator import Estimator, ServiceTime, SimulationResult
 from inferline.pipeline import Pipeline, PipelineConfig, save_config
-from inferline.planner import Plan, plan, tail_bias
+from inferline.planner import Plan, plan, tail_bias, with_batch_headroom
 from inferline.profiles import (
     EngineOverhead,
     MachinePool,
@@ -156,6 +156,11 @@ class PromiseSettings:
     ramp_s: float = 60.0
     ramp_hold_s: float = 5.0  # flat before and after the ramp
     policy: str | None = None  # None: `inferline serve --tune`'s default
+    #: the Tuner's start plan with its batch sizes raised at no cost while it stays
+    #: feasible (:func:`~inferline.planner.with_batch_headroom`): the Tuner scales replicas
+    #: only (run H: from a plan trimmed to batch 2 it bought a replica the peak's plan,
+    #: at batch 4, did without); False serves the Planner's plan as it is
+    batch_headroom: bool = True
     #: the benchmark's estimates use the Planner's own service-time model (fixed, at each
     #: batch's median), so the tail bias it measures corrects plans for all the model
     #: leaves out, the batches' spread included: with lognormal times here (runs A–C) the
@@ -887,17 +892,7 @@ def _serve_runs(
             None if ctx.isolated is None else ctx.estimate(trace, config, slo_s, ctx.isolated)
         )
         calibrated, calibrated_shared = (
-            calibrated_estimate(
-                ctx.bundle.pipeline,
-                config,
-                observed,
-                engine.url,
-                slo_s=slo_s,
-                seed=s.seed,
-                service_time=s.service_time,
-                machine=machine,
-                client_cpu_s_per_query=measured.get("client_cpu_s_per_query"),
-            )
+            _estimate_on_run(ctx, engine.url, config, observed, slo_s, measured, machine)
             for machine in (None, ctx.pool)
         )
         run = _run_figures(
@@ -950,18 +945,31 @@ def _priming_ratio(
     _warm_up(ctx, engine, rate, slo_s)
     engine.reset_stats()
     measured, _, observed = _replay(ctx, engine, trace, samples, slo_s)
-    shared = calibrated_estimate(
+    shared = _estimate_on_run(ctx, engine.url, config, observed, slo_s, measured, ctx.pool)
+    return ratio_of(measured.get("p99_s"), None if shared is None else shared.p99_s)
+
+
+def _estimate_on_run(
+    ctx: _Context,
+    url: str,
+    config: PipelineConfig,
+    observed: Trace,
+    slo_s: float,
+    measured: Mapping[str, Any],
+    machine: MachinePool | None,
+) -> SimulationResult | None:
+    """:func:`calibrated_estimate` of a run just replayed, with the bench's settings."""
+    return calibrated_estimate(
         ctx.bundle.pipeline,
         config,
         observed,
-        engine.url,
+        url,
         slo_s=slo_s,
-        seed=s.seed,
-        service_time=s.service_time,
-        machine=ctx.pool,
+        seed=ctx.settings.seed,
+        service_time=ctx.settings.service_time,
+        machine=machine,
         client_cpu_s_per_query=measured.get("client_cpu_s_per_query"),
     )
-    return ratio_of(measured.get("p99_s"), None if shared is None else shared.p99_s)
 
 
 def replanning_profiles(report: CalibrationReport, pool: MachinePool) -> Profiles:
@@ -1111,17 +1119,7 @@ def _serve_measuring_bias(
         measured, poller, observed = _replay(ctx, engine, trace, samples, slo)
         with contextlib.suppress(InferLineError):
             report = fetch_calibration(engine.url)
-        shared = calibrated_estimate(
-            ctx.bundle.pipeline,
-            chosen.config,
-            observed,
-            engine.url,
-            slo_s=slo,
-            seed=s.seed,
-            service_time=s.service_time,
-            machine=ctx.pool,
-            client_cpu_s_per_query=measured.get("client_cpu_s_per_query"),
-        )
+        shared = _estimate_on_run(ctx, engine.url, chosen.config, observed, slo, measured, ctx.pool)
     meas = measured.get("p99_s")
     shared_p99 = None if shared is None else shared.p99_s
     out = {
@@ -1332,6 +1330,11 @@ def _ramp(
     }
     for label, rate, tune in (("fixed", peak, False), ("tuned", low, True)):
         chosen = ctx.plan_at(rate, slo_s, s.seed)
+        if chosen is not None and tune and s.batch_headroom:
+            chosen = with_batch_headroom(
+                chosen, ctx.bundle.pipeline, ctx.profiles, ctx.planning_trace(rate, s.seed),
+                seed=s.seed,
+            )  # fmt: skip
         if chosen is None:
             out[label] = {"feasible": False}
             step(f"{ctx.name} ramp, {label}: no plan fits")

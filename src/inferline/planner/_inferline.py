@@ -93,18 +93,27 @@ backs this up.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 
 from inferline.errors import InfeasibleError
 from inferline.pipeline import Pipeline
+from inferline.planner._bias import biased_margin
 from inferline.planner._machine import plan_on_machine
 from inferline.planner._result import Plan
 from inferline.planner._search import Key, Outcome, Search
 from inferline.profiles import LatencyStat, MachinePool, Profiles
 from inferline.workload import Trace
 
-__all__ = ["initialize", "minimize_cost", "next_batch", "next_cheaper_hardware", "plan_inferline"]
+__all__ = [
+    "initialize",
+    "minimize_cost",
+    "next_batch",
+    "next_cheaper_hardware",
+    "plan_inferline",
+    "with_batch_headroom",
+]
 
 _EPS = 1e-9
 _MAX_ROUNDS = 100_000  # a guard only; the loop terminates on its own (see the module doc)
@@ -790,3 +799,64 @@ class _Downgrades:
                     break
             else:
                 return key
+
+
+# --- Headroom for the Tuner (not in the paper) -----------------------------------------------
+def with_batch_headroom(
+    plan: Plan, pipeline: Pipeline, profiles: Profiles, trace: Trace, *, seed: int = 0
+) -> Plan:
+    """``plan`` with each stage's maximum batch raised along its profiled chain, at no
+    cost, while the plan stays feasible on ``trace`` and a replica's throughput grows.
+
+    For a plan the Tuner will scale: it changes replica counts only, so a replica that
+    can batch more absorbs more of a rise in load before the Tuner must buy another. A
+    maximum batch is a cap, so at the planned load batches stay about as small as before.
+    Trim, which lowers batches that do not lower the P99, is what it undoes (a ramp from
+    115 to 229 q/s: the Tuner added an embedding replica to a plan trimmed to batch 2
+    and cost 1.15× the plan sized for the peak, which batched 4).
+    """
+    if not plan.feasible or plan.slo_s is None:
+        return plan
+    started = time.perf_counter()
+    pool = plan.machine.pool if plan.machine is not None else None
+    search = Search(
+        pipeline,
+        profiles,
+        trace,
+        plan.slo_s,
+        seed=seed,
+        margin=biased_margin(plan.margin, plan.tail_bias),
+        machine=pool,
+    )
+    start = key = search.key_of(plan.config)
+    log: list[str] = []
+    raised = True
+    while raised:  # a step per stage per pass, in pipeline order, until none is feasible
+        raised = False
+        for i, name in enumerate(search.names):
+            hw, b, k = key[i]
+            bigger = next_batch(search, name, hw, b)
+            if bigger is None or not search.mu(name, hw, bigger) > search.mu(name, hw, b):
+                continue
+            new = search.replace(key, i, (hw, bigger, k))
+            after = search.evaluate(new)
+            if not after.feasible:
+                continue
+            log.append(
+                f"headroom: '{name}' batch {b}->{bigger} on {hw}; cost unchanged "
+                f"${search.cost(new):.4f}/h; P99 {_ms(after.p99_s)}; a replica serves "
+                f"{search.mu(name, hw, b):.0f}->{search.mu(name, hw, bigger):.0f} q/s "
+                "before the Tuner must add one"
+            )
+            key, raised = new, True
+    if key == start:
+        return plan
+    done = finish_plan(search, key, plan.planner, [*plan.log, *log], started)
+    return dataclasses.replace(
+        done,
+        margin=plan.margin,
+        tail_bias=plan.tail_bias,
+        machine=plan.machine,
+        planning_time_s=plan.planning_time_s + done.planning_time_s,
+        estimator_calls=plan.estimator_calls + done.estimator_calls,
+    )

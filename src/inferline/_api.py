@@ -41,6 +41,7 @@ def plan(
     max_seconds: float | None = None,
     machine: MachinePool | None = None,
     tail_bias: float = 1.0,
+    batch_headroom: bool = False,
 ) -> Plan:
     """The cheapest configuration meeting the P99 ``slo_s`` on ``trace``, as ``inferline plan``
     computes it. ``planner``: ``inferline`` (the greedy search), ``cg-mean``, ``cg-peak`` or
@@ -48,8 +49,9 @@ def plan(
     ``slo_s × (1 − margin)``; ``machine``: plan for that machine (``il.parse_machine("local")``,
     ``il.MachinePool(cores=8, memory_bytes=None)``; MachineInfeasibleError when nothing fits);
     ``tail_bias``: plan for the estimate × it (``--tail-bias``, what ``il.calibrate``'s engine
-    measured; docs/planner.md, "The Estimator's tail bias on this machine"). Save it with
-    :meth:`Plan.save`; ``Plan.config`` is the plan."""
+    measured; docs/planner.md, "The Estimator's tail bias on this machine");
+    ``batch_headroom``: raise its batch sizes at no cost for a plan served with the Tuner
+    (``--batch-headroom``). Save it with :meth:`Plan.save`; ``Plan.config`` is the plan."""
     return run_planner(
         planner,
         pipeline,
@@ -62,6 +64,7 @@ def plan(
         max_seconds=max_seconds,
         machine=machine,
         tail_bias=tail_bias,
+        batch_headroom=batch_headroom,
     )
 
 

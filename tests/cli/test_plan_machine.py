@@ -162,3 +162,27 @@ def test_a_tail_bias_plans_the_estimate_times_it_within_the_margin(trace: Path) 
     assert "margin 0.1, estimate × tail bias 1.30" in " ".join(out.split())
     code, _, err = plan(TEXT, trace, "--tail-bias", "0")
     assert code == 2 and "--tail-bias" in err and "positive ratio" in err
+
+
+def test_batch_headroom_raises_batches_at_the_same_cost(trace: Path) -> None:
+    """``--batch-headroom`` (for ``serve --tune``): no batch smaller, none replica more, the
+    same cost, the estimate still within the SLO; the same through ``il.plan``."""
+    code, out, err = plan(TEXT, trace, "--json")
+    assert code == 0, err
+    plain = json.loads(out)
+    code, out, err = plan(TEXT, trace, "--batch-headroom", "--json")
+    assert code == 0, err
+    raised = json.loads(out)
+    assert raised["cost_per_hour"] == plain["cost_per_hour"]
+    assert raised["estimated_p99_s"] <= 0.1
+    before, after = plain["stages"], raised["stages"]
+    assert all(after[n]["batch_size"] >= before[n]["batch_size"] for n in before)
+    assert all(after[n]["replicas"] == before[n]["replicas"] for n in before)
+    assert any(after[n]["batch_size"] > before[n]["batch_size"] for n in before)
+
+    import inferline as il
+    from inferline.workload import load_trace
+
+    bundle = il.load_bundle(TEXT)
+    api = il.plan(bundle.pipeline, bundle.profiles, load_trace(trace), 0.1, batch_headroom=True)
+    assert api.stages() == after and any("headroom:" in line for line in raised["log"])

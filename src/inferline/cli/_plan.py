@@ -57,6 +57,15 @@ def plan_command(
             "calibrate` prints it): plan for the estimate × it ≤ SLO × (1 − margin).",
         ),
     ] = 1.0,
+    batch_headroom: Annotated[
+        bool,
+        typer.Option(
+            "--batch-headroom",
+            help="For a plan served with the Tuner (serve --tune), which changes replicas "
+            "only: raise each stage's maximum batch at no cost while the plan stays "
+            "feasible, so a replica absorbs more of a rise in load.",
+        ),
+    ] = False,
     latency_stat: Annotated[
         str, typer.Option("--latency-stat", help="Profile statistic per batch: median or p99.")
     ] = "median",
@@ -107,6 +116,7 @@ def plan_command(
                 max_seconds=max_seconds,
                 machine=pool,
                 tail_bias=tail_bias,
+                batch_headroom=batch_headroom,
             )
     except MachineInfeasibleError as exc:
         _show_unbounded(exc, loaded, trace, slo_s, as_json=as_json)

@@ -97,7 +97,7 @@ import dataclasses
 import math
 import time
 
-from inferline.errors import InfeasibleError
+from inferline.errors import ConfigError, InfeasibleError
 from inferline.pipeline import Pipeline
 from inferline.planner._bias import biased_margin
 from inferline.planner._machine import plan_on_machine
@@ -803,18 +803,30 @@ class _Downgrades:
 
 # --- Headroom for the Tuner (not in the paper) -----------------------------------------------
 def with_batch_headroom(
-    plan: Plan, pipeline: Pipeline, profiles: Profiles, trace: Trace, *, seed: int = 0
+    plan: Plan,
+    pipeline: Pipeline,
+    profiles: Profiles,
+    trace: Trace,
+    *,
+    seed: int = 0,
+    latency_stat: LatencyStat = "median",
+    max_steps: int = 1,
 ) -> Plan:
     """``plan`` with each stage's maximum batch raised along its profiled chain, at no
-    cost, while the plan stays feasible on ``trace`` and a replica's throughput grows.
+    cost, at most ``max_steps`` sizes (each the next profiled size ≥ 2×), while the plan
+    stays feasible on ``trace`` and a replica's throughput grows.
 
     For a plan the Tuner will scale: it changes replica counts only, so a replica that
     can batch more absorbs more of a rise in load before the Tuner must buy another. A
     maximum batch is a cap, so at the planned load batches stay about as small as before.
     Trim, which lowers batches that do not lower the P99, is what it undoes (a ramp from
     115 to 229 q/s: the Tuner added an embedding replica to a plan trimmed to batch 2
-    and cost 1.15× the plan sized for the peak, which batched 4).
+    and cost 1.15× the plan sized for the peak, which batched 4). One step by default:
+    raised as far as the plan stayed feasible (to 32 on most stages of tabular triage)
+    its ramp missed 1.11 % where the fixed plan missed 0.66 % (run I).
     """
+    if max_steps < 1:
+        raise ConfigError(f"must be ≥ 1, got {max_steps}", field="max_steps")
     if not plan.feasible or plan.slo_s is None:
         return plan
     started = time.perf_counter()
@@ -826,16 +838,18 @@ def with_batch_headroom(
         plan.slo_s,
         seed=seed,
         margin=biased_margin(plan.margin, plan.tail_bias),
+        latency_stat=latency_stat,
         machine=pool,
     )
     start = key = search.key_of(plan.config)
     log: list[str] = []
+    steps = [0] * len(search.names)
     raised = True
     while raised:  # a step per stage per pass, in pipeline order, until none is feasible
         raised = False
         for i, name in enumerate(search.names):
             hw, b, k = key[i]
-            bigger = next_batch(search, name, hw, b)
+            bigger = next_batch(search, name, hw, b) if steps[i] < max_steps else None
             if bigger is None or not search.mu(name, hw, bigger) > search.mu(name, hw, b):
                 continue
             new = search.replace(key, i, (hw, bigger, k))
@@ -849,6 +863,7 @@ def with_batch_headroom(
                 "before the Tuner must add one"
             )
             key, raised = new, True
+            steps[i] += 1
     if key == start:
         return plan
     done = finish_plan(search, key, plan.planner, [*plan.log, *log], started)

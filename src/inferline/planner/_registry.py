@@ -11,7 +11,7 @@ from inferline.pipeline import Pipeline
 from inferline.planner._baselines import plan_cg_mean, plan_cg_peak
 from inferline.planner._bias import biased_margin
 from inferline.planner._exhaustive import plan_exhaustive
-from inferline.planner._inferline import plan_inferline
+from inferline.planner._inferline import plan_inferline, with_batch_headroom
 from inferline.planner._result import Plan
 from inferline.profiles import LatencyStat, MachinePool, Profiles
 from inferline.workload import Trace
@@ -55,12 +55,15 @@ def plan(
     max_seconds: float | None = None,
     machine: MachinePool | None = None,
     tail_bias: float = 1.0,
+    batch_headroom: bool = False,
 ) -> Plan:
     """Run the planner called ``name``; ``max_seconds`` bounds the exhaustive search only;
     ``machine``: plan for that machine (docs/planner.md, "Planning for a machine");
     ``tail_bias``: plan for estimate × ``tail_bias`` ≤ SLO × (1 − ``margin``), for an
     Estimator measured to run that much low on this machine (:func:`tail_bias`; below 1
-    counts as 1). Arguments are checked first (ConfigError naming the field)."""
+    counts as 1); ``batch_headroom``: then raise its batch sizes at no cost for the Tuner
+    (:func:`with_batch_headroom`). Arguments are checked first (ConfigError naming the
+    field)."""
     if name not in PLANNERS:
         raise ConfigError(
             f"unknown planner {name!r}; valid planners: {', '.join(PLANNERS)}", field="planner"
@@ -85,7 +88,12 @@ def plan(
         raise
     # the margin asked for, beside the bias it was applied with (the search itself ran
     # with the two combined)
-    return dataclasses.replace(result, margin=margin, tail_bias=bias)
+    result = dataclasses.replace(result, margin=margin, tail_bias=bias)
+    if batch_headroom:
+        result = with_batch_headroom(
+            result, pipeline, profiles, trace, seed=seed, latency_stat=latency_stat
+        )
+    return result
 
 
 def _run(

@@ -156,7 +156,7 @@ class PromiseSettings:
     ramp_s: float = 60.0
     ramp_hold_s: float = 5.0  # flat before and after the ramp
     policy: str | None = None  # None: `inferline serve --tune`'s default
-    #: the Tuner's start plan with its batch sizes raised at no cost while it stays
+    #: the Tuner's start plan with each batch raised a step at no cost where it stays
     #: feasible (:func:`~inferline.planner.with_batch_headroom`): the Tuner scales replicas
     #: only (run H: from a plan trimmed to batch 2 it bought a replica the peak's plan,
     #: at batch 4, did without); False serves the Planner's plan as it is

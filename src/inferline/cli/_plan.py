@@ -62,8 +62,9 @@ def plan_command(
         typer.Option(
             "--batch-headroom",
             help="For a plan served with the Tuner (serve --tune), which changes replicas "
-            "only: raise each stage's maximum batch at no cost while the plan stays "
-            "feasible, so a replica absorbs more of a rise in load.",
+            "only: raise each stage's maximum batch one step (the next profiled size ≥ 2×) "
+            "at no cost where the plan stays feasible, so a replica absorbs more of a rise "
+            "in load.",
         ),
     ] = False,
     latency_stat: Annotated[

@@ -80,6 +80,7 @@ def test_the_entry_points_take_what_the_commands_take() -> None:
     assert list(inspect.signature(il.plan).parameters) == [
         "pipeline", "profiles", "trace", "slo_s",
         "planner", "seed", "margin", "latency_stat", "max_seconds", "machine", "tail_bias",
+        "batch_headroom",
     ]  # fmt: skip
     assert list(inspect.signature(il.tune_simulate).parameters) == [
         "pipeline", "profiles", "plan", "trace", "slo_s",

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from inferline.errors import ConfigError
-from inferline.pipeline import Pipeline, PipelineConfig
-from inferline.planner import Plan, plan, with_batch_headroom
+from inferline.pipeline import Pipeline
+from inferline.planner import plan, with_batch_headroom
 from inferline.profiles import BatchProfile, HardwareCatalogue, HardwareType, ProfilePoint, Profiles
 from inferline.workload import gamma_trace
 
@@ -64,9 +64,5 @@ def test_a_batch_that_would_break_the_slo_is_not_raised() -> None:
     assert stage_a.batch_size < 8  # stopped below the top: one more doubling misses the SLO
     from inferline.estimator import Estimator
 
-    bigger = plan_config_with(raised, "a", 2 * stage_a.batch_size)
+    bigger = raised.config.with_stage("a", batch_size=2 * stage_a.batch_size)
     assert Estimator(pipeline, profiles, trace, slo_s=0.02).run(bigger).p99_s > 0.02
-
-
-def plan_config_with(chosen: Plan, stage: str, batch: int) -> PipelineConfig:
-    return chosen.config.with_stage(stage, batch_size=batch)

@@ -879,12 +879,9 @@ def _serve_runs(
         r = len(runs)
         again = " again" if disturbed and disturbed[-1]["repeat"] == r else ""
         step(f"{label} ({rate:.1f} q/s): run {r + 1} of {s.repeats}{again}")
-        seed = s.seed + 1000 * (r + 1)
-        arrivals = gamma_trace(rate, 1.0, s.duration_s, seed).arrival_s
-        trace, samples = ctx.with_paths(arrivals, seed, f"held out, {rate:.1f} q/s")
-        _warm_up(ctx, engine, rate, slo_s)
-        engine.reset_stats()
-        measured, poller, observed = _replay(ctx, engine, trace, samples, slo_s)
+        trace, measured, poller, observed = _replay_window(
+            ctx, engine, rate, slo_s, s.duration_s, s.seed + 1000 * (r + 1), "held out"
+        )
         stats = engine.stats()
         served_batch = poller.served_batch(stats)
         profiled = ctx.estimate(trace, config, slo_s)
@@ -939,14 +936,30 @@ def _priming_ratio(
     s = ctx.settings
     if s.priming_s <= 0:
         return None
-    seed = s.seed + 999
-    arrivals = gamma_trace(rate, 1.0, s.priming_s, seed).arrival_s
-    trace, samples = ctx.with_paths(arrivals, seed, f"priming, {rate:.1f} q/s")
-    _warm_up(ctx, engine, rate, slo_s)
-    engine.reset_stats()
-    measured, _, observed = _replay(ctx, engine, trace, samples, slo_s)
+    _, measured, _, observed = _replay_window(
+        ctx, engine, rate, slo_s, s.priming_s, s.seed + 999, "priming"
+    )
     shared = _estimate_on_run(ctx, engine.url, config, observed, slo_s, measured, ctx.pool)
     return ratio_of(measured.get("p99_s"), None if shared is None else shared.p99_s)
+
+
+def _replay_window(
+    ctx: _Context,
+    engine: EngineProcess,
+    rate: float,
+    slo_s: float,
+    duration_s: float,
+    seed: int,
+    label: str,
+) -> tuple[Trace, dict[str, Any], StatusPoller, Trace]:
+    """Poisson arrivals at ``rate`` for ``duration_s``, replayed after a warm-up on stats
+    reset: the trace, what was measured, the status poller and the answered paths."""
+    arrivals = gamma_trace(rate, 1.0, duration_s, seed).arrival_s
+    trace, samples = ctx.with_paths(arrivals, seed, f"{label}, {rate:.1f} q/s")
+    _warm_up(ctx, engine, rate, slo_s)
+    engine.reset_stats()
+    measured, poller, observed = _replay(ctx, engine, trace, samples, slo_s)
+    return trace, measured, poller, observed
 
 
 def _estimate_on_run(
@@ -1108,15 +1121,13 @@ def _serve_measuring_bias(
     s = ctx.settings
     plan_file = tmp / f"{label}-plan.yaml"
     save_config(chosen.config, plan_file)
-    arrivals = gamma_trace(rate, 1.0, s.calibration_s, seed).arrival_s
-    trace, samples = ctx.with_paths(arrivals, seed, f"{label}, {rate:.1f} q/s")
     report = None
     with start_engine(
         ctx.bundle.root, plan_file, *_serve_args(slo), start_timeout_s=s.start_timeout_s
     ) as engine:
-        _warm_up(ctx, engine, rate, slo)
-        engine.reset_stats()
-        measured, poller, observed = _replay(ctx, engine, trace, samples, slo)
+        trace, measured, poller, observed = _replay_window(
+            ctx, engine, rate, slo, s.calibration_s, seed, label
+        )
         with contextlib.suppress(InferLineError):
             report = fetch_calibration(engine.url)
         shared = _estimate_on_run(ctx, engine.url, chosen.config, observed, slo, measured, ctx.pool)
@@ -1124,9 +1135,7 @@ def _serve_measuring_bias(
     shared_p99 = None if shared is None else shared.p99_s
     out = {
         "calibrated_shared_p99_s": shared_p99,
-        "measured_over_calibrated": (
-            meas / shared_p99 if meas and shared_p99 is not None and shared_p99 > 0 else None
-        ),
+        "measured_over_calibrated": ratio_of(meas, shared_p99),
         "tail_bias": tail_bias(meas, shared_p99) if s.correct_bias else 1.0,
         "estimated_p99_s": ctx.estimate(trace, chosen.config, slo).p99_s,
         "measured_p99_s": meas,

@@ -244,6 +244,9 @@ def test_parse_machine_reads_local_and_described_machines() -> None:
     assert local.core_sharing == "fair"
     assert parse_machine("local,sharing=per-core").core_sharing == "per-core"
     assert parse_machine("cores=4,sharing=PER-CORE").core_sharing == "per-core"
+    assert local.threads_per_replica is None
+    assert parse_machine("cores=2,threads-per-replica=2").threads_per_replica == 2
+    assert parse_machine("local,fit=busy,threads-per-replica=3").threads_per_replica == 3
 
 
 @pytest.mark.parametrize(
@@ -264,6 +267,9 @@ def test_parse_machine_reads_local_and_described_machines() -> None:
         ("local,threads-per-core=2", "threads-per-core is the fit=threads rule's figure"),
         ("cores=2,fit=threads,max-busy-fraction=0.5", "max-busy-fraction is the fit=busy"),
         ("cores=2,max-busy-fraction=1.5", "max-busy-fraction must be in (0, 1]"),
+        ("cores=2,threads-per-replica=2.5", "threads-per-replica must be a whole number"),
+        ("cores=2,threads-per-replica=0", "threads-per-replica must be at least 1"),
+        ("cores=2,fit=threads,threads-per-replica=2", "threads-per-replica is the fit=busy"),
     ],
 )
 def test_a_bad_machine_names_the_flag_and_what_is_expected(text: str, problem: str) -> None:
@@ -300,6 +306,9 @@ def test_the_catalogue_may_name_the_machine(tmp_path: Path) -> None:
     path.write_text(HARDWARE + "machine: {cores: 4, sharing: per-core}\n")
     per_core = load_hardware(path).machine
     assert per_core is not None and per_core.core_sharing == "per-core"
+    path.write_text(HARDWARE + "machine: {cores: 2, threads_per_replica: 2}\n")
+    wide = load_hardware(path).machine
+    assert wide is not None and wide.max_threads_per_replica == 2
 
 
 @pytest.mark.parametrize(
@@ -315,6 +324,8 @@ def test_the_catalogue_may_name_the_machine(tmp_path: Path) -> None:
         ("machine: {cores: local, gpus: 1}", "machine"),
         ("machine: big", "machine"),
         ("machine: {cores: many}", "machine.cores"),
+        ("machine: {cores: 2, threads_per_replica: 0}", "machine.threads_per_replica"),
+        ("machine: {cores: 2, fit: threads, threads_per_replica: 2}", "machine"),
     ],
 )
 def test_a_bad_machine_section_names_the_file_and_field(

@@ -7,6 +7,7 @@ latency L serving one query every g seconds needs ceil(L / g) replicas.
 
 from __future__ import annotations
 
+import math
 import re
 
 import pytest
@@ -291,6 +292,18 @@ def fits(
         return False
     if pool.fit == "threads":
         return True
+    # a CPU replica gets at most the whole cores left after the front-end's share, unless
+    # its stage was profiled on nothing narrower
+    width = max(1, math.floor(pool.cores - pool.frontend_reserve_cores + 1e-9))
+    for name, c in config.stages.items():
+        narrower = [
+            hw
+            for hw in profiles.hardware_for(name)
+            if resources_for(hw, pool.cores).device == "cuda"
+            or resources_for(hw, pool.cores).threads <= width
+        ]
+        if narrower and c.hardware not in narrower:
+            return False
     stages = Estimator(pipeline, profiles, trace).run(config).stages
     busy = sum(
         stages[name].utilization * c.replicas * resources_for(c.hardware, pool.cores).threads
@@ -377,3 +390,70 @@ def test_a_tail_bias_plans_the_estimate_times_it_and_is_recorded_apart_from_the_
     for bad in (0.0, -1.0, float("nan"), float("inf")):
         with pytest.raises(ConfigError, match=r"tail_bias.*positive ratio"):
             plan("inferline", ONE, THREE_REPLICAS, even(100), 0.04, tail_bias=bad)
+
+
+# one stage, a cheap two-thread instance ($0.10/h, 10 ms) and a dearer one-thread one
+# ($0.12/h, 12 ms); at 20 q/s either keeps up with one replica
+WIDE = make_profiles(
+    {"cpu-2": 0.10, "cpu-1": 0.12},
+    {("work", "cpu-2"): {1: 0.010}, ("work", "cpu-1"): {1: 0.012}},
+)
+
+
+def shared(cores: int, threads_per_replica: int | None = None) -> MachinePool:
+    return MachinePool(
+        cores=cores, memory_bytes=None, fit="shared", threads_per_replica=threads_per_replica
+    )
+
+
+@pytest.mark.parametrize("planner", ["inferline", "exhaustive"])
+def test_on_shared_cores_no_replica_asks_for_every_core(planner: str) -> None:
+    free = plan(planner, ONE, WIDE, even(20), 0.05)
+    assert free.stages()["work"]["hardware"] == "cpu-2"
+    narrow = plan(planner, ONE, WIDE, even(20), 0.05, machine=shared(2))
+    assert narrow.stages()["work"] == {"hardware": "cpu-1", "batch_size": 1, "replicas": 1}
+    assert narrow.machine is not None and narrow.machine.pool.max_threads_per_replica == 1
+    assert narrow.summary()["machine"]["max_threads_per_replica"] == 1
+    assert any(
+        "a CPU replica has at most 1 thread(s) here" in line and "left out: work: cpu-2" in line
+        for line in narrow.log
+    )
+    # four cores keep three for replicas; a replica may then have two threads
+    assert (
+        plan(planner, ONE, WIDE, even(20), 0.05, machine=shared(4)).stages()["work"]["hardware"]
+        == "cpu-2"
+    )
+    # the bound by hand: two threads allowed on two cores
+    wide = plan(planner, ONE, WIDE, even(20), 0.05, machine=shared(2, threads_per_replica=2))
+    assert wide.stages()["work"]["hardware"] == "cpu-2"
+    assert not any("left out" in line for line in wide.log)
+
+
+def test_a_stage_profiled_only_on_wide_hardware_keeps_it() -> None:
+    only_wide = make_profiles({"cpu-2": 0.10}, {("work", "cpu-2"): {1: 0.010}})
+    kept = plan_inferline(ONE, only_wide, even(20), 0.05, machine=shared(2))
+    assert kept.stages()["work"]["hardware"] == "cpu-2" and kept.feasible
+
+
+def test_the_width_bound_is_the_busy_rules_and_follows_the_front_end_share() -> None:
+    assert shared(2).max_threads_per_replica == 1
+    assert shared(8).max_threads_per_replica == 7  # the engine's reserve: one core
+    assert shared(8).for_planning(100.0).max_threads_per_replica == 7  # 0.13 core kept
+    assert shared(8).for_planning(2000.0).max_threads_per_replica == 6  # 1.65 cores kept
+    assert MachinePool(cores=2, memory_bytes=None, fit="busy").too_wide("cpu-2")
+    assert not shared(2).too_wide("cpu-1") and not shared(2).too_wide("t4")
+    assert machine(2).max_threads_per_replica is None  # fit=threads: a core per thread
+    with pytest.raises(ConfigError, match="threads_per_replica must be a whole number >= 1"):
+        shared(2, threads_per_replica=0)
+
+
+def test_when_only_a_wide_replica_meets_the_slo_the_error_names_the_cores_it_needs() -> None:
+    # 11 ms: only the two-thread instance (10 ms) is fast enough
+    with pytest.raises(MachineInfeasibleError) as caught:
+        plan_inferline(ONE, WIDE, even(20), 0.011, machine=shared(2))
+    error = caught.value
+    assert (error.needs_cores, error.has_cores) == (3, 2)
+    assert "needs 3 cores, has 2, for a 2-thread replica next to the front-end" in str(error)
+    assert isinstance(error.unbounded, Plan)
+    assert error.unbounded.stages()["work"]["hardware"] == "cpu-2"
+    assert plan_inferline(ONE, WIDE, even(20), 0.011, machine=shared(3)).feasible

@@ -89,6 +89,8 @@ def plan_command(
             "the SLO), ',fit=busy' (the same bound, contention not simulated) or "
             "',fit=threads' (a core per replica thread, ',threads-per-core=T', default 1); "
             "',sharing=per-core' keeps a run queue per core instead of sharing them equally; "
+            "',threads-per-replica=N' lets a CPU replica have N threads (default: the whole "
+            "cores left after the front-end's share, so a replica never asks for every core); "
             "'none' ignores the machine section of hardware.yaml, which applies otherwise.",
         ),
     ] = None,

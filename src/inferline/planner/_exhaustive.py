@@ -161,7 +161,7 @@ def _stage_options(search: Search, bound: float) -> list[list[tuple[float, Setti
     for name in search.names:
         floor = {
             (hw, b): search.work_floor(name, hw, b)
-            for hw in search.profiles.hardware_for(name)
+            for hw in search.usable[name]
             for b in search.profile(name, hw).batch_sizes
         }
         floors.append(floor)

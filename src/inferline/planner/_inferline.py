@@ -459,7 +459,7 @@ def next_batch(search: Search, stage: str, hardware: str, batch: int) -> int | N
 def cheaper_hardware(search: Search, stage: str, hardware: str) -> list[str]:
     """Profiled hardware cheaper than ``hardware``, most expensive first (ties: catalogue)."""
     price = search.prices[hardware]
-    cheaper = [h for h in search.profiles.hardware_for(stage) if search.prices[h] < price]
+    cheaper = [h for h in search.usable[stage] if search.prices[h] < price]
     return sorted(cheaper, key=lambda h: (-search.prices[h], search.catalogue_index[h]))
 
 

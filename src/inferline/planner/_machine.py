@@ -18,15 +18,18 @@ and carries that plan.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 
 from inferline.errors import CapacityError, InfeasibleError, MachineInfeasibleError
 from inferline.planner._result import MachineUse, Plan
+from inferline.planner._search import usable_hardware
 from inferline.profiles import (
     MachinePool,
     Profiles,
     check_plan_fits,
     frontend_cpu_s_per_query,
+    resources_for,
 )
 from inferline.workload import Trace
 
@@ -59,7 +62,27 @@ def _use(pool: MachinePool, plan: Plan, profiles: Profiles, trace: Trace) -> Mac
     )
 
 
-def _fits(plan: Plan, pool: MachinePool) -> bool:
+def narrowed_hardware(
+    pool: MachinePool, profiles: Profiles, stages: list[str]
+) -> dict[str, list[str]]:
+    """Per stage, the profiled hardware left out of plans for ``pool`` as too wide."""
+    left_out = {
+        stage: [
+            hw
+            for hw in profiles.hardware_for(stage)
+            if hw not in usable_hardware(profiles, stage, pool)
+        ]
+        for stage in stages
+    }
+    return {stage: hws for stage, hws in left_out.items() if hws}
+
+
+def _fits(plan: Plan, pool: MachinePool, profiles: Profiles) -> bool:
+    if any(
+        c.hardware not in usable_hardware(profiles, name, pool)
+        for name, c in plan.config.stages.items()
+    ):
+        return False
     try:
         check_plan_fits(plan.config, pool)
     except CapacityError:
@@ -85,7 +108,7 @@ def plan_on_machine(
     pool = planning_pool(machine, profiles, trace)
     unbounded = run(None)
     # on shared cores the unbounded plan was estimated without the contention: search again
-    if _fits(unbounded, pool) and not (pool.shares_cores and searches):
+    if _fits(unbounded, pool, profiles) and not (pool.shares_cores and searches):
         return dataclasses.replace(
             unbounded,
             machine=_use(pool, unbounded, profiles, trace),
@@ -99,7 +122,7 @@ def plan_on_machine(
         except InfeasibleError:
             why = f"the search within the machine found no plan that meets the SLO{within}"
         else:
-            if bounded.feasible and _fits(bounded, pool):
+            if bounded.feasible and _fits(bounded, pool, profiles):
                 note = (
                     f"{planner}: the plan without the machine bound "
                     f"(${unbounded.cost_per_hour:.4f}/h, {_demand(pool, unbounded)}) does "
@@ -108,18 +131,34 @@ def plan_on_machine(
                 return dataclasses.replace(
                     bounded,
                     machine=_use(pool, bounded, profiles, trace),
-                    log=(note, *bounded.log),
+                    log=(note, *_narrowing(pool, profiles, bounded), *bounded.log),
                     planning_time_s=bounded.planning_time_s + unbounded.planning_time_s,
                     estimator_calls=bounded.estimator_calls + unbounded.estimator_calls,
                 )
             why = f"the search within the machine found no plan that meets the SLO{within}"
     else:
         why = f"{planner} replicates the whole pipeline and does not search within a machine"
-    raise _infeasible(planner, pool, unbounded, why)
+    raise _infeasible(planner, pool, profiles, unbounded, why)
+
+
+def _narrowing(pool: MachinePool, profiles: Profiles, plan: Plan) -> tuple[str, ...]:
+    left_out = narrowed_hardware(pool, profiles, list(plan.config.stages))
+    if not left_out:
+        return ()
+    stages = "; ".join(f"{stage}: {', '.join(hws)}" for stage, hws in left_out.items())
+    why = (
+        "the whole cores left after the front-end's share; threads-per-replica=N changes it"
+        if pool.threads_per_replica is None
+        else "threads-per-replica"
+    )
+    return (
+        f"machine: a CPU replica has at most {pool.max_threads_per_replica} thread(s) here "
+        f"({why}), so these were left out: {stages}",
+    )
 
 
 def _infeasible(
-    planner: str, pool: MachinePool, unbounded: Plan, why: str
+    planner: str, pool: MachinePool, profiles: Profiles, unbounded: Plan, why: str
 ) -> MachineInfeasibleError:
     threads = sum(pool.threads_of(unbounded.config, cores=1 << 20).values())
     needs = pool.cores_needed(unbounded.config)
@@ -137,6 +176,26 @@ def _infeasible(
             )
         else:
             needs_text += f" for {threads} replica threads (the engine's bound)"
+    widest = max(
+        (
+            resources_for(c.hardware, 1 << 20).threads
+            for name, c in unbounded.config.stages.items()
+            if c.hardware not in usable_hardware(profiles, name, pool)
+        ),
+        default=0,
+    )
+    if widest and pool.threads_per_replica is None:
+        wide_cores = math.ceil(widest + pool.frontend_reserve_cores - 1e-9)
+        if wide_cores > needs:
+            needs = wide_cores
+            needs_text = (
+                f"needs {needs} cores, has {pool.cores}, for a {widest}-thread replica next "
+                "to the front-end"
+            )
+    elif widest:
+        needs_text += (
+            f"; uses {widest}-thread replicas, threads-per-replica={pool.threads_per_replica}"
+        )
     if gpus > pool.gpus:
         needs_text += f"; needs {gpus} GPUs, has {pool.gpus}"
     share = pool.frontend_reserve_cores

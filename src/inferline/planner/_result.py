@@ -46,6 +46,7 @@ class MachineUse:
             "threads_per_core": pool.max_threads_per_core,
             "replica_cores": round(pool.replica_cores, 4),
             "max_replica_threads": pool.max_threads,
+            "max_threads_per_replica": pool.max_threads_per_replica,
             "replica_threads": self.replica_threads,
             "gpu_replicas": self.gpu_replicas,
             "fit": pool.fit,

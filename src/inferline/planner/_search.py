@@ -12,7 +12,8 @@ Two cheap, exact shortcuts avoid simulations that cannot succeed:
 
 * **Hardware limits**: a key that uses more units of a hardware type than exist
   is infeasible, and so is one that does not fit the machine planned for (a pool from
-  ``MachinePool.for_planning``: replica threads, GPU replicas, replica processes).
+  ``MachinePool.for_planning``: replica threads, GPU replicas, replica processes, and a
+  CPU replica no wider than ``max_threads_per_replica``: :func:`usable_hardware`).
   Under the pool's ``busy`` fit rule a simulated key is also infeasible when its busy
   cores (Σ utilisation × replicas × threads, from the same run) exceed what the pool
   allows; such keys are not used for dominance (fewer replicas may fill batches better).
@@ -45,7 +46,7 @@ from inferline.pipeline import Pipeline, PipelineConfig, StageConfig
 from inferline.profiles import BatchProfile, LatencyStat, MachinePool, Profiles, resources_for
 from inferline.workload import Trace, peak_rate_qps
 
-__all__ = ["Key", "Outcome", "Search", "Setting"]
+__all__ = ["Key", "Outcome", "Search", "Setting", "usable_hardware"]
 
 Setting = tuple[str, int, int]  # (hardware, batch_size, replicas)
 Key = tuple[Setting, ...]  # one Setting per stage, in pipeline.stage_names order
@@ -66,6 +67,17 @@ class Outcome:
     #: Per stage (``names`` order), the replicas' busy fraction on the trace; None when
     #: not simulated or stopped early.
     utilization: tuple[float, ...] | None = None
+
+
+def usable_hardware(profiles: Profiles, stage: str, machine: MachinePool | None) -> tuple[str, ...]:
+    """The hardware ``stage`` may be planned on: every profiled one, less the CPU hardware
+    too wide for ``machine`` (``MachinePool.too_wide``). A stage profiled only on hardware
+    that wide keeps it: a slow plan beats none, and the engine serves it."""
+    profiled = profiles.hardware_for(stage)
+    if machine is None:
+        return profiled
+    narrow = tuple(hw for hw in profiled if not machine.too_wide(hw))
+    return narrow or profiled
 
 
 def _shape(key: Key) -> tuple[tuple[str, int], ...]:
@@ -124,6 +136,8 @@ class Search:
         self.threads = {h: resources_for(h, cores).threads for h in profiles.hardware.names}
         self.gpu = {h: resources_for(h, cores).device == "cuda" for h in profiles.hardware.names}
         self.catalogue_index = {name: i for i, name in enumerate(profiles.hardware.names)}
+        #: per stage, the hardware its replicas may use on the machine planned for
+        self.usable = {n: usable_hardware(profiles, n, machine) for n in pipeline.stage_names}
         n = trace.n_queries
         self.n_queries = n
         self.max_misses = math.floor(0.01 * n)
@@ -161,7 +175,7 @@ class Search:
     def fastest_hardware(self, stage: str) -> list[str]:
         """The stage's hardware by batch-1 latency (ties: cheaper, then catalogue order)."""
         return sorted(
-            self.profiles.hardware_for(stage),
+            self.usable[stage],
             key=lambda h: (self.latency_s(stage, h, 1), self.prices[h], self.catalogue_index[h]),
         )
 
@@ -223,7 +237,8 @@ class Search:
         if pool is None:
             return True
         return (
-            sum(self.threads[hw] * k for hw, _, k in key) <= pool.max_threads
+            all(hw in self.usable[n] for n, (hw, _, _) in zip(self.names, key, strict=True))
+            and sum(self.threads[hw] * k for hw, _, k in key) <= pool.max_threads
             and sum(k for hw, _, k in key if self.gpu[hw]) <= pool.max_gpus
             and sum(k for _, _, k in key) <= pool.max_replicas
         )

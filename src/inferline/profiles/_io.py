@@ -52,6 +52,7 @@ class _MachineEntry(BaseModel):
     max_busy_fraction: float | None = Field(default=None, gt=0, le=1)
     threads_per_core: float | None = Field(default=None, gt=0, le=MAX_THREADS_PER_CORE / 2)
     sharing: Literal["per-core", "fair"] = "fair"
+    threads_per_replica: int | None = Field(default=None, ge=1)
 
     @field_validator("cores")
     @classmethod
@@ -93,6 +94,7 @@ def _machine(entry: _MachineEntry | None, path: str | Path) -> MachinePool | Non
             fit=entry.fit,
             max_busy_fraction=entry.max_busy_fraction,
             sharing=entry.sharing,
+            threads_per_replica=entry.threads_per_replica,
             label="local" if entry.cores == "local" else f"{Path(path).name} machine",
         )
     except ValueError as exc:  # a figure of the other fit rule

@@ -31,6 +31,16 @@ GPU per GPU replica. How replicas fit the cores left is the pool's ``fit`` rule:
   the latency that contention adds counts against the SLO, not only the average CPU.
 * ``threads``: every replica thread gets a core of its own, up to
   ``planning_threads_per_core`` (default 1) per core left.
+
+Under ``busy`` and ``shared`` a Planner also keeps each CPU replica narrower than the
+machine (:attr:`MachinePool.max_threads_per_replica`): by default a replica gets at most
+the whole cores left after the front-end's share, so on 2 cores a plan uses ``cpu-1``
+replicas only. A replica that asks for every core stalls whenever anything else runs
+(its threads meet at every parallel step, and one of them waits for the core another
+process holds), which processor sharing does not model: over six 3-pipeline runs on the
+2-core VM, plans with a two-thread replica measured 1.37-1.82x their shared-core
+estimate, one-thread plans 0.99-1.20x (benchmarks/results/promise.md).
+``threads-per-replica=N`` sets the bound by hand.
 """
 
 from __future__ import annotations
@@ -133,7 +143,9 @@ class MachinePool:
     (:meth:`for_planning`) under the ``threads`` fit rule; ``fit`` and
     ``max_busy_fraction``: how a planned plan must fit (module doc);
     ``thread_reserve_cores``: cores the thread bound leaves out (None: the front-end's
-    reserve; a ``busy`` pool for planning keeps the engine's); ``label`` says
+    reserve; a ``busy`` pool for planning keeps the engine's); ``threads_per_replica``:
+    the most threads a planned CPU replica may have under ``busy``/``shared`` (None: the
+    whole cores left after the front-end's share, module doc); ``label`` says
     where the pool came from, for messages.
     """
 
@@ -152,6 +164,7 @@ class MachinePool:
     thread_reserve_cores: float | None = None
     core_sharing: CoreSharing = "fair"
     idle_balance_s: float = IDLE_BALANCE_S
+    threads_per_replica: int | None = None
     label: str = dataclasses.field(default="", compare=False)
 
     def __post_init__(self) -> None:
@@ -187,6 +200,12 @@ class MachinePool:
             raise ConfigError(
                 f"idle_balance_s must be >= 0 seconds, got {self.idle_balance_s!r}",
                 field="idle_balance_s",
+            )
+        width = self.threads_per_replica
+        if width is not None and not (isinstance(width, int) and width >= 1):
+            raise ConfigError(
+                f"threads_per_replica must be a whole number >= 1, got {width!r}",
+                field="threads_per_replica",
             )
         fraction = self.max_busy_fraction
         if not (isinstance(fraction, int | float) and 0 < fraction <= 1):
@@ -231,6 +250,24 @@ class MachinePool:
     def bounds_busy_cores(self) -> bool:
         """Whether a plan's busy cores must stay within ``busy_cores_allowed``."""
         return self.fit in ("busy", "shared")
+
+    @property
+    def max_threads_per_replica(self) -> int | None:
+        """The most threads a planned CPU replica may have (None: no bound of its own, the
+        ``threads`` rule, whose core per thread already bounds it)."""
+        if not self.bounds_busy_cores:
+            return None
+        if self.threads_per_replica is not None:
+            return self.threads_per_replica
+        return max(1, math.floor(self.cores - self.frontend_reserve_cores + 1e-9))
+
+    def too_wide(self, hardware: str) -> bool:
+        """Whether a replica on ``hardware`` has more threads than a planned replica may."""
+        limit = self.max_threads_per_replica
+        if limit is None:
+            return False
+        resources = resources_for(hardware, self.cores)
+        return resources.device == "cpu" and resources.threads > limit
 
     @property
     def shares_cores(self) -> bool:
@@ -538,8 +575,9 @@ _MACHINE_KEYS = (
     "max-busy-fraction",
     "threads-per-core",
     "sharing",
+    "threads-per-replica",
 )
-_LOCAL_KEYS = ("fit", "max-busy-fraction", "threads-per-core", "sharing")
+_LOCAL_KEYS = ("fit", "max-busy-fraction", "threads-per-core", "sharing", "threads-per-replica")
 _MEMORY = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?$", re.IGNORECASE)
 _MACHINE_HELP = (
     "'local' (this host) or 'cores=N[,memory=16G][,gpus=K]', either optionally with "
@@ -547,8 +585,10 @@ _MACHINE_HELP = (
     "max-busy-fraction=F of the cores, default 0.8, and the Estimator simulates the cores "
     "as shared; busy: the same bound without the simulated contention; threads: a core "
     "per replica thread, "
-    "',threads-per-core=T' per core, default 1), and ',sharing=fair|per-core' (how the "
-    "Estimator shares the cores: fairly, the default, or a run queue per core)"
+    "',threads-per-core=T' per core, default 1), ',sharing=fair|per-core' (how the "
+    "Estimator shares the cores: fairly, the default, or a run queue per core) and, for "
+    "fit=shared|busy, ',threads-per-replica=N' (the most threads one CPU replica may have; "
+    "default: the whole cores left after the front-end's share)"
 )
 
 
@@ -573,6 +613,7 @@ def machine_from_fields(
     fit: str = "shared",
     max_busy_fraction: float | None = None,
     sharing: str = "fair",
+    threads_per_replica: int | None = None,
     label: str = "",
 ) -> MachinePool:
     """A pool for a described machine, or this host when ``cores`` is None (then only the
@@ -587,6 +628,13 @@ def machine_from_fields(
         raise ValueError("threads-per-core is the fit=threads rule's figure; add fit=threads")
     if max_busy_fraction is not None and rule == "threads":
         raise ValueError("max-busy-fraction is the fit=busy/shared rules' figure; drop fit=threads")
+    if threads_per_replica is not None and rule == "threads":
+        raise ValueError(
+            "threads-per-replica is the fit=busy/shared rules' figure (under fit=threads every "
+            "thread has a core); drop fit=threads"
+        )
+    if threads_per_replica is not None and threads_per_replica < 1:
+        raise ValueError(f"threads-per-replica must be at least 1, got {threads_per_replica}")
     tpc = 1.0 if threads_per_core is None else threads_per_core
     if not 0 < tpc <= MAX_THREADS_PER_CORE / 2:
         raise ValueError(
@@ -601,6 +649,7 @@ def machine_from_fields(
                 planning_threads_per_core=tpc, fit=rule, max_busy_fraction=fraction
             ),
             core_sharing=core_sharing,
+            threads_per_replica=threads_per_replica,
         )
     if cores < 1:
         raise ValueError(f"cores must be at least 1, got {cores}")
@@ -614,6 +663,7 @@ def machine_from_fields(
         fit=rule,
         max_busy_fraction=fraction,
         core_sharing=core_sharing,
+        threads_per_replica=threads_per_replica,
         label=label or f"{cores} cores",
     )
 
@@ -648,6 +698,7 @@ def parse_machine(
             fit=values.get("fit", "shared").lower(),
             max_busy_fraction=_number(values.get("max-busy-fraction")),
             sharing=values.get("sharing", "fair").lower(),
+            threads_per_replica=_whole(values.get("threads-per-replica")),
             label="local" if local else "",
         )
     except ValueError as exc:
@@ -656,3 +707,11 @@ def parse_machine(
 
 def _number(text: str | None) -> float | None:
     return None if text is None else float(text)
+
+
+def _whole(text: str | None) -> int | None:
+    if text is None:
+        return None
+    if not text.strip().isdigit():
+        raise ValueError(f"threads-per-replica must be a whole number >= 1, got {text!r}")
+    return int(text)

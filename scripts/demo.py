@@ -86,16 +86,33 @@ console = Console()
 
 
 def step_arrivals(
-    arrival_s: npt.NDArray[np.float64], duration_s: float, factor: float
+    arrival_s: npt.NDArray[np.float64], duration_s: float, factor: float, rate_qps: float
 ) -> npt.NDArray[np.float64]:
-    """``duration_s`` of arrivals (from 0) whose second half comes ``factor`` × faster: the
-    first half as recorded, then the recording continues compressed in time (same
-    burstiness)."""
+    """``duration_s`` of arrivals, the first half at ``rate_qps`` and the second at ``factor``
+    × that: two consecutive stretches of the recording, each stretched or compressed in
+    time to fill its half, so each half keeps the recording's burstiness at an exact mean
+    rate (a stretch of a bursty recording taken as it comes may be slower than the one
+    before it, and then a "step" is none)."""
     a = np.sort(np.asarray(arrival_s, dtype=np.float64))
     half = duration_s / 2.0
-    before = a[a < half]
-    after = half + (a[a >= half] - half) / factor
-    return np.concatenate([before, after[after < duration_s]])
+    first_n = round(rate_qps * half)
+    second_n = round(factor * rate_qps * half)
+    if first_n < 1 or second_n < 1 or a.size < first_n + second_n + 1:
+        raise ValueError(
+            f"a step of {first_n} then {second_n} arrivals needs {first_n + second_n + 1} "
+            f"recorded ones, got {a.size}"
+        )
+
+    def fill_half(stretch: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        """All but the last of ``stretch``, from 0, scaled so the whole spans ``half``."""
+        span = float(stretch[-1] - stretch[0])
+        if span <= 0.0:
+            return np.arange(stretch.size - 1) * (half / (stretch.size - 1))
+        return (stretch[:-1] - stretch[0]) * (half / span)
+
+    before = fill_half(a[: first_n + 1])
+    after = half + fill_half(a[first_n : first_n + second_n + 1])
+    return np.concatenate([before, after])
 
 
 def squeeze_gaps(arrival_s: npt.NDArray[np.float64], max_gap_s: float) -> npt.NDArray[np.float64]:
@@ -540,7 +557,7 @@ def main() -> None:
     )
     stepped_src = full.window(cut + EVAL_S, full.duration_s).arrival_s
     step, step_bodies = demo.with_payloads(
-        step_arrivals(stepped_src, EVAL_S, STEP_FACTOR), 2, "step"
+        step_arrivals(stepped_src, EVAL_S, STEP_FACTOR, MEAN_RATE_QPS), 2, "step"
     )
     for tr in (evaluation, step):
         if tr.duration_s < 0.8 * EVAL_S:

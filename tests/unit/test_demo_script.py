@@ -10,7 +10,7 @@ from types import ModuleType
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -28,29 +28,40 @@ def demo() -> ModuleType:
 
 @settings(deadline=None, max_examples=40)
 @given(
-    n=st.integers(0, 400),
-    duration_s=st.floats(1.0, 100.0),
+    duration_s=st.floats(2.0, 100.0),
+    rate_qps=st.floats(0.5, 20.0),
     factor=st.floats(1.0, 4.0),
     seed=st.integers(0, 1000),
 )
-def test_the_load_step_keeps_the_first_half_and_compresses_the_rest(
-    demo: ModuleType, n: int, duration_s: float, factor: float, seed: int
+def test_the_load_step_has_exact_rates_and_keeps_the_recordings_gaps(
+    demo: ModuleType, duration_s: float, rate_qps: float, factor: float, seed: int
 ) -> None:
-    source = np.sort(np.random.default_rng(seed).uniform(0.0, 3.0 * duration_s, n))
-    out = demo.step_arrivals(source, duration_s, factor)
-    a = source
     half = duration_s / 2
-    assert np.all(np.diff(out) >= 0) and np.all(out < duration_s)
-    np.testing.assert_array_equal(out[out < half], a[a < half])
-    later = a[(a >= half) & (a < half + half * factor)]
-    np.testing.assert_allclose(out[out >= half], half + (later - half) / factor)
+    first, second = round(rate_qps * half), round(factor * rate_qps * half)
+    assume(first >= 1 and second >= 1)
+    gaps = np.random.default_rng(seed).exponential(1.0, first + second + 5)
+    source = 7.0 + np.cumsum(gaps)
+    out = demo.step_arrivals(source, duration_s, factor, rate_qps)
+    assert np.all(np.diff(out) >= 0) and out[0] == 0.0 and np.all(out < duration_s)
+    assert np.sum(out < half) == first and np.sum(out >= half) == second
+    # each half is one stretch of the recording, scaled: gaps keep their proportions
+    scale = half / (source[first] - source[0])
+    np.testing.assert_allclose(out[:first], (source[:first] - source[0]) * scale)
+    stretch = source[first : first + second + 1]
+    np.testing.assert_allclose(
+        out[first:], half + (stretch[:-1] - stretch[0]) * half / (stretch[-1] - stretch[0])
+    )
 
 
-def test_a_doubled_rate_doubles_the_second_half(demo: ModuleType) -> None:
-    even = np.arange(0.0, 300.0, 0.1)  # 10 q/s
-    out = demo.step_arrivals(even, 60.0, 2.0)
-    assert np.sum(out < 30.0) == 300
-    assert np.sum(out >= 30.0) == pytest.approx(600, abs=1)
+def test_a_tripled_rate_triples_the_second_half(demo: ModuleType) -> None:
+    bursty = np.cumsum(np.tile([0.01, 0.01, 0.5], 400))  # a burst of 3, then a pause
+    out = demo.step_arrivals(bursty, 60.0, 3.0, 8.0)
+    assert np.sum(out < 30.0) == 240 and np.sum(out >= 30.0) == 720
+
+
+def test_too_short_a_recording_for_the_step_is_an_error(demo: ModuleType) -> None:
+    with pytest.raises(ValueError, match="needs 961 recorded ones, got 100"):
+        demo.step_arrivals(np.arange(100.0), 60.0, 3.0, 8.0)
 
 
 @settings(deadline=None, max_examples=40)

@@ -3,19 +3,23 @@
 1. profile the text pipeline (langid → MiniLM → scikit-learn) on this machine
    (cached: a second run reuses the measurements);
 2. calibrate: plan from those profiles for THIS machine (`--machine local`), serve that
-   plan on the first part of a real Azure trace slice with real payloads, and write what
-   the engine measured (`inferline calibrate URL --cpu-work -o ...`): isolated profiles
+   plan on the first part of a real Azure trace slice (8 q/s) with real payloads, and
+   write what the engine measured (`inferline calibrate URL --cpu-work -o ...`): isolated profiles
    are not serving conditions;
 3. plan again from the calibrated profiles at a tight SLO where the SLO binds (the
-   plan's estimated P99 ≥ 80 % of it): 1.2 × the tightest SLO the machine can still keep
-   when the load doubles, found by searching with the Planner (else the tightest at the
-   base load); plans keep an estimated P99 ≤ 85 % of the SLO (`--margin 0.15`: headroom
-   for the machine's speed drifting);
+   plan's estimated P99 ≥ 80 % of it): 1.1 × (else 1 ×) the tightest SLO the machine can
+   still keep when the load doubles, found by searching with the Planner (else the
+   tightest at the base load); plans keep an estimated P99 ≤ 85 % of the SLO
+   (`--margin 0.15`: headroom for the machine's speed drifting);
 4. serve that plan and replay the evaluation part: the Estimator's P99 and misses with
    the profiled speeds (before calibration) and with the calibrated ones the plan was
    made from, against the measured ones (demo.json also has the estimate with the speeds
    the engine calibrated on this very run);
-5. a load step (the second half at 2× the rate) served twice: the fixed plan, then with
+5. a load step a plan must scale for: the base load 0.3 × the machine's capacity (the
+   highest rate with a plan at SLO 1 s, by the calibrated profiles), as the traffic of
+   enough users like the trace's one (the recording started at random points and
+   merged), doubling after 30 s; the SLO 1.1 × the tightest the machine keeps at the
+   doubled load, and the base load's plan for it; served twice, the fixed plan, then with
    the Tuner on; misses, replica cost integrated from the status, and the most replica
    threads against what the machine allows;
 6. a PNG over time: per-second measured P99, the engine's live estimated P99, replicas
@@ -50,6 +54,9 @@ from inferline import load_bundle, load_config, save_trace
 from inferline.bench.promise import (
     PLANNING_MARGIN,
     calibrated_estimate,
+    machine_capacity,
+    plan_for_machine,
+    single_replica_rate,
     status_figures,
     tightest_slo,
 )
@@ -58,7 +65,11 @@ from inferline.errors import InfeasibleError
 from inferline.estimator import Estimator, ServiceTime
 from inferline.planner import Plan, plan
 from inferline.profiler import attach_samples, load_samples
-from inferline.profiles import MachinePool, machine_pool_for_host
+from inferline.profiles import (
+    DEFAULT_FRONTEND_CPU_S_PER_QUERY,
+    MachinePool,
+    machine_pool_for_host,
+)
 from inferline.workload import Trace, bundled_trace_path, load_timestamp_csv
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -66,15 +77,23 @@ SOURCE_BUNDLE = ROOT / "examples" / "text-pipeline"
 BUNDLE = SOURCE_BUNDLE  # the working copy in the output folder once main() made it
 MODEL = "text-pipeline"
 QUICK = os.environ.get("DEMO_QUICK") == "1"
-MEAN_RATE_QPS = 8.0
-#: The slice of the Azure trace: its busiest stretch, in minutes from its start.
+MEAN_RATE_QPS = 8.0  # the promise part's load (steps 2-4)
+#: The slice of the Azure trace the promise part replays: its busiest stretch, in minutes.
 SLICE_MIN = (14.0, 25.0)
 MAX_GAP_S = 5.0  # idle gaps of the recording longer than this are cut to it
+#: The load step's base load: this share of the machine's capacity (the highest rate with a
+#: plan on this machine at SLO 1 s, by the calibrated profiles). At the promise part's 8
+#: q/s the text pipeline's plan is shaped by the trace's bursts and holds twice the rate
+#: as it is, so the Tuner has nothing to do; at this share the doubled load needs
+#: replicas the base plan lacks, and the machine has room for them.
+STEP_BASE_FRACTION = 0.3
+STEP_PLANNING_S = 60.0 if not QUICK else 30.0  # the load step's planning workload
 EVAL_S = 60.0 if not QUICK else 30.0
 CALIBRATION_S = 40.0 if not QUICK else 20.0  # the first plan serves this long to calibrate
 #: The load step: the second half of the step run comes at this many times the rate.
 STEP_FACTOR = 2.0
 SLO_FACTOR = 1.2  # the SLO: this × the tightest the machine keeps at the stepped rate
+STEP_SLO_FACTOR = 1.1  # the load step's SLO: this × the tightest at the doubled load
 BINDING_FRACTION = 0.8  # the SLO binds when the plan's estimated P99 ≥ this × the SLO
 LOOSE_SLO_S = 1.0  # the top of the SLO search
 POLL_S = 0.5
@@ -107,8 +126,8 @@ def step_arrivals(
         """All but the last of ``stretch``, from 0, scaled so the whole spans ``half``."""
         span = float(stretch[-1] - stretch[0])
         if span <= 0.0:
-            return np.arange(stretch.size - 1) * (half / (stretch.size - 1))
-        return (stretch[:-1] - stretch[0]) * (half / span)
+            return np.arange(stretch.size - 1, dtype=np.float64) * (half / (stretch.size - 1))
+        return np.asarray((stretch[:-1] - stretch[0]) * (half / span), dtype=np.float64)
 
     before = fill_half(a[: first_n + 1])
     after = half + fill_half(a[first_n : first_n + second_n + 1])
@@ -123,6 +142,33 @@ def squeeze_gaps(arrival_s: npt.NDArray[np.float64], max_gap_s: float) -> npt.ND
         return a
     gaps = np.minimum(np.diff(a), max_gap_s)
     return np.concatenate([[0.0], np.cumsum(gaps)])
+
+
+def superposed(
+    arrival_s: npt.NDArray[np.float64],
+    rate_qps: float,
+    duration_s: float,
+    max_gap_s: float,
+    seed: int = 0,
+) -> npt.NDArray[np.float64]:
+    """Arrivals at a mean ``rate_qps`` over ``[0, duration_s)`` from one recording, as the
+    traffic of k users like the recorded one: idle gaps cut to ``max_gap_s``, then k copies
+    of the recording, each started at a random point of it (and wrapping round), merged;
+    time is stretched slightly so the rate is exact, and the merged recording played again
+    as often as ``duration_s`` needs. Merging streams keeps their bursts but, unlike
+    compressing one recording in time, does not make every burst k times as dense."""
+    once = squeeze_gaps(arrival_s, max_gap_s)
+    if once.size < 2 or once[-1] <= 0.0:
+        raise ValueError("a recording to replay needs at least two distinct arrivals")
+    cycle_s = float(once[-1]) * once.size / (once.size - 1)  # one mean gap between plays
+    natural_qps = once.size / cycle_s
+    users = max(1, int(np.ceil(rate_qps / natural_qps - 1e-9)))
+    offsets = np.random.default_rng(seed).uniform(0.0, cycle_s, users)
+    merged = np.sort(np.concatenate([(once + u) % cycle_s for u in offsets]))
+    stretch = users * natural_qps / rate_qps
+    plays = int(np.ceil(duration_s / (cycle_s * stretch))) + 1
+    times = np.concatenate([merged + j * cycle_s for j in range(plays)]) * stretch
+    return times[times < duration_s]
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,7 +191,8 @@ def choose_slo(
     binding_fraction: float = BINDING_FRACTION,
 ) -> SloChoice | None:
     """A tight SLO that binds at the base load: ``factor`` × the tightest SLO the machine
-    keeps at the peak load (so the Tuner has room to scale into), else at the base load.
+    keeps at the peak load (so the Tuner has room to scale into), else that tightest SLO
+    itself, else ``factor`` × (or 1 ×) the tightest at the base load.
 
     ``base_p99(slo)``/``peak_p99(slo)``: the estimated P99 of the plan for that SLO on the
     machine, None when none fits. None when not even ``high_slo_s`` fits the base load."""
@@ -153,7 +200,7 @@ def choose_slo(
     if base_tight is None:
         return None
     peak_tight = tightest_slo(lambda s: peak_p99(s) is not None, high_slo_s)
-    candidates = [] if peak_tight is None else [(peak_tight * factor, peak_tight)]
+    candidates = [] if peak_tight is None else [(peak_tight * f, peak_tight) for f in (factor, 1.0)]
     candidates += [(base_tight * factor, base_tight), (base_tight, base_tight)]
     fallback: SloChoice | None = None
     for slo, tight in candidates:
@@ -281,6 +328,14 @@ def azure_slice(rate_qps: float) -> Trace:
     return Trace.from_arrivals(cut * scale, source="azure slice")
 
 
+def users_of_the_trace(rate_qps: float, duration_s: float, seed: int = 0) -> Trace:
+    """The whole bundled Azure trace as the traffic of enough users to make ``rate_qps``
+    (:func:`superposed`), for ``duration_s``."""
+    raw = load_timestamp_csv(bundled_trace_path())
+    arrivals = superposed(raw.arrival_s, rate_qps, duration_s, MAX_GAP_S, seed=seed)
+    return Trace.from_arrivals(arrivals, source="azure users")
+
+
 class Watch:
     """Polls the engine's status while a replay runs: replicas per stage, the live
     estimated P99, the replica cost, and the Tuner's changes as they happen."""
@@ -381,6 +436,52 @@ class Demo:
         trace, k = attach_samples(a, self.bundle.paths, seed, label)
         return trace, [self.bodies[int(i)] for i in k.tolist()]
 
+    def capacity(self) -> float:
+        """The highest rate (q/s) with a plan on this machine at the loose SLO."""
+
+        def fits_at(rate_qps: float) -> bool:
+            found = plan_for_machine(
+                self.bundle.pipeline,
+                self.bundle.profiles,
+                users_of_the_trace(rate_qps, STEP_PLANNING_S),
+                LOOSE_SLO_S,
+                self.pool,
+                margin=PLANNING_MARGIN,
+            )
+            return found is not None
+
+        guess = single_replica_rate(self.bundle.pipeline, self.bundle.profiles)
+        top = self.pool.cores / DEFAULT_FRONTEND_CPU_S_PER_QUERY
+        return machine_capacity(fits_at, guess, max_rate_qps=top)
+
+    def load_step(self, out: Path) -> tuple[float, float, Path, Trace, list[bytes]] | None:
+        """The load-step case: (SLO, base rate, plan file, the step trace and its payloads),
+        None when the doubled load has no plan on this machine."""
+        capacity = self.capacity()
+        rate = round(STEP_BASE_FRACTION * capacity, 1)
+        planning = users_of_the_trace(rate, STEP_PLANNING_S, seed=0)
+        peak = users_of_the_trace(STEP_FACTOR * rate, STEP_PLANNING_S, seed=0)
+        peak_p99 = self.plan_p99(peak)
+        tight = tightest_slo(lambda s: peak_p99(s) is not None, LOOSE_SLO_S)
+        if tight is None:
+            return None
+        slo_s = round(STEP_SLO_FACTOR * tight, 4)
+        source_s = EVAL_S / 2 * (1 + STEP_FACTOR) * 1.1 + 5.0  # a cut play's rate varies
+        source = users_of_the_trace(rate, source_s, seed=1).arrival_s
+        step, bodies = self.with_payloads(
+            step_arrivals(source, EVAL_S, STEP_FACTOR, rate), 2, "step"
+        )
+        save_trace(planning, out / "step-planning.csv")
+        save_trace(step, out / "step.csv")
+        path = out / "step-plan.yaml"
+        make_plan(str(self.bundle.root), out, slo_s, path, trace="step-planning.csv")
+        console.print(
+            f"  capacity {capacity:.0f} q/s → base load {rate:g} q/s, then {STEP_FACTOR * rate:g}"
+            f" q/s; tightest SLO at the doubled load {tight * 1000:.1f} ms → SLO "
+            f"{slo_s * 1000:.1f} ms"
+        )
+        return slo_s, rate, path, step, bodies
+
     def plan_p99(self, trace: Trace) -> Callable[[float], float | None]:
         memo: dict[float, float | None] = {}
 
@@ -450,12 +551,12 @@ def serve_command(slo_s: float, tune: Path | None) -> tuple[str, ...]:
     return extra
 
 
-def warm_up(engine: EngineProcess, demo: Demo, slo_s: float) -> None:
+def warm_up(engine: EngineProcess, demo: Demo, slo_s: float, rate_qps: float) -> None:
     """A few seconds of queries so the first measured ones do not pay for cold caches."""
     rng = np.random.default_rng(11)
-    n = int(MEAN_RATE_QPS * 3)
+    n = int(rate_qps * 3)
     bodies = [demo.bodies[int(i)] for i in rng.integers(0, len(demo.bodies), n)]
-    arrivals = np.cumsum(rng.exponential(1 / MEAN_RATE_QPS, n))
+    arrivals = np.cumsum(rng.exponential(1 / rate_qps, n))
     replay(engine.url, arrivals, bodies, slo_s=slo_s, model=MODEL)
 
 
@@ -482,13 +583,15 @@ def choose_first_slo(
     return round(choice.slo_s, 4)
 
 
-def make_plan(bundle_arg: str, out: Path, slo_s: float, plan_path: Path) -> dict[str, Any]:
+def make_plan(
+    bundle_arg: str, out: Path, slo_s: float, plan_path: Path, trace: str = "planning.csv"
+) -> dict[str, Any]:
     """``inferline plan`` for this machine, with the demo's margin."""
     return inferline(
         "plan",
         bundle_arg,
         "--trace",
-        str(out / "planning.csv"),
+        str(out / trace),
         "--slo-s",
         repr(slo_s),
         "--machine",
@@ -555,22 +658,16 @@ def main() -> None:
     evaluation, eval_bodies = demo.with_payloads(
         full.window(cut, cut + EVAL_S).arrival_s, 1, "evaluation"
     )
-    stepped_src = full.window(cut + EVAL_S, full.duration_s).arrival_s
-    step, step_bodies = demo.with_payloads(
-        step_arrivals(stepped_src, EVAL_S, STEP_FACTOR, MEAN_RATE_QPS), 2, "step"
-    )
-    for tr in (evaluation, step):
-        if tr.duration_s < 0.8 * EVAL_S:
-            console.print(f"[yellow]note[/]: the {tr.source} part spans {tr.duration_s:.0f} s only")
+    if evaluation.duration_s < 0.8 * EVAL_S:
+        console.print(f"[yellow]note[/]: the evaluation part spans {evaluation.duration_s:.0f} s")
     peak_planning = Trace.from_arrivals(planning.arrival_s / STEP_FACTOR, source="planning ×2")
-    for name, tr in (("planning", planning), ("evaluation", evaluation), ("step", step)):
+    for name, tr in (("planning", planning), ("evaluation", evaluation)):
         save_trace(tr, out / f"{name}.csv")
     console.print(
         f"\n[bold]Workload[/]: Azure LLM code trace, minutes {SLICE_MIN[0]:g}–{SLICE_MIN[1]:g} "
         f"(idle gaps over {MAX_GAP_S:g} s cut to it) rescaled to {MEAN_RATE_QPS:g} q/s on "
-        f"average: planning part {planning.n_queries} "
-        f"queries, evaluation part {evaluation.n_queries} over {evaluation.duration_s:.0f} s, "
-        f"load step {step.n_queries} ({STEP_FACTOR:g}× the rate after {EVAL_S / 2:.0f} s)"
+        f"average: planning part {planning.n_queries} queries, evaluation part "
+        f"{evaluation.n_queries} over {evaluation.duration_s:.0f} s"
     )
     console.print(
         f"Machine: {pool.cores} cores, {pool.frontend_reserve_cores:g} reserved for the "
@@ -592,7 +689,7 @@ def main() -> None:
     with start_engine(
         BUNDLE, first_path, *serve_command(first_slo, None), start_timeout_s=240.0
     ) as e:
-        warm_up(e, demo, first_slo)
+        warm_up(e, demo, first_slo, MEAN_RATE_QPS)
         first_run = demo.serve_replay(e, calibration, cal_bodies, first_slo, show=False)
         inferline("calibrate", e.url, "--cpu-work", "-o", str(work_path), as_json=False)
     console.print(
@@ -640,7 +737,7 @@ def main() -> None:
     with start_engine(
         calibrated_root, plan_path, *serve_command(slo_s, None), start_timeout_s=240.0
     ) as e:
-        warm_up(e, served, slo_s)
+        warm_up(e, served, slo_s, MEAN_RATE_QPS)
         fixed_eval = served.serve_replay(e, evaluation, eval_bodies, slo_s, show=False)
         calibrated_path = out / "calibrated-profiles.yaml"
         inferline("calibrate", e.url, "-o", str(calibrated_path), as_json=False)
@@ -652,16 +749,36 @@ def main() -> None:
             slo_s=slo_s,
             service_time=SERVICE_TIME,
         )
+
+    console.print(
+        f"\n[bold]5. Load step[/]: a load the plan must scale for. The machine's capacity "
+        f"by the calibrated profiles; the base load {STEP_BASE_FRACTION:g} × that, doubling "
+        f"after {EVAL_S / 2:.0f} s; the SLO {STEP_SLO_FACTOR:g} × the tightest the machine "
+        "keeps at the doubled load, and the base load's plan for it"
+    )
+    step_case = served.load_step(out)
+    if step_case is None:
         console.print(
-            f"\n[bold]5. Load step[/]: {STEP_FACTOR:g}× the rate after {EVAL_S / 2:.0f} s, "
-            "first on the fixed plan (same engine)"
+            "[yellow]no SLO up to 1 s has a plan for the doubled load on this machine: "
+            "no load step[/]"
         )
-        fixed_step = served.serve_replay(e, step, step_bodies, slo_s, show=False)
+        raise SystemExit(3)
+    step_slo, step_rate, step_path, step, step_bodies = step_case
+    console.print(f"$ inferline plan … --trace step-planning.csv --slo-s {step_slo!r} …")
+    step_config = load_config(step_path)
+    for name, st in step_config.stages.items():
+        console.print(f"  {name:>10}: {st.replicas} × {st.hardware}, max batch {st.batch_size}")
+    console.print("  first the fixed plan …")
+    with start_engine(
+        calibrated_root, step_path, *serve_command(step_slo, None), start_timeout_s=240.0
+    ) as e:
+        warm_up(e, served, step_slo, step_rate)
+        fixed_step = served.serve_replay(e, step, step_bodies, step_slo, show=False)
     console.print("  … then with the Tuner on: its replica changes as they happen")
-    tune_args = serve_command(slo_s, out / "planning.csv")
-    with start_engine(calibrated_root, plan_path, *tune_args, start_timeout_s=240.0) as e:
-        warm_up(e, served, slo_s)
-        tuned_step = served.serve_replay(e, step, step_bodies, slo_s, show=True)
+    tune_args = serve_command(step_slo, out / "step-planning.csv")
+    with start_engine(calibrated_root, step_path, *tune_args, start_timeout_s=240.0) as e:
+        warm_up(e, served, step_slo, step_rate)
+        tuned_step = served.serve_replay(e, step, step_bodies, step_slo, show=True)
         tuner_policy = e.status().get("tuner", {}).get("policy")
 
     table = Table(
@@ -696,8 +813,8 @@ def main() -> None:
     console.print(table)
 
     step_table = Table(
-        title=f"5. load step: {step.n_queries} queries, {STEP_FACTOR:g}× "
-        f"after {EVAL_S / 2:.0f} s, SLO {slo_s * 1000:.1f} ms"
+        title=f"5. load step: {step.n_queries} queries, {step_rate:g} q/s, {STEP_FACTOR:g}× "
+        f"after {EVAL_S / 2:.0f} s, SLO {step_slo * 1000:.1f} ms"
     )
     for col in (
         "run",
@@ -732,7 +849,7 @@ def main() -> None:
     png = write_timeline_png(
         out / "demo.png",
         {"Tuner": tuned_step.timeline, "fixed plan": fixed_step.timeline},
-        slo_s=slo_s,
+        slo_s=step_slo,
         step_at_s=EVAL_S / 2,
     )
     load = os.getloadavg()[0]
@@ -753,6 +870,9 @@ def main() -> None:
             "measured": meas,
         },
         "step": {
+            "rate_qps": step_rate,
+            "slo_s": step_slo,
+            "plan": str(step_path),
             "fixed": {**fixed_step.summary, **fixed_step.machine},
             "tuned": {**tuned_step.summary, **tuned_step.machine, "policy": tuner_policy},
         },

@@ -91,6 +91,15 @@ def test_the_slo_is_tight_at_the_peak_and_binds_at_the_base(demo: ModuleType) ->
     assert choice.estimated_p99_s >= 0.8 * choice.slo_s
 
 
+def test_the_peaks_tightest_slo_itself_when_more_would_not_bind(demo: ModuleType) -> None:
+    # the base plan's P99 stays at 66 ms: 75 % of 1.1 × 80 ms, 82 % of 80 ms
+    choice = demo.choose_slo(
+        lambda s: None if s < 0.03 else min(0.9 * s, 0.066), feasible_from(0.08), factor=1.1
+    )
+    assert choice.slo_s == pytest.approx(0.08, rel=0.04)
+    assert choice.binds and choice.peak_feasible
+
+
 def test_without_a_peak_plan_the_base_load_sets_the_slo(demo: ModuleType) -> None:
     choice = demo.choose_slo(feasible_from(0.05), lambda _slo: None, factor=1.1)
     assert choice.slo_s == pytest.approx(0.055, rel=0.04)
@@ -162,3 +171,30 @@ def test_the_calibrated_copy_plans_from_the_calibrated_profiles_and_leaves_the_c
         assert (copy / "pipeline.yaml").read_text() == (demo.BUNDLE / "pipeline.yaml").read_text()
         assert (copy / ".models").resolve() == (demo.SOURCE_BUNDLE / ".models").resolve()
     assert (demo.BUNDLE / "profiles.yaml").read_text() == measured
+
+
+@settings(deadline=None, max_examples=30)
+@given(rate_qps=st.floats(0.5, 300.0), plays=st.floats(10.0, 20.0), seed=st.integers(0, 99))
+def test_superposed_arrivals_keep_the_rate_asked(
+    demo: ModuleType, rate_qps: float, plays: float, seed: int
+) -> None:
+    gaps = np.random.default_rng(seed).exponential(0.5, 400)  # ~2 q/s, a play of ~200 s
+    duration_s = plays * 200.0
+    out = demo.superposed(np.cumsum(gaps), rate_qps, duration_s, 5.0, seed=seed)
+    assert np.all(np.diff(out) >= 0) and out[0] >= 0 and np.all(out < duration_s)
+    # whole plays have the rate exactly; the last one, cut, is at most one play of 10-20
+    assert out.size == pytest.approx(rate_qps * duration_s, rel=0.1, abs=2)
+
+
+def test_below_the_recordings_rate_superposed_is_the_recording_stretched(
+    demo: ModuleType,
+) -> None:
+    recording = np.array([3.0, 3.1, 3.2, 10.0, 10.5, 30.0])  # one idle gap of 19.5 s
+    # squeezed: gaps 0.1, 0.1, 5 (cut), 0.5, 5 (cut), then one mean gap (2.14 s) per replay
+    cyclic = [0.1, 0.1, 5.0, 0.5, 5.0, 10.7 / 5]
+    out = demo.superposed(recording, 0.25, 40.0, 5.0, seed=3)
+    assert abs(out.size - 10) <= 2  # 0.25 q/s for 40 s, give or take a part of one play
+    stretch = (6 / (10.7 * 6 / 5)) / 0.25  # one user: its 0.47 q/s slowed to 0.25
+    gaps = np.round(np.diff(out) / stretch, 6).tolist()
+    tiled = np.round(cyclic * 4, 6).tolist()
+    assert any(tiled[k : k + len(gaps)] == gaps for k in range(len(cyclic)))

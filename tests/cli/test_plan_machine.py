@@ -186,3 +186,21 @@ def test_batch_headroom_raises_batches_at_the_same_cost(trace: Path) -> None:
     bundle = il.load_bundle(TEXT)
     api = il.plan(bundle.pipeline, bundle.profiles, load_trace(trace), 0.1, batch_headroom=True)
     assert api.stages() == after and any("headroom:" in line for line in raised["log"])
+
+
+def test_on_two_cores_the_readable_plan_says_which_wide_hardware_it_left_out(
+    trace: Path, tmp_path: Path
+) -> None:
+    tabular = ROOT / "examples" / "tabular-triage"  # profiled on cpu-1 and cpu-2
+    out_file = tmp_path / "plan.yaml"
+    code, out, err = plan(tabular, trace, "--machine", "cores=2", "-o", str(out_file))
+    assert code == 0, err
+    line = " ".join(out.split())
+    assert "machine: a CPU replica has at most 1 thread(s) here" in line
+    assert "threads-per-replica=N changes it), so these were left out: features: cpu-2" in line
+    stages = yaml.safe_load(out_file.read_text())["stages"]
+    assert {s["hardware"] for s in stages.values()} == {"cpu-1"}
+    assert yaml.safe_load(out_file.read_text())["machine"]["max_threads_per_replica"] == 1
+    code, out, err = plan(tabular, trace, "--machine", "cores=2,threads-per-replica=2")
+    assert code == 0, err
+    assert "left out" not in " ".join(out.split())

@@ -62,7 +62,7 @@ def _use(pool: MachinePool, plan: Plan, profiles: Profiles, trace: Trace) -> Mac
     )
 
 
-def narrowed_hardware(
+def _narrowed_hardware(
     pool: MachinePool, profiles: Profiles, stages: list[str]
 ) -> dict[str, list[str]]:
     """Per stage, the profiled hardware left out of plans for ``pool`` as too wide."""
@@ -142,7 +142,7 @@ def plan_on_machine(
 
 
 def _narrowing(pool: MachinePool, profiles: Profiles, plan: Plan) -> tuple[str, ...]:
-    left_out = narrowed_hardware(pool, profiles, list(plan.config.stages))
+    left_out = _narrowed_hardware(pool, profiles, list(plan.config.stages))
     if not left_out:
         return ()
     stages = "; ".join(f"{stage}: {', '.join(hws)}" for stage, hws in left_out.items())

@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from inferline.cli import app
@@ -221,3 +222,37 @@ def test_simulate_on_a_machine_shares_its_cores_and_says_so(traces: dict[str, Pa
     shared, out = p99("--machine", "cores=1")
     assert "shared cores of cores=1" in " ".join(out.split())
     assert shared > alone  # the same replicas on one core wait for it
+
+
+def test_simulate_on_a_machine_notes_a_replica_as_wide_as_it(
+    traces: dict[str, Path], tmp_path: Path
+) -> None:
+    tabular = ROOT / "examples" / "tabular-triage"
+    config = tmp_path / "wide.yaml"
+    stages = {
+        name: {"hardware": "cpu-2" if name == "mc_mlp" else "cpu-1", "batch_size": 1, "replicas": 1}
+        for name in ("features", "risk", "mc_mlp", "explain", "combine")
+    }
+    config.write_text(yaml.safe_dump({"stages": stages}))
+
+    def simulate(*extra: str) -> str:
+        out = readable(
+            "simulate",
+            str(tabular),
+            "--config",
+            str(config),
+            "--trace",
+            str(traces["gamma"]),
+            "--slo-s",
+            "0.1",
+            *extra,
+        )
+        return " ".join(out.split())
+
+    line = simulate("--machine", "cores=2")
+    assert (
+        "note: 'mc_mlp' runs 2-thread replicas on 2 cores; plans for this machine give a "
+        "replica at most 1 thread(s)." in line
+    )
+    assert "note" not in simulate("--machine", "cores=4")  # three whole cores left
+    assert "note" not in simulate()

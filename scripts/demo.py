@@ -31,6 +31,7 @@ Each step shows the `inferline` command a user would type. DEMO_QUICK=1: a short
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import shlex
@@ -61,9 +62,7 @@ from inferline.bench.promise import (
     tightest_slo,
 )
 from inferline.engine import EngineProcess, replay, replay_summary, start_engine
-from inferline.errors import InfeasibleError
 from inferline.estimator import Estimator, ServiceTime
-from inferline.planner import Plan, plan
 from inferline.profiler import attach_samples, load_samples
 from inferline.profiles import (
     DEFAULT_FRONTEND_CPU_S_PER_QUERY,
@@ -317,11 +316,17 @@ def inferline(*args: str, as_json: bool = True) -> dict[str, Any]:
     return dict(json.loads(done.stdout)) if as_json else {}
 
 
+@functools.cache
+def recorded_arrivals() -> npt.NDArray[np.float64]:
+    """The bundled Azure trace's arrival times (read once: the capacity search asks often)."""
+    return load_timestamp_csv(bundled_trace_path()).arrival_s
+
+
 def azure_slice(rate_qps: float) -> Trace:
     """The busiest minutes of the real trace, idle gaps squeezed, time-scaled to
     ``rate_qps`` on average."""
-    raw = load_timestamp_csv(bundled_trace_path())
-    t = raw.arrival_s - raw.arrival_s[0]
+    t = recorded_arrivals()
+    t = t - t[0]
     lo, hi = SLICE_MIN[0] * 60.0, SLICE_MIN[1] * 60.0
     cut = squeeze_gaps(t[(t >= lo) & (t < hi)] - lo, MAX_GAP_S)
     scale = (cut.size / rate_qps) / float(cut[-1])
@@ -331,8 +336,7 @@ def azure_slice(rate_qps: float) -> Trace:
 def users_of_the_trace(rate_qps: float, duration_s: float, seed: int = 0) -> Trace:
     """The whole bundled Azure trace as the traffic of enough users to make ``rate_qps``
     (:func:`superposed`), for ``duration_s``."""
-    raw = load_timestamp_csv(bundled_trace_path())
-    arrivals = superposed(raw.arrival_s, rate_qps, duration_s, MAX_GAP_S, seed=seed)
+    arrivals = superposed(recorded_arrivals(), rate_qps, duration_s, MAX_GAP_S, seed=seed)
     return Trace.from_arrivals(arrivals, source="azure users")
 
 
@@ -440,15 +444,8 @@ class Demo:
         """The highest rate (q/s) with a plan on this machine at the loose SLO."""
 
         def fits_at(rate_qps: float) -> bool:
-            found = plan_for_machine(
-                self.bundle.pipeline,
-                self.bundle.profiles,
-                users_of_the_trace(rate_qps, STEP_PLANNING_S),
-                LOOSE_SLO_S,
-                self.pool,
-                margin=PLANNING_MARGIN,
-            )
-            return found is not None
+            planning = users_of_the_trace(rate_qps, STEP_PLANNING_S)
+            return self.plan_p99(planning)(LOOSE_SLO_S) is not None
 
         guess = single_replica_rate(self.bundle.pipeline, self.bundle.profiles)
         top = self.pool.cores / DEFAULT_FRONTEND_CPU_S_PER_QUERY
@@ -487,19 +484,15 @@ class Demo:
 
         def p99(slo_s: float) -> float | None:
             if slo_s not in memo:
-                try:
-                    found: Plan = plan(
-                        "inferline",
-                        self.bundle.pipeline,
-                        self.bundle.profiles,
-                        trace,
-                        slo_s,
-                        margin=PLANNING_MARGIN,
-                        machine=self.pool,
-                    )
-                    memo[slo_s] = found.estimated_p99_s
-                except InfeasibleError:  # on this machine or at all
-                    memo[slo_s] = None
+                found = plan_for_machine(
+                    self.bundle.pipeline,
+                    self.bundle.profiles,
+                    trace,
+                    slo_s,
+                    self.pool,
+                    margin=PLANNING_MARGIN,
+                )  # None: infeasible on this machine or at all
+                memo[slo_s] = None if found is None else found.estimated_p99_s
             return memo[slo_s]
 
         return p99

@@ -62,21 +62,6 @@ def _use(pool: MachinePool, plan: Plan, profiles: Profiles, trace: Trace) -> Mac
     )
 
 
-def _narrowed_hardware(
-    pool: MachinePool, profiles: Profiles, stages: list[str]
-) -> dict[str, list[str]]:
-    """Per stage, the profiled hardware left out of plans for ``pool`` as too wide."""
-    left_out = {
-        stage: [
-            hw
-            for hw in profiles.hardware_for(stage)
-            if hw not in usable_hardware(profiles, stage, pool)
-        ]
-        for stage in stages
-    }
-    return {stage: hws for stage, hws in left_out.items() if hws}
-
-
 def _fits(plan: Plan, pool: MachinePool, profiles: Profiles) -> bool:
     if any(
         c.hardware not in usable_hardware(profiles, name, pool)
@@ -142,7 +127,13 @@ def plan_on_machine(
 
 
 def _narrowing(pool: MachinePool, profiles: Profiles, plan: Plan) -> tuple[str, ...]:
-    left_out = _narrowed_hardware(pool, profiles, list(plan.config.stages))
+    """The log line naming each stage's profiled hardware left out as too wide, if any."""
+    left_out: dict[str, list[str]] = {}
+    for stage in plan.config.stages:
+        usable = usable_hardware(profiles, stage, pool)
+        dropped = [hw for hw in profiles.hardware_for(stage) if hw not in usable]
+        if dropped:
+            left_out[stage] = dropped
     if not left_out:
         return ()
     stages = "; ".join(f"{stage}: {', '.join(hws)}" for stage, hws in left_out.items())
